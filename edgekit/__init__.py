@@ -1,0 +1,60 @@
+"""edgekit: put trained neural networks on edge devices.
+
+``import edgekit`` is cheap: numpy and every engine are imported only when a
+model is loaded. The device path (``load``, ``Runtime``) never imports
+TensorFlow, NNCF or the converters.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from edgekit.errors import (
+    CalibrationError,
+    ConversionError,
+    DeviceError,
+    EdgekitError,
+    InferenceError,
+    MissingDependencyError,
+    UnsupportedModelError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CalibrationError",
+    "ConversionError",
+    "DeviceError",
+    "EdgekitError",
+    "InferenceError",
+    "MissingDependencyError",
+    "Runtime",
+    "TensorSpec",
+    "UnsupportedModelError",
+    "__version__",
+    "inspect_model",
+    "load",
+]
+
+# name -> module that defines it; resolved on first access (PEP 562)
+_LAZY = {
+    "load": "edgekit._api",
+    "Runtime": "runtimes.base",
+    "TensorSpec": "runtimes.base",
+    "inspect_model": "edgekit.inspection",
+}
+
+if TYPE_CHECKING:
+    from edgekit._api import load
+    from edgekit.inspection import inspect_model
+    from runtimes.base import Runtime, TensorSpec
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'edgekit' has no attribute '{name}'")

@@ -1,0 +1,44 @@
+"""The device-side entry point: ``edgekit.load``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from runtimes import open_runtime
+from runtimes.base import Runtime
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    backend: str | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    **engine_options: Any,
+) -> Runtime:
+    """Load a .tflite, .onnx or OpenVINO .xml model for inference.
+
+    The format is recognised from the file's bytes, not its suffix, and the
+    file is checked before an engine parses it (truncation, unsafe ONNX
+    external data).
+
+    Args:
+        path: The model file (for OpenVINO IR the .xml; its .bin must sit beside it).
+        backend: ``"litert"``, ``"onnxruntime"`` or ``"openvino"``; default: the format's own engine.
+            OpenVINO can also read .onnx and .tflite files.
+        device: ``"cpu"``, ``"gpu"``, ``"npu"`` or ``"auto"`` (an accelerator if present, else CPU
+            with a logged warning).
+        threads: Intra-op threads; default: the engine's choice.
+        **engine_options: Passed to the engine: ``delegate``/``delegate_options``/``implementation``/
+            ``signature`` (LiteRT), ``providers``/``session_options`` (ONNX Runtime), ``config`` (OpenVINO).
+
+    Returns:
+        A ``Runtime``; use it as a context manager or call ``close()``.
+
+    Raises:
+        UnsupportedModelError: The file is missing, unreadable, of an unknown kind, truncated or unsafe.
+        MissingDependencyError: The engine is not installed; the message names the pip extra.
+        DeviceError: The requested device is not present; the message lists what is.
+    """
+    return open_runtime(path, backend=backend, device=device, threads=threads, **engine_options)

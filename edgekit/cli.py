@@ -1,0 +1,285 @@
+"""The ``edgekit`` command line.
+
+Results go to stdout (``--json`` for machines), progress and errors to stderr.
+An ``EdgekitError`` becomes one ``Error: ...`` line and exit code 1; usage
+errors exit 2 (click's convention); a traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgekit import __version__
+from edgekit.errors import EdgekitError
+
+
+class _Group(click.Group):
+    """Turns edgekit errors into one line and exit code 1 (or a traceback with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgekitError as exc:
+            if ctx.meta.get("edgekit.debug"):
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgekit")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("--verbose", "-v", is_flag=True, help="Log progress and engine messages to stderr.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
+    """Convert, run and profile neural networks on edge devices."""
+    ctx.meta["edgekit.debug"] = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _shape(shape: Any) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _spec_table(title: str, specs: Any):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in ("name", "shape", "dtype", "scale", "zero point"):
+        table.add_column(column)
+    for s in specs:
+        table.add_row(s.name, _shape(s.shape), s.dtype.name, "" if s.scale is None else f"{s.scale:.6g}",
+                      "" if s.zero_point is None else str(s.zero_point))
+    return table
+
+
+backend_option = click.option("--backend", type=click.Choice(["litert", "onnxruntime", "openvino"]),
+                              help="Engine to use (default: the file format's own).")
+device_option = click.option("--device", type=click.Choice(["cpu", "gpu", "npu", "auto"]), default="cpu",
+                             show_default=True, help="Where to run.")
+threads_option = click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@backend_option
+@json_option
+def inspect(model: Path, backend: str | None, as_json: bool) -> None:
+    """Show a model's format, I/O tensors, op types and how integer it is."""
+    from edgekit.inspection import inspect_model
+
+    info = inspect_model(model, backend=backend)
+    if as_json:
+        _emit_json(info.to_dict())
+        return
+    console = _console()
+    audit = info.audit
+    console.print(f"[bold]{info.path}[/bold]")
+    console.print(f"format {info.format} · engine {info.engine} · {info.size_bytes:,} bytes")
+    console.print(f"sha256 {info.sha256}")
+    console.print(_spec_table("inputs", info.inputs))
+    console.print(_spec_table("outputs", info.outputs))
+    ops = ", ".join(f"{name}×{count}" for name, count in sorted(audit.op_types.items(), key=lambda kv: -kv[1]))
+    console.print(f"ops: {ops}")
+    floats = ", ".join(f"{k}×{v}" for k, v in audit.float_ops.items()) or "none"
+    console.print(f"integer ops: {audit.integer_ops}/{audit.compute_ops} (float: {floats}); "
+                  f"I/O {','.join(audit.input_dtypes)} -> {','.join(audit.output_dtypes)}; "
+                  f"fully integer: {'yes' if audit.fully_integer else 'no'}")
+
+
+def _random_feeds(runtime: Any, seed: int) -> dict[str, Any]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in runtime.inputs:
+        shape = tuple(1 if d is None else d for d in spec.shape)
+        if spec.quantized:
+            info = np.iinfo(spec.dtype)
+            feeds[spec.name] = rng.integers(info.min, info.max, shape, endpoint=True, dtype=spec.dtype)
+        elif spec.dtype.kind == "f":
+            feeds[spec.name] = rng.random(shape, dtype=np.float32).astype(spec.dtype)
+        elif spec.dtype.kind == "b":
+            feeds[spec.name] = rng.random(shape) < 0.5
+        else:
+            feeds[spec.name] = rng.integers(0, 10, shape).astype(spec.dtype)
+    return feeds
+
+
+def _npy_feeds(pairs: tuple[str, ...], runtime: Any) -> dict[str, Any]:
+    import numpy as np
+
+    feeds = {}
+    for pair in pairs:
+        name, sep, file = pair.partition("=")
+        if not sep:
+            if len(runtime.inputs) != 1:
+                raise click.BadParameter(f"'{pair}': write NAME=FILE.npy for a model with several inputs",
+                                         param_hint="--input")
+            name, file = runtime.inputs[0].name, pair
+        try:
+            feeds[name] = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise EdgekitError(f"cannot read input file '{file}' for input '{name}': {exc}") from exc
+    return feeds
+
+
+def _image_feeds(image: Path, model: Path, runtime: Any) -> dict[str, Any]:
+    from edgekit.preprocess import Recipe, load_image
+
+    if len(runtime.inputs) != 1:
+        raise EdgekitError(f"--image needs a one-input model; this one has {len(runtime.inputs)} inputs")
+    spec = runtime.inputs[0]
+    recipe = stored_recipe(model).for_input(spec)
+    return {spec.name: load_image(str(image), recipe)}
+
+
+def stored_recipe(model: Path):
+    """The preprocessing recipe stored beside a converted model (its .json report), else the default."""
+    from edgekit.preprocess import Recipe
+
+    report = Path(str(model) + ".json")
+    if report.is_file():
+        try:
+            data = json.loads(report.read_text())
+            recipe = (data.get("calibration") or {}).get("recipe") or data.get("recipe")
+            if recipe:
+                return Recipe.from_dict(recipe)
+        except (OSError, ValueError) as exc:
+            raise EdgekitError(f"cannot read the recipe in '{report}': {exc}") from exc
+    return Recipe()
+
+
+def _summarise(name: str, value: Any) -> dict[str, Any]:
+    import numpy as np
+
+    summary: dict[str, Any] = {"name": name, "shape": list(value.shape), "dtype": value.dtype.name}
+    if value.size and value.dtype.kind in "fiu":
+        summary.update(min=float(value.min()), max=float(value.max()), mean=float(value.mean()))
+    flat = value.reshape(-1) if value.ndim == 1 or (value.ndim == 2 and value.shape[0] == 1) else None
+    if flat is not None and 1 < flat.size and value.dtype.kind == "f":
+        top = np.argsort(flat)[::-1][:5]
+        summary["top5"] = [{"index": int(i), "score": float(flat[i])} for i in top]
+    return summary
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy", help="Feed an input from a .npy file.")
+@click.option("--image", type=click.Path(path_type=Path, dir_okay=False),
+              help="Feed an image, preprocessed with the model's stored recipe.")
+@click.option("--random", "use_random", is_flag=True, help="Feed seeded random data in each input's range.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random.")
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="Save all outputs to a .npz file.")
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+@click.option("--raw", is_flag=True, help="Pass integer tensors through without (de)quantizing.")
+@backend_option
+@device_option
+@threads_option
+@json_option
+def run(model: Path, inputs: tuple[str, ...], image: Path | None, use_random: bool, seed: int, output: Path | None,
+        force: bool, raw: bool, backend: str | None, device: str, threads: int | None, as_json: bool) -> None:
+    """Run a model once and summarise its outputs."""
+    import time
+
+    import edgekit
+
+    chosen = sum([bool(inputs), image is not None, use_random])
+    if chosen != 1:
+        raise click.UsageError("give exactly one of --input NAME=FILE.npy, --image FILE or --random")
+    if output is not None:
+        from edgekit._files import ensure_writable
+
+        ensure_writable(output, force=force)
+    with edgekit.load(model, backend=backend, device=device, threads=threads) as runtime:
+        if inputs:
+            feeds = _npy_feeds(inputs, runtime)
+        elif image is not None:
+            feeds = _image_feeds(image, model, runtime)
+        else:
+            feeds = _random_feeds(runtime, seed)
+        start = time.perf_counter()
+        results = runtime.run(feeds, raw=raw)
+        latency_ms = (time.perf_counter() - start) * 1e3
+        backend_used, engine, device_used = runtime.backend, runtime.engine, runtime.device
+    if output is not None:
+        import numpy as np
+
+        from edgekit._files import write_atomic
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **results)
+
+        write_atomic(output, save, force=force)
+    report = {"model": str(model), "backend": backend_used, "engine": engine, "device": device_used,
+              "latency_ms": latency_ms, "outputs": [_summarise(k, v) for k, v in results.items()]}
+    if as_json:
+        _emit_json(report)
+        return
+    console = _console()
+    console.print(f"{model} · {engine} · {device_used} · {latency_ms:.2f} ms (first run, includes warm-up)")
+    for out in report["outputs"]:
+        stats = f" min {out['min']:.4g} max {out['max']:.4g} mean {out['mean']:.4g}" if "min" in out else ""
+        console.print(f"[bold]{out['name']}[/bold] {_shape(out['shape'])} {out['dtype']}{stats}")
+        for rank, entry in enumerate(out.get("top5", []), 1):
+            console.print(f"  top{rank}: class {entry['index']}  {entry['score']:.4f}")
+    if output is not None:
+        click.echo(f"saved outputs to {output}", err=True)
+
+
+@cli.command()
+@json_option
+def devices(as_json: bool) -> None:
+    """Show this machine and what each engine can use on it."""
+    from edgekit.devices import describe_engines, describe_system
+
+    system, engines = describe_system(), describe_engines()
+    if as_json:
+        _emit_json({"system": system.to_dict(), "engines": [e.to_dict() for e in engines]})
+        return
+    from rich.table import Table
+
+    console = _console()
+    console.print(f"[bold]{system.board or 'machine'}[/bold]: {system.os} · {system.arch} "
+                  f"(kernel {system.kernel_arch}) · {system.cpu} · {system.cores} cores · Python {system.python}")
+    for warning in system.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    table = Table()
+    for column in ("engine", "installed", "implementation", "version", "accelerators / how to install"):
+        table.add_column(column)
+    for e in engines:
+        detail = ", ".join(e.accelerators) if e.installed else e.install_hint
+        if e.error:
+            detail = f"error: {e.error}"
+        table.add_row(e.backend, "yes" if e.installed else "no", e.implementation or "", e.version or "", detail)
+    console.print(table)
+
+
+def main() -> None:
+    cli(prog_name="edgekit")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""``edgekit devices``: this machine and what each engine can use on it.
+
+Never imports an engine that is not installed (installation is checked with
+``importlib.util.find_spec``), so it runs on a bare Raspberry Pi install.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import struct
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from runtimes import BACKENDS
+
+log = logging.getLogger("edgekit")
+
+_PROC = Path("/proc")
+_64BIT_MACHINES = {"aarch64", "arm64", "x86_64", "amd64"}
+
+
+@dataclass(frozen=True)
+class SystemInfo:
+    os: str
+    arch: str  # the interpreter's architecture, which decides which wheels install
+    kernel_arch: str  # uname -m: a 64-bit kernel may run a 32-bit userland
+    cpu: str
+    cores: int
+    python: str
+    board: str | None = None  # e.g. "Raspberry Pi 5 Model B Rev 1.0"
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    backend: str
+    installed: bool
+    implementation: str | None = None
+    version: str | None = None
+    accelerators: tuple[str, ...] = ()
+    install_hint: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["accelerators"] = list(self.accelerators)
+        return data
+
+
+def interpreter_arch(kernel_arch: str, pointer_bits: int) -> str:
+    """The userland architecture, from the interpreter's pointer size rather than ``uname -m``:
+    64-bit Raspberry Pi kernels are often paired with a 32-bit (armhf) userland."""
+    if pointer_bits == 32 and kernel_arch in ("aarch64", "arm64", "armv8l"):
+        return "armv7l"
+    if pointer_bits == 32 and kernel_arch in ("x86_64", "amd64"):
+        return "i686"
+    return kernel_arch
+
+
+def userland_warnings(arch: str) -> tuple[str, ...]:
+    if arch.startswith("arm") and arch not in _64BIT_MACHINES:
+        return (
+            "32-bit ARM userland: pip finds no LiteRT, ONNX Runtime or OpenVINO wheels for it; "
+            "install 64-bit Raspberry Pi OS (or another arm64 OS)",
+        )
+    return ()
+
+
+def read_board(root: Path = _PROC) -> str | None:
+    """The device-tree model string (Raspberry Pi and most ARM boards), if any."""
+    try:
+        return (root / "device-tree" / "model").read_bytes().rstrip(b"\x00\n").decode("utf-8", "replace") or None
+    except OSError:
+        return None
+
+
+def read_cpu_name(root: Path = _PROC) -> str:
+    try:
+        text = (root / "cpuinfo").read_text(errors="replace")
+    except OSError:
+        return platform.processor() or "unknown"
+    for key in ("model name", "Model", "Hardware", "cpu model"):
+        for line in text.splitlines():
+            if line.split(":")[0].strip() == key and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def describe_system() -> SystemInfo:
+    kernel_arch = platform.machine().lower()
+    arch = interpreter_arch(kernel_arch, struct.calcsize("P") * 8)
+    return SystemInfo(
+        os=f"{platform.system()} {platform.release()}", arch=arch, kernel_arch=kernel_arch, cpu=read_cpu_name(),
+        cores=os.cpu_count() or 1, python=platform.python_version(), board=read_board(),
+        warnings=userland_warnings(arch),
+    )
+
+
+def _package_version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _litert_accelerators() -> tuple[str, ...]:
+    from runtimes._litert import find_system_delegates
+
+    return ("cpu (XNNPACK)",) + tuple(f"{kind} ({path})" for path, kind in find_system_delegates().items())
+
+
+def _ort_accelerators() -> tuple[str, ...]:
+    import onnxruntime
+
+    return tuple(onnxruntime.get_available_providers())
+
+
+def _openvino_accelerators() -> tuple[str, ...]:
+    from runtimes._openvino import core
+
+    return tuple(core().available_devices)
+
+
+_DISTRIBUTIONS = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime",
+                  "tensorflow": "tensorflow", "onnxruntime": "onnxruntime", "openvino": "openvino"}
+_ACCELERATORS = {"litert": _litert_accelerators, "onnxruntime": _ort_accelerators,
+                 "openvino": _openvino_accelerators}
+
+
+def describe_engines() -> list[EngineInfo]:
+    """Each engine: installed or not, which implementation and version, and the accelerators it sees."""
+    engines = []
+    for backend in BACKENDS.values():
+        module = backend.installed_module()
+        if module is None:
+            engines.append(EngineInfo(backend.name, False, install_hint=f"pip install 'edgekit[{backend.extra}]'"))
+            continue
+        version = _package_version(_DISTRIBUTIONS.get(module, module))
+        try:
+            accelerators = _ACCELERATORS[backend.name]()
+            error = None
+        except Exception as exc:  # noqa: BLE001 - a broken engine install is reported, not fatal to the listing
+            accelerators, error = (), f"{type(exc).__name__}: {exc}".splitlines()[0]
+            log.debug("engine %s failed to report accelerators", backend.name, exc_info=True)
+        engines.append(EngineInfo(backend.name, True, module, version, accelerators, error=error))
+    return engines
+

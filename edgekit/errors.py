@@ -1,0 +1,21 @@
+"""edgekit's error types (defined in the bottom layer, ``runtimes.errors``, so every layer can raise them)."""
+
+from runtimes.errors import (
+    CalibrationError,
+    ConversionError,
+    DeviceError,
+    EdgekitError,
+    InferenceError,
+    MissingDependencyError,
+    UnsupportedModelError,
+)
+
+__all__ = [
+    "CalibrationError",
+    "ConversionError",
+    "DeviceError",
+    "EdgekitError",
+    "InferenceError",
+    "MissingDependencyError",
+    "UnsupportedModelError",
+]

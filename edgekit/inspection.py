@@ -1,0 +1,63 @@
+"""``edgekit inspect``: what a model file is, what it takes and gives, and how integer it is."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekit.audit import QuantizationAudit, audit_model
+from runtimes import open_runtime
+from runtimes._formats import ModelFile, open_model_file
+from runtimes.base import TensorSpec
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str
+    format: str
+    backend: str
+    engine: str
+    size_bytes: int
+    sha256: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    audit: QuantizationAudit
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path, "format": self.format, "backend": self.backend, "engine": self.engine,
+            "size_bytes": self.size_bytes, "sha256": self.sha256,
+            "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
+            "audit": self.audit.to_dict(),
+        }
+
+
+def sha256_of(model: ModelFile) -> str:
+    """sha256 of the model file (for IR: of the .xml followed by the .bin)."""
+    digest = hashlib.sha256()
+    for part in (model.path, model.weights_path):
+        if part is None:
+            continue
+        with open(part, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def inspect_model(path: str | os.PathLike[str], *, backend: str | None = None) -> ModelInfo:
+    """Describe a model file: format, engine, size, sha256, I/O specs and quantization audit.
+
+    Raises:
+        UnsupportedModelError: The file is not a usable model.
+        MissingDependencyError: No engine to read it is installed.
+    """
+    model = open_model_file(path)
+    with open_runtime(model, backend=backend) as runtime:
+        return ModelInfo(
+            path=str(Path(model.path)), format=model.format, backend=runtime.backend, engine=runtime.engine,
+            size_bytes=model.size_bytes, sha256=sha256_of(model), inputs=runtime.inputs, outputs=runtime.outputs,
+            audit=audit_model(model),
+        )

@@ -1,0 +1,95 @@
+"""Engine backends behind one Runtime interface.
+
+The registry is static: listing, describing or choosing a backend never
+imports an engine. A backend's module is imported only when a model is loaded
+with it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+from runtimes._formats import ONNX, OPENVINO, TFLITE, ModelFile, open_model_file
+from runtimes.base import Runtime, TensorSpec
+from runtimes.errors import DeviceError, EdgekitError, MissingDependencyError, UnsupportedModelError
+
+__all__ = ["BACKENDS", "DEVICES", "Backend", "Runtime", "TensorSpec", "open_runtime", "resolve_backend"]
+
+DEVICES = ("cpu", "gpu", "npu", "auto")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One engine: where its Runtime class lives, which packages provide it, and the pip extra."""
+
+    name: str
+    target: str  # "module:attr", imported lazily
+    import_names: tuple[str, ...]  # any one of these makes the backend usable, in order of preference
+    extra: str
+    formats: tuple[str, ...]  # file formats it can read, preferred first
+
+    def installed_module(self) -> str | None:
+        """The first providing package that is installed, found without importing it."""
+        for name in self.import_names:
+            try:
+                if importlib.util.find_spec(name) is not None:
+                    return name
+            except (ImportError, ValueError):
+                continue
+        return None
+
+    def runtime_class(self) -> type[Runtime]:
+        if self.installed_module() is None:
+            raise MissingDependencyError(f"the {self.name} engine ({' or '.join(self.import_names)})", self.extra)
+        module_name, attr = self.target.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+BACKENDS: dict[str, Backend] = {
+    "litert": Backend("litert", "runtimes._litert:LiteRTRuntime",
+                      ("ai_edge_litert", "tflite_runtime", "tensorflow"), "litert", (TFLITE,)),
+    "onnxruntime": Backend("onnxruntime", "runtimes._ort:OrtRuntime", ("onnxruntime",), "onnx", (ONNX,)),
+    "openvino": Backend("openvino", "runtimes._openvino:OpenVINORuntime", ("openvino",), "openvino",
+                        (OPENVINO, ONNX, TFLITE)),
+}
+_ALIASES = {"tflite": "litert", "ort": "onnxruntime", "ov": "openvino"}
+_DEFAULT_BACKEND = {TFLITE: "litert", ONNX: "onnxruntime", OPENVINO: "openvino"}
+
+
+def resolve_backend(model: ModelFile, backend: str | None) -> Backend:
+    """Pick the backend for a model file: the one asked for, else the format's native engine."""
+    if backend is None:
+        return BACKENDS[_DEFAULT_BACKEND[model.format]]
+    name = _ALIASES.get(backend.lower(), backend.lower())
+    if name not in BACKENDS:
+        raise UnsupportedModelError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    chosen = BACKENDS[name]
+    if model.format not in chosen.formats:
+        readers = [b for b in BACKENDS.values() if model.format in b.formats]
+        raise UnsupportedModelError(
+            f"the {name} backend cannot read {model.format} models like '{model.path}'; "
+            f"use {' or '.join(b.name for b in readers)}"
+        )
+    return chosen
+
+
+def open_runtime(
+    path: Any,
+    *,
+    backend: str | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    **engine_options: Any,
+) -> Runtime:
+    """Validate, identify and load a model file. See ``edgekit.load`` for the arguments."""
+    device = (device or "cpu").lower()
+    if device not in DEVICES:
+        raise DeviceError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise EdgekitError(f"threads must be a positive integer, got {threads!r}")
+    model = path if isinstance(path, ModelFile) else open_model_file(path)
+    runtime_class = resolve_backend(model, backend).runtime_class()
+    return runtime_class(model, device=device, threads=threads, **engine_options)

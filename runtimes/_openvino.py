@@ -1,0 +1,129 @@
+"""OpenVINO backend: reads IR (.xml + .bin), ONNX and TFLite files.
+
+One compiled model and one reused infer request per Runtime: creating a
+request or going through the per-call dict API costs several times the
+overhead budget on small models. On CPU edgekit asks for f32 inference
+precision unless ``config`` says otherwise, because the CPU plugin's default
+on bf16-capable x86 (and fp16 on ARM) changes a float model's answers by
+more than the other engines do; pass ``config={"INFERENCE_PRECISION_HINT": "bf16"}``
+to trade that for speed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from runtimes._formats import ONNX, ModelFile
+from runtimes._onnx_proto import io_quantization
+from runtimes.base import Runtime, TensorSpec
+from runtimes.errors import DeviceError, InferenceError, UnsupportedModelError, first_line
+
+log = logging.getLogger("edgekit.runtimes")
+
+DEVICE_NAMES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU"}
+# rt_info key under which edgekit's converters record I/O quantization as "scale,zero_point"
+RT_INFO_QUANT = "edgekit_io_quantization"
+_core = None
+
+
+def core() -> Any:
+    """One OpenVINO Core per process: creating one costs milliseconds and loads plugins."""
+    global _core
+    if _core is None:
+        import openvino as ov
+
+        _core = ov.Core()
+    return _core
+
+
+def choose_device(device: str, available: list[str]) -> str:
+    """Map edgekit's device vocabulary to an OpenVINO device name."""
+    kinds = ("npu", "gpu") if device == "auto" else (device,)
+    for kind in kinds:
+        name = DEVICE_NAMES[kind]
+        match = next((d for d in available if d.split(".")[0] == name), None)
+        if match:
+            return match
+    if device == "auto":
+        log.warning("no OpenVINO GPU or NPU device found; running on CPU")
+        return "CPU"
+    raise DeviceError(
+        f"OpenVINO has no {device.upper()} device on this machine (present: {', '.join(available) or 'none'}); "
+        "install the device's driver or use device='cpu'"
+    )
+
+
+def _rt_info_quantization(model: Any) -> dict[str, tuple[float, int]]:
+    found = {}
+    for port in list(model.inputs) + list(model.outputs):
+        name = port.get_any_name()
+        if model.has_rt_info([RT_INFO_QUANT, name]):
+            scale, zero_point = str(model.get_rt_info([RT_INFO_QUANT, name])).split(",")
+            found[name] = (float(scale), int(zero_point))
+    return found
+
+
+def _spec(port: Any, quant: dict[str, tuple[float, int]]) -> TensorSpec:
+    name = port.get_any_name()
+    shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+    dtype = np.dtype(port.get_element_type().to_dtype())
+    scale, zero_point = quant.get(name, (None, None)) if dtype.kind in "iu" else (None, None)
+    return TensorSpec(name, shape, dtype, scale, zero_point)
+
+
+class OpenVINORuntime(Runtime):
+    backend = "openvino"
+
+    def __init__(
+        self,
+        model: ModelFile,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        import openvino as ov
+
+        self.path = str(model.path)
+        self.engine = f"openvino {ov.get_version().split('-')[0]}"
+        ov_core = core()
+        device_name = choose_device(device, ov_core.available_devices)
+        self.device = device_name.split(".")[0].lower()
+        properties = {"INFERENCE_PRECISION_HINT": "f32"} if device_name == "CPU" else {}
+        if threads is not None:
+            properties["INFERENCE_NUM_THREADS"] = threads
+        properties.update(config or {})
+        try:
+            weights = str(model.weights_path) if model.weights_path else ""
+            ov_model = ov_core.read_model(self.path, weights) if weights else ov_core.read_model(self.path)
+            self._compiled = ov_core.compile_model(ov_model, device_name, properties)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise UnsupportedModelError(f"OpenVINO cannot load '{self.path}': {first_line(exc)}") from exc
+        quant = io_quantization(model.onnx) if model.format == ONNX and model.onnx else _rt_info_quantization(ov_model)
+        self._set_specs(
+            tuple(_spec(p, quant) for p in self._compiled.inputs),
+            tuple(_spec(p, quant) for p in self._compiled.outputs),
+        )
+        self._request = self._compiled.create_infer_request()
+        self._tensor = ov.Tensor
+        log.info("loaded %s with %s on %s", self.path, self.engine, device_name)
+
+    def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        request = self._request
+        try:
+            for index, array in enumerate(arrays):
+                # shared_memory avoids a copy; OpenVINO needs C-contiguous memory for that
+                request.set_input_tensor(index, self._tensor(np.ascontiguousarray(array), shared_memory=True))
+            request.infer()
+            # copy: the request's output buffers are overwritten by the next call
+            return [request.get_output_tensor(i).data.copy() for i in range(len(self.outputs))]
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise InferenceError(f"OpenVINO failed to run '{self.path}': {first_line(exc)}") from exc
+
+    def _release(self) -> None:
+        self._request = None
+        self._compiled = None

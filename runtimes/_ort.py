@@ -1,0 +1,118 @@
+"""ONNX Runtime backend.
+
+``device=`` picks an execution provider class (GPU/NPU providers first, the CPU
+provider last as ORT's own fallback for unsupported nodes); ``providers=`` and
+``session_options=`` pass straight through for everything else.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from runtimes._formats import ModelFile
+from runtimes._onnx_proto import io_quantization
+from runtimes.base import Runtime, TensorSpec
+from runtimes.errors import DeviceError, InferenceError, UnsupportedModelError, first_line
+
+log = logging.getLogger("edgekit.runtimes")
+
+PROVIDERS_BY_DEVICE = {
+    "gpu": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "ROCMExecutionProvider",
+            "MIGraphXExecutionProvider", "DmlExecutionProvider", "WebGpuExecutionProvider",
+            "CoreMLExecutionProvider"),
+    "npu": ("QNNExecutionProvider", "VitisAIExecutionProvider", "NnapiExecutionProvider",
+            "RknpuExecutionProvider", "CANNExecutionProvider"),
+}
+# ORT type strings -> numpy dtypes
+_ORT_TYPES = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int16)": np.int16, "tensor(uint16)": np.uint16,
+    "tensor(int32)": np.int32, "tensor(uint32)": np.uint32, "tensor(int64)": np.int64,
+    "tensor(uint64)": np.uint64, "tensor(bool)": np.bool_, "tensor(string)": np.object_,
+}
+
+
+def choose_providers(device: str, available: list[str]) -> tuple[list[str], str]:
+    """Map edgekit's device vocabulary to an ORT provider list; return (providers, device used)."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"], "cpu"
+    kinds = ("npu", "gpu") if device == "auto" else (device,)
+    for kind in kinds:
+        for provider in PROVIDERS_BY_DEVICE[kind]:
+            if provider in available:
+                return [provider, "CPUExecutionProvider"], kind
+    if device == "auto":
+        log.warning("no GPU/NPU execution provider in this onnxruntime build; running on CPU")
+        return ["CPUExecutionProvider"], "cpu"
+    raise DeviceError(
+        f"no {device.upper()} execution provider in this onnxruntime build (present: {', '.join(available)}); "
+        f"install an onnxruntime build with one of {', '.join(PROVIDERS_BY_DEVICE[device])}, or use device='cpu'"
+    )
+
+
+def engine_errors() -> tuple[type[BaseException], ...]:
+    """The exception types ORT raises, translated at this boundary only."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError", "RuntimeException",
+             "InvalidProtobuf", "ModelLoaded", "NotImplemented", "InvalidGraph", "EPFail")
+    return tuple(getattr(state, n) for n in names if hasattr(state, n)) + (RuntimeError, ValueError)
+
+
+def _spec(arg: Any, quant: dict[str, tuple[float, int]]) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in (arg.shape or ()))
+    dtype = np.dtype(_ORT_TYPES.get(arg.type, np.object_))
+    scale, zero_point = quant.get(arg.name, (None, None)) if dtype.kind in "iu" else (None, None)
+    return TensorSpec(arg.name, shape, dtype, scale, zero_point)
+
+
+class OrtRuntime(Runtime):
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        model: ModelFile,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        providers: list[Any] | None = None,
+        session_options: Any = None,
+    ) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        self.path = str(model.path)
+        self.engine = f"onnxruntime {ort.__version__}"
+        self._errors = engine_errors()
+        options = session_options or ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        if providers is None:
+            providers, self.device = choose_providers(device, ort.get_available_providers())
+        else:
+            self.device = device
+        try:
+            self._session = ort.InferenceSession(self.path, sess_options=options, providers=providers)
+        except self._errors as exc:
+            raise UnsupportedModelError(f"ONNX Runtime cannot load '{self.path}': {first_line(exc)}") from exc
+        self.providers = tuple(self._session.get_providers())
+        quant = io_quantization(model.onnx) if model.onnx else {}
+        self._set_specs(
+            tuple(_spec(a, quant) for a in self._session.get_inputs()),
+            tuple(_spec(a, quant) for a in self._session.get_outputs()),
+        )
+        self._output_names = [s.name for s in self.outputs]
+        log.info("loaded %s with %s on %s", self.path, self.providers, self.device)
+
+    def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        try:
+            return self._session.run(self._output_names, dict(zip(self._input_names, arrays)))
+        except self._errors as exc:
+            raise InferenceError(f"ONNX Runtime failed to run '{self.path}': {first_line(exc)}") from exc
+
+    def _release(self) -> None:
+        self._session = None
+

@@ -1,0 +1,211 @@
+"""The Runtime interface every engine backend implements, and the feed rules they share.
+
+A backend only has to say what its tensors are (``TensorSpec``) and how to run
+already-checked arrays (``_invoke``). Checking names, ranks, shapes and dtypes,
+quantizing float feeds for integer inputs and dequantizing integer outputs is
+done once, here, so the three engines behave the same.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from runtimes.errors import InferenceError
+
+_INTEGER_KINDS = "iub"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a model.
+
+    Attributes:
+        name: The name from the model's signature (the same in every form of a model).
+        shape: Dimensions; ``None`` marks a dynamic one.
+        dtype: The numpy dtype the engine takes or gives.
+        scale: Quantization scale of an integer tensor, else ``None``.
+        zero_point: Quantization zero point of an integer tensor, else ``None``.
+    """
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: np.dtype
+    scale: float | None = None
+    zero_point: int | None = None
+
+    @property
+    def quantized(self) -> bool:
+        """True when float values map onto this integer tensor by scale and zero point."""
+        return self.scale is not None and self.dtype.kind in "iu"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["shape"] = list(self.shape)
+        data["dtype"] = self.dtype.name
+        return data
+
+
+def _describe(shape: tuple[int | None, ...]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+class _FeedPlan:
+    """Precomputed checks for one input, so a run costs a few attribute reads per feed."""
+
+    __slots__ = ("spec", "rank", "fixed_dims", "dtype", "quantize")
+
+    def __init__(self, spec: TensorSpec) -> None:
+        self.spec = spec
+        self.rank = len(spec.shape)
+        self.fixed_dims = tuple((i, d) for i, d in enumerate(spec.shape) if d is not None)
+        self.dtype = spec.dtype
+        self.quantize = spec.quantized
+
+    def prepare(self, value: Any, raw: bool) -> np.ndarray:
+        array = value if type(value) is np.ndarray else np.asarray(value)
+        name = self.spec.name
+        if array.ndim != self.rank:
+            raise InferenceError(
+                f"input '{name}' expects rank {self.rank} {_describe(self.spec.shape)}, "
+                f"got rank {array.ndim} {list(array.shape)}; reshape the array"
+            )
+        shape = array.shape
+        for axis, size in self.fixed_dims:
+            if shape[axis] != size:
+                raise InferenceError(
+                    f"input '{name}' expects shape {_describe(self.spec.shape)}, got {list(shape)} "
+                    f"(dimension {axis} must be {size})"
+                )
+        if array.size == 0:
+            raise InferenceError(f"input '{name}' is empty (shape {list(shape)}); pass at least one element")
+        if array.dtype == self.dtype:
+            return array
+        return self._convert(array, raw)
+
+    def _convert(self, array: np.ndarray, raw: bool) -> np.ndarray:
+        name, expected, given = self.spec.name, self.dtype, array.dtype
+        if given.kind == "f" and self.quantize and not raw:
+            # Float data for an integer model: quantize with the model's own parameters.
+            info = np.iinfo(expected)
+            q = np.round(array / self.spec.scale) + self.spec.zero_point
+            return np.clip(q, info.min, info.max).astype(expected)
+        if expected.kind == "f" and given.kind == "f":
+            return array.astype(expected)
+        if expected.kind in _INTEGER_KINDS and given.kind in _INTEGER_KINDS and expected.kind != "b":
+            if given.kind != "b" and np.can_cast(given, expected, casting="same_kind"):
+                return array.astype(expected)
+        hint = ""
+        if expected.kind == "f" and given.kind in "iu":
+            hint = "; convert and normalise it first (e.g. x.astype(np.float32) / 255) or use a preprocessing recipe"
+        elif self.quantize and raw:
+            hint = f"; with raw=True pass {expected.name} data, or drop raw=True to have float data quantized"
+        raise InferenceError(f"input '{name}' expects {expected.name}, got {given.name}{hint}")
+
+
+class Runtime(abc.ABC):
+    """A loaded model, ready to run. Use as a context manager or call ``close()``.
+
+    Subclasses set ``backend``, ``device``, ``inputs`` and ``outputs`` and
+    implement ``_invoke`` and ``_release``.
+    """
+
+    backend: str = ""
+    #: The concrete engine used, e.g. ``ai_edge_litert 2.3.0``.
+    engine: str = ""
+    device: str = "cpu"
+    path: str = ""
+
+    def __init__(self) -> None:
+        self._closed = False
+        self._plans: tuple[_FeedPlan, ...] = ()
+        self._dequantize: tuple[tuple[str, float, int] | None, ...] = ()
+
+    # -- what subclasses provide -------------------------------------------------
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+
+    @abc.abstractmethod
+    def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Run the engine on arrays ordered as ``inputs``; return arrays ordered as ``outputs``."""
+
+    @abc.abstractmethod
+    def _release(self) -> None:
+        """Free engine resources. Called once."""
+
+    # -- shared behaviour ---------------------------------------------------------
+    def _set_specs(self, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> None:
+        self.inputs, self.outputs = inputs, outputs
+        self._plans = tuple(_FeedPlan(spec) for spec in inputs)
+        self._input_names = tuple(spec.name for spec in inputs)
+        self._dequantize = tuple(
+            (spec.name, spec.scale, spec.zero_point) if spec.quantized else None for spec in outputs
+        )
+
+    def run(self, feeds: Mapping[str, Any] | np.ndarray | Any, *, raw: bool = False) -> dict[str, np.ndarray]:
+        """Run the model once.
+
+        Args:
+            feeds: A dict ``{input_name: array}``, or one array for a single-input model.
+            raw: Pass integer tensors through untouched: no quantization of feeds,
+                no dequantization of outputs.
+
+        Returns:
+            ``{output_name: array}`` in the model's output order.
+
+        Raises:
+            InferenceError: A feed is missing, unknown, or of the wrong rank, shape or dtype,
+                or the engine failed.
+        """
+        if self._closed:
+            raise InferenceError(f"runtime for '{self.path}' is closed; load the model again")
+        arrays = self._prepare(feeds, raw)
+        results = self._invoke(arrays)
+        out: dict[str, np.ndarray] = {}
+        for spec, deq, value in zip(self.outputs, self._dequantize, results):
+            if deq is not None and not raw:
+                value = (value.astype(np.float32) - np.float32(deq[2])) * np.float32(deq[1])
+            out[spec.name] = value
+        return out
+
+    def _prepare(self, feeds: Any, raw: bool) -> list[np.ndarray]:
+        plans = self._plans
+        if not isinstance(feeds, Mapping):
+            if len(plans) != 1:
+                raise InferenceError(
+                    f"this model has {len(plans)} inputs {list(self._input_names)}; pass a dict by name"
+                )
+            return [plans[0].prepare(feeds, raw)]
+        if len(feeds) != len(plans) or any(name not in feeds for name in self._input_names):
+            unknown = sorted(set(feeds) - set(self._input_names))
+            missing = [n for n in self._input_names if n not in feeds]
+            parts = []
+            if unknown:
+                parts.append(f"unknown input(s) {unknown}")
+            if missing:
+                parts.append(f"missing input(s) {missing}")
+            raise InferenceError(f"{'; '.join(parts)}; the model's inputs are {list(self._input_names)}")
+        return [plan.prepare(feeds[plan.spec.name], raw) for plan in plans]
+
+    def close(self) -> None:
+        """Release the engine. Safe to call more than once."""
+        if not self._closed:
+            self._closed = True
+            self._release()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        names = ", ".join(s.name for s in self.inputs)
+        return f"<{type(self).__name__} {self.path!r} backend={self.backend} device={self.device} inputs=[{names}]>"

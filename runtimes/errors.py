@@ -1,0 +1,46 @@
+"""The one error family of edgekit.
+
+It lives in the bottom layer (``runtimes``) because every layer raises it and
+arrows only point down; ``edgekit.errors`` re-exports it for users. Messages
+say what went wrong, with which value, and what to do.
+"""
+
+from __future__ import annotations
+
+
+class EdgekitError(Exception):
+    """Base class of every error edgekit raises on purpose."""
+
+
+class MissingDependencyError(EdgekitError, ImportError):
+    """An optional engine or tool is not installed; the message names the pip extra."""
+
+    def __init__(self, what: str, extra: str) -> None:
+        self.extra = extra
+        super().__init__(f"{what} is not installed; install it with: pip install 'edgekit[{extra}]'")
+
+
+class UnsupportedModelError(EdgekitError):
+    """The model file is missing, malformed, unsafe, or of a kind edgekit cannot handle."""
+
+
+class DeviceError(EdgekitError):
+    """The requested device or accelerator is not available; the message lists what is."""
+
+
+class CalibrationError(EdgekitError):
+    """The calibration data cannot be used for this model."""
+
+
+class ConversionError(EdgekitError):
+    """A converter failed to produce the requested artifact."""
+
+
+class InferenceError(EdgekitError, ValueError):
+    """A run failed: bad feeds, or the engine refused them."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An engine exception's first line: engines put the useful part there and a stack dump after."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
