@@ -10,13 +10,15 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtimes._formats import ONNX, OPENVINO, TFLITE, ModelFile, open_model_file
-from runtimes.base import Runtime, TensorSpec
 from runtimes.errors import DeviceError, EdgekitError, MissingDependencyError, UnsupportedModelError
 
-__all__ = ["BACKENDS", "DEVICES", "Backend", "Runtime", "TensorSpec", "open_runtime", "resolve_backend"]
+if TYPE_CHECKING:  # base imports numpy; the package itself stays import-cheap
+    from runtimes.base import Runtime, TensorSpec
+
+__all__ = ["BACKENDS", "DEVICES", "Backend", "open_runtime", "resolve_backend"]
 
 DEVICES = ("cpu", "gpu", "npu", "auto")
 

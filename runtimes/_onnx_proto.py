@@ -261,12 +261,17 @@ def read_onnx(data: bytes | memoryview, path: str) -> OnnxSummary:
         UnsupportedModelError: The bytes are not a well-formed ONNX model.
     """
     walker = _Walker()
+    problem = None
+    # The error is raised outside the except blocks on purpose: a chained traceback would keep
+    # memoryview slices of a memory-mapped file alive and make closing the map fail.
     try:
         walker.model(memoryview(data))
     except _Malformed as exc:
-        raise UnsupportedModelError(f"'{path}' is not a valid ONNX model ({exc}); the file may be truncated") from exc
-    except RecursionError as exc:
-        raise UnsupportedModelError(f"'{path}' nests too deeply to be a real ONNX model") from exc
+        problem = f"is not a valid ONNX model ({exc}); the file may be truncated"
+    except RecursionError:
+        problem = "nests too deeply to be a real ONNX model"
+    if problem:
+        raise UnsupportedModelError(f"'{path}' {problem}")
     if not walker.summary.has_graph:
         raise UnsupportedModelError(f"'{path}' holds no ONNX graph; is it really an .onnx model?")
     return walker.summary

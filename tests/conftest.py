@@ -1,0 +1,116 @@
+"""Shared fixtures: the tiny model in every form, and the engine-marker skip hook.
+
+A test marked with an engine is skipped only when that engine is not
+installed (CI installs all of them, so nothing is skipped there).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "models"))
+import tiny  # noqa: E402
+
+ENGINE_MODULES = {
+    "litert": ("ai_edge_litert", "tflite_runtime", "tensorflow"),
+    "onnxruntime": ("onnxruntime",),
+    "openvino": ("openvino",),
+    "tensorflow": ("tensorflow",),
+}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for marker, modules in ENGINE_MODULES.items():
+            if item.get_closest_marker(marker) and not any(_installed(m) for m in modules):
+                item.add_marker(pytest.mark.skip(reason=f"{marker} is not installed"))
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tflite_fp32() -> Path:
+    return tiny.HERE / "tiny_fp32.tflite"
+
+
+@pytest.fixture(scope="session")
+def tflite_int8() -> Path:
+    return tiny.HERE / "tiny_int8.tflite"
+
+
+@pytest.fixture(scope="session")
+def onnx_fp32(model_dir) -> Path:
+    import onnx
+
+    path = model_dir / "tiny_fp32.onnx"
+    onnx.save(tiny.make_onnx(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def onnx_int8_io(model_dir) -> Path:
+    import onnx
+
+    path = model_dir / "tiny_int8io.onnx"
+    onnx.save(tiny.make_onnx(int8_io=True), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ir_fp32(model_dir, onnx_fp32) -> Path:
+    import openvino as ov
+
+    path = model_dir / "tiny_fp32.xml"
+    ov.save_model(ov.Core().read_model(onnx_fp32), path, compress_to_fp16=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def image_onnx(model_dir) -> Path:
+    """A one-channel 8x8 image model (NCHW): a fixed linear map to 3 classes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(3).normal(size=(64, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["image"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["scores"])],
+        "image",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 3])],
+        initializer=[numpy_helper.from_array(weights, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = model_dir / "image.onnx"
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture
+def copy_to(tmp_path):
+    """Copy a model (with an IR's .bin) into a fresh folder under a chosen name."""
+
+    def copy(source: Path, name: str) -> Path:
+        target = tmp_path / name
+        shutil.copyfile(source, target)
+        if source.suffix == ".xml":
+            shutil.copyfile(source.with_suffix(".bin"), target.with_suffix(".bin"))
+        return target
+
+    return copy

@@ -1,0 +1,142 @@
+"""The CLI: results on stdout, one-line errors with exit 1, usage errors exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tiny
+from click.testing import CliRunner
+
+from edgekit.cli import cli
+
+pytestmark = [pytest.mark.litert, pytest.mark.onnxruntime, pytest.mark.openvino]
+
+
+@pytest.fixture
+def invoke():
+    runner = CliRunner()
+
+    def call(*args: str):
+        return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+    return call
+
+
+@pytest.mark.parametrize(
+    ("fixture", "fmt", "fully_integer"),
+    [("tflite_int8", "tflite", True), ("tflite_fp32", "tflite", False), ("onnx_fp32", "onnx", False),
+     ("ir_fp32", "openvino", False)],
+)
+def test_inspect_json(invoke, request, fixture, fmt, fully_integer):
+    path = request.getfixturevalue(fixture)
+    result = invoke("inspect", path, "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["format"] == fmt
+    assert [i["name"] for i in info["inputs"]] == ["input"] and info["inputs"][0]["shape"] == [None, 16]
+    assert info["audit"]["fully_integer"] is fully_integer
+    assert len(info["sha256"]) == 64 and info["size_bytes"] == path.stat().st_size + (
+        path.with_suffix(".bin").stat().st_size if fmt == "openvino" else 0)
+
+
+def test_inspect_int8_tflite_audit(invoke, tflite_int8):
+    info = json.loads(invoke("inspect", tflite_int8, "--json").stdout)
+    audit = info["audit"]
+    assert audit["op_types"] == {"FULLY_CONNECTED": 2, "SOFTMAX": 1}
+    assert audit["integer_ops"] == 3 and audit["float_ops"] == {} and audit["input_dtypes"] == ["int8"]
+    assert info["inputs"][0]["scale"] == pytest.approx(2 / 255, rel=1e-3)
+
+
+def test_inspect_text(invoke, tflite_int8):
+    result = invoke("inspect", tflite_int8)
+    assert result.exit_code == 0
+    assert "fully integer: yes" in result.stdout and "FULLY_CONNECTED×2" in result.stdout
+
+
+@pytest.mark.parametrize("fixture", ["tflite_fp32", "onnx_fp32", "ir_fp32"])
+def test_run_from_npy_matches_reference(invoke, request, tmp_path, fixture):
+    x = tiny.sample_inputs(1, seed=4)
+    np.save(tmp_path / "x.npy", x)
+    result = invoke("run", request.getfixturevalue(fixture), "--input", f"input={tmp_path / 'x.npy'}", "--json")
+    assert result.exit_code == 0, result.output
+    (out,) = json.loads(result.stdout)["outputs"]
+    expected = tiny.reference_output(x)[0]
+    assert out["name"] == "output" and out["shape"] == [1, 4]
+    assert out["top5"][0]["index"] == int(expected.argmax())
+    assert out["top5"][0]["score"] == pytest.approx(float(expected.max()), abs=1e-5)
+
+
+def test_run_random_is_seeded_and_saves_npz_without_clobbering(invoke, onnx_fp32, tmp_path):
+    target = tmp_path / "out.npz"
+    first = invoke("run", onnx_fp32, "--random", "--seed", "5", "--output", target)
+    assert first.exit_code == 0
+    saved = np.load(target)["output"]
+    again = invoke("run", onnx_fp32, "--random", "--seed", "5", "--output", target)
+    assert again.exit_code == 1 and "already exists" in again.stderr and "--force" in again.stderr
+    forced = invoke("run", onnx_fp32, "--random", "--seed", "5", "--output", target, "--force")
+    assert forced.exit_code == 0
+    np.testing.assert_array_equal(np.load(target)["output"], saved)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.npz"]  # no temporary leftovers
+
+
+def test_run_image_uses_the_recipe(invoke, image_onnx, tmp_path):
+    from PIL import Image
+
+    pixels = np.arange(64, dtype=np.uint8).reshape(8, 8) * 3
+    Image.fromarray(pixels, mode="L").save(tmp_path / "digit.png")
+    result = invoke("run", image_onnx, "--image", tmp_path / "digit.png", "--json")
+    assert result.exit_code == 0, result.output
+    import onnx
+    from onnx import numpy_helper
+
+    weights = numpy_helper.to_array(onnx.load(image_onnx).graph.initializer[0])
+    expected = (pixels.reshape(1, 64).astype(np.float32) / 255) @ weights
+    (out,) = json.loads(result.stdout)["outputs"]
+    assert out["top5"][0]["index"] == int(expected.argmax())
+    assert out["max"] == pytest.approx(float(expected.max()), rel=1e-5)
+
+
+def test_run_int8_raw_prints_integers(invoke, tflite_int8):
+    result = invoke("run", tflite_int8, "--random", "--raw", "--json")
+    (out,) = json.loads(result.stdout)["outputs"]
+    assert out["dtype"] == "int8" and -128 <= out["min"] <= out["max"] <= 127
+
+
+def test_devices_lists_every_engine(invoke):
+    result = invoke("devices", "--json")
+    data = json.loads(result.stdout)
+    engines = {e["backend"]: e for e in data["engines"]}
+    assert set(engines) == {"litert", "onnxruntime", "openvino"}
+    assert all(e["installed"] for e in engines.values())
+    assert "CPUExecutionProvider" in engines["onnxruntime"]["accelerators"]
+    assert "CPU" in engines["openvino"]["accelerators"]
+    assert data["system"]["cores"] >= 1 and data["system"]["arch"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["run", "missing.onnx", "--random"], 1, "Error: model file 'missing.onnx' does not exist"),
+        (["inspect", "."], 1, "Error: '.' is a folder"),
+        (["run", "MODEL"], 2, "give exactly one of --input"),
+        (["run", "MODEL", "--random", "--device", "tpu"], 2, "Invalid value for '--device'"),
+        (["run", "MODEL", "--random", "--device", "gpu"], 1, "Error: no LiteRT GPU delegate"),
+        (["run", "MODEL", "--input", "input=nothere.npy"], 1, "Error: cannot read input file 'nothere.npy'"),
+    ],
+)
+def test_errors_are_one_line(invoke, tflite_fp32, args, code, fragment):
+    result = invoke(*[str(tflite_fp32) if a == "MODEL" else a for a in args])
+    assert result.exit_code == code
+    assert fragment in result.stderr
+    if code == 1:
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from edgekit import UnsupportedModelError
+
+    with pytest.raises(UnsupportedModelError):
+        CliRunner().invoke(cli, ["--debug", "inspect", str(tmp_path / "nope.onnx")], catch_exceptions=False)
