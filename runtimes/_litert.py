@@ -159,28 +159,36 @@ class LiteRTRuntime(Runtime):
             ins = list(runner.get_input_details().items())
             outs = list(runner.get_output_details().items())
         self._input_indices = [d["index"] for _, d in ins]
-        self._shapes = {d["index"]: tuple(int(x) for x in d["shape"]) for _, d in ins}
+        self._shapes = [tuple(int(x) for x in d["shape"]) for _, d in ins]
+        self._single = len(ins) == 1
         self._output_indices = [d["index"] for _, d in outs]
         self._set_specs(tuple(_spec(n, d) for n, d in ins), tuple(_spec(n, d) for n, d in outs))
 
     def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         it = self._interpreter
         try:
-            resized = False
-            for index, array in zip(self._input_indices, arrays):
-                if self._shapes[index] != array.shape:
-                    it.resize_tensor_input(index, array.shape, strict=True)
-                    self._shapes[index] = array.shape
-                    resized = True
-            if resized:
-                it.allocate_tensors()
-            for index, array in zip(self._input_indices, arrays):
-                it.set_tensor(index, array)
+            if self._single:  # the common case, kept to the raw engine calls
+                array = arrays[0]
+                if array.shape != self._shapes[0]:
+                    self._resize(arrays)
+                it.set_tensor(self._input_indices[0], array)
+            else:
+                if any(a.shape != s for a, s in zip(arrays, self._shapes)):
+                    self._resize(arrays)
+                for index, array in zip(self._input_indices, arrays):
+                    it.set_tensor(index, array)
             it.invoke()
             return [it.get_tensor(index) for index in self._output_indices]
         except (ValueError, RuntimeError) as exc:
-            self._shapes = dict.fromkeys(self._shapes)  # force a fresh resize next call
             raise InferenceError(f"LiteRT failed to run '{self.path}': {first_line(exc)}") from exc
+
+    def _resize(self, arrays: list[np.ndarray]) -> None:
+        # Resizing and re-allocating costs far more than a run: done only when a shape changes.
+        self._shapes = [None] * len(arrays)  # stays invalid if the engine refuses the new shapes
+        for index, array in zip(self._input_indices, arrays):
+            self._interpreter.resize_tensor_input(index, array.shape, strict=True)
+        self._interpreter.allocate_tensors()
+        self._shapes = [a.shape for a in arrays]
 
     def _release(self) -> None:
         self._interpreter = None

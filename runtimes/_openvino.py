@@ -27,6 +27,9 @@ DEVICE_NAMES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU"}
 # rt_info key under which edgekit's converters record I/O quantization as "scale,zero_point"
 RT_INFO_QUANT = "edgekit_io_quantization"
 _core = None
+# Inputs up to this size are copied into the request's own tensors (cheaper than a new
+# ov.Tensor per call); larger ones are shared zero-copy, where a copy would cost more.
+_COPY_LIMIT_BYTES = 64 * 1024
 
 
 def core() -> Any:
@@ -110,19 +113,36 @@ class OpenVINORuntime(Runtime):
         )
         self._request = self._compiled.create_infer_request()
         self._tensor = ov.Tensor
+        self._shapes: list[tuple[int, ...] | None] = [None] * len(self.inputs)
+        self._buffers: list[np.ndarray | None] = [None] * len(self.inputs)
+        self._output_range = range(len(self.outputs))
         log.info("loaded %s with %s on %s", self.path, self.engine, device_name)
 
     def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         request = self._request
         try:
             for index, array in enumerate(arrays):
-                # shared_memory avoids a copy; OpenVINO needs C-contiguous memory for that
-                request.set_input_tensor(index, self._tensor(np.ascontiguousarray(array), shared_memory=True))
+                if array.nbytes <= _COPY_LIMIT_BYTES and array.shape == self._shapes[index]:
+                    # Copying a small input into the request's own tensor beats wrapping it anew.
+                    np.copyto(self._buffers[index], array)
+                else:
+                    self._bind_input(request, index, array)
             request.infer()
             # copy: the request's output buffers are overwritten by the next call
-            return [request.get_output_tensor(i).data.copy() for i in range(len(self.outputs))]
+            return [request.get_output_tensor(i).data.copy() for i in self._output_range]
         except (RuntimeError, ValueError, TypeError) as exc:
             raise InferenceError(f"OpenVINO failed to run '{self.path}': {first_line(exc)}") from exc
+
+    def _bind_input(self, request: Any, index: int, array: np.ndarray) -> None:
+        array = np.ascontiguousarray(array)
+        if array.nbytes <= _COPY_LIMIT_BYTES:
+            tensor = self._tensor(array.copy())  # our own memory: later calls may copy into it
+            self._buffers[index], self._shapes[index] = tensor.data, array.shape
+        else:
+            # Large inputs are shared without a copy; the caller's memory must never be written to.
+            tensor = self._tensor(array, shared_memory=True)
+            self._buffers[index], self._shapes[index] = None, None
+        request.set_input_tensor(index, tensor)
 
     def _release(self) -> None:
         self._request = None

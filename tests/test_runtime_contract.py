@@ -126,3 +126,11 @@ def test_litert_says_which_implementation_it_used(tflite_fp32):
     assert implementation in ("ai_edge_litert", "tflite_runtime", "tensorflow")
     if expected:
         assert implementation == expected
+
+
+def test_callers_arrays_are_never_written_to(runtime):
+    first, second = tiny.sample_inputs(2, seed=21), tiny.sample_inputs(2, seed=22)
+    kept = first.copy()
+    runtime.run(first)
+    runtime.run(second)
+    np.testing.assert_array_equal(first, kept)

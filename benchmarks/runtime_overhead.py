@@ -1,0 +1,148 @@
+"""What edgekit's Runtime.run adds on top of each engine's fastest idiomatic call.
+
+For each engine the same model is called through the raw engine API and
+through ``Runtime.run``, interleaved in rounds within one process so machine
+noise hits both sides alike; the per-call figure is the median over rounds.
+
+    python benchmarks/runtime_overhead.py            # tiny model only (seconds)
+    python benchmarks/runtime_overhead.py --mobilenet  # also MobileNetV2 224 (builds it with TensorFlow once)
+
+Goals (issue 2): <= 5 us added per call for LiteRT and ONNX Runtime, <= 10 us for
+OpenVINO on the tiny model; <= 1 % on MobileNetV2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "models"))
+CACHE = ROOT / "benchmarks" / ".cache"
+
+
+def raw_litert(path: Path, x: np.ndarray, threads: int):
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=threads)
+    it.resize_tensor_input(it.get_input_details()[0]["index"], x.shape, strict=True)
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+
+    def call():
+        it.set_tensor(i, x)
+        it.invoke()
+        return it.get_tensor(o)
+
+    return call
+
+
+def raw_ort(path: Path, x: np.ndarray, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda: session.run(None, {name: x})
+
+
+def raw_openvino(path: Path, x: np.ndarray, threads: int):
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU",
+                                       {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+
+    def call():
+        request.set_input_tensor(ov.Tensor(x, shared_memory=True))
+        request.infer()
+        return request.get_output_tensor().data
+
+    return call
+
+
+RAW = {"litert": raw_litert, "onnxruntime": raw_ort, "openvino": raw_openvino}
+
+
+def measure(raw, wrapped, calls: int, rounds: int) -> tuple[float, float]:
+    """Median µs per call of each, alternating raw/wrapped rounds."""
+    for fn in (raw, wrapped):
+        for _ in range(max(3, calls // 10)):
+            fn()
+    raw_us, wrapped_us = [], []
+    for _ in range(rounds):
+        for fn, sink in ((raw, raw_us), (wrapped, wrapped_us)):
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            sink.append((time.perf_counter() - start) / calls * 1e6)
+    return statistics.median(raw_us), statistics.median(wrapped_us)
+
+
+def tiny_models(folder: Path) -> tuple[dict[str, Path], np.ndarray]:
+    import onnx
+    import openvino as ov
+    import tiny
+
+    onnx_path = folder / "tiny.onnx"
+    onnx.save(tiny.make_onnx(), onnx_path)
+    ov.save_model(ov.Core().read_model(onnx_path), folder / "tiny.xml", compress_to_fp16=False)
+    return ({"litert": tiny.HERE / "tiny_fp32.tflite", "onnxruntime": onnx_path, "openvino": folder / "tiny.xml"},
+            tiny.sample_inputs(1))
+
+
+def mobilenet_models() -> tuple[dict[str, Path], np.ndarray]:
+    """MobileNetV2 (224, random weights) as .tflite/.onnx/.xml, built once with TensorFlow and cached."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    paths = {"litert": CACHE / "mobilenetv2.tflite", "onnxruntime": CACHE / "mobilenetv2.onnx",
+             "openvino": CACHE / "mobilenetv2.xml"}
+    if not all(p.exists() for p in paths.values()):
+        import openvino as ov
+        import tensorflow as tf
+        import tf2onnx
+
+        model = tf.keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
+        spec = [tf.TensorSpec([1, 224, 224, 3], tf.float32, name="input")]
+        fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(*spec)
+        paths["litert"].write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([fn], model).convert())
+        tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=str(paths["onnxruntime"]))
+        ov.save_model(ov.Core().read_model(paths["onnxruntime"]), paths["openvino"], compress_to_fp16=False)
+    return paths, np.random.default_rng(0).random((1, 224, 224, 3), dtype=np.float32)
+
+
+def report(label: str, models: dict[str, Path], x: np.ndarray, threads: int, calls: int, rounds: int) -> None:
+    import edgekit
+
+    print(f"\n{label} ({threads} threads, {rounds} rounds x {calls} calls, median)")
+    print(f"{'engine':<12} {'raw us/call':>12} {'edgekit us/call':>16} {'added us':>9} {'ratio':>7}")
+    for backend, path in models.items():
+        raw = RAW[backend](path, x, threads)
+        rt = edgekit.load(path, backend=backend, threads=threads)
+        feeds = {rt.inputs[0].name: x}
+        raw_us, ours_us = measure(raw, lambda: rt.run(feeds), calls, rounds)
+        print(f"{backend:<12} {raw_us:>12.1f} {ours_us:>16.1f} {ours_us - raw_us:>9.1f} {ours_us / raw_us:>7.3f}")
+        rt.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mobilenet", action="store_true", help="also measure MobileNetV2 224")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        models, x = tiny_models(Path(folder))
+        report("tiny model (16-8-4 MLP)", models, x, args.threads, calls=2000, rounds=15)
+    if args.mobilenet:
+        models, x = mobilenet_models()
+        report("MobileNetV2 224", models, x, args.threads, calls=10, rounds=15)
+
+
+if __name__ == "__main__":
+    main()
