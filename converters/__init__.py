@@ -1,6 +1,76 @@
-"""Converters: trained model + target + calibration -> an artifact on disk and a report.
+"""Converters: trained model + target + calibration -> an artifact on disk.
 
-One private module per target family (``_tflite``, ``_onnx``, ``_openvino``).
+One private module per target family (``_tflite``, ``_onnx``, ``_openvino``);
+the registry below names them lazily, so listing targets imports nothing.
 TensorFlow, tf2onnx and NNCF are imported inside the converter functions only;
 the device path never imports this package.
 """
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from runtimes.errors import ConversionError
+
+
+@dataclass(frozen=True)
+class Target:
+    """One conversion target, e.g. ``tflite-int8``.
+
+    Attributes:
+        name: The target's name on the command line.
+        family: ``tflite``, ``onnx`` or ``openvino``.
+        variant: The name minus its family; it ends the artifact's name (``model_int8.tflite``).
+        extension: The artifact's suffix.
+        converter: ``"module:function"`` that builds it, imported when used.
+        needs_calibration: Whether representative data is required.
+        integer_only: Every compute op must end up integer (else the conversion fails
+            unless float ops are explicitly allowed).
+    """
+
+    name: str
+    family: str
+    variant: str
+    extension: str
+    converter: str
+    needs_calibration: bool = False
+    integer_only: bool = False
+
+    def artifact_name(self, stem: str) -> str:
+        return f"{stem}_{self.variant}{self.extension}"
+
+    def function(self) -> Callable[..., dict[str, Any]]:
+        module, attr = self.converter.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+def _tflite(variant: str, calibrated: bool = False, integer_only: bool = False) -> Target:
+    return Target(f"tflite-{variant}", "tflite", variant, ".tflite", "converters._tflite:convert", calibrated,
+                  integer_only)
+
+
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in (
+        _tflite("int8", True, integer_only=True),
+        _tflite("int16x8", True),
+        _tflite("fp16"),
+        _tflite("dynamic"),
+        _tflite("fp32"),
+    )
+}
+
+
+def resolve_targets(names: str | list[str] | tuple[str, ...]) -> list[Target]:
+    """Parse ``"tflite-int8,tflite-fp32"`` (or a list) into targets, keeping order, refusing unknown names."""
+    if isinstance(names, str):
+        names = [n for n in names.split(",")]
+    wanted = [n.strip().lower() for n in names if n.strip()]
+    if not wanted:
+        raise ConversionError(f"no target given; choose from {', '.join(TARGETS)}")
+    unknown = [n for n in wanted if n not in TARGETS]
+    if unknown:
+        raise ConversionError(f"unknown target(s) {unknown}; choose from {', '.join(TARGETS)}")
+    return [TARGETS[n] for n in dict.fromkeys(wanted)]

@@ -28,10 +28,13 @@ __all__ = [
     "EdgekitError",
     "InferenceError",
     "MissingDependencyError",
+    "Recipe",
     "Runtime",
     "TensorSpec",
     "UnsupportedModelError",
     "__version__",
+    "build_dataset",
+    "convert",
     "inspect_model",
     "load",
 ]
@@ -42,10 +45,16 @@ _LAZY = {
     "Runtime": "runtimes.base",
     "TensorSpec": "runtimes.base",
     "inspect_model": "edgekit.inspection",
+    "convert": "edgekit.conversion",
+    "Recipe": "edgekit.preprocess",
+    "build_dataset": "edgekit.calibration",
 }
 
 if TYPE_CHECKING:
     from edgekit._api import load
+    from edgekit.calibration import build_dataset
+    from edgekit.conversion import convert
+    from edgekit.preprocess import Recipe
     from edgekit.inspection import inspect_model
     from runtimes.base import Runtime, TensorSpec
 

@@ -1,8 +1,16 @@
-"""Atomic, no-clobber file writing: every artifact edgekit writes goes through here."""
+"""Atomic, no-clobber file writing: every artifact edgekit writes goes through here.
+
+Artifacts are built in a hidden staging folder inside the destination folder
+(same filesystem, so the final move is an atomic rename) and published only
+when complete. The staging folder is removed on every exit, including Ctrl-C,
+so a failed or interrupted run leaves nothing behind and no existing file is
+touched.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,31 +20,41 @@ from runtimes.errors import EdgekitError
 
 
 def ensure_writable(path: Path, *, force: bool) -> None:
-    """Refuse to clobber an existing file unless ``force``; check the folder exists."""
+    """Refuse to clobber an existing file unless ``force``; check the folder exists and is writable."""
     if path.exists() and not force:
         raise EdgekitError(f"'{path}' already exists; pass --force (force=True) to overwrite it")
     if not path.parent.is_dir():
         raise EdgekitError(f"output folder '{path.parent}' does not exist; create it first")
+    if not os.access(path.parent, os.W_OK):
+        raise EdgekitError(f"output folder '{path.parent}' is not writable")
+
+
+@contextmanager
+def staging_dir(output_dir: Path) -> Iterator[Path]:
+    """A private folder inside ``output_dir`` for building artifacts; always removed afterwards."""
+    staging = Path(tempfile.mkdtemp(prefix=".edgekit-staging-", dir=output_dir))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish(staged: Path, final: Path, *, force: bool) -> Path:
+    """Move a finished file from staging to its final name (atomic rename, same filesystem)."""
+    ensure_writable(final, force=force)
+    os.replace(staged, final)
+    return final
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str], *, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary path in the destination's folder; on success rename it over ``path``.
-
-    On any failure (including KeyboardInterrupt) the temporary file is removed and
-    ``path`` is left exactly as it was.
-    """
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
     path = Path(path)
     ensure_writable(path, force=force)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with staging_dir(path.parent) as staging:
+        tmp = staging / path.name
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None], *, force: bool = False) -> Path:

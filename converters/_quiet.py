@@ -1,0 +1,54 @@
+"""Keep TensorFlow's native log noise off the user's terminal unless they asked for it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from runtimes.errors import MissingDependencyError
+
+log = logging.getLogger("edgekit")
+
+
+def verbose() -> bool:
+    return logging.getLogger("edgekit").getEffectiveLevel() <= logging.INFO
+
+
+@contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the duration (TensorFlow's C++ and MLIR logs ignore
+    Python's logging and TF_CPP_MIN_LOG_LEVEL). A no-op when logging is verbose."""
+    if verbose():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    python_stderr = sys.stderr
+    # Python-level writes (progress bars drawn from inside a calibration generator) keep going to
+    # the real terminal through a duplicate of the original descriptor.
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=getattr(python_stderr, "encoding", "utf-8"))
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = python_stderr
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def import_tensorflow() -> Any:
+    if not verbose():
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        with native_stderr_silenced():
+            import tensorflow as tf
+    except ImportError as exc:
+        raise MissingDependencyError("TensorFlow (needed to convert Keras and SavedModel sources)", "convert") from exc
+    tf.get_logger().setLevel(logging.ERROR)
+    return tf

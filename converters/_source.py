@@ -1,0 +1,163 @@
+"""Source models: recognise them, describe their inputs, fix their shapes.
+
+Keras (.keras/.h5) and TensorFlow SavedModel folders are loaded with
+TensorFlow (imported here, inside functions); ONNX and TFLite files are
+described through the runtime layer without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtimes._formats import ONNX, TFLITE, open_model_file
+from runtimes.base import TensorSpec
+from runtimes.errors import ConversionError, UnsupportedModelError
+
+KERAS, SAVEDMODEL = "keras", "savedmodel"
+
+
+@dataclass
+class Source:
+    """A model to convert, with input specs whose non-batch dimensions are fixed."""
+
+    path: Path
+    kind: str  # keras | savedmodel | onnx | tflite
+    inputs: tuple[TensorSpec, ...]
+    output_names: tuple[str, ...]
+    signature: str | None = None  # SavedModel signature key
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def size_bytes(self) -> int:
+        if self.path.is_dir():
+            return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        return self.path.stat().st_size
+
+
+def sanitize_name(name: str) -> str:
+    """A tensor name TensorFlow accepts in a signature (Keras may add ':0' or slashes)."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.\-]", "_", name.split(":")[0])
+    return cleaned if re.match(r"[A-Za-z]", cleaned) else f"input_{cleaned}"
+
+
+def open_source(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Source:
+    """Identify a source model and describe its inputs, applying ``input_shapes`` overrides.
+
+    Raises:
+        UnsupportedModelError: Not a model edgekit can convert.
+        ConversionError: An input keeps a dynamic non-batch dimension, or an override names no input.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UnsupportedModelError(f"source model '{path}' does not exist; check the path")
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise UnsupportedModelError(
+                f"'{path}' is a folder without saved_model.pb; pass a SavedModel folder, .keras, .h5, .onnx or .tflite"
+            )
+        source = _describe_savedmodel(path)
+    elif path.suffix.lower() in (".keras", ".h5", ".hdf5"):
+        source = _describe_keras(path)
+    else:
+        model = open_model_file(path)
+        if model.format not in (ONNX, TFLITE):
+            raise UnsupportedModelError(f"'{path}' is an OpenVINO IR; it cannot be a conversion source")
+        source = _describe_runtime_model(path, model.format)
+    return _fix_shapes(source, input_shapes or {})
+
+
+def _fix_shapes(source: Source, overrides: dict[str, tuple[int, ...]]) -> Source:
+    names = [s.name for s in source.inputs]
+    unknown = [n for n in overrides if n not in names]
+    if unknown:
+        raise ConversionError(f"--input-shape names unknown input(s) {unknown}; the model's inputs are {names}")
+    fixed = []
+    for spec in source.inputs:
+        shape = tuple(overrides.get(spec.name, spec.shape))
+        if spec.name in overrides and len(shape) != len(spec.shape):
+            raise ConversionError(
+                f"--input-shape for '{spec.name}' has rank {len(shape)}, the model's input has rank {len(spec.shape)}"
+            )
+        for axis, size in enumerate(shape):
+            if size is None and axis > 0:
+                shown = ",".join("?" if d is None else str(d) for d in shape)
+                raise ConversionError(
+                    f"input '{spec.name}' has a dynamic dimension {axis} (shape [{shown}]); fix it with "
+                    f"--input-shape {spec.name}:{','.join('1' if d is None else str(d) for d in shape)}"
+                )
+        fixed.append(replace(spec, shape=shape))
+    return replace(source, inputs=tuple(fixed))
+
+
+def _tf():
+    from converters._quiet import import_tensorflow
+
+    return import_tensorflow()
+
+
+def load_keras(source: Source) -> Any:
+    if "keras" not in source.cache:
+        tf = _tf()
+        try:
+            source.cache["keras"] = tf.keras.models.load_model(source.path, compile=False)
+        except (OSError, ValueError, TypeError) as exc:
+            raise UnsupportedModelError(f"Keras cannot load '{source.path}': {exc}".splitlines()[0]) from exc
+    return source.cache["keras"]
+
+
+def _describe_keras(path: Path) -> Source:
+    source = Source(path, KERAS, (), ())
+    model = load_keras(source)
+    inputs = tuple(
+        TensorSpec(sanitize_name(_keras_name(t, t.name)), tuple(None if d is None else int(d) for d in t.shape),
+                   np.dtype(getattr(t.dtype, "name", t.dtype)))
+        for t in model.inputs
+    )
+    outputs = tuple(sanitize_name(_keras_name(t, f"output_{i}")) for i, t in enumerate(model.outputs))
+    return replace(source, inputs=inputs, output_names=outputs)
+
+
+def _keras_name(tensor: Any, default: str) -> str:
+    """The name of the layer that made a Keras tensor (Keras 3 names the tensors themselves 'keras_tensor_N')."""
+    history = getattr(tensor, "_keras_history", None)
+    operation = getattr(history, "operation", None)
+    return getattr(operation, "name", None) or default
+
+
+def load_savedmodel(source: Source) -> Any:
+    if "savedmodel" not in source.cache:
+        tf = _tf()
+        try:
+            source.cache["savedmodel"] = tf.saved_model.load(str(source.path))
+        except (OSError, ValueError) as exc:
+            raise UnsupportedModelError(f"TensorFlow cannot load '{source.path}': {exc}".splitlines()[0]) from exc
+    return source.cache["savedmodel"]
+
+
+def _describe_savedmodel(path: Path) -> Source:
+    source = Source(path, SAVEDMODEL, (), ())
+    loaded = load_savedmodel(source)
+    keys = list(loaded.signatures.keys())
+    if not keys:
+        raise UnsupportedModelError(f"SavedModel '{path}' has no signatures; export it with a serving signature")
+    key = "serving_default" if "serving_default" in keys else keys[0]
+    function = loaded.signatures[key]
+    specs = function.structured_input_signature[1]
+    inputs = tuple(
+        TensorSpec(name, tuple(None if d is None else int(d) for d in spec.shape), np.dtype(spec.dtype.as_numpy_dtype))
+        for name, spec in sorted(specs.items())
+    )
+    return replace(source, inputs=inputs, output_names=tuple(sorted(function.structured_outputs)), signature=key)
+
+
+def _describe_runtime_model(path: Path, fmt: str) -> Source:
+    from runtimes import open_runtime
+
+    with open_runtime(path) as runtime:
+        inputs, outputs = runtime.inputs, tuple(s.name for s in runtime.outputs)
+    return Source(path, fmt, inputs, outputs)

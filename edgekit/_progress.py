@@ -1,0 +1,30 @@
+"""Progress on stderr for the CLI: bars for loops with a known length, spinners for opaque steps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def rich_progress() -> Iterator[Callable]:
+    """Yield a ``progress(description, total)`` factory drawing on stderr (plain lines when not a terminal)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as bars:
+
+        @contextmanager
+        def task(description: str, total: int | None) -> Iterator[Callable[[], None]]:
+            if not console.is_terminal:
+                console.print(f"{description}...", highlight=False)
+            task_id = bars.add_task(description, total=total)
+            try:
+                yield lambda: bars.advance(task_id)
+            finally:
+                bars.update(task_id, completed=bars.tasks[task_id].total or 1, total=bars.tasks[task_id].total or 1)
+
+        yield task

@@ -1,0 +1,255 @@
+"""The conversion pipeline shared by every target: ``edgekit.convert``.
+
+source -> (calibration) -> artifact in a staging folder -> validation against
+the float original -> quantization audit -> JSON report -> atomic publish.
+Nothing reaches the output folder until it is complete; an existing file is
+never overwritten without ``force``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from converters import Target, resolve_targets
+from converters._source import KERAS, SAVEDMODEL, Source, open_source
+from edgekit import __version__
+from edgekit._files import ensure_writable, publish, staging_dir
+from edgekit.audit import audit_model
+from edgekit.calibration import RANDOM_SOURCE, Dataset, build_dataset, fail_if_empty
+from edgekit.inspection import sha256_of
+from edgekit.preprocess import Recipe
+from edgekit.validation import ValidationReport, validate
+from runtimes import open_runtime
+from runtimes._formats import open_model_file
+from runtimes.errors import ConversionError
+
+log = logging.getLogger("edgekit")
+
+#: progress(description, total) -> context manager yielding an advance() callable
+Progress = Callable[[str, "int | None"], AbstractContextManager[Callable[[], None]]]
+_TOOL_DISTRIBUTIONS = ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "openvino", "nncf", "ai-edge-litert",
+                       "numpy")
+
+
+@contextmanager
+def _no_progress(description: str, total: int | None) -> Iterator[Callable[[], None]]:
+    log.info("%s", description)
+    yield lambda: None
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    target: str
+    artifact: Path
+    report_path: Path
+    report: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return self.report["status"] == "ok"
+
+    @property
+    def validation(self) -> dict[str, Any] | None:
+        return self.report.get("validation")
+
+
+def convert(
+    source: str | Path,
+    to: str | list[str],
+    *,
+    calibration: Any = None,
+    output_dir: str | Path = ".",
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    recipe: Recipe | None = None,
+    calib_size: int = 200,
+    validation_size: int | None = None,
+    seed: int = 0,
+    max_drop: float | None = None,
+    validate_outputs: bool = True,
+    force: bool = False,
+    io: str | None = None,
+    allow_float_ops: bool = False,
+    progress: Progress | None = None,
+) -> list[ConversionResult]:
+    """Convert a trained model to one or more edge targets, validate and report each.
+
+    Args:
+        source: A Keras .keras/.h5 file, a SavedModel folder, an .onnx or a .tflite.
+        to: Target names, e.g. ``"tflite-int8,tflite-fp32"`` (see ``converters.TARGETS``).
+        calibration: Image folder, .npy/.npz, an iterable/callable of ``{input_name: array}``, or
+            ``"random"`` (synthetic; the report then says the accuracy figures mean nothing).
+        output_dir: Where ``<stem>_<variant>.<ext>`` and its ``.json`` report go (created if missing).
+        input_shapes: ``{input_name: shape}`` fixing dynamic dimensions.
+        recipe: Image preprocessing for image-folder calibration; stored in every report.
+        calib_size: Calibration samples; ``validation_size`` more are held out for validation.
+        max_drop: Fail (report status "failed") when accuracy drops more than this many points
+            (with labels) or (1 - cosine) x 100 exceeds it (without).
+        validate_outputs: Compare every artifact with the float original (on by default).
+        force: Overwrite existing artifacts and reports.
+        io: I/O type of integer targets (``int8``, ``uint8``, ``float``).
+        allow_float_ops: Keep unquantizable ops in float instead of failing.
+        progress: ``progress(description, total)`` context manager factory for long loops.
+
+    Returns:
+        One ``ConversionResult`` per target, in the order asked.
+
+    Raises:
+        ConversionError, CalibrationError, UnsupportedModelError, MissingDependencyError.
+    """
+    started = time.perf_counter()
+    progress = progress or _no_progress
+    targets = resolve_targets(to)
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    src = open_source(source, input_shapes)
+    stem = src.path.name if src.path.is_dir() else src.path.stem
+    for target in targets:  # fail before any work rather than after minutes of it
+        final = out_dir / target.artifact_name(stem)
+        ensure_writable(final, force=force)
+        ensure_writable(Path(f"{final}.json"), force=force)
+    needing = [t.name for t in targets if t.needs_calibration]
+    if calibration is None and needing:
+        raise ConversionError(f"{', '.join(needing)} need(s) calibration data: pass --calib PATH (or --calib random)")
+    recipe = recipe or Recipe()
+    dataset = None
+    if calibration is not None:
+        dataset = build_dataset(calibration, src.inputs, recipe=recipe, calib_size=calib_size,
+                                validation_size=validation_size, seed=seed)
+    source_info = _source_info(src)
+    results = []
+    with staging_dir(out_dir) as staging:
+        reference = _float_reference(src, staging, progress) if validate_outputs else None
+        for target in targets:
+            results.append(_convert_one(src, target, stem, out_dir, staging, dataset, reference, source_info,
+                                        recipe=recipe, max_drop=max_drop, force=force, seed=seed,
+                                        options={"io": io, "allow_float_ops": allow_float_ops}, progress=progress))
+        if reference is not None:
+            reference.close()
+    log.info("converted %s to %d target(s) in %.1f s", src.path, len(results), time.perf_counter() - started)
+    return results
+
+
+def _float_reference(src: Source, staging: Path, progress: Progress):
+    """The float original as a runtime: the source itself, or its float TFLite export."""
+    if src.kind in (KERAS, SAVEDMODEL):
+        from converters._tflite import export_float
+
+        with progress("exporting the float reference", None):
+            path = export_float(src, staging / "reference_fp32.tflite")
+    else:
+        path = src.path
+    return open_runtime(path)
+
+
+def _calibration_feeds(dataset: Dataset, target: Target, progress: Progress, counter: list[int]):
+    def feeds():
+        counter[0] = 0
+        with progress(f"calibrating {target.name}", len(dataset.calibration)) as advance:
+            for sample in dataset.calibration.feeds():
+                counter[0] += 1
+                advance()
+                yield sample
+
+    return feeds
+
+
+def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging: Path, dataset: Dataset | None,
+                 reference, source_info: dict[str, Any], *, recipe: Recipe, max_drop: float | None, force: bool,
+                 seed: int, options: dict[str, Any], progress: Progress) -> ConversionResult:
+    started = time.perf_counter()
+    name = target.artifact_name(stem)
+    staged = staging / name
+    counter = [0]
+    calibration = _calibration_feeds(dataset, target, progress, counter) if dataset and target.needs_calibration else None
+    function_options = {k: v for k, v in options.items() if v not in (None, False)}
+    with progress(f"converting to {target.name}", None) if calibration is None else nullcontext():
+        used = target.function()(src, target, staged, calibration=calibration, **function_options)
+    if calibration is not None:
+        fail_if_empty(counter[0], dataset.provenance)
+    converted_s = time.perf_counter() - started
+    model = open_model_file(staged)
+    audit = audit_model(model)
+    warnings = []
+    if target.integer_only and not audit.integer_compute:
+        floats = ", ".join(f"{op}x{count}" for op, count in audit.float_ops.items())
+        if not options.get("allow_float_ops"):
+            raise ConversionError(
+                f"{target.name}: these ops cannot be quantized and would stay float: {floats}; pass "
+                "--allow-float-ops to keep them in float (the audit lists them) or change the model"
+            )
+        warnings.append(f"{target.name} is not fully integer: float ops {floats}")
+    validation = None
+    if reference is not None:
+        validation = _validate(reference, staged, target, src, dataset, max_drop, seed, progress)
+    failures = list(validation.failures) if validation else []
+    artifact_size = model.size_bytes
+    report = {
+        "edgekit_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "target": target.name,
+        "status": "failed" if failures else "ok",
+        "failures": failures,
+        "warnings": warnings + (dataset.provenance.warnings if dataset else []),
+        "source": source_info,
+        "artifact": {"path": str(out_dir / name), "sha256": sha256_of(model), "size_bytes": artifact_size,
+                     "size_ratio": round(artifact_size / source_info["size_bytes"], 4)},
+        "options": used,
+        "recipe": recipe.to_dict() if dataset is None or dataset.provenance.recipe is None
+        else dataset.provenance.recipe,
+        "calibration": dataset.provenance.to_dict() if dataset else None,
+        "validation": validation.to_dict() if validation else None,
+        "audit": audit.to_dict(),
+        "tools": _tool_versions(),
+        "durations_s": {"convert": round(converted_s, 3), "total": round(time.perf_counter() - started, 3)},
+    }
+    report_name = f"{name}.json"
+    (staging / report_name).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    artifact = publish(staged, out_dir / name, force=force)
+    report_path = publish(staging / report_name, out_dir / report_name, force=force)
+    if failures:
+        log.warning("%s: %s", target.name, "; ".join(failures))
+    return ConversionResult(target.name, artifact, report_path, report)
+
+
+def _validate(reference, staged: Path, target: Target, src: Source, dataset: Dataset | None,
+              max_drop: float | None, seed: int, progress: Progress) -> ValidationReport:
+    synthetic = dataset is None or dataset.provenance.synthetic
+    if dataset is None:  # no data given: compare outputs on synthetic inputs (flagged as such)
+        dataset = build_dataset(RANDOM_SOURCE, src.inputs, calib_size=1, validation_size=50, seed=seed)
+    with open_runtime(staged) as candidate:
+        with progress(f"validating {target.name}", len(dataset.validation)) as advance:
+            return validate(reference, candidate, dataset.validation, max_drop=max_drop, synthetic=synthetic,
+                            on_sample=advance)
+
+
+def _source_info(src: Source) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    files = sorted(p for p in src.path.rglob("*") if p.is_file()) if src.path.is_dir() else [src.path]
+    for file in files:
+        if src.path.is_dir():
+            digest.update(str(file.relative_to(src.path)).encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return {"path": str(src.path), "kind": src.kind, "sha256": digest.hexdigest(), "size_bytes": src.size_bytes,
+            "inputs": [s.to_dict() for s in src.inputs], "outputs": list(src.output_names)}
+
+
+def _tool_versions() -> dict[str, str]:
+    versions = {"edgekit": __version__}
+    for name in _TOOL_DISTRIBUTIONS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
