@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "models"))
+import digits  # noqa: E402
 import tiny  # noqa: E402
 
 ENGINE_MODULES = {
@@ -114,3 +115,35 @@ def copy_to(tmp_path):
         return target
 
     return copy
+
+
+# -- the digits CNN: real labeled data, trained once per session (TensorFlow) -------------------
+
+
+@pytest.fixture(scope="session")
+def digits_split():
+    """(x_train, y_train, x_test, y_test) from sklearn's bundled digits, images NHWC float in [0, 1]."""
+    return digits.load_split()
+
+
+@pytest.fixture(scope="session")
+def digits_keras(tmp_path_factory) -> Path:
+    return digits.train_cnn(tmp_path_factory.mktemp("digits") / "digits.keras")
+
+
+@pytest.fixture(scope="session")
+def digits_folder(tmp_path_factory, digits_split) -> Path:
+    """The held-out digits as 8-bit PNGs in class sub-folders: calibration + labeled validation."""
+    _, _, x_test, y_test = digits_split
+    return digits.write_image_folder(tmp_path_factory.mktemp("digit-images"), x_test, y_test)
+
+
+@pytest.fixture(scope="session")
+def digits_tflite_all(tmp_path_factory, digits_keras, digits_folder):
+    """Every TFLite target of the digits CNN, calibrated on the image folder (one conversion per session)."""
+    import edgekit
+
+    out = tmp_path_factory.mktemp("digits-tflite")
+    results = edgekit.convert(digits_keras, "tflite-int8,tflite-int16x8,tflite-fp16,tflite-dynamic,tflite-fp32",
+                              calibration=digits_folder, calib_size=200, validation_size=250, output_dir=out)
+    return {r.target: r for r in results}

@@ -40,7 +40,10 @@ def train_cnn(path: Path, epochs: int = 20) -> Path:
     ], name="digits_cnn")
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
-    model.save(path)
+    # Save an uncompiled copy: the optimizer's state would triple the file for nothing.
+    clean = keras.models.clone_model(model)
+    clean.set_weights(model.get_weights())
+    clean.save(path)
     return path
 
 

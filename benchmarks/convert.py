@@ -1,0 +1,179 @@
+"""Conversion cost and payoff per target: time, peak memory, size ratio, int8 vs float latency.
+
+Each conversion runs in its own subprocess so its peak RSS is its own. Latency
+is measured through ``edgekit.load`` with the artifacts interleaved in rounds in
+one process (median of per-round medians), so machine noise hits all alike.
+
+    python benchmarks/convert.py                     # digits CNN, all targets (about a minute)
+    python benchmarks/convert.py --mobilenet         # + MobileNetV2 224, random weights, 200 calibration samples
+    python benchmarks/convert.py --streaming 5000    # + memory while streaming a 5000-image calibration folder
+
+Goals (issue 3, MobileNetV2, 2 threads): tflite-int8 >= 2.5x faster than tflite-fp32, size <= 0.28x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "models"))
+
+TARGETS = {
+    "tflite": ["tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-int16x8"],
+}
+FLOAT_BASELINE = {"tflite": "tflite-fp32"}
+
+
+def _child_convert(args: argparse.Namespace) -> None:
+    """Run one conversion; print its JSON summary (time, peak RSS) on stdout."""
+    import edgekit
+
+    start = time.perf_counter()
+    (result,) = edgekit.convert(args.source, args.target, calibration=args.calib, calib_size=args.calib_size,
+                                validation_size=args.val_size, output_dir=args.out, force=True)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    validation = result.validation or {}
+    print(json.dumps({"target": args.target, "seconds": time.perf_counter() - start, "peak_rss_mb": peak_mb,
+                      "artifact": str(result.artifact), "size_bytes": result.report["artifact"]["size_bytes"],
+                      "accuracy": validation.get("accuracy_converted"), "accuracy_float": validation.get("accuracy_float"),
+                      "cosine": min((m["cosine"] for m in validation.get("outputs", {}).values()), default=None)}))
+
+
+def convert_in_subprocess(source: Path, target: str, calib: str, out: Path, calib_size: int, val_size: int) -> dict:
+    command = [sys.executable, __file__, "--child", "--source", str(source), "--target", target, "--calib", calib,
+               "--calib-size", str(calib_size), "--val-size", str(val_size), "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if done.returncode:
+        return {"target": target, "error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def latencies_ms(paths: dict[str, Path], threads: int, rounds: int, calls: int) -> dict[str, float]:
+    import edgekit
+
+    runtimes = {t: edgekit.load(p, threads=threads) for t, p in paths.items()}
+    feeds = {}
+    for target, rt in runtimes.items():
+        spec = rt.inputs[0]
+        shape = tuple(1 if d is None else d for d in spec.shape)
+        feeds[target] = np.random.default_rng(0).random(shape, dtype=np.float32)
+        for _ in range(3):
+            rt.run(feeds[target])
+    samples: dict[str, list[float]] = {t: [] for t in runtimes}
+    for _ in range(rounds):
+        for target, rt in runtimes.items():
+            times = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                rt.run(feeds[target])
+                times.append((time.perf_counter() - start) * 1e3)
+            samples[target].append(statistics.median(times))
+    for rt in runtimes.values():
+        rt.close()
+    return {t: statistics.median(v) for t, v in samples.items()}
+
+
+def bench(label: str, source: Path, calib: str, work: Path, *, threads: int, calib_size: int, val_size: int,
+          rounds: int, calls: int, families: list[str]) -> None:
+    print(f"\n## {label}  (source {source.name}, {calib_size} calibration samples, {threads} threads)")
+    rows = []
+    for family in families:
+        for target in TARGETS[family]:
+            rows.append(convert_in_subprocess(source, target, calib, work, calib_size, val_size))
+    ok = {r["target"]: Path(r["artifact"]) for r in rows if "error" not in r}
+    latency = latencies_ms(ok, threads, rounds, calls)
+    print(f"{'target':<18}{'convert s':>10}{'peak MB':>9}{'size KB':>10}{'size x':>8}{'p50 ms':>9}{'speed-up':>9}"
+          f"{'acc %':>8}{'cosine':>8}")
+    for row in rows:
+        if "error" in row:
+            print(f"{row['target']:<18} failed: {row['error']}")
+            continue
+        family = row["target"].split("-")[0]
+        base = next((r for r in rows if r["target"] == FLOAT_BASELINE[family] and "error" not in r), row)
+        accuracy = "" if row["accuracy"] is None else f"{row['accuracy']:.1f}"
+        cosine = "" if row["cosine"] is None else f"{row['cosine']:.4f}"
+        print(f"{row['target']:<18}{row['seconds']:>10.1f}{row['peak_rss_mb']:>9.0f}{row['size_bytes'] / 1024:>10.1f}"
+              f"{row['size_bytes'] / base['size_bytes']:>8.3f}{latency[row['target']]:>9.3f}"
+              f"{latency[base['target']] / latency[row['target']]:>9.2f}{accuracy:>8}{cosine:>8}")
+
+
+def digits_source(work: Path) -> tuple[Path, Path]:
+    import digits
+
+    x_train, y_train, x_test, y_test = digits.load_split()
+    model = digits.train_cnn(work / "digits.keras")
+    folder = digits.write_image_folder(work / "digit-images", x_test, y_test)
+    return model, folder
+
+
+def mobilenet_source(work: Path) -> Path:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    path = work / "mobilenetv2.keras"
+    keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3)).save(path)
+    return path
+
+
+def streaming_memory(count: int, work: Path) -> None:
+    """Peak RSS growth while streaming ``count`` 224x224 images through a calibration split."""
+    from PIL import Image
+
+    import edgekit
+    from runtimes.base import TensorSpec
+
+    folder = work / "stream"
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        (folder / str(i % 10)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(folder / str(i % 10) / f"{i}.jpg")
+    spec = TensorSpec("input", (None, 224, 224, 3), np.dtype("float32"))
+    dataset = edgekit.build_dataset(folder, [spec], calib_size=count - 10, validation_size=10)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    seen = sum(1 for _ in dataset.calibration.feeds())
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\n## streaming calibration: {seen} images of 224x224x3 read lazily; peak RSS {before:.0f} -> {after:.0f} MB "
+          f"(+{after - before:.1f} MB; the whole set as float32 would be {seen * 224 * 224 * 3 * 4 / 2**20:.0f} MB)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mobilenet", action="store_true")
+    parser.add_argument("--streaming", type=int, default=0, metavar="N")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--families", default=",".join(TARGETS))
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    for option in ("--source", "--target", "--calib", "--out"):
+        parser.add_argument(option, help=argparse.SUPPRESS)
+    parser.add_argument("--calib-size", type=int, default=200, help=argparse.SUPPRESS)
+    parser.add_argument("--val-size", type=int, default=200, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child_convert(args)
+        return
+    families = args.families.split(",")
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        model, images = digits_source(work)
+        bench("digits CNN", model, str(images), work / "digits-out", threads=args.threads, calib_size=200,
+              val_size=200, rounds=20, calls=50, families=families)
+        if args.mobilenet:
+            bench("MobileNetV2 224 (random weights)", mobilenet_source(work), "random", work / "mnv2-out",
+                  threads=args.threads, calib_size=200, val_size=20, rounds=10, calls=5, families=families)
+        if args.streaming:
+            streaming_memory(args.streaming, work)
+
+
+if __name__ == "__main__":
+    main()
