@@ -9,6 +9,7 @@ the device path never imports this package.
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -45,10 +46,19 @@ class Target:
         module, attr = self.converter.split(":")
         return getattr(importlib.import_module(module), attr)
 
+    def options(self) -> frozenset[str]:
+        """Names of the options this target's converter takes (its keyword-only parameters)."""
+        parameters = inspect.signature(self.function()).parameters.values()
+        return frozenset(p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.name != "calibration")
+
 
 def _tflite(variant: str, calibrated: bool = False, integer_only: bool = False) -> Target:
     return Target(f"tflite-{variant}", "tflite", variant, ".tflite", "converters._tflite:convert", calibrated,
                   integer_only)
+
+
+def _onnx(variant: str, calibrated: bool = False) -> Target:
+    return Target(f"onnx-{variant}", "onnx", variant, ".onnx", "converters._onnx:convert", calibrated)
 
 
 TARGETS: dict[str, Target] = {
@@ -59,6 +69,10 @@ TARGETS: dict[str, Target] = {
         _tflite("fp16"),
         _tflite("dynamic"),
         _tflite("fp32"),
+        _onnx("int8", True),
+        _onnx("int8-dynamic"),
+        _onnx("fp16"),
+        _onnx("fp32"),
     )
 }
 
@@ -74,3 +88,13 @@ def resolve_targets(names: str | list[str] | tuple[str, ...]) -> list[Target]:
     if unknown:
         raise ConversionError(f"unknown target(s) {unknown}; choose from {', '.join(TARGETS)}")
     return [TARGETS[n] for n in dict.fromkeys(wanted)]
+
+
+def check_options(targets: list[Target], options: dict[str, Any]) -> None:
+    """Refuse options that none of the chosen targets takes (a typo would otherwise do nothing)."""
+    accepted = set().union(*(t.options() for t in targets))
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        names = ", ".join(t.name for t in targets)
+        raise ConversionError(f"option(s) {unknown} do not apply to {names}; they take {sorted(accepted) or 'none'}")
+

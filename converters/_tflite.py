@@ -19,7 +19,10 @@ from runtimes.errors import ConversionError, UnsupportedModelError
 IO_TYPES = ("int8", "uint8", "float")
 
 
-def _concrete_function(tf: Any, source: Source) -> tuple[Any, Any]:
+def serving_function(tf: Any, source: Source) -> tuple[Any, list[Any], Any]:
+    """A tf.function over the source whose input specs carry the source's input names and whose
+    outputs are a dict keyed by its output names, its input specs, and the object that holds its
+    variables (what the TFLite converter freezes)."""
     specs = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in source.inputs]
     names = [s.name for s in source.inputs]
     if source.kind == KERAS:
@@ -34,7 +37,7 @@ def _concrete_function(tf: Any, source: Source) -> tuple[Any, Any]:
         # variables wrap tf.Variables, so hand it those (else READ_VARIABLE ops stay in the model).
         holder = tf.Module()
         holder.variables_to_freeze = [getattr(v, "value", v) for v in model.variables]
-        return tf.function(serve, input_signature=specs).get_concrete_function(), holder
+        return tf.function(serve, input_signature=specs), specs, holder
     if source.kind == SAVEDMODEL:
         loaded = load_savedmodel(source)
         signature = loaded.signatures[source.signature]
@@ -42,7 +45,7 @@ def _concrete_function(tf: Any, source: Source) -> tuple[Any, Any]:
         def serve(*args):
             return signature(**dict(zip(names, args)))
 
-        return tf.function(serve, input_signature=specs).get_concrete_function(), loaded
+        return tf.function(serve, input_signature=specs), specs, loaded
     raise UnsupportedModelError(
         f"TFLite targets convert Keras or SavedModel sources; '{source.path}' is {source.kind}. "
         "A .tflite cannot be re-quantized here: convert from the original Keras/SavedModel model"
@@ -67,8 +70,8 @@ def convert(
             (they are listed in the audit) instead of failing.
     """
     tf = import_tensorflow()
-    function, trackable = _concrete_function(tf, source)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], trackable)
+    function, _, holder = serving_function(tf, source)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], holder)
     variant = target.variant
     used: dict[str, Any] = {"target": target.name}
     if variant == "fp16":
@@ -121,7 +124,3 @@ def export_float(source: Source, output: Path) -> Path:
     convert(source, TARGETS["tflite-fp32"], output)
     return output
 
-
-def tool_versions() -> dict[str, str]:
-    tf = import_tensorflow()
-    return {"tensorflow": tf.__version__}

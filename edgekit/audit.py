@@ -18,6 +18,9 @@ from runtimes._formats import ONNX, OPENVINO, TFLITE, ModelFile, check_onnx
 # Ops that only move, convert or describe data; they neither help nor hurt "integer-ness".
 _BOUNDARY_TFLITE = {"QUANTIZE", "DEQUANTIZE"}
 _QDQ = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+# Ops that only move or reshape data, or compute shapes: no arithmetic to make integer.
+_ONNX_DATA_MOVEMENT = {"Shape", "Gather", "Cast", "Slice", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Transpose",
+                       "Flatten", "Identity", "Constant", "ConstantOfShape", "Expand", "Range", "Size", "Split"}
 _ONNX_INTEGER_OPS = {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul",
                      "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSigmoid",
                      "QLinearLeakyRelu", "QLinearSoftmax", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
@@ -108,13 +111,14 @@ def _audit_onnx(model: ModelFile) -> QuantizationAudit:
     op_types, float_ops, counted = Counter(), Counter(), 0
     for node in summary.nodes:
         op_types[node.op_type] += 1
-        if node.op_type in _QDQ:
+        if node.op_type in _QDQ or node.op_type in _ONNX_DATA_MOVEMENT:
             continue
         counted += 1
         if node.op_type not in _ONNX_INTEGER_OPS and not any(i in dequantized for i in node.inputs):
             float_ops[node.op_type] += 1
     return _finish(op_types, counted, float_ops, [d for _, d in summary.inputs], [d for _, d in summary.outputs],
-                   "QDQ: an op counts as integer when its inputs come from DequantizeLinear")
+                   "QDQ: an op counts as integer when its inputs come from DequantizeLinear; "
+                   "data-movement and shape ops are not counted")
 
 
 def _audit_openvino(model: ModelFile) -> QuantizationAudit:

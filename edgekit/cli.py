@@ -339,21 +339,41 @@ def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
               show_default=True, help="Where artifacts and their .json reports go.")
 @click.option("--max-drop", type=float, help="Fail (exit 1) when accuracy drops more than this many points.")
 @click.option("--no-validate", is_flag=True, help="Skip comparing each artifact with the float original.")
-@click.option("--io", type=click.Choice(["int8", "uint8", "float", "int16"]),
-              help="I/O type of integer targets [default: int8 for tflite-int8, float for tflite-int16x8].")
-@click.option("--allow-float-ops", is_flag=True, help="Keep ops that cannot be quantized in float.")
 @click.option("--force", is_flag=True, help="Overwrite existing artifacts and reports.")
+@click.option("--io", type=click.Choice(["int8", "uint8", "float", "int16"]),
+              help="TFLite: I/O type of integer targets [default: int8 for tflite-int8, float for tflite-int16x8].")
+@click.option("--allow-float-ops", is_flag=True, default=None, help="TFLite: keep ops that cannot be quantized in float.")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]),
+              help="ONNX int8: range calibration [default: minmax].")
+@click.option("--per-channel/--per-tensor", default=None, help="ONNX int8: weight quantization granularity "
+              "[default: per-channel].")
+@click.option("--activation-type", type=click.Choice(["int8", "uint8"]),
+              help="ONNX int8: activation type [default: from --for].")
+@click.option("--weight-type", type=click.Choice(["int8", "uint8"]), help="ONNX int8: weight type [default: int8].")
+@click.option("--symmetric", is_flag=True, default=None, help="ONNX int8: symmetric activation ranges.")
+@click.option("--exclude-nodes", help="ONNX int8: comma-separated node names to keep in float.")
+@click.option("--exclude-op-types", help="ONNX int8: comma-separated op types to keep in float.")
+@click.option("--keep-output-float", is_flag=True, default=None,
+              help="ONNX int8: keep the nodes producing the model's outputs in float (detector heads).")
+@click.option("--onnx-format", type=click.Choice(["qdq", "qoperator"]),
+              help="ONNX int8: QDQ (portable, default) or QOperator (com.microsoft ops, ONNX Runtime only).")
+@click.option("--for", "for_cpu", type=click.Choice(["x86", "arm64", "auto"]),
+              help="ONNX int8: the CPU the model is for; picks types and reduce_range [default: this machine].")
+@click.option("--reduce-range/--full-range", default=None, help="ONNX int8: 7-bit weights (x86 without VNNI) "
+              "[default: from --for].")
+@click.option("--opset", type=click.IntRange(min=7), help="ONNX: opset of the export [default: 17].")
 @json_option
 def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_size: int | None, seed: int,
             input_shapes: tuple[str, ...], size: str | None, crop: str | None, scale: float, mean: str | None,
             std: str | None, color: str, layout: str | None, output_dir: Path, max_drop: float | None,
-            no_validate: bool, io: str | None, allow_float_ops: bool, force: bool, as_json: bool) -> None:
+            no_validate: bool, force: bool, as_json: bool, exclude_nodes: str | None, exclude_op_types: str | None,
+            **options: Any) -> None:
     """Convert a Keras/SavedModel/ONNX/TFLite model to edge targets, validate and report each."""
     from edgekit._progress import rich_progress
     from edgekit.conversion import convert as run_conversion
     from edgekit.preprocess import Recipe
 
-    if io == "uint8":
+    if options.get("io") == "uint8":
         click.echo("warning: uint8 I/O runs slower than int8 on XNNPACK and 32-bit ARM; prefer int8 unless the "
                    "device needs uint8", err=True)
     recipe = Recipe(size=_pair(size, "--size"), crop=_pair(crop, "--crop"), scale=scale,
@@ -362,8 +382,8 @@ def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_
         results = run_conversion(
             source, targets, calibration=calib, output_dir=output_dir, input_shapes=_input_shapes(input_shapes),
             recipe=recipe, calib_size=calib_size, validation_size=val_size, seed=seed, max_drop=max_drop,
-            validate_outputs=not no_validate, force=force, io=io, allow_float_ops=allow_float_ops,
-            progress=progress)
+            validate_outputs=not no_validate, force=force, progress=progress,
+            exclude_nodes=_names(exclude_nodes), exclude_op_types=_names(exclude_op_types), **options)
     if as_json:
         _emit_json([r.report for r in results])
     else:
@@ -373,6 +393,10 @@ def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_
         reasons = "; ".join(f"{r.target}: {', '.join(r.report['failures'])}" for r in failed)
         click.echo(f"Error: {reasons} (artifacts kept, marked failed in their reports)", err=True)
         sys.exit(1)
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return tuple(n.strip() for n in text.split(",") if n.strip()) if text else None
 
 
 def _print_conversions(results: list) -> None:

@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from converters import Target, resolve_targets
+from converters import Target, check_options, resolve_targets
 from converters._source import KERAS, SAVEDMODEL, Source, open_source
 from edgekit import __version__
 from edgekit._files import ensure_writable, publish, staging_dir
@@ -31,7 +31,7 @@ from edgekit.preprocess import Recipe
 from edgekit.validation import ValidationReport, validate
 from runtimes import open_runtime
 from runtimes._formats import open_model_file
-from runtimes.errors import ConversionError
+from runtimes.errors import ConversionError, EdgekitError
 
 log = logging.getLogger("edgekit")
 
@@ -77,9 +77,8 @@ def convert(
     max_drop: float | None = None,
     validate_outputs: bool = True,
     force: bool = False,
-    io: str | None = None,
-    allow_float_ops: bool = False,
     progress: Progress | None = None,
+    **options: Any,
 ) -> list[ConversionResult]:
     """Convert a trained model to one or more edge targets, validate and report each.
 
@@ -96,9 +95,12 @@ def convert(
             (with labels) or (1 - cosine) x 100 exceeds it (without).
         validate_outputs: Compare every artifact with the float original (on by default).
         force: Overwrite existing artifacts and reports.
-        io: I/O type of integer targets (``int8``, ``uint8``, ``float``).
-        allow_float_ops: Keep unquantizable ops in float instead of failing.
         progress: ``progress(description, total)`` context manager factory for long loops.
+        **options: Converter options, passed to the targets that take them; one that no chosen
+            target takes is an error. TFLite: ``io`` (int8/uint8/float/int16), ``allow_float_ops``.
+            ONNX: ``calib_method``, ``per_channel``, ``activation_type``, ``weight_type``, ``symmetric``,
+            ``exclude_nodes``, ``exclude_op_types``, ``keep_output_float``, ``onnx_format``, ``for_cpu``,
+            ``reduce_range``, ``opset``.
 
     Returns:
         One ``ConversionResult`` per target, in the order asked.
@@ -109,6 +111,8 @@ def convert(
     started = time.perf_counter()
     progress = progress or _no_progress
     targets = resolve_targets(to)
+    options = {k: v for k, v in options.items() if v is not None}
+    check_options(targets, options)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     src = open_source(source, input_shapes)
@@ -132,7 +136,7 @@ def convert(
         for target in targets:
             results.append(_convert_one(src, target, stem, out_dir, staging, dataset, reference, source_info,
                                         recipe=recipe, max_drop=max_drop, force=force, seed=seed,
-                                        options={"io": io, "allow_float_ops": allow_float_ops}, progress=progress))
+                                        options=options, progress=progress))
         if reference is not None:
             reference.close()
     log.info("converted %s to %d target(s) in %.1f s", src.path, len(results), time.perf_counter() - started)
@@ -171,13 +175,17 @@ def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging:
     staged = staging / name
     counter = [0]
     calibration = _calibration_feeds(dataset, target, progress, counter) if dataset and target.needs_calibration else None
-    function_options = {k: v for k, v in options.items() if v not in (None, False)}
+    accepted = target.options()
+    function_options = {k: v for k, v in options.items() if k in accepted}
     with progress(f"converting to {target.name}", None) if calibration is None else nullcontext():
         used = target.function()(src, target, staged, calibration=calibration, **function_options)
     if calibration is not None:
         fail_if_empty(counter[0], dataset.provenance)
     converted_s = time.perf_counter() - started
-    model = open_model_file(staged)
+    try:
+        model = open_model_file(staged)
+    except EdgekitError as exc:
+        raise ConversionError(f"{target.name}: the converter wrote an unusable file: {exc}") from exc
     audit = audit_model(model)
     warnings = []
     if target.integer_only and not audit.integer_compute:
@@ -226,7 +234,13 @@ def _validate(reference, staged: Path, target: Target, src: Source, dataset: Dat
     synthetic = dataset is None or dataset.provenance.synthetic
     if dataset is None:  # no data given: compare outputs on synthetic inputs (flagged as such)
         dataset = build_dataset(RANDOM_SOURCE, src.inputs, calib_size=1, validation_size=50, seed=seed)
-    with open_runtime(staged) as candidate:
+    try:
+        candidate = open_runtime(staged)
+    except EdgekitError as exc:
+        raise ConversionError(
+            f"{target.name}: the converted model does not load: {exc}".replace(str(staged.parent) + "/", "")
+        ) from exc
+    with candidate:
         with progress(f"validating {target.name}", len(dataset.validation)) as advance:
             return validate(reference, candidate, dataset.validation, max_drop=max_drop, synthetic=synthetic,
                             on_sample=advance)

@@ -1,0 +1,285 @@
+"""ONNX targets: fp32 (optimized export), fp16, dynamic int8 and static int8 (QDQ), from ONNX, Keras or SavedModel.
+
+onnxruntime.quantization, tf2onnx and TensorFlow are imported inside these
+functions only. Static int8 defaults depend on the CPU the model is built for
+(``for_cpu``): on x86, uint8 activations with int8 weights (ONNX Runtime's fast
+U8S8 kernels; int8 activations run about as slow as float there), with
+``reduce_range`` when the CPU lacks VNNI so results do not depend on the CPU;
+on arm64, int8 activations and weights (S8S8).
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from converters._source import KERAS, SAVEDMODEL, Source
+from runtimes._formats import ONNX, TFLITE
+from runtimes.errors import ConversionError, MissingDependencyError, UnsupportedModelError
+
+log = logging.getLogger("edgekit")
+
+DEFAULT_OPSET = 17
+MIN_PER_CHANNEL_OPSET = 13  # DequantizeLinear has no axis attribute before opset 13
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+# Entropy and percentile keep histograms of every activation of every sample: cap the samples.
+HISTOGRAM_CALIB_CAP = 100
+STREAM_BATCH = 32  # minmax: merge ranges every this many samples instead of keeping all outputs
+
+
+def _imports() -> tuple[Any, Any]:
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as exc:
+        raise MissingDependencyError("onnx and onnxruntime (needed for ONNX targets)", "onnx") from exc
+    return onnx, onnxruntime
+
+
+def cpu_has_vnni(cpuinfo: str | None = None) -> bool:
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return False
+    return any(flag in cpuinfo.split() for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def int8_defaults(for_cpu: str, cpuinfo: str | None = None) -> dict[str, Any]:
+    """Activation/weight types and reduce_range for the CPU the model is converted for."""
+    cpu = for_cpu
+    if cpu == "auto":
+        machine = platform.machine().lower()
+        cpu = "arm64" if machine in ("aarch64", "arm64") else "x86"
+    if cpu == "arm64":
+        return {"for_cpu": "arm64", "activation_type": "int8", "weight_type": "int8", "reduce_range": False}
+    if cpu != "x86":
+        raise ConversionError(f"--for must be x86, arm64 or auto, got '{for_cpu}'")
+    vnni = cpu_has_vnni(cpuinfo) if for_cpu == "auto" else True
+    return {"for_cpu": "x86" + ("" if vnni else " (no VNNI)"), "activation_type": "uint8", "weight_type": "int8",
+            "reduce_range": not vnni}
+
+
+def export_onnx(source: Source, output: Path, opset: int | None = None) -> dict[str, Any]:
+    """Write the source as a float ONNX model with the source's input names and fixed shapes."""
+    onnx, _ = _imports()
+    if source.kind in (KERAS, SAVEDMODEL):
+        return _from_tensorflow(source, output, opset or DEFAULT_OPSET)
+    if source.kind == ONNX:
+        model = onnx.load(str(source.path))  # by path: external data resolves beside the model
+        _fix_input_dims(model, source)
+        info = {"exporter": "none (ONNX source)", "opset": _opset(model)}
+        if opset and opset > info["opset"]:
+            model = onnx.version_converter.convert_version(model, opset)
+            info.update(opset=opset, opset_upgraded_from=info["opset"])
+        _save(onnx, model, output)
+        return info
+    if source.kind == TFLITE:
+        raise UnsupportedModelError(
+            f"ONNX targets convert ONNX, Keras or SavedModel sources; '{source.path}' is a .tflite. "
+            "Convert from the original model"
+        )
+    raise UnsupportedModelError(f"cannot make ONNX from a {source.kind} source")
+
+
+def _opset(model: Any) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _save(onnx: Any, model: Any, output: Path) -> None:
+    # Protobuf cannot serialise 2 GB; large models keep their weights in one file beside the graph.
+    if model.ByteSize() > 1_800_000_000:
+        onnx.save(model, str(output), save_as_external_data=True, location=f"{output.name}.data")
+    else:
+        onnx.save(model, str(output))
+
+
+def _fix_input_dims(model: Any, source: Source) -> None:
+    fixed = {s.name: s.shape for s in source.inputs}
+    for value in model.graph.input:
+        shape = fixed.get(value.name)
+        if shape is None:
+            continue
+        for dim, size in zip(value.type.tensor_type.shape.dim, shape):
+            if size is not None:
+                dim.dim_value = size
+
+
+def _from_tensorflow(source: Source, output: Path, opset: int) -> dict[str, Any]:
+    from converters._quiet import import_tensorflow, native_stderr_silenced
+    from converters._tflite import serving_function
+
+    tf = import_tensorflow()
+    try:
+        import tf2onnx
+    except ImportError as exc:
+        raise MissingDependencyError("tf2onnx (needed to export Keras/SavedModel to ONNX)", "convert") from exc
+    function, specs, _ = serving_function(tf, source)
+    try:
+        with native_stderr_silenced():
+            tf2onnx.convert.from_function(function, input_signature=specs, opset=opset, output_path=str(output))
+    except Exception as exc:  # noqa: BLE001 - tf2onnx raises many types; translate all at this edge
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ConversionError(f"tf2onnx cannot convert '{source.path}' (opset {opset}): {first[:300]}") from exc
+    return {"exporter": f"tf2onnx {tf2onnx.__version__}", "opset": opset}
+
+
+class _Reader:
+    """Adapts edgekit's calibration samples to ONNX Runtime's CalibrationDataReader protocol."""
+
+    def __init__(self, samples: Iterable[dict[str, Any]], limit: int | None) -> None:
+        self._iterator, self._left = iter(samples), limit
+
+    def get_next(self) -> dict[str, Any] | None:
+        if self._left is not None:
+            if self._left <= 0:
+                return None
+            self._left -= 1
+        return next(self._iterator, None)
+
+    def rewind(self) -> None:  # part of the protocol; calibration is a single pass
+        pass
+
+
+def _quant_type(quantization: Any, name: str, flag: str) -> Any:
+    types = {"int8": quantization.QuantType.QInt8, "uint8": quantization.QuantType.QUInt8}
+    if name not in types:
+        raise ConversionError(f"{flag} must be int8 or uint8, got '{name}'")
+    return types[name]
+
+
+def _preprocess(quantization: Any, model_path: Path, output: Path, notes: list[str]) -> Path:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(model_path), str(output))
+    except Exception as exc:  # noqa: BLE001 - symbolic shape inference asserts on some real graphs
+        notes.append(f"symbolic shape inference failed ({type(exc).__name__}); used ONNX shape inference instead")
+        log.warning(notes[-1])
+        quant_pre_process(str(model_path), str(output), skip_symbolic_shape=True)
+    return output
+
+
+def convert(
+    source: Source,
+    target: Any,
+    output: Path,
+    *,
+    calibration: Callable[[], Iterable[dict[str, Any]]] | None = None,
+    calib_method: str = "minmax",
+    per_channel: bool = True,
+    activation_type: str | None = None,
+    weight_type: str | None = None,
+    symmetric: bool = False,
+    exclude_nodes: tuple[str, ...] = (),
+    exclude_op_types: tuple[str, ...] = (),
+    keep_output_float: bool = False,
+    onnx_format: str = "qdq",
+    for_cpu: str = "auto",
+    reduce_range: bool | None = None,
+    opset: int | None = None,
+) -> dict[str, Any]:
+    """Write an ONNX ``target`` for ``source`` to ``output``; return the options used and notes."""
+    onnx, ort = _imports()
+    from onnxruntime import quantization
+
+    work = output.parent / f".{output.stem}-work"
+    work.mkdir()
+    used: dict[str, Any] = {"target": target.name}
+    notes: list[str] = []
+    float_path = work / "float.onnx"
+    used.update(export_onnx(source, float_path, opset))
+    variant = target.variant
+    if variant == "fp32":
+        options = ort.SessionOptions()
+        # BASIC = hardware-independent rewrites only, so the file stays portable across CPUs and runtimes.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(output)
+        ort.InferenceSession(str(float_path), options, providers=["CPUExecutionProvider"])
+        used["optimization"] = "onnxruntime basic graph optimizations"
+    elif variant == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = convert_float_to_float16(onnx.load(str(float_path)), keep_io_types=True)
+        _save(onnx, model, output)
+        used["io"] = "float32 (kept)"
+    elif variant == "int8-dynamic":
+        quantization.quantize_dynamic(str(float_path), str(output), per_channel=per_channel,
+                                      weight_type=_quant_type(quantization, weight_type or "int8", "--weight-type"))
+        used.update(per_channel=per_channel, weight_type=weight_type or "int8")
+    elif variant == "int8":
+        used.update(_quantize_static(onnx, quantization, float_path, output, work, calibration, notes,
+                                     calib_method=calib_method, per_channel=per_channel,
+                                     activation_type=activation_type, weight_type=weight_type, symmetric=symmetric,
+                                     exclude_nodes=exclude_nodes, exclude_op_types=exclude_op_types,
+                                     keep_output_float=keep_output_float, onnx_format=onnx_format,
+                                     for_cpu=for_cpu, reduce_range=reduce_range))
+    else:
+        raise ConversionError(f"unknown ONNX target {target.name}")
+    used["notes"] = notes
+    return used
+
+
+def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Path, work: Path,
+                     calibration: Callable[[], Iterable[dict[str, Any]]] | None, notes: list[str], *,
+                     calib_method: str, per_channel: bool, activation_type: str | None, weight_type: str | None,
+                     symmetric: bool, exclude_nodes: tuple[str, ...], exclude_op_types: tuple[str, ...],
+                     keep_output_float: bool, onnx_format: str, for_cpu: str,
+                     reduce_range: bool | None) -> dict[str, Any]:
+    if calibration is None:
+        raise ConversionError("onnx-int8 needs calibration data: pass --calib PATH (or --calib random)")
+    if calib_method not in CALIB_METHODS:
+        raise ConversionError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, got '{calib_method}'")
+    if onnx_format not in ("qdq", "qoperator"):
+        raise ConversionError(f"--onnx-format must be qdq or qoperator, got '{onnx_format}'")
+    defaults = int8_defaults(for_cpu)
+    activation_type = activation_type or defaults["activation_type"]
+    weight_type = weight_type or defaults["weight_type"]
+    reduce_range = defaults["reduce_range"] if reduce_range is None else reduce_range
+    model = onnx.load(str(float_path))
+    used: dict[str, Any] = {}
+    if per_channel and _opset(model) < MIN_PER_CHANNEL_OPSET:
+        # Per-channel QDQ below opset 13 yields an invalid graph: upgrade first and say so.
+        used["opset_upgraded_from"] = _opset(model)
+        model = onnx.version_converter.convert_version(model, MIN_PER_CHANNEL_OPSET)
+        onnx.save(model, str(float_path))
+        used["opset"] = MIN_PER_CHANNEL_OPSET
+        notes.append(f"upgraded opset {used['opset_upgraded_from']} -> 13 for per-channel quantization")
+    prepared = _preprocess(quantization, float_path, work / "prepared.onnx", notes)
+    prepared_model = onnx.load(str(prepared))
+    excluded = list(exclude_nodes)
+    if keep_output_float:
+        outputs = {o.name for o in prepared_model.graph.output}
+        excluded += [n.name for n in prepared_model.graph.node if set(n.output) & outputs]
+    op_types = None
+    if exclude_op_types:
+        present = {n.op_type for n in prepared_model.graph.node}
+        op_types = sorted(present - set(exclude_op_types))
+    limit = HISTOGRAM_CALIB_CAP if calib_method != "minmax" else None
+    if limit:
+        notes.append(f"{calib_method} calibration keeps every activation in memory: capped at {limit} samples")
+    methods = {"minmax": quantization.CalibrationMethod.MinMax, "entropy": quantization.CalibrationMethod.Entropy,
+               "percentile": quantization.CalibrationMethod.Percentile}
+    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "CalibMaxIntermediateOutputs": STREAM_BATCH}
+    fmt = quantization.QuantFormat.QDQ if onnx_format == "qdq" else quantization.QuantFormat.QOperator
+    try:
+        quantization.quantize_static(
+            str(prepared), str(output), _Reader(calibration(), limit), quant_format=fmt,
+            op_types_to_quantize=op_types, per_channel=per_channel, reduce_range=reduce_range,
+            activation_type=_quant_type(quantization, activation_type, "--activation-type"),
+            weight_type=_quant_type(quantization, weight_type, "--weight-type"),
+            nodes_to_exclude=excluded or None, calibrate_method=methods[calib_method], extra_options=extra,
+        )
+    except (ValueError, RuntimeError, KeyError, AssertionError) as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ConversionError(f"ONNX Runtime could not quantize the model: {first[:300]}") from exc
+    used.update(format=onnx_format, calib_method=calib_method, per_channel=per_channel,
+                activation_type=activation_type, weight_type=weight_type, reduce_range=reduce_range,
+                symmetric_activations=symmetric, for_cpu=defaults["for_cpu"], excluded_nodes=excluded,
+                excluded_op_types=list(exclude_op_types), calibration_sample_cap=limit,
+                calibration_batch=STREAM_BATCH)
+    return used
+
