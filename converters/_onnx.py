@@ -25,9 +25,10 @@ log = logging.getLogger("edgekit")
 DEFAULT_OPSET = 17
 MIN_PER_CHANNEL_OPSET = 13  # DequantizeLinear has no axis attribute before opset 13
 CALIB_METHODS = ("minmax", "entropy", "percentile")
-# Entropy and percentile keep histograms of every activation of every sample: cap the samples.
+# Entropy and percentile keep every activation of every sample until the end: cap the samples.
+# MinMax keeps only per-tensor min/max values per sample, so it streams at any size. (ONNX Runtime's
+# CalibMaxIntermediateOutputs is not used: in 1.32 it discards each full batch instead of merging it.)
 HISTOGRAM_CALIB_CAP = 100
-STREAM_BATCH = 32  # minmax: merge ranges every this many samples instead of keeping all outputs
 
 
 def _imports() -> tuple[Any, Any]:
@@ -250,6 +251,15 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
         notes.append(f"upgraded opset {used['opset_upgraded_from']} -> 13 for per-channel quantization")
     prepared = _preprocess(quantization, float_path, work / "prepared.onnx", notes)
     prepared_model = onnx.load(str(prepared))
+    # Exclusion works by node name, and unnamed nodes would all match '' at once: name them.
+    unnamed = [n for n in prepared_model.graph.node if not n.name]
+    for index, node in enumerate(unnamed):
+        node.name = f"{node.op_type}_{index}"
+    if unnamed:
+        onnx.save(prepared_model, str(prepared))
+    unknown = sorted(set(exclude_nodes) - {n.name for n in prepared_model.graph.node})
+    if unknown:
+        raise ConversionError(f"--exclude-nodes names no node of the model: {unknown}")
     excluded = list(exclude_nodes)
     if keep_output_float:
         outputs = {o.name for o in prepared_model.graph.output}
@@ -263,7 +273,7 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
         notes.append(f"{calib_method} calibration keeps every activation in memory: capped at {limit} samples")
     methods = {"minmax": quantization.CalibrationMethod.MinMax, "entropy": quantization.CalibrationMethod.Entropy,
                "percentile": quantization.CalibrationMethod.Percentile}
-    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "CalibMaxIntermediateOutputs": STREAM_BATCH}
+    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
     fmt = quantization.QuantFormat.QDQ if onnx_format == "qdq" else quantization.QuantFormat.QOperator
     try:
         quantization.quantize_static(
@@ -279,7 +289,6 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
     used.update(format=onnx_format, calib_method=calib_method, per_channel=per_channel,
                 activation_type=activation_type, weight_type=weight_type, reduce_range=reduce_range,
                 symmetric_activations=symmetric, for_cpu=defaults["for_cpu"], excluded_nodes=excluded,
-                excluded_op_types=list(exclude_op_types), calibration_sample_cap=limit,
-                calibration_batch=STREAM_BATCH)
+                excluded_op_types=list(exclude_op_types), calibration_sample_cap=limit)
     return used
 

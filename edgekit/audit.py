@@ -114,11 +114,21 @@ def _audit_onnx(model: ModelFile) -> QuantizationAudit:
         if node.op_type in _QDQ or node.op_type in _ONNX_DATA_MOVEMENT:
             continue
         counted += 1
-        if node.op_type not in _ONNX_INTEGER_OPS and not any(i in dequantized for i in node.inputs):
+        if node.op_type not in _ONNX_INTEGER_OPS and not all(_integer_input(i, dequantized, summary)
+                                                             for i in node.inputs):
             float_ops[node.op_type] += 1
     return _finish(op_types, counted, float_ops, [d for _, d in summary.inputs], [d for _, d in summary.outputs],
-                   "QDQ: an op counts as integer when its inputs come from DequantizeLinear; "
+                   "QDQ: an op counts as integer when all its inputs come from DequantizeLinear; "
                    "data-movement and shape ops are not counted")
+
+
+def _integer_input(name: str, dequantized: set[str], summary: Any) -> bool:
+    """In QDQ, an op runs integer when every input comes through a DequantizeLinear
+    (activations and weights alike); a float initializer means float weights."""
+    if not name or name in dequantized:
+        return True
+    dtype = summary.initializers.get(name)
+    return dtype is not None and not dtype.startswith(("float", "bfloat"))
 
 
 def _audit_openvino(model: ModelFile) -> QuantizationAudit:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import io
 import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, redirect_stdout
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -177,8 +178,13 @@ def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging:
     calibration = _calibration_feeds(dataset, target, progress, counter) if dataset and target.needs_calibration else None
     accepted = target.options()
     function_options = {k: v for k, v in options.items() if k in accepted}
-    with progress(f"converting to {target.name}", None) if calibration is None else nullcontext():
+    chatter = io.StringIO()
+    # Engines print progress to stdout (onnxruntime's calibrators do); stdout is for results only.
+    with progress(f"converting to {target.name}", None) if calibration is None else nullcontext(), \
+            redirect_stdout(chatter):
         used = target.function()(src, target, staged, calibration=calibration, **function_options)
+    if chatter.getvalue().strip():
+        log.debug("%s converter output:\n%s", target.name, chatter.getvalue().rstrip())
     if calibration is not None:
         fail_if_empty(counter[0], dataset.provenance)
     converted_s = time.perf_counter() - started

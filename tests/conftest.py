@@ -147,3 +147,52 @@ def digits_tflite_all(tmp_path_factory, digits_keras, digits_folder):
     results = edgekit.convert(digits_keras, "tflite-int8,tflite-int16x8,tflite-fp16,tflite-dynamic,tflite-fp32",
                               calibration=digits_folder, calib_size=200, validation_size=250, output_dir=out)
     return {r.target: r for r in results}
+
+
+@pytest.fixture(scope="session")
+def digits_onnx_all(tmp_path_factory, digits_keras, digits_folder):
+    """Every ONNX target of the digits CNN (via tf2onnx), calibrated on the image folder."""
+    import edgekit
+
+    out = tmp_path_factory.mktemp("digits-onnx")
+    results = edgekit.convert(digits_keras, "onnx-int8,onnx-int8-dynamic,onnx-fp16,onnx-fp32",
+                              calibration=digits_folder, calib_size=200, validation_size=250, output_dir=out)
+    return {r.target: r for r in results}
+
+
+def make_conv_onnx(path: Path, *, opset: int = 17, dynamic_hw: bool = False) -> Path:
+    """A small image model built in code: two Conv/Relu branches, Concat, global pooling, Gemm.
+
+    Input ``pixels`` is NCHW [batch, 3, 16, 16] (or [batch, 3, H, W] with ``dynamic_hw``); output ``logits`` [batch, 5].
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+
+    def init(name, shape, scale=0.3):
+        return numpy_helper.from_array((rng.normal(0, scale, shape)).astype(np.float32), name)
+
+    inits = [init("wa", (4, 3, 3, 3)), init("ba", (4,), 0.1), init("wb", (4, 3, 1, 1)), init("bb", (4,), 0.1),
+             init("wc", (8, 8, 3, 3)), init("bc", (8,), 0.1), init("wg", (5, 8)), init("bg", (5,), 0.1)]
+    nodes = [
+        helper.make_node("Conv", ["pixels", "wa", "ba"], ["ca"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["ca"], ["ra"]),
+        helper.make_node("Conv", ["pixels", "wb", "bb"], ["cb"]),
+        helper.make_node("Relu", ["cb"], ["rb"]),
+        helper.make_node("Concat", ["ra", "rb"], ["cat"], axis=1),
+        helper.make_node("Conv", ["cat", "wc", "bc"], ["cc"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["cc"], ["rc"]),
+        helper.make_node("GlobalAveragePool", ["rc"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "wg", "bg"], ["logits"], transB=1),
+    ]
+    dims = ["batch", 3, "height", "width"] if dynamic_hw else ["batch", 3, 16, 16]
+    graph = helper.make_graph(nodes, "convnet", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, dims)],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 5])],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path

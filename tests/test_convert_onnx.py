@@ -1,0 +1,136 @@
+"""Real conversions to the ONNX targets: from Keras (tf2onnx) and from ONNX built in code."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import make_conv_onnx
+
+import edgekit
+from converters._onnx import int8_defaults
+from edgekit import ConversionError
+from edgekit.cli import cli
+
+pytestmark = [pytest.mark.onnxruntime, pytest.mark.slow]
+
+MAX_INT8_DROP = 1.5
+
+
+def _predict(path, x, backend=None):
+    with edgekit.load(path, backend=backend) as rt:
+        return np.concatenate([rt.run(x[i : i + 1])[rt.outputs[0].name] for i in range(len(x))])
+
+
+@pytest.mark.tensorflow
+def test_every_onnx_target_from_keras(digits_onnx_all):
+    for target, result in digits_onnx_all.items():
+        assert result.passed, result.report["failures"]
+        assert result.artifact.name == f"digits_{target.split('-', 1)[1]}.onnx"
+        assert result.report["options"]["exporter"].startswith("tf2onnx") and result.report["options"]["opset"] == 17
+        with edgekit.load(result.artifact) as rt:
+            assert [s.name for s in rt.inputs] == ["image"] and [s.name for s in rt.outputs] == ["probs"]
+            assert rt.inputs[0].shape == (None, 8, 8, 1) and rt.inputs[0].dtype == np.float32  # float I/O kept
+
+
+@pytest.mark.tensorflow
+def test_onnx_int8_accuracy_on_the_held_out_digits(digits_onnx_all, digits_split):
+    _, _, x_test, y_test = digits_split
+    int8, fp32 = digits_onnx_all["onnx-int8"], digits_onnx_all["onnx-fp32"]
+    validation = int8.validation
+    assert validation["accuracy_float"] - validation["accuracy_converted"] <= MAX_INT8_DROP
+    accuracy_fp32 = np.mean(_predict(fp32.artifact, x_test).argmax(1) == y_test) * 100
+    accuracy_int8 = np.mean(_predict(int8.artifact, x_test).argmax(1) == y_test) * 100
+    assert accuracy_fp32 > 90 and accuracy_fp32 - accuracy_int8 <= MAX_INT8_DROP
+    options = int8.report["options"]
+    assert options["format"] == "qdq" and options["per_channel"] is True
+    assert (options["activation_type"], options["weight_type"]) == (int8_defaults("auto")["activation_type"], "int8")
+    audit = int8.report["audit"]
+    assert audit["op_types"]["QuantizeLinear"] > 0 and audit["float_ops"].get("Conv", 0) == 0
+    assert audit["float_ops"].get("Gemm", 0) == 0
+
+
+@pytest.mark.tensorflow
+@pytest.mark.openvino
+def test_qdq_artifact_runs_the_same_in_onnxruntime_and_openvino(digits_onnx_all, digits_split):
+    x = digits_split[2][:64]
+    ort_out = _predict(digits_onnx_all["onnx-int8"].artifact, x, "onnxruntime")
+    ov_out = _predict(digits_onnx_all["onnx-int8"].artifact, x, "openvino")
+    assert np.mean(ort_out.argmax(1) == ov_out.argmax(1)) >= 0.98
+    np.testing.assert_allclose(ort_out, ov_out, atol=0.05)
+
+
+@pytest.mark.tensorflow
+def test_fp16_and_dynamic_stay_close_to_float(digits_onnx_all):
+    assert digits_onnx_all["onnx-fp16"].validation["outputs"]["probs"]["max_abs_error"] < 0.01
+    assert digits_onnx_all["onnx-int8-dynamic"].validation["outputs"]["probs"]["cosine"] > 0.99
+    sizes = {t: r.report["artifact"]["size_bytes"] for t, r in digits_onnx_all.items()}
+    assert sizes["onnx-fp16"] < 0.6 * sizes["onnx-fp32"] and sizes["onnx-int8"] < 0.5 * sizes["onnx-fp32"]
+
+
+def test_every_onnx_target_from_onnx_built_in_code(tmp_path):
+    source = make_conv_onnx(tmp_path / "convnet.onnx")
+    results = edgekit.convert(source, "onnx-int8,onnx-int8-dynamic,onnx-fp16,onnx-fp32", calibration="random",
+                              calib_size=64, validation_size=32, output_dir=tmp_path / "out")
+    by_target = {r.target: r for r in results}
+    for result in results:
+        assert result.report["options"]["exporter"] == "none (ONNX source)"
+        assert result.validation["outputs"]["logits"]["cosine"] > 0.98, result.target
+    audit = by_target["onnx-int8"].report["audit"]
+    assert audit["op_types"]["Conv"] == 3 and audit["float_ops"] == {}  # Conv, Relu, Concat, Gemm all quantized
+    assert by_target["onnx-int8"].report["calibration"]["synthetic"]
+
+
+def test_old_opset_is_upgraded_for_per_channel(tmp_path):
+    source = make_conv_onnx(tmp_path / "old.onnx", opset=11)
+    (result,) = edgekit.convert(source, "onnx-int8", calibration="random", calib_size=16, validation_size=8,
+                                output_dir=tmp_path)
+    assert result.report["options"]["opset_upgraded_from"] == 11 and result.report["options"]["opset"] == 13
+    with edgekit.load(result.artifact) as rt:
+        assert rt.run(np.zeros((1, 3, 16, 16), np.float32))["logits"].shape == (1, 5)
+
+
+def test_keep_output_float_and_excluded_op_types(tmp_path):
+    source = make_conv_onnx(tmp_path / "convnet.onnx")
+    (result,) = edgekit.convert(source, "onnx-int8", calibration="random", calib_size=16, validation_size=8,
+                                output_dir=tmp_path, keep_output_float=True, exclude_op_types=("Concat",))
+    assert result.report["audit"]["float_ops"] == {"Gemm": 1}
+    assert result.report["options"]["excluded_op_types"] == ["Concat"]
+    assert len(result.report["options"]["excluded_nodes"]) == 1
+
+
+def test_dynamic_spatial_dims_need_input_shape(tmp_path):
+    source = make_conv_onnx(tmp_path / "dyn.onnx", dynamic_hw=True)
+    with pytest.raises(ConversionError, match=r"input 'pixels' has a dynamic dimension 2.*--input-shape pixels:1,3,1,1"):
+        edgekit.convert(source, "onnx-int8", calibration="random", output_dir=tmp_path)
+    (result,) = edgekit.convert(source, "onnx-fp32", input_shapes={"pixels": (1, 3, 16, 16)}, output_dir=tmp_path)
+    with edgekit.load(result.artifact) as rt:
+        assert rt.inputs[0].shape == (1, 3, 16, 16)
+
+
+def test_options_that_no_target_takes_are_refused(tmp_path):
+    source = make_conv_onnx(tmp_path / "convnet.onnx")
+    with pytest.raises(ConversionError, match=r"option\(s\) \['calib_methd'\] do not apply to onnx-int8"):
+        edgekit.convert(source, "onnx-int8", calibration="random", output_dir=tmp_path, calib_methd="entropy")
+
+
+def test_cpu_defaults():
+    assert int8_defaults("arm64")["activation_type"] == "int8"
+    x86 = int8_defaults("auto", cpuinfo="flags : fpu avx2 avx512f avx512_vnni")
+    no_vnni = int8_defaults("auto", cpuinfo="flags : fpu avx2")
+    assert x86["activation_type"] == "uint8" and x86["reduce_range"] is False
+    assert no_vnni["reduce_range"] is True and "no VNNI" in no_vnni["for_cpu"]
+
+
+def test_cli_convert_onnx_with_flags(tmp_path):
+    source = make_conv_onnx(tmp_path / "convnet.onnx")
+    result = CliRunner().invoke(cli, ["convert", str(source), "--to", "onnx-int8", "--calib", "random",
+                                      "--calib-size", "16", "--calib-method", "entropy", "--for", "arm64",
+                                      "--per-tensor", "-o", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    (report,) = json.loads(result.stdout)
+    options = report["options"]
+    assert options["calib_method"] == "entropy" and options["calibration_sample_cap"] == 100
+    assert options["activation_type"] == "int8" and options["per_channel"] is False
