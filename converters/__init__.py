@@ -15,6 +15,9 @@ from typing import Any, Callable
 
 from runtimes.errors import ConversionError
 
+#: Converter parameters the pipeline fills in itself (calibration data, held-out samples, the drop budget).
+PIPELINE_ARGUMENTS = frozenset({"calibration", "calibration_count", "validation", "max_drop"})
+
 
 @dataclass(frozen=True)
 class Target:
@@ -46,10 +49,18 @@ class Target:
         module, attr = self.converter.split(":")
         return getattr(importlib.import_module(module), attr)
 
-    def options(self) -> frozenset[str]:
-        """Names of the options this target's converter takes (its keyword-only parameters)."""
+    def parameters(self) -> frozenset[str]:
+        """Every keyword-only parameter of this target's converter."""
         parameters = inspect.signature(self.function()).parameters.values()
-        return frozenset(p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.name != "calibration")
+        return frozenset(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
+
+    def options(self) -> frozenset[str]:
+        """The user options this target's converter takes (what the pipeline supplies itself excluded)."""
+        return self.parameters() - PIPELINE_ARGUMENTS
+
+    def companion_names(self, stem: str) -> list[str]:
+        """Files written besides the artifact: an IR's .bin."""
+        return [f"{stem}_{self.variant}.bin"] if self.extension == ".xml" else []
 
 
 def _tflite(variant: str, calibrated: bool = False, integer_only: bool = False) -> Target:
@@ -59,6 +70,10 @@ def _tflite(variant: str, calibrated: bool = False, integer_only: bool = False) 
 
 def _onnx(variant: str, calibrated: bool = False) -> Target:
     return Target(f"onnx-{variant}", "onnx", variant, ".onnx", "converters._onnx:convert", calibrated)
+
+
+def _openvino(variant: str, calibrated: bool = False) -> Target:
+    return Target(f"openvino-{variant}", "openvino", variant, ".xml", "converters._openvino:convert", calibrated)
 
 
 TARGETS: dict[str, Target] = {
@@ -73,6 +88,9 @@ TARGETS: dict[str, Target] = {
         _onnx("int8-dynamic"),
         _onnx("fp16"),
         _onnx("fp32"),
+        _openvino("int8", True),
+        _openvino("fp16"),
+        _openvino("fp32"),
     )
 }
 

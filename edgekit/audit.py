@@ -24,7 +24,7 @@ _ONNX_DATA_MOVEMENT = {"Shape", "Gather", "Cast", "Slice", "Concat", "Unsqueeze"
 _ONNX_INTEGER_OPS = {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul",
                      "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSigmoid",
                      "QLinearLeakyRelu", "QLinearSoftmax", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
-_IR_STRUCTURE = {"Parameter", "Result", "Const", "FakeQuantize", "Convert"}
+_IR_DATA_MOVEMENT = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "StridedSlice", "Concat", "Gather"}
 _IR_COMPUTE = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData",
                "GroupConvolutionBackpropData"}
 
@@ -151,10 +151,27 @@ def _audit_openvino(model: ModelFile) -> QuantizationAudit:
         if kind not in _IR_COMPUTE:
             continue
         counted += 1
-        if not any(layers.get(p, ET.Element("x")).get("type") == "FakeQuantize" for p in producers.get(layer_id, [])):
+        if not _fed_by_fake_quantize(layer_id, layers, producers):
             float_ops[kind] += 1
     return _finish(op_types, counted, float_ops, ins, outs,
                    "OpenVINO IR: convolutions and matmuls fed by FakeQuantize run in int8 on CPUs with int8 support")
+
+
+def _fed_by_fake_quantize(layer_id: str, layers: dict[str, Any], producers: dict[str, list[str]]) -> bool:
+    """Whether a FakeQuantize reaches this layer through data-movement layers only (the CPU
+    plugin moves int8 data through a Transpose or Reshape unchanged)."""
+    seen, stack = set(), list(producers.get(layer_id, []))
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        kind = layers[current].get("type") if current in layers else None
+        if kind == "FakeQuantize":
+            return True
+        if kind in _IR_DATA_MOVEMENT:
+            stack.extend(producers.get(current, []))
+    return False
 
 
 def _dtype_name(dtype: Any) -> str:

@@ -362,11 +362,20 @@ def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
 @click.option("--reduce-range/--full-range", default=None, help="ONNX int8: 7-bit weights (x86 without VNNI) "
               "[default: from --for].")
 @click.option("--opset", type=click.IntRange(min=7), help="ONNX: opset of the export [default: 17].")
+@click.option("--preset", type=click.Choice(["performance", "mixed"]),
+              help="OpenVINO int8: NNCF preset [default: performance; mixed = asymmetric activations].")
+@click.option("--model-type", type=click.Choice(["transformer"]), help="OpenVINO int8: NNCF model type.")
+@click.option("--ignored-names", help="OpenVINO int8: comma-separated layer names to keep in float.")
+@click.option("--ignored-types", help="OpenVINO int8: comma-separated layer types to keep in float.")
+@click.option("--ignored-patterns", help="OpenVINO int8: comma-separated name regexes to keep in float.")
+@click.option("--fast-bias-correction/--bias-correction", default=None,
+              help="OpenVINO int8: NNCF's fast bias correction [default] or the slower full one.")
 @json_option
 def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_size: int | None, seed: int,
             input_shapes: tuple[str, ...], size: str | None, crop: str | None, scale: float, mean: str | None,
             std: str | None, color: str, layout: str | None, output_dir: Path, max_drop: float | None,
             no_validate: bool, force: bool, as_json: bool, exclude_nodes: str | None, exclude_op_types: str | None,
+            ignored_names: str | None, ignored_types: str | None, ignored_patterns: str | None,
             **options: Any) -> None:
     """Convert a Keras/SavedModel/ONNX/TFLite model to edge targets, validate and report each."""
     from edgekit._progress import rich_progress
@@ -383,7 +392,9 @@ def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_
             source, targets, calibration=calib, output_dir=output_dir, input_shapes=_input_shapes(input_shapes),
             recipe=recipe, calib_size=calib_size, validation_size=val_size, seed=seed, max_drop=max_drop,
             validate_outputs=not no_validate, force=force, progress=progress,
-            exclude_nodes=_names(exclude_nodes), exclude_op_types=_names(exclude_op_types), **options)
+            exclude_nodes=_names(exclude_nodes), exclude_op_types=_names(exclude_op_types),
+            ignored_names=_names(ignored_names), ignored_types=_names(ignored_types),
+            ignored_patterns=_names(ignored_patterns), **options)
     if as_json:
         _emit_json([r.report for r in results])
     else:

@@ -120,8 +120,8 @@ def convert(
     stem = src.path.name if src.path.is_dir() else src.path.stem
     for target in targets:  # fail before any work rather than after minutes of it
         final = out_dir / target.artifact_name(stem)
-        ensure_writable(final, force=force)
-        ensure_writable(Path(f"{final}.json"), force=force)
+        for path in [final, Path(f"{final}.json")] + [out_dir / n for n in target.companion_names(stem)]:
+            ensure_writable(path, force=force)
     needing = [t.name for t in targets if t.needs_calibration]
     if calibration is None and needing:
         raise ConversionError(f"{', '.join(needing)} need(s) calibration data: pass --calib PATH (or --calib random)")
@@ -178,6 +178,9 @@ def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging:
     calibration = _calibration_feeds(dataset, target, progress, counter) if dataset and target.needs_calibration else None
     accepted = target.options()
     function_options = {k: v for k, v in options.items() if k in accepted}
+    supplied = {"calibration_count": len(dataset.calibration) if dataset else None,
+                "validation": dataset.validation if dataset else None, "max_drop": max_drop}
+    function_options.update({k: v for k, v in supplied.items() if k in target.parameters()})
     chatter = io.StringIO()
     # Engines print progress to stdout (onnxruntime's calibrators do); stdout is for results only.
     with progress(f"converting to {target.name}", None) if calibration is None else nullcontext(), \
@@ -228,6 +231,8 @@ def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging:
     }
     report_name = f"{name}.json"
     (staging / report_name).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    for companion in target.companion_names(stem):  # an IR's .bin goes first: the .xml names a complete pair
+        publish(staging / companion, out_dir / companion, force=force)
     artifact = publish(staged, out_dir / name, force=force)
     report_path = publish(staging / report_name, out_dir / report_name, force=force)
     if failures:

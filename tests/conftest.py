@@ -196,3 +196,14 @@ def make_conv_onnx(path: Path, *, opset: int = 17, dynamic_hw: bool = False) -> 
     onnx.checker.check_model(model)
     onnx.save(model, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def digits_openvino_all(tmp_path_factory, digits_keras, digits_folder):
+    """Every OpenVINO target of the digits CNN, calibrated on the image folder."""
+    import edgekit
+
+    out = tmp_path_factory.mktemp("digits-openvino")
+    results = edgekit.convert(digits_keras, "openvino-int8,openvino-fp16,openvino-fp32", calibration=digits_folder,
+                              calib_size=200, validation_size=250, output_dir=out)
+    return {r.target: r for r in results}

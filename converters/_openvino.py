@@ -1,0 +1,227 @@
+"""OpenVINO IR targets: fp32, fp16 (compressed weights) and int8 (NNCF, optionally accuracy-controlled).
+
+Every source becomes an OpenVINO model first (``openvino.convert_model``; Keras
+goes through a SavedModel of edgekit's serving function so input and output
+names match the other forms), and NNCF quantizes that: NNCF 3 has no
+TensorFlow backend. openvino and nncf are imported inside these functions only.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters._source import KERAS, SAVEDMODEL, Source
+from runtimes._formats import ONNX, TFLITE
+from runtimes.errors import ConversionError, MissingDependencyError
+
+log = logging.getLogger("edgekit")
+
+PRESETS = ("performance", "mixed")
+_COMPUTE_TYPES = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData"}
+
+
+def _openvino() -> Any:
+    try:
+        import openvino
+    except ImportError as exc:
+        raise MissingDependencyError("openvino (needed for OpenVINO targets)", "openvino") from exc
+    return openvino
+
+
+def read_source(source: Source, work: Path) -> Any:
+    """The source as an ``openvino.Model`` with the source's names and fixed shapes."""
+    ov = _openvino()
+    if source.kind in (KERAS, SAVEDMODEL):
+        path = _savedmodel(source, work / "savedmodel")
+    elif source.kind in (ONNX, TFLITE):
+        path = source.path
+    else:
+        raise ConversionError(f"OpenVINO targets cannot read a {source.kind} source")
+    try:
+        model = ov.convert_model(str(path))
+    except (RuntimeError, ValueError, TypeError) as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ConversionError(f"openvino.convert_model cannot read '{source.path}': {first[:300]}") from exc
+    _match_names(model.inputs, [s.name for s in source.inputs])
+    _match_names(model.outputs, list(source.output_names))
+    model.reshape({port: ov.PartialShape([-1 if d is None else d for d in spec.shape])
+                   for port, spec in zip(model.inputs, _by_name(model.inputs, source))})
+    return model
+
+
+def _by_name(ports: Any, source: Source) -> list[Any]:
+    specs = {s.name: s for s in source.inputs}
+    return [specs[port.get_any_name()] for port in ports]
+
+
+def _match_names(ports: Any, names: list[str]) -> None:
+    """Give ports the source's names: OpenVINO's TFLite reader names tensors 'serving_default_x:0'."""
+    for index, port in enumerate(ports):
+        current = port.get_names()
+        if any(name in current for name in names):
+            continue
+        match = next((n for n in names if any(n in c for c in current)), None)
+        if match is None and len(ports) == len(names):
+            match = names[index]
+        if match is not None:
+            port.get_tensor().set_names({match})
+
+
+def _savedmodel(source: Source, folder: Path) -> Path:
+    from converters._quiet import import_tensorflow, native_stderr_silenced
+    from converters._tflite import serving_function
+
+    tf = import_tensorflow()
+    function, _, holder = serving_function(tf, source)
+    holder.serve = function
+    with native_stderr_silenced():
+        tf.saved_model.save(holder, str(folder), signatures={"serving_default": function.get_concrete_function()})
+    return folder
+
+
+class _Samples:
+    """A re-iterable view of a calibration callable: NNCF passes over the data more than once."""
+
+    def __init__(self, make: Callable[[], Iterable[Any]], count: int | None) -> None:
+        self._make, self._count = make, count
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._make())
+
+    def __len__(self) -> int:
+        if self._count is None:
+            raise TypeError("unknown length")
+        return self._count
+
+
+def convert(
+    source: Source,
+    target: Any,
+    output: Path,
+    *,
+    calibration: Callable[[], Iterable[dict[str, Any]]] | None = None,
+    calibration_count: int | None = None,
+    validation: Iterable[Any] | None = None,
+    max_drop: float | None = None,
+    preset: str = "performance",
+    model_type: str | None = None,
+    ignored_names: tuple[str, ...] = (),
+    ignored_types: tuple[str, ...] = (),
+    ignored_patterns: tuple[str, ...] = (),
+    fast_bias_correction: bool = True,
+    for_cpu: str = "auto",
+) -> dict[str, Any]:
+    """Write an OpenVINO IR ``target`` (.xml + .bin) for ``source``; return the options used and notes."""
+    ov = _openvino()
+    work = output.parent / f".{output.stem}-work"
+    work.mkdir()
+    model = read_source(source, work)
+    used: dict[str, Any] = {"target": target.name, "reader": f"openvino.convert_model ({source.kind})"}
+    notes: list[str] = []
+    if target.variant in ("fp32", "fp16"):
+        ov.save_model(model, str(output), compress_to_fp16=target.variant == "fp16")
+        used["weights"] = "float16" if target.variant == "fp16" else "float32"
+    elif target.variant == "int8":
+        quantized, details = _quantize(model, calibration, calibration_count, validation, max_drop,
+                                       preset=preset, model_type=model_type, ignored_names=ignored_names,
+                                       ignored_types=ignored_types, ignored_patterns=ignored_patterns,
+                                       fast_bias_correction=fast_bias_correction)
+        ov.save_model(quantized, str(output), compress_to_fp16=False)
+        used.update(details)
+        if _runs_on_arm(for_cpu):
+            notes.append("OpenVINO's ARM CPU plugin runs int8 models in fp16: expect no speed-up over an fp16 IR "
+                         "on this device")
+        used["for_cpu"] = for_cpu
+    else:
+        raise ConversionError(f"unknown OpenVINO target {target.name}")
+    used["notes"] = notes
+    return used
+
+
+def _runs_on_arm(for_cpu: str) -> bool:
+    if for_cpu == "auto":
+        return platform.machine().lower() in ("aarch64", "arm64") or platform.machine().lower().startswith("arm")
+    return for_cpu == "arm64"
+
+
+def _quantize(model: Any, calibration: Callable[[], Iterable[dict[str, Any]]] | None, count: int | None,
+              validation: Iterable[Any] | None, max_drop: float | None, *, preset: str, model_type: str | None,
+              ignored_names: tuple[str, ...], ignored_types: tuple[str, ...], ignored_patterns: tuple[str, ...],
+              fast_bias_correction: bool) -> tuple[Any, dict[str, Any]]:
+    try:
+        import nncf
+    except ImportError as exc:
+        raise MissingDependencyError("nncf (needed for openvino-int8)", "convert") from exc
+    if calibration is None:
+        raise ConversionError("openvino-int8 needs calibration data: pass --calib PATH (or --calib random)")
+    if preset not in PRESETS:
+        raise ConversionError(f"--preset must be one of {', '.join(PRESETS)}, got '{preset}'")
+    if model_type not in (None, "transformer"):
+        raise ConversionError(f"--model-type must be 'transformer' or unset, got '{model_type}'")
+    dataset = nncf.Dataset(_Samples(calibration, count))
+    common = {
+        "preset": nncf.QuantizationPreset(preset),
+        # NNCF silently caps calibration at 300 samples unless told: use all of them.
+        "subset_size": count or 300,
+        "fast_bias_correction": fast_bias_correction,
+        "model_type": nncf.ModelType.TRANSFORMER if model_type == "transformer" else None,
+    }
+    if ignored_names or ignored_types or ignored_patterns:
+        common["ignored_scope"] = nncf.IgnoredScope(names=list(ignored_names), types=list(ignored_types),
+                                                    patterns=list(ignored_patterns))
+    details = {"preset": preset, "subset_size": common["subset_size"], "fast_bias_correction": fast_bias_correction,
+               "model_type": model_type, "ignored_scope": {"names": list(ignored_names),
+                                                            "types": list(ignored_types),
+                                                            "patterns": list(ignored_patterns)}}
+    try:
+        plain = nncf.quantize(model, dataset, **common)
+        if max_drop is None:
+            return plain, details
+        labeled = [s for s in (validation or []) if s.label is not None]
+        if not labeled:
+            details["accuracy_control"] = "not used: it needs labeled validation data (class sub-folders)"
+            return plain, details
+        controlled = nncf.quantize_with_accuracy_control(
+            model, dataset, nncf.Dataset(labeled, lambda s: s.feeds), _accuracy_fn(labeled),
+            max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE, **common)
+    except nncf.ValidationError as exc:
+        raise ConversionError(f"NNCF rejected the options: {exc}".splitlines()[0]) from exc
+    except (RuntimeError, ValueError) as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ConversionError(f"NNCF could not quantize the model: {first[:300]}") from exc
+    details.update(accuracy_control={"max_drop_points": max_drop, "validation_samples": len(labeled),
+                                     "reverted_to_float": reverted_layers(plain, controlled)})
+    return controlled, details
+
+
+def _accuracy_fn(labeled: list[Any]) -> Callable[[Any, Iterable[Any]], float]:
+    """Top-1 accuracy in [0, 1]; NNCF hands it the untransformed samples (feeds and label)."""
+
+    def accuracy(compiled: Any, samples: Iterable[Any]) -> float:
+        output = compiled.outputs[0]
+        hits = [int(np.argmax(compiled(s.feeds)[output])) == s.label for s in samples]
+        return float(np.mean(hits)) if hits else 0.0
+
+    return accuracy
+
+
+def reverted_layers(plain: Any, controlled: Any) -> list[str]:
+    """Compute layers quantized (fed by a FakeQuantize) in ``plain`` but not in ``controlled``."""
+    return sorted(_quantized_layers(plain) - _quantized_layers(controlled))
+
+
+def _quantized_layers(model: Any) -> set[str]:
+    names = set()
+    for op in model.get_ops():
+        if op.get_type_name() not in _COMPUTE_TYPES:
+            continue
+        producers = {op.input_value(i).get_node().get_type_name() for i in range(op.get_input_size())}
+        if "FakeQuantize" in producers:
+            names.add(op.get_friendly_name())
+    return names
