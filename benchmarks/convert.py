@@ -2,7 +2,8 @@
 
 Each conversion runs in its own subprocess so its peak RSS is its own. Latency
 is measured through ``edgekit.load`` with the artifacts interleaved in rounds in
-one process (median of per-round medians), so machine noise hits all alike.
+one process (median of per-round medians), so machine noise hits all alike; a
+pause before each model's turn lets the previous engine's spinning threads idle.
 
     python benchmarks/convert.py                     # digits CNN, all targets (about a minute)
     python benchmarks/convert.py --mobilenet         # + MobileNetV2 224, random weights, 200 calibration samples
@@ -77,6 +78,10 @@ def latencies_ms(paths: dict[str, Path], threads: int, rounds: int, calls: int) 
     samples: dict[str, list[float]] = {t: [] for t in runtimes}
     for _ in range(rounds):
         for target, rt in runtimes.items():
+            # Engines' worker threads spin for a while after a call; let the previous model's go idle
+            # and re-warm this one, or the models slow each other down (seen: 2-3x on ONNX Runtime).
+            time.sleep(0.1)
+            rt.run(feeds[target])
             times = []
             for _ in range(calls):
                 start = time.perf_counter()
@@ -174,7 +179,7 @@ def main() -> None:
               val_size=200, rounds=20, calls=50, families=families)
         if args.mobilenet:
             bench("MobileNetV2 224 (random weights)", mobilenet_source(work), "random", work / "mnv2-out",
-                  threads=args.threads, calib_size=200, val_size=20, rounds=10, calls=5, families=families)
+                  threads=args.threads, calib_size=200, val_size=20, rounds=10, calls=10, families=families)
         if args.streaming:
             streaming_memory(args.streaming, work)
 

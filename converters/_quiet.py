@@ -28,18 +28,28 @@ def native_stderr_silenced() -> Iterator[None]:
     saved = os.dup(2)
     python_stderr = sys.stderr
     # Python-level writes (progress bars drawn from inside a calibration generator) keep going to
-    # the real terminal through a duplicate of the original descriptor.
-    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=getattr(python_stderr, "encoding", "utf-8"))
+    # the real terminal through a duplicate of the original descriptor. It stays open for the
+    # process's life: logging handlers created meanwhile (absl's, on import) hold on to it.
+    sys.stderr = _terminal(python_stderr)
     try:
         with open(os.devnull, "wb") as null:
             os.dup2(null.fileno(), 2)
         yield
     finally:
         sys.stderr.flush()
-        sys.stderr.close()
         sys.stderr = python_stderr
         os.dup2(saved, 2)
         os.close(saved)
+
+
+_terminal_stream = None
+
+
+def _terminal(like: Any):
+    global _terminal_stream
+    if _terminal_stream is None:
+        _terminal_stream = os.fdopen(os.dup(2), "w", buffering=1, encoding=getattr(like, "encoding", None) or "utf-8")
+    return _terminal_stream
 
 
 def import_tensorflow() -> Any:
