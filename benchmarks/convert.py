@@ -51,7 +51,8 @@ def _child_convert(args: argparse.Namespace) -> None:
     validation = result.validation or {}
     print(json.dumps({"target": args.target, "seconds": time.perf_counter() - start, "peak_rss_mb": peak_mb,
                       "artifact": str(result.artifact), "size_bytes": result.report["artifact"]["size_bytes"],
-                      "accuracy": validation.get("accuracy_converted"), "accuracy_float": validation.get("accuracy_float"),
+                      "accuracy": validation.get("accuracy_converted"),
+                      "accuracy_float": validation.get("accuracy_float"),
                       "cosine": min((m["cosine"] for m in validation.get("outputs", {}).values()), default=None)}))
 
 
@@ -152,8 +153,9 @@ def streaming_memory(count: int, work: Path) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     seen = sum(1 for _ in dataset.calibration.feeds())
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\n## streaming calibration: {seen} images of 224x224x3 read lazily; peak RSS {before:.0f} -> {after:.0f} MB "
-          f"(+{after - before:.1f} MB; the whole set as float32 would be {seen * 224 * 224 * 3 * 4 / 2**20:.0f} MB)")
+    whole_mb = seen * 224 * 224 * 3 * 4 / 2**20
+    print(f"\n## streaming calibration: {seen} images of 224x224x3 read lazily; peak RSS {before:.0f} -> {after:.0f} "
+          f"MB (+{after - before:.1f} MB; the whole set as float32 would be {whole_mb:.0f} MB)")
 
 
 def main() -> None:

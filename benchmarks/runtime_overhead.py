@@ -128,7 +128,7 @@ def report(label: str, models: dict[str, Path], x: np.ndarray, threads: int, cal
         raw = RAW[backend](path, x, threads)
         rt = edgekit.load(path, backend=backend, threads=threads)
         feeds = {rt.inputs[0].name: x}
-        raw_us, ours_us, ratio = measure(raw, lambda: rt.run(feeds), calls, rounds)
+        raw_us, ours_us, ratio = measure(raw, lambda rt=rt, feeds=feeds: rt.run(feeds), calls, rounds)
         print(f"{backend:<12} {raw_us:>12.1f} {ours_us:>16.1f} {ours_us - raw_us:>9.1f} {ratio:>13.3f}")
         rt.close()
         del raw  # free the raw engine too: idle-spinning threads of one engine slow the next one down

@@ -28,6 +28,7 @@ __all__ = [
     "EdgekitError",
     "InferenceError",
     "MissingDependencyError",
+    "ProfileReport",
     "Recipe",
     "Runtime",
     "TensorSpec",
@@ -37,6 +38,7 @@ __all__ = [
     "convert",
     "inspect_model",
     "load",
+    "profile",
 ]
 
 # name -> module that defines it; resolved on first access (PEP 562)
@@ -48,14 +50,17 @@ _LAZY = {
     "convert": "edgekit.conversion",
     "Recipe": "edgekit.preprocess",
     "build_dataset": "edgekit.calibration",
+    "profile": "edgekit.profiler",
+    "ProfileReport": "edgekit.profiler",
 }
 
 if TYPE_CHECKING:
     from edgekit._api import load
     from edgekit.calibration import build_dataset
     from edgekit.conversion import convert
-    from edgekit.preprocess import Recipe
     from edgekit.inspection import inspect_model
+    from edgekit.preprocess import Recipe
+    from edgekit.profiler import ProfileReport, profile
     from runtimes.base import Runtime, TensorSpec
 
 

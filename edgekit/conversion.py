@@ -175,7 +175,9 @@ def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging:
     name = target.artifact_name(stem)
     staged = staging / name
     counter = [0]
-    calibration = _calibration_feeds(dataset, target, progress, counter) if dataset and target.needs_calibration else None
+    calibration = None
+    if dataset and target.needs_calibration:
+        calibration = _calibration_feeds(dataset, target, progress, counter)
     accepted = target.options()
     function_options = {k: v for k, v in options.items() if k in accepted}
     supplied = {"calibration_count": len(dataset.calibration) if dataset else None,

@@ -10,7 +10,7 @@ import logging
 import os
 import platform
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any

@@ -16,7 +16,7 @@ from runtimes._formats import ONNX, OPENVINO, TFLITE, ModelFile, open_model_file
 from runtimes.errors import DeviceError, EdgekitError, MissingDependencyError, UnsupportedModelError
 
 if TYPE_CHECKING:  # base imports numpy; the package itself stays import-cheap
-    from runtimes.base import Runtime, TensorSpec
+    from runtimes.base import Runtime
 
 __all__ = ["BACKENDS", "DEVICES", "Backend", "open_runtime", "resolve_backend"]
 

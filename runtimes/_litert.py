@@ -28,7 +28,8 @@ IMPLEMENTATIONS = (
     ("tensorflow", "tensorflow.lite.python.interpreter"),
 )
 # Well-known delegate libraries a device may have installed system-wide.
-KNOWN_DELEGATES = {"edgetpu": "npu", "vx_delegate": "npu", "ethosu_delegate": "npu", "tensorflowlite_gpu_delegate": "gpu"}
+KNOWN_DELEGATES = {"edgetpu": "npu", "vx_delegate": "npu", "ethosu_delegate": "npu",
+                   "tensorflowlite_gpu_delegate": "gpu"}
 
 
 def import_interpreter(preferred: str | None = None) -> tuple[str, Any]:

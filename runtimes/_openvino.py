@@ -100,9 +100,11 @@ class OpenVINORuntime(Runtime):
         if threads is not None:
             properties["INFERENCE_NUM_THREADS"] = threads
         properties.update(config or {})
+        self._device_name, self._properties = device_name, dict(properties)
         try:
             weights = str(model.weights_path) if model.weights_path else ""
             ov_model = ov_core.read_model(self.path, weights) if weights else ov_core.read_model(self.path)
+            self._model = ov_model
             self._compiled = ov_core.compile_model(ov_model, device_name, properties)
         except (RuntimeError, ValueError, TypeError) as exc:
             raise UnsupportedModelError(f"OpenVINO cannot load '{self.path}': {first_line(exc)}") from exc
@@ -144,6 +146,49 @@ class OpenVINORuntime(Runtime):
             self._buffers[index], self._shapes[index] = None, None
         request.set_input_tensor(index, tensor)
 
+    def profile_ops(self, feeds: Any, *, runs: int, raw: bool = False) -> list[dict[str, Any]]:
+        """OpenVINO's performance counters, from a second compiled model with PERF_COUNT on."""
+        arrays = self._prepare(feeds, raw)
+        compiled = core().compile_model(self._model, self._device_name, {**self._properties, "PERF_COUNT": True})
+        request = compiled.create_infer_request()
+        inputs = {i: a for i, a in enumerate(arrays)}
+        request.infer(inputs)  # warm-up
+        totals: dict[str, list[Any]] = {}
+        for _ in range(runs):
+            request.infer(inputs)
+            for info in request.get_profiling_info():
+                if str(info.status).endswith("NOT_RUN"):
+                    continue
+                entry = totals.setdefault(info.node_name, [info.node_type, 0.0, 0])
+                entry[1] += info.real_time.total_seconds() * 1e3
+                entry[2] += 1
+        return [{"name": name, "type": kind, "total_ms": total / runs, "count": max(1, count // runs)}
+                for name, (kind, total, count) in totals.items()]
+
+    def run_concurrently(self, feeds: Any, *, requests: int, min_runs: int, min_seconds: float,
+                         max_seconds: float, raw: bool = False) -> tuple[list[float], float]:
+        """Throughput mode: ``requests`` asynchronous infer requests in flight (AsyncInferQueue).
+        Returns each request's latency (ms) and the wall time (s)."""
+        import time
+
+        import openvino as ov
+
+        inputs = {i: a for i, a in enumerate(self._prepare(feeds, raw))}
+        queue = ov.AsyncInferQueue(self._compiled, requests)
+        latencies: list[float] = []
+        queue.set_callback(lambda _request, started: latencies.append((time.perf_counter() - started) * 1e3))
+        start = time.perf_counter()
+        submitted = 0
+        while True:
+            queue.start_async(inputs, time.perf_counter())
+            submitted += 1
+            elapsed = time.perf_counter() - start
+            if (submitted >= min_runs and elapsed >= min_seconds) or elapsed >= max_seconds:
+                break
+        queue.wait_all()
+        return latencies, time.perf_counter() - start
+
     def _release(self) -> None:
         self._request = None
         self._compiled = None
+        self._model = None

@@ -90,6 +90,7 @@ class OrtRuntime(Runtime):
         options = session_options or ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
+        self._threads = threads
         if providers is None:
             providers, self.device = choose_providers(device, ort.get_available_providers())
         else:
@@ -113,6 +114,46 @@ class OrtRuntime(Runtime):
         except self._errors as exc:
             raise InferenceError(f"ONNX Runtime failed to run '{self.path}': {first_line(exc)}") from exc
 
+    def profile_ops(self, feeds: Any, *, runs: int, raw: bool = False) -> list[dict[str, Any]]:
+        """ONNX Runtime's session profiler, in a second session so the timed one stays unprofiled."""
+        import json
+        import tempfile
+        from pathlib import Path
+
+        import onnxruntime as ort
+
+        arrays = dict(zip(self._input_names, self._prepare(feeds, raw)))
+        with tempfile.TemporaryDirectory() as folder:
+            options = ort.SessionOptions()
+            if self._threads is not None:
+                options.intra_op_num_threads = self._threads
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(folder) / "ort")
+            session = ort.InferenceSession(self.path, options, providers=list(self.providers))
+            for _ in range(runs + 1):  # the first run is a warm-up, dropped below
+                session.run(None, arrays)
+            events = json.loads(Path(session.end_profiling()).read_text())
+        return _aggregate_node_events(events, runs)
+
     def _release(self) -> None:
         self._session = None
 
+
+
+def _aggregate_node_events(events: list[dict[str, Any]], runs: int) -> list[dict[str, Any]]:
+    """Sum ORT's per-node kernel events ('<node>_kernel_time', microseconds), skipping the warm-up run."""
+    per_node: dict[str, list[float]] = {}
+    types: dict[str, str] = {}
+    for event in events:
+        name = event.get("name", "")
+        if event.get("cat") != "Node" or not name.endswith("_kernel_time"):
+            continue
+        node = name[: -len("_kernel_time")]
+        per_node.setdefault(node, []).append(float(event.get("dur", 0)))
+        types[node] = event.get("args", {}).get("op_name", "")
+    rows = []
+    for node, durations in per_node.items():
+        executions = durations[len(durations) // (runs + 1):]  # drop the warm-up run's share
+        rows.append({"name": node, "type": types[node], "total_ms": sum(executions) / 1e3 / runs,
+                     "count": len(executions) // runs or 1})
+    return rows

@@ -9,8 +9,9 @@ done once, here, so the three engines behave the same.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -99,7 +100,9 @@ class _FeedPlan:
             q = np.multiply(array, self._inverse_scale, dtype=np.float32)
             np.rint(q, out=q)
             np.clip(q, *self._limits, out=q)
-            return (q + np.float32(self.spec.zero_point)).astype(expected) if self.spec.zero_point else q.astype(expected)
+            if self.spec.zero_point:
+                q += np.float32(self.spec.zero_point)
+            return q.astype(expected)
         if expected.kind == "f" and given.kind == "f":
             return array.astype(expected)
         if expected.kind in _INTEGER_KINDS and given.kind in _INTEGER_KINDS and expected.kind != "b":
@@ -203,6 +206,11 @@ class Runtime(abc.ABC):
         parts = [f"unknown input(s) {unknown}"] if unknown else []
         parts += [f"missing input(s) {missing}"] if missing else []
         return InferenceError(f"{'; '.join(parts)}; the model's inputs are {list(self._input_names)}")
+
+    def profile_ops(self, feeds: Mapping[str, Any], *, runs: int, raw: bool = False) -> list[dict[str, Any]] | None:
+        """Per-op time, mean per inference over ``runs`` runs: ``[{name, type, total_ms, count}]``;
+        ``None`` when the engine exposes no per-op timings (the profiler then says so)."""
+        return None
 
     def close(self) -> None:
         """Release the engine. Safe to call more than once."""

@@ -140,3 +140,14 @@ def test_debug_shows_the_traceback(tmp_path):
 
     with pytest.raises(UnsupportedModelError):
         CliRunner().invoke(cli, ["--debug", "inspect", str(tmp_path / "nope.onnx")], catch_exceptions=False)
+
+
+def test_run_text_output(invoke, tflite_fp32):
+    result = invoke("run", tflite_fp32, "--random")
+    assert result.exit_code == 0, result.output
+    assert "output [1, 4] float32" in result.stdout and "top1: class" in result.stdout
+
+
+def test_devices_text_output(invoke):
+    result = invoke("devices")
+    assert result.exit_code == 0 and "onnxruntime" in result.stdout and "cores" in result.stdout

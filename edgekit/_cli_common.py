@@ -1,0 +1,81 @@
+"""Helpers shared by the CLI's commands: output, common options, input files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgekit.errors import EdgekitError
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def console():
+    from rich.console import Console
+
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
+        console = Console(highlight=False, soft_wrap=True, width=160)
+    return console
+
+
+def shape_text(shape: Any) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+backend_option = click.option("--backend", type=click.Choice(["litert", "onnxruntime", "openvino"]),
+                              help="Engine to use (default: the file format's own).")
+device_option = click.option("--device", type=click.Choice(["cpu", "gpu", "npu", "auto"]), default="cpu",
+                             show_default=True, help="Where to run.")
+threads_option = click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+def stored_recipe(model: Path):
+    """The preprocessing recipe stored beside a converted model (its .json report), else the default."""
+    from edgekit.preprocess import Recipe
+
+    report = Path(str(model) + ".json")
+    if report.is_file():
+        try:
+            data = json.loads(report.read_text())
+            recipe = (data.get("calibration") or {}).get("recipe") or data.get("recipe")
+            if recipe:
+                return Recipe.from_dict(recipe)
+        except (OSError, ValueError) as exc:
+            raise EdgekitError(f"cannot read the recipe in '{report}': {exc}") from exc
+    return Recipe()
+
+
+def npy_feeds(pairs: tuple[str, ...], runtime: Any) -> dict[str, Any]:
+    """``--input NAME=FILE.npy`` values as feeds (a bare FILE.npy for a one-input model)."""
+    import numpy as np
+
+    feeds = {}
+    for pair in pairs:
+        name, sep, file = pair.partition("=")
+        if not sep:
+            if len(runtime.inputs) != 1:
+                raise click.BadParameter(f"'{pair}': write NAME=FILE.npy for a model with several inputs",
+                                         param_hint="--input")
+            name, file = runtime.inputs[0].name, pair
+        try:
+            feeds[name] = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise EdgekitError(f"cannot read input file '{file}' for input '{name}': {exc}") from exc
+    return feeds
+
+
+def image_feeds(image: Path, model: Path, runtime: Any) -> dict[str, Any]:
+    from edgekit.preprocess import load_image
+
+    if len(runtime.inputs) != 1:
+        raise EdgekitError(f"--image needs a one-input model; this one has {len(runtime.inputs)} inputs")
+    spec = runtime.inputs[0]
+    recipe = stored_recipe(model).for_input(spec)
+    return {spec.name: load_image(str(image), recipe)}

@@ -1,0 +1,162 @@
+"""``edgekit convert``: the conversion pipeline from the command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgekit._cli_common import console, emit_json, json_option
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    return tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+
+
+def parse_input_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for value in values:
+        name, sep, dims = value.rpartition(":")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shapes[name] = _parse_shape(dims)
+        except ValueError:
+            raise click.BadParameter(f"'{value}': write NAME:1,224,224,3", param_hint="--input-shape") from None
+    return shapes
+
+
+def _pair(text: str | None, flag: str) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+        return height, width
+    except ValueError:
+        raise click.BadParameter(f"'{text}': write HEIGHTxWIDTH, e.g. 224x224", param_hint=flag) from None
+
+
+def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"'{text}': write comma-separated numbers, e.g. 0.485,0.456,0.406",
+                                 param_hint=flag) from None
+
+
+@click.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--to", "targets", required=True, metavar="T1[,T2...]",
+              help="Targets, e.g. tflite-int8,tflite-fp32 (see the README's conversions matrix).")
+@click.option("--calib", metavar="PATH|random", help="Calibration data: image folder, .npy, .npz, or 'random'.")
+@click.option("--calib-size", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Calibration samples (more are held out for validation).")
+@click.option("--val-size", type=click.IntRange(min=1), help="Held-out validation samples [default: max(50, N/4)].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration shuffle.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:1,224,224,3",
+              help="Fix an input's dynamic dimensions.")
+@click.option("--size", help="Resize images to HEIGHTxWIDTH [default: the model's input size].")
+@click.option("--crop", help="Center-crop HEIGHTxWIDTH after resizing.")
+@click.option("--scale", type=float, default=1 / 255, show_default="1/255", help="Multiply pixels by this.")
+@click.option("--mean", help="Per-channel mean to subtract after scaling, e.g. 0.485,0.456,0.406.")
+@click.option("--std", help="Per-channel std to divide by, e.g. 0.229,0.224,0.225.")
+@click.option("--color", type=click.Choice(["rgb", "bgr", "gray"]), default="rgb", show_default=True)
+@click.option("--layout", type=click.Choice(["nhwc", "nchw"]), help="Image layout [default: from the input shape].")
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("."),
+              show_default=True, help="Where artifacts and their .json reports go.")
+@click.option("--max-drop", type=float, help="Fail (exit 1) when accuracy drops more than this many points.")
+@click.option("--no-validate", is_flag=True, help="Skip comparing each artifact with the float original.")
+@click.option("--force", is_flag=True, help="Overwrite existing artifacts and reports.")
+@click.option("--io", type=click.Choice(["int8", "uint8", "float", "int16"]),
+              help="TFLite: I/O type of integer targets [default: int8 for tflite-int8, float for tflite-int16x8].")
+@click.option("--allow-float-ops", is_flag=True, default=None,
+              help="TFLite: keep ops that cannot be quantized in float.")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]),
+              help="ONNX int8: range calibration [default: minmax].")
+@click.option("--per-channel/--per-tensor", default=None, help="ONNX int8: weight quantization granularity "
+              "[default: per-channel].")
+@click.option("--activation-type", type=click.Choice(["int8", "uint8"]),
+              help="ONNX int8: activation type [default: from --for].")
+@click.option("--weight-type", type=click.Choice(["int8", "uint8"]), help="ONNX int8: weight type [default: int8].")
+@click.option("--symmetric", is_flag=True, default=None, help="ONNX int8: symmetric activation ranges.")
+@click.option("--exclude-nodes", help="ONNX int8: comma-separated node names to keep in float.")
+@click.option("--exclude-op-types", help="ONNX int8: comma-separated op types to keep in float.")
+@click.option("--keep-output-float", is_flag=True, default=None,
+              help="ONNX int8: keep the nodes producing the model's outputs in float (detector heads).")
+@click.option("--onnx-format", type=click.Choice(["qdq", "qoperator"]),
+              help="ONNX int8: QDQ (portable, default) or QOperator (com.microsoft ops, ONNX Runtime only).")
+@click.option("--for", "for_cpu", type=click.Choice(["x86", "arm64", "auto"]),
+              help="ONNX int8: the CPU the model is for; picks types and reduce_range [default: this machine].")
+@click.option("--reduce-range/--full-range", default=None, help="ONNX int8: 7-bit weights (x86 without VNNI) "
+              "[default: from --for].")
+@click.option("--opset", type=click.IntRange(min=7), help="ONNX: opset of the export [default: 17].")
+@click.option("--preset", type=click.Choice(["performance", "mixed"]),
+              help="OpenVINO int8: NNCF preset [default: performance; mixed = asymmetric activations].")
+@click.option("--model-type", type=click.Choice(["transformer"]), help="OpenVINO int8: NNCF model type.")
+@click.option("--ignored-names", help="OpenVINO int8: comma-separated layer names to keep in float.")
+@click.option("--ignored-types", help="OpenVINO int8: comma-separated layer types to keep in float.")
+@click.option("--ignored-patterns", help="OpenVINO int8: comma-separated name regexes to keep in float.")
+@click.option("--fast-bias-correction/--bias-correction", default=None,
+              help="OpenVINO int8: NNCF's fast bias correction [default] or the slower full one.")
+@json_option
+def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_size: int | None, seed: int,
+            input_shapes: tuple[str, ...], size: str | None, crop: str | None, scale: float, mean: str | None,
+            std: str | None, color: str, layout: str | None, output_dir: Path, max_drop: float | None,
+            no_validate: bool, force: bool, as_json: bool, exclude_nodes: str | None, exclude_op_types: str | None,
+            ignored_names: str | None, ignored_types: str | None, ignored_patterns: str | None,
+            **options: Any) -> None:
+    """Convert a Keras/SavedModel/ONNX/TFLite model to edge targets, validate and report each."""
+    from edgekit._progress import rich_progress
+    from edgekit.conversion import convert as run_conversion
+    from edgekit.preprocess import Recipe
+
+    if options.get("io") == "uint8":
+        click.echo("warning: uint8 I/O runs slower than int8 on XNNPACK and 32-bit ARM; prefer int8 unless the "
+                   "device needs uint8", err=True)
+    recipe = Recipe(size=_pair(size, "--size"), crop=_pair(crop, "--crop"), scale=scale,
+                    mean=_floats(mean, "--mean"), std=_floats(std, "--std"), color=color, layout=layout)
+    with rich_progress() as progress:
+        results = run_conversion(
+            source, targets, calibration=calib, output_dir=output_dir, input_shapes=parse_input_shapes(input_shapes),
+            recipe=recipe, calib_size=calib_size, validation_size=val_size, seed=seed, max_drop=max_drop,
+            validate_outputs=not no_validate, force=force, progress=progress,
+            exclude_nodes=_names(exclude_nodes), exclude_op_types=_names(exclude_op_types),
+            ignored_names=_names(ignored_names), ignored_types=_names(ignored_types),
+            ignored_patterns=_names(ignored_patterns), **options)
+    if as_json:
+        emit_json([r.report for r in results])
+    else:
+        _print_conversions(results)
+    failed = [r for r in results if not r.passed]
+    if failed:
+        reasons = "; ".join(f"{r.target}: {', '.join(r.report['failures'])}" for r in failed)
+        click.echo(f"Error: {reasons} (artifacts kept, marked failed in their reports)", err=True)
+        sys.exit(1)
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return tuple(n.strip() for n in text.split(",") if n.strip()) if text else None
+
+
+def _print_conversions(results: list) -> None:
+    from rich.table import Table
+
+    table = Table()
+    for column in ("target", "artifact", "size", "vs source", "accuracy", "drop", "top-1 agree", "integer", "status"):
+        table.add_column(column)
+    for r in results:
+        report, v = r.report, r.report.get("validation") or {}
+        accuracy = "" if v.get("accuracy_converted") is None else \
+            f"{v['accuracy_converted']:.1f}% (float {v['accuracy_float']:.1f}%)"
+        drop = "" if v.get("drop") is None else f"{v['drop']:.2f}"
+        agree = "" if v.get("top1_agreement") is None else f"{v['top1_agreement']:.1f}%"
+        audit = report["audit"]
+        integer = f"{audit['integer_ops']}/{audit['compute_ops']}" + (" full" if audit["fully_integer"] else "")
+        table.add_row(r.target, r.artifact.name, f"{report['artifact']['size_bytes']:,}",
+                      f"{report['artifact']['size_ratio']:.2f}x", accuracy, drop, agree, integer,
+                      report["status"] + (" (synthetic data)" if v.get("synthetic") else ""))
+    console().print(table)

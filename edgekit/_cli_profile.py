@@ -1,0 +1,149 @@
+"""``edgekit profile``: benchmark one or more models, compare them, save reports, enforce budgets."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgekit._cli_common import (
+    backend_option,
+    console,
+    device_option,
+    emit_json,
+    image_feeds,
+    json_option,
+    npy_feeds,
+)
+
+
+def _thread_counts(text: str | None) -> list[int | None]:
+    if not text:
+        return [None]
+    try:
+        counts = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise click.BadParameter(f"'{text}': write a count or a list like 1,2,4", param_hint="--threads") from None
+    if not counts or min(counts) < 1:
+        raise click.BadParameter(f"'{text}': thread counts must be at least 1", param_hint="--threads")
+    return counts
+
+
+def _shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    from edgekit._cli_convert import parse_input_shapes
+
+    return parse_input_shapes(values)
+
+
+@click.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--warmup-runs", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--warmup-seconds", type=click.FloatRange(min=0), default=0.5, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Steady state: at least this many runs...")
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="...and at least this long...")
+@click.option("--max-seconds", type=click.FloatRange(min=0.001), default=150.0, show_default=True,
+              help="...but never longer than this.")
+@click.option("--threads", "threads_text", metavar="N[,N...]", help="Threads; a list sweeps them (1,2,4).")
+@click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Requests in flight (OpenVINO async requests, threads elsewhere): throughput mode.")
+@click.option("--per-op", is_flag=True, help="Time each op where the engine exposes it.")
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Ops shown with --per-op.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:1,224,224,3",
+              help="Shape of a dynamic input's random data.")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy", help="Real data for an input.")
+@click.option("--image", type=click.Path(path_type=Path, dir_okay=False),
+              help="Real data: an image, preprocessed with the model's stored recipe.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random data.")
+@backend_option
+@device_option
+@click.option("--save", "save_paths", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the report: .json, .csv, .md or .html (plots); may repeat.")
+@click.option("--baseline", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="A saved .json report to compare p50 latency with.")
+@click.option("--max-regression", default="10%", show_default=True, help="Allowed p50 regression vs --baseline.")
+@click.option("--fail-if", "conditions", multiple=True, metavar="METRIC>VALUE",
+              help="Exit 1 when a report breaks it, e.g. p90_ms>25 or throughput_ips<100.")
+@json_option
+def profile(models: tuple[Path, ...], warmup_runs: int, warmup_seconds: float, runs: int, min_seconds: float,
+            max_seconds: float, threads_text: str | None, concurrency: int, per_op: bool, top: int,
+            input_shapes: tuple[str, ...], inputs: tuple[str, ...], image: Path | None, seed: int,
+            backend: str | None, device: str, save_paths: tuple[Path, ...], baseline: Path | None,
+            max_regression: str, conditions: tuple[str, ...], as_json: bool) -> None:
+    """Benchmark MODEL(s): latency percentiles, throughput, memory, per-op time and device state."""
+    from edgekit import profile_output
+    from edgekit._api import load
+    from edgekit.profiler import profile as run_profile
+
+    if inputs and image:
+        raise click.UsageError("give --input or --image, not both")
+    regression = profile_output.parse_percent(max_regression)
+    for condition in conditions:  # refuse a malformed budget before minutes of measuring
+        profile_output.check_condition([], condition)
+    for path in save_paths:
+        if path.suffix.lower() not in profile_output.SAVE_FORMATS:
+            raise click.BadParameter(f"'{path}': use one of {', '.join(profile_output.SAVE_FORMATS)}",
+                                     param_hint="--save")
+    shapes = _shapes(input_shapes)
+    reports = []
+    for model in models:
+        for threads in _thread_counts(threads_text):
+            click.echo(f"profiling {model} (threads {threads or 'default'})...", err=True)
+            with load(model, backend=backend, device=device, threads=threads) as runtime:
+                feeds = npy_feeds(inputs, runtime) if inputs else image_feeds(image, model, runtime) if image else None
+            report = run_profile(model, warmup_runs=warmup_runs, warmup_seconds=warmup_seconds, runs=runs,
+                                 min_seconds=min_seconds, max_seconds=max_seconds, threads=threads, device=device,
+                                 backend=backend, inputs=feeds, input_shapes=shapes, per_op=per_op,
+                                 concurrency=concurrency, seed=seed)
+            reports.append(report.to_dict())
+    for path in save_paths:
+        profile_output.save(reports, path)
+        click.echo(f"saved {path}", err=True)
+    if as_json:
+        emit_json([_concise(r) for r in reports] if len(reports) > 1 else _concise(reports[0]))
+    else:
+        _print(reports, top)
+    failure = profile_output.check_regression(reports, baseline, regression) if baseline else None
+    for condition in conditions:
+        failure = failure or profile_output.check_condition(reports, condition)
+    if failure:
+        click.echo(f"Error: {failure}", err=True)
+        sys.exit(1)
+
+
+def _concise(report: dict[str, Any]) -> dict[str, Any]:
+    """The report without its per-run samples (those go to --save files)."""
+    return {k: v for k, v in report.items() if k != "latencies_ms"}
+
+
+def _print(reports: list[dict[str, Any]], top: int) -> None:
+    from rich.table import Table
+
+    from edgekit.profile_output import COMPARISON_HEADER, comparison_rows
+
+    out = console()
+    table = Table(title="edgekit profile", title_justify="left")
+    for column in COMPARISON_HEADER:
+        table.add_column(column)
+    for row in comparison_rows(reports):
+        table.add_row(*row)
+    out.print(table)
+    system = reports[0]["system"]
+    temps = system["temperatures"]
+    hottest = max(temps["after_c"].values()) if temps["after_c"] else None
+    out.print(f"device: {system.get('board') or system['cpu']} · {system['arch']} · {system['cores']} cores · "
+              f"governor {system.get('governor') or 'unknown'}"
+              + (f" · {hottest:.1f} °C after" if hottest is not None else ""))
+    for report in reports:
+        if not report["per_op"] and "not available" in report["per_op_note"]:
+            out.print(f"per-op: {Path(report['model']).name}: {report['per_op_note']}")
+        elif report["per_op"]:
+            ops = Table(title=f"per-op: {Path(report['model']).name} ({report['per_op_note']})", title_justify="left")
+            for column in ("op", "type", "ms", "%", "count"):
+                ops.add_column(column)
+            for op in report["per_op"][:top]:
+                ops.add_row(op["name"], op["type"], f"{op['total_ms']:.4f}", f"{op['percent']:.1f}", str(op["count"]))
+            out.print(ops)

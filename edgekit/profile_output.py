@@ -1,0 +1,196 @@
+"""Profile reports as files (json, csv, md, html with plots) and as CI budgets.
+
+matplotlib is needed only for the HTML plots (``pip install 'edgekit[report]'``);
+everything else works on a bare device install.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from edgekit._files import write_atomic
+from runtimes.errors import EdgekitError, MissingDependencyError
+
+SAVE_FORMATS = (".json", ".csv", ".md", ".html")
+METRICS = {
+    "mean_ms": ("latency_ms", "mean"), "std_ms": ("latency_ms", "std"), "cv": ("latency_ms", "cv"),
+    "min_ms": ("latency_ms", "min"), "p50_ms": ("latency_ms", "p50"), "p90_ms": ("latency_ms", "p90"),
+    "p95_ms": ("latency_ms", "p95"), "p99_ms": ("latency_ms", "p99"), "max_ms": ("latency_ms", "max"),
+    "throughput_ips": ("throughput_ips",), "load_ms": ("load_ms",), "first_inference_ms": ("first_inference_ms",),
+    "peak_rss_mb": ("peak_rss_mb",), "model_size_bytes": ("model_size_bytes",),
+}
+_CONDITION = re.compile(r"^\s*([a-z0-9_]+)\s*(>=|<=|>|<)\s*([0-9.eE+-]+)\s*$")
+
+
+def metric(report: dict[str, Any], name: str) -> float:
+    value: Any = report
+    for key in METRICS[name]:
+        value = value[key]
+    return float(value)
+
+
+def check_condition(reports: list[dict[str, Any]], condition: str) -> str | None:
+    """``--fail-if p90_ms>25``: the one-line reason a report breaches it, else None."""
+    match = _CONDITION.match(condition)
+    if not match or match.group(1) not in METRICS:
+        raise EdgekitError(f"--fail-if '{condition}' is not METRIC>VALUE; metrics: {', '.join(METRICS)}")
+    name, op, limit = match.group(1), match.group(2), float(match.group(3))
+    compare = {">": float.__gt__, ">=": float.__ge__, "<": float.__lt__, "<=": float.__le__}[op]
+    for report in reports:
+        value = metric(report, name)
+        if compare(value, limit):
+            return f"{Path(report['model']).name}: {name} = {value:.4g}, breaking --fail-if {condition}"
+    return None
+
+
+def parse_percent(text: str) -> float:
+    try:
+        return float(text.strip().rstrip("%")) / 100.0
+    except ValueError:
+        raise EdgekitError(f"--max-regression '{text}' is not a percentage like 10%") from None
+
+
+def check_regression(reports: list[dict[str, Any]], baseline_path: Path, max_regression: float) -> str | None:
+    """Compare each report's p50 with the baseline's (matched by model file name, else by position)."""
+    try:
+        baseline = json.loads(baseline_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise EdgekitError(f"cannot read baseline '{baseline_path}': {exc}") from exc
+    baseline = baseline if isinstance(baseline, list) else [baseline]
+    by_name = {Path(b["model"]).name: b for b in baseline if "model" in b}
+    for index, report in enumerate(reports):
+        old = by_name.get(Path(report["model"]).name) or (baseline[index] if index < len(baseline) else None)
+        if old is None:
+            raise EdgekitError(f"baseline '{baseline_path}' has no entry for {Path(report['model']).name}")
+        before, after = metric(old, "p50_ms"), metric(report, "p50_ms")
+        change = (after - before) / before if before else 0.0
+        if change > max_regression:
+            return (f"{Path(report['model']).name}: p50 regressed {change:.1%} vs baseline ({before:.3f} -> "
+                    f"{after:.3f} ms), over --max-regression {max_regression:.0%}")
+    return None
+
+
+def save(reports: list[dict[str, Any]], path: Path, *, force: bool = True) -> Path:
+    suffix = path.suffix.lower()
+    if suffix not in SAVE_FORMATS:
+        raise EdgekitError(f"--save '{path}': use one of {', '.join(SAVE_FORMATS)}")
+    render = {".json": _json, ".csv": _csv, ".md": _markdown, ".html": _html}[suffix]
+    text = render(reports)
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), force=force)
+
+
+def _json(reports: list[dict[str, Any]]) -> str:
+    return json.dumps(reports[0] if len(reports) == 1 else reports, indent=2, default=str) + "\n"
+
+
+_CSV_COLUMNS = ["model", "backend", "engine", "device", "threads", "concurrency", "runs", "mean_ms", "std_ms", "cv",
+                "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "throughput_ips", "load_ms",
+                "first_inference_ms", "peak_rss_mb", "model_size_bytes", "unstable"]
+
+
+def _csv(reports: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(_CSV_COLUMNS)
+    for r in reports:
+        row = []
+        for column in _CSV_COLUMNS:
+            if column in METRICS:
+                row.append(f"{metric(r, column):.6g}")
+            elif column == "unstable":
+                row.append("; ".join(r["unstable"]))
+            else:
+                row.append(r.get(column))
+        writer.writerow(row)
+    return out.getvalue()
+
+
+def comparison_rows(reports: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per report, ratios against the first: the shared content of the terminal and markdown tables."""
+    first = metric(reports[0], "p50_ms")
+    rows = []
+    for r in reports:
+        lat = r["latency_ms"]
+        speedup = first / lat["p50"] if lat["p50"] else 0.0
+        rows.append([Path(r["model"]).name, r["backend"], str(r["threads"] or "default"), f"{lat['p50']:.3f}",
+                     f"{lat['p90']:.3f}", f"{lat['mean']:.3f} ± {lat['std']:.3f}", f"{lat['cv']:.1%}",
+                     f"{r['throughput_ips']:.1f}", f"{r['load_ms']:.1f}", f"{r['peak_rss_mb']:.0f}",
+                     f"{r['model_size_bytes'] / 1024:.1f}", f"{speedup:.2f}x",
+                     ("UNSTABLE: " + "; ".join(r["unstable"])) if r["unstable"] else "stable"])
+    return rows
+
+
+COMPARISON_HEADER = ["model", "backend", "threads", "p50 ms", "p90 ms", "mean ± std ms", "CV", "inf/s", "load ms",
+                     "peak MB", "size KB", "vs first", "stability"]
+
+
+def _markdown(reports: list[dict[str, Any]]) -> str:
+    lines = ["# edgekit profile", "", "| " + " | ".join(COMPARISON_HEADER) + " |",
+             "|" + "---|" * len(COMPARISON_HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in comparison_rows(reports)]
+    system = reports[0]["system"]
+    lines += ["", f"Device: {system.get('board') or system['cpu']} · {system['os']} · {system['arch']} · "
+              f"{system['cores']} cores · governor {system.get('governor') or 'unknown'}", ""]
+    for r in reports:
+        if r["per_op"]:
+            lines += [f"## Per-op time: {Path(r['model']).name} ({r['per_op_note']})", "",
+                      "| op | type | ms | % | count |", "|---|---|---|---|---|"]
+            lines += [f"| {o['name']} | {o['type']} | {o['total_ms']:.4f} | {o['percent']:.1f} | {o['count']} |"
+                      for o in r["per_op"][:15]]
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _html(reports: list[dict[str, Any]]) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise MissingDependencyError("matplotlib (needed for HTML reports with plots)", "report") from exc
+    body = ["<h1>edgekit profile</h1>", "<table border='1' cellspacing='0' cellpadding='4'><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in COMPARISON_HEADER) + "</tr>"]
+    body += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in comparison_rows(reports)]
+    body.append("</table>")
+    for r in reports:
+        name = html.escape(Path(r["model"]).name)
+        samples = r.get("latencies_ms") or []
+        figure, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+        cut = r["latency_ms"]["p99"]
+        kept = [v for v in samples if v <= cut]
+        axes[0].hist(kept or samples, bins=50)
+        axes[0].set(title=f"latency histogram (to p99; {len(samples) - len(kept)} slower runs not shown)",
+                    xlabel="ms", ylabel="runs")
+        axes[1].plot(samples, linewidth=0.6)
+        axes[1].set(title="latency per run", xlabel="run", ylabel="ms")
+        temps = r["system"]["temperatures"]
+        before, after = (max(t.values()) if t else None for t in (temps["before_c"], temps["after_c"]))
+        if before is not None and after is not None:
+            twin = axes[1].twinx()
+            twin.plot([0, max(len(samples) - 1, 1)], [before, after], "r--", label="temperature")
+            twin.set_ylabel("°C", color="r")
+        ops = r["per_op"][:15]
+        if ops:
+            axes[2].barh([o["name"][:30] for o in ops][::-1], [o["total_ms"] for o in ops][::-1])
+            axes[2].set(title="per-op time (top 15)", xlabel="ms per inference")
+        else:
+            axes[2].text(0.5, 0.5, f"per-op: {r['per_op_note']}", ha="center", va="center", wrap=True)
+            axes[2].set_axis_off()
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=90)
+        plt.close(figure)
+        encoded = base64.b64encode(buffer.getvalue()).decode()
+        body.append(f"<h2>{name}</h2><p>{html.escape(r['engine'])} · {html.escape(r['device'])} · "
+                    f"{'; '.join(map(html.escape, r['unstable'])) or 'stable'}</p>"
+                    f"<img alt='plots for {name}' src='data:image/png;base64,{encoded}'/>")
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>edgekit profile</title></head><body>"
+            + "\n".join(body) + "</body></html>\n")
