@@ -74,7 +74,7 @@ def raw_ort(path: Path, threads: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
     models, _ = mobilenet_models()
     pairs = {
@@ -89,9 +89,13 @@ def main() -> None:
     print(f"{'engine':<12} {'edgekit p50 ms':>15} {'tool p50 ms':>12} {'ratio':>7}  tool")
     for engine, (mine, theirs, tool) in pairs.items():
         a, b = [], []
-        for _ in range(args.rounds):
-            a.append(mine())
-            b.append(theirs())
+        for round_index in range(args.rounds):  # alternate who goes first: no side always gets a warm machine
+            if round_index % 2:
+                b.append(theirs())
+                a.append(mine())
+            else:
+                a.append(mine())
+                b.append(theirs())
         ours_ms, tool_ms = statistics.median(a), statistics.median(b)
         print(f"{engine:<12} {ours_ms:>15.3f} {tool_ms:>12.3f} {ours_ms / tool_ms:>7.3f}  {tool}")
 

@@ -14,6 +14,7 @@ OpenVINO on the tiny model; <= 1 % on MobileNetV2.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -101,21 +102,20 @@ def tiny_models(folder: Path) -> tuple[dict[str, Path], np.ndarray]:
 
 
 def mobilenet_models() -> tuple[dict[str, Path], np.ndarray]:
-    """MobileNetV2 (224, random weights) as .tflite/.onnx/.xml, built once with TensorFlow and cached."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    paths = {"litert": CACHE / "mobilenetv2.tflite", "onnxruntime": CACHE / "mobilenetv2.onnx",
-             "openvino": CACHE / "mobilenetv2.xml"}
-    if not all(p.exists() for p in paths.values()):
-        import openvino as ov
-        import tensorflow as tf
-        import tf2onnx
+    """MobileNetV2 (224, random weights) as .tflite/.onnx/.xml, converted once by edgekit itself and cached."""
+    import edgekit
 
-        model = tf.keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
-        spec = [tf.TensorSpec([1, 224, 224, 3], tf.float32, name="input")]
-        fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(*spec)
-        paths["litert"].write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([fn], model).convert())
-        tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=str(paths["onnxruntime"]))
-        ov.save_model(ov.Core().read_model(paths["onnxruntime"]), paths["openvino"], compress_to_fp16=False)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    paths = {"litert": CACHE / "mobilenetv2_fp32.tflite", "onnxruntime": CACHE / "mobilenetv2_fp32.onnx",
+             "openvino": CACHE / "mobilenetv2_fp32.xml"}
+    if not all(p.exists() for p in paths.values()):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        import keras
+
+        source = CACHE / "mobilenetv2.keras"
+        keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3)).save(source)
+        edgekit.convert(source, "tflite-fp32,onnx-fp32,openvino-fp32", output_dir=CACHE,
+                        input_shapes={"input_layer": (1, 224, 224, 3)}, validate_outputs=False, force=True)
     return paths, np.random.default_rng(0).random((1, 224, 224, 3), dtype=np.float32)
 
 

@@ -187,7 +187,7 @@ def convert(
     onnx, ort = _imports()
     from onnxruntime import quantization
 
-    work = output.parent / f".{output.stem}-work"
+    work = output.parent / f".{output.name}-work"
     work.mkdir()
     used: dict[str, Any] = {"target": target.name}
     notes: list[str] = []

@@ -119,7 +119,7 @@ def convert(
 ) -> dict[str, Any]:
     """Write an OpenVINO IR ``target`` (.xml + .bin) for ``source``; return the options used and notes."""
     ov = _openvino()
-    work = output.parent / f".{output.stem}-work"
+    work = output.parent / f".{output.name}-work"
     work.mkdir()
     model = read_source(source, work)
     used: dict[str, Any] = {"target": target.name, "reader": f"openvino.convert_model ({source.kind})"}

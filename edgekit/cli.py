@@ -27,6 +27,7 @@ from edgekit._cli_common import (
     threads_option,
 )
 from edgekit._cli_convert import convert
+from edgekit._cli_demo import demo
 from edgekit._cli_profile import profile
 from edgekit.errors import EdgekitError
 
@@ -211,6 +212,7 @@ def devices(as_json: bool) -> None:
 
 
 cli.add_command(convert)
+cli.add_command(demo)
 cli.add_command(profile)
 
 

@@ -74,23 +74,41 @@ def _hwc(shape: tuple[int | None, ...], layout: str) -> tuple[int | None, int | 
     return (shape[2], shape[3], shape[1]) if layout == "nchw" else (shape[1], shape[2], shape[3])
 
 
-def load_image(path: str, recipe: Recipe):
-    """Read one image file and return it as a batch of one, preprocessed by ``recipe``."""
-    import numpy as np
-
+def _pillow():
     try:
         from PIL import Image
     except ImportError as exc:
         raise MissingDependencyError("Pillow (needed to read images)", "image") from exc
+    return Image
+
+
+def load_image(path: str, recipe: Recipe):
+    """Read one image file and return it as a batch of one, preprocessed by ``recipe``."""
     try:
-        with Image.open(path) as image:
-            image = image.convert("L" if recipe.color == "gray" else "RGB")
-            if recipe.size is not None:
-                method = getattr(Image.Resampling, recipe.interpolation.upper(), Image.Resampling.BILINEAR)
-                image = image.resize((recipe.size[1], recipe.size[0]), method)
-            array = np.asarray(image, dtype=np.float32)
+        with _pillow().open(path) as image:
+            image.load()
+            return preprocess_image(image, recipe)
     except (OSError, ValueError) as exc:
         raise EdgekitError(f"cannot read image '{path}': {exc}") from exc
+
+
+def preprocess_frame(frame, recipe: Recipe):
+    """A camera frame (HxWx3 uint8 RGB, or HxW gray, as picamera2 and OpenCV-after-cvtColor give it)."""
+    import numpy as np
+
+    return preprocess_image(_pillow().fromarray(np.ascontiguousarray(frame)), recipe)
+
+
+def preprocess_image(image, recipe: Recipe):
+    """A Pillow image, preprocessed by ``recipe`` into a batch of one."""
+    import numpy as np
+
+    Image = _pillow()
+    image = image.convert("L" if recipe.color == "gray" else "RGB")
+    if recipe.size is not None:
+        method = getattr(Image.Resampling, recipe.interpolation.upper(), Image.Resampling.BILINEAR)
+        image = image.resize((recipe.size[1], recipe.size[0]), method)
+    array = np.asarray(image, dtype=np.float32)
     if array.ndim == 2:
         array = array[:, :, None]
     if recipe.color == "bgr":

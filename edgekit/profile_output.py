@@ -77,12 +77,15 @@ def check_regression(reports: list[dict[str, Any]], baseline_path: Path, max_reg
     return None
 
 
-def save(reports: list[dict[str, Any]], path: Path, *, force: bool = True) -> Path:
-    suffix = path.suffix.lower()
+def render(reports: list[dict[str, Any]], suffix: str) -> str:
+    """The reports as the text of a .json, .csv, .md or .html file."""
     if suffix not in SAVE_FORMATS:
-        raise EdgekitError(f"--save '{path}': use one of {', '.join(SAVE_FORMATS)}")
-    render = {".json": _json, ".csv": _csv, ".md": _markdown, ".html": _html}[suffix]
-    text = render(reports)
+        raise EdgekitError(f"cannot write a '{suffix}' report; use one of {', '.join(SAVE_FORMATS)}")
+    return {".json": _json, ".csv": _csv, ".md": _markdown, ".html": _html}[suffix](reports)
+
+
+def save(reports: list[dict[str, Any]], path: Path, *, force: bool = True) -> Path:
+    text = render(reports, path.suffix.lower())
     return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), force=force)
 
 

@@ -1,0 +1,115 @@
+"""Every sample runs: the demo, the device app, convert.sh, custom_calibration.py and profile_on_pi.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgekit.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow, pytest.mark.litert, pytest.mark.onnxruntime,
+              pytest.mark.openvino]
+
+
+def _env() -> dict[str, str]:
+    """The test interpreter's bin folder first on PATH, so scripts find this install's `edgekit`."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+@pytest.fixture(scope="module")
+def demo_output(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "edgekit-demo"
+    result = CliRunner().invoke(cli, ["demo", "-o", str(out), "--profile-seconds", "0.1", "--json"])
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.stdout)
+
+
+def test_demo_converts_validates_and_profiles_every_form(demo_output):
+    out, data = demo_output
+    rows = {r["target"]: r for r in data["rows"]}
+    assert set(rows) == {f"{f}-{k}" for f in ("tflite", "onnx", "openvino") for k in ("fp32", "int8")}
+    for target, row in rows.items():
+        assert Path(row["artifact"]).is_file() and row["p50_ms"] > 0 and row["size_bytes"] > 0
+        assert row["accuracy"] > 90, target
+        if target.endswith("int8"):
+            assert row["drop"] <= 1.5, target
+    assert (out / "report.md").read_text().startswith("# edgekit demo")
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    assert len(json.loads((out / "report.json").read_text())["profiles"]) == 6
+
+
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    result = CliRunner().invoke(cli, ["demo", "-o", str(tmp_path)])
+    assert result.exit_code == 1 and "is not an edgekit demo folder" in result.stderr
+    assert (tmp_path / "precious.txt").read_text() == "keep me" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_device_app_runs_on_the_image_folder_without_tensorflow(demo_output):
+    out, _ = demo_output
+    model = out / "models" / "digits_cnn_int8.tflite"
+    wrapper = (
+        "import runpy, sys\n"
+        f"sys.argv = ['app.py', '--model', {str(model)!r}, '--images', {str(SAMPLES / 'digits' / 'images')!r},"
+        " '--limit', '40']\n"
+        f"try:\n    runpy.run_path({str(SAMPLES / 'device_app' / 'app.py')!r}, run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print('HEAVY', sorted(m for m in ('tensorflow', 'nncf', 'converters', 'tf2onnx') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, env=_env(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.endswith(" ms")]
+    assert len(lines) == 40
+    parsed = [re.match(r"^(\d)/\S+: (\d) \(([\d.]+)\) ([\d.]+) ms$", line) for line in lines]
+    assert all(parsed), lines[:3]
+    accuracy = sum(m.group(1) == m.group(2) for m in parsed) / len(parsed)
+    assert accuracy >= 0.9
+    assert done.stdout.strip().splitlines()[-1] == "HEAVY []"
+    assert "no camera: reading images" in done.stderr
+
+
+def test_convert_sh(tmp_path):
+    done = subprocess.run(["bash", str(SAMPLES / "convert.sh"), str(tmp_path)], cwd=ROOT, capture_output=True,
+                          text=True, env=_env(), timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    made = {p.name for p in tmp_path.rglob("*") if p.suffix in (".tflite", ".onnx", ".xml")}
+    assert {"digits_cnn_int8.tflite", "digits_cnn_fp32.tflite", "digits_cnn_int8.onnx", "digits_cnn_fp16.xml",
+            "digits_cnn_int8.xml", "digits_cnn_int16x8.tflite", "digits_cnn_dynamic.tflite",
+            "digits_cnn_int8-dynamic.onnx", "digits_cnn_fp16.onnx"} <= made
+    arm = json.loads((tmp_path / "arm64" / "digits_cnn_int8.onnx.json").read_text())
+    assert arm["options"]["activation_type"] == "int8" and arm["options"]["calib_method"] == "entropy"
+
+
+def test_custom_calibration_sample(tmp_path):
+    done = subprocess.run([sys.executable, str(SAMPLES / "custom_calibration.py"), str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, env=_env(), timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 2 and all("calibration iterable" in line for line in lines)
+    for line in lines:
+        converted, original = (float(v) for v in re.findall(r"([\d.]+)%", line))
+        assert original - converted <= 1.5
+
+
+def test_profile_on_pi_commands_are_valid(tmp_path):
+    text = (SAMPLES / "profile_on_pi.md").read_text()
+    commands = [line.strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S) for line in block.splitlines()
+                if line.strip().startswith("edgekit ")]
+    assert len(commands) >= 5
+    for command in commands:
+        args = shlex.split(command.split("#")[0])[1:]
+        name, rest = args[0], args[1:]
+        sub = cli.get_command(None, name)
+        assert sub is not None, command
+        sub.make_context(name, rest)  # raises click.UsageError on an unknown flag or bad value
