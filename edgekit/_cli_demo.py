@@ -38,4 +38,5 @@ def demo(output_dir: Path, sample: Path | None, profile_seconds: float, force: b
         table.add_row(*table_cells(row))
     out = console()
     out.print(table)
-    out.print(f"full report: {files['md']}, {files['html']} (plots), {files['json']}; models in {output_dir / 'models'}")
+    out.print(f"full report: {files['md']}, {files['html']} (plots), {files['json']}; "
+              f"models in {output_dir / 'models'}")
