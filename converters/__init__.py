@@ -42,9 +42,17 @@ class Target:
     converter: str
     needs_calibration: bool = False
     integer_only: bool = False
+    # the option whose value names the artifact instead of the variant (ethos-u: the NPU configuration)
+    variant_option: str | None = None
+    # source kinds that arrive already quantized and so need no calibration (ethos-u: an int8 .tflite)
+    quantized_sources: tuple[str, ...] = ()
 
-    def artifact_name(self, stem: str) -> str:
-        return f"{stem}_{self.variant}{self.extension}"
+    def calibrates(self, source_kind: str) -> bool:
+        return self.needs_calibration and source_kind not in self.quantized_sources
+
+    def artifact_name(self, stem: str, options: dict[str, Any] | None = None) -> str:
+        variant = (options or {}).get(self.variant_option, self.variant) if self.variant_option else self.variant
+        return f"{stem}_{variant}{self.extension}"
 
     def function(self) -> Callable[..., dict[str, Any]]:
         module, attr = self.converter.split(":")
@@ -59,9 +67,9 @@ class Target:
         """The user options this target's converter takes (what the pipeline supplies itself excluded)."""
         return self.parameters() - PIPELINE_ARGUMENTS
 
-    def companion_names(self, stem: str) -> list[str]:
+    def companion_names(self, stem: str, options: dict[str, Any] | None = None) -> list[str]:
         """Files written besides the artifact: an IR's .bin."""
-        return [f"{stem}_{self.variant}.bin"] if self.extension == ".xml" else []
+        return [self.artifact_name(stem, options)[: -len(".xml")] + ".bin"] if self.extension == ".xml" else []
 
 
 def _tflite(variant: str, calibrated: bool = False, integer_only: bool = False) -> Target:
@@ -92,6 +100,9 @@ TARGETS: dict[str, Target] = {
         _openvino("int8", True),
         _openvino("fp16"),
         _openvino("fp32"),
+        # variant "ethos-u55-128" is the default --npu-config; the artifact is named after the chosen one
+        Target("ethos-u", "ethos-u", "ethos-u55-128", ".tflite", "converters._ethosu:convert", True,
+               variant_option="npu_config", quantized_sources=("tflite",)),
     )
 }
 

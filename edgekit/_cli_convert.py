@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from edgekit._cli_common import console, emit_json, json_option
+from runtimes._vela import NPU_CONFIGS
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
@@ -100,6 +101,11 @@ def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
 @click.option("--ignored-names", help="OpenVINO int8: comma-separated layer names to keep in float.")
 @click.option("--ignored-types", help="OpenVINO int8: comma-separated layer types to keep in float.")
 @click.option("--ignored-patterns", help="OpenVINO int8: comma-separated name regexes to keep in float.")
+@click.option("--npu-config", type=click.Choice(list(NPU_CONFIGS)),
+              help="ethos-u: the NPU to compile for [default: ethos-u55-128].")
+@click.option("--system-config", help="ethos-u: Vela system configuration (e.g. Ethos_U55_High_End_Embedded).")
+@click.option("--memory-mode", help="ethos-u: Vela memory mode (e.g. Shared_Sram, Dedicated_Sram).")
+@click.option("--require-full-npu", is_flag=True, default=None, help="ethos-u: fail when any op falls back to the CPU.")
 @click.option("--fast-bias-correction/--bias-correction", default=None,
               help="OpenVINO int8: NNCF's fast bias correction [default] or the slower full one.")
 @json_option
@@ -159,4 +165,14 @@ def _print_conversions(results: list) -> None:
         table.add_row(r.target, r.artifact.name, f"{report['artifact']['size_bytes']:,}",
                       f"{report['artifact']['size_ratio']:.2f}x", accuracy, drop, agree, integer,
                       report["status"] + (" (synthetic data)" if v.get("synthetic") else ""))
-    console().print(table)
+    out = console()
+    out.print(table)
+    for r in results:
+        npu = r.report["options"].get("npu")
+        if npu:
+            fallbacks = "; ".join(f"{f['type']} {f['name']} ({f['reason']})" for f in npu["cpu_fallbacks"]) or "none"
+            out.print(f"{npu['npu_config']}: {npu['npu_ops']} ops on the NPU, {npu['cpu_ops']} on the CPU "
+                      f"(fallbacks: {fallbacks}); estimated {npu['inference_time_ms']:.3f} ms/inference "
+                      f"({npu['inferences_per_second']:,.0f} inf/s at {npu['core_clock_mhz']:.0f} MHz), "
+                      f"{npu['macs']:,} MACs, SRAM {npu['sram_used_kib']:.1f} KiB, "
+                      f"flash {npu['off_chip_flash_used_kib'] + npu['on_chip_flash_used_kib']:.1f} KiB")

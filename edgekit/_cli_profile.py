@@ -17,6 +17,7 @@ from edgekit._cli_common import (
     json_option,
     npy_feeds,
 )
+from runtimes._vela import NPU_CONFIGS
 
 
 def _thread_counts(text: str | None) -> list[int | None]:
@@ -58,6 +59,9 @@ def _shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
 @click.option("--image", type=click.Path(path_type=Path, dir_okay=False),
               help="Real data: an image, preprocessed with the model's stored recipe.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random data.")
+@click.option("--estimate", "estimates", multiple=True, type=click.Choice(list(NPU_CONFIGS)),
+              help="Add an Arm Ethos-U estimate (Vela) for a full-int8 .tflite; may repeat.")
+@click.option("--estimate-only", is_flag=True, help="Only the --estimate rows: do not run the model here.")
 @backend_option
 @device_option
 @click.option("--save", "save_paths", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
@@ -71,8 +75,9 @@ def _shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
 def profile(models: tuple[Path, ...], warmup_runs: int, warmup_seconds: float, runs: int, min_seconds: float,
             max_seconds: float, threads_text: str | None, concurrency: int, per_op: bool, top: int,
             input_shapes: tuple[str, ...], inputs: tuple[str, ...], image: Path | None, seed: int,
-            backend: str | None, device: str, save_paths: tuple[Path, ...], baseline: Path | None,
-            max_regression: str, conditions: tuple[str, ...], as_json: bool) -> None:
+            estimates: tuple[str, ...], estimate_only: bool, backend: str | None, device: str,
+            save_paths: tuple[Path, ...], baseline: Path | None, max_regression: str, conditions: tuple[str, ...],
+            as_json: bool) -> None:
     """Benchmark MODEL(s): latency percentiles, throughput, memory, per-op time and device state."""
     from edgekit import profile_output
     from edgekit._api import load
@@ -87,10 +92,17 @@ def profile(models: tuple[Path, ...], warmup_runs: int, warmup_seconds: float, r
         if path.suffix.lower() not in profile_output.SAVE_FORMATS:
             raise click.BadParameter(f"'{path}': use one of {', '.join(profile_output.SAVE_FORMATS)}",
                                      param_hint="--save")
+    if estimate_only and not estimates:
+        raise click.UsageError("--estimate-only needs at least one --estimate NPU")
     shapes = _shapes(input_shapes)
     reports = []
     for model in models:
-        for threads in _thread_counts(threads_text):
+        for npu in estimates:
+            from edgekit.profiler import estimate
+
+            click.echo(f"estimating {model} on {npu} (Vela)...", err=True)
+            reports.append(estimate(model, npu).to_dict())
+        for threads in [] if estimate_only else _thread_counts(threads_text):
             click.echo(f"profiling {model} (threads {threads or 'default'})...", err=True)
             with load(model, backend=backend, device=device, threads=threads) as runtime:
                 feeds = npy_feeds(inputs, runtime) if inputs else image_feeds(image, model, runtime) if image else None

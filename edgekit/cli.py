@@ -201,14 +201,19 @@ def devices(as_json: bool) -> None:
     for warning in system.warnings:
         out.print(f"[yellow]warning:[/yellow] {warning}")
     table = Table()
-    for column in ("engine", "installed", "implementation", "version", "accelerators / how to install"):
+    for column in ("engine", "installed", "implementation", "version", "accelerators / how to install", "NPU"):
         table.add_column(column)
     for e in engines:
         detail = ", ".join(e.accelerators) if e.installed else e.install_hint
         if e.error:
             detail = f"error: {e.error}"
-        table.add_row(e.backend, "yes" if e.installed else "no", e.implementation or "", e.version or "", detail)
+        table.add_row(e.backend, "yes" if e.installed else "no", e.implementation or "", e.version or "", detail,
+                      e.npu or "")
     out.print(table)
+    from runtimes._vela import vela_installed
+
+    out.print("Arm Ethos-U (offline compile and estimates): "
+              + ("vela installed" if vela_installed() else "absent: pip install 'edgekit[ethos-u]'"))
 
 
 cli.add_command(convert)

@@ -119,10 +119,10 @@ def convert(
     src = open_source(source, input_shapes)
     stem = src.path.name if src.path.is_dir() else src.path.stem
     for target in targets:  # fail before any work rather than after minutes of it
-        final = out_dir / target.artifact_name(stem)
-        for path in [final, Path(f"{final}.json")] + [out_dir / n for n in target.companion_names(stem)]:
+        final = out_dir / target.artifact_name(stem, options)
+        for path in [final, Path(f"{final}.json")] + [out_dir / n for n in target.companion_names(stem, options)]:
             ensure_writable(path, force=force)
-    needing = [t.name for t in targets if t.needs_calibration]
+    needing = [t.name for t in targets if t.calibrates(src.kind)]
     if calibration is None and needing:
         raise ConversionError(f"{', '.join(needing)} need(s) calibration data: pass --calib PATH (or --calib random)")
     recipe = recipe or Recipe()
@@ -172,11 +172,11 @@ def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging:
                  reference, source_info: dict[str, Any], *, recipe: Recipe, max_drop: float | None, force: bool,
                  seed: int, options: dict[str, Any], progress: Progress) -> ConversionResult:
     started = time.perf_counter()
-    name = target.artifact_name(stem)
+    name = target.artifact_name(stem, options)
     staged = staging / name
     counter = [0]
     calibration = None
-    if dataset and target.needs_calibration:
+    if dataset and target.calibrates(src.kind):
         calibration = _calibration_feeds(dataset, target, progress, counter)
     accepted = target.options()
     function_options = {k: v for k, v in options.items() if k in accepted}
@@ -195,9 +195,11 @@ def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging:
     converted_s = time.perf_counter() - started
     try:
         model = open_model_file(staged)
+        # An artifact only its accelerator can run (ethos-u) is checked through the model it was made from.
+        checked = open_model_file(Path(used["validated_artifact"])) if "validated_artifact" in used else model
     except EdgekitError as exc:
         raise ConversionError(f"{target.name}: the converter wrote an unusable file: {exc}") from exc
-    audit = audit_model(model)
+    audit = audit_model(checked)
     warnings = []
     if target.integer_only and not audit.integer_compute:
         floats = ", ".join(f"{op}x{count}" for op, count in audit.float_ops.items())
@@ -209,7 +211,7 @@ def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging:
         warnings.append(f"{target.name} is not fully integer: float ops {floats}")
     validation = None
     if reference is not None:
-        validation = _validate(reference, staged, target, src, dataset, max_drop, seed, progress)
+        validation = _validate(reference, checked.path, target, src, dataset, max_drop, seed, progress)
     failures = list(validation.failures) if validation else []
     artifact_size = model.size_bytes
     report = {
@@ -233,7 +235,8 @@ def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging:
     }
     report_name = f"{name}.json"
     (staging / report_name).write_text(json.dumps(report, indent=2, default=str) + "\n")
-    for companion in target.companion_names(stem):  # an IR's .bin goes first: the .xml names a complete pair
+    used.pop("validated_artifact", None)  # a staging path, gone after this call
+    for companion in target.companion_names(stem, options):  # an IR's .bin goes first: the .xml names a complete pair
         publish(staging / companion, out_dir / companion, force=force)
     artifact = publish(staged, out_dir / name, force=force)
     report_path = publish(staging / report_name, out_dir / report_name, force=force)

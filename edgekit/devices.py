@@ -47,6 +47,7 @@ class EngineInfo:
     accelerators: tuple[str, ...] = ()
     install_hint: str | None = None
     error: str | None = None
+    npu: str | None = None  # "present: ..." or "absent: what to install"
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -128,6 +129,28 @@ def _openvino_accelerators() -> tuple[str, ...]:
     return tuple(core().available_devices)
 
 
+NPU_HINTS = {
+    "litert": "install your NPU's LiteRT delegate (Coral: libedgetpu1-std; NXP i.MX: the VX delegate; "
+              "Arm Ethos-U: the Ethos-U delegate) and pass delegate='/path/lib.so'",
+    "onnxruntime": "install an onnxruntime build with an NPU execution provider (onnxruntime-qnn for Qualcomm, "
+                   "VitisAI for AMD, NNAPI on Android, RKNPU for Rockchip, CANN for Huawei)",
+    "openvino": "install the Intel NPU driver (the NPU plugin ships in the openvino wheel)",
+}
+
+
+def npu_status(backend: str, accelerators: tuple[str, ...]) -> str:
+    """Whether an engine can reach an NPU here, and if not, what to install."""
+    from runtimes._ort import PROVIDERS_BY_DEVICE
+
+    if backend == "litert":
+        found = [a for a in accelerators if a.startswith("npu ")]
+    elif backend == "onnxruntime":
+        found = [a for a in accelerators if a in PROVIDERS_BY_DEVICE["npu"]]
+    else:
+        found = [a for a in accelerators if a.split(".")[0] == "NPU"]
+    return f"present: {', '.join(found)}" if found else f"absent: {NPU_HINTS[backend]}"
+
+
 _DISTRIBUTIONS = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime",
                   "tensorflow": "tensorflow", "onnxruntime": "onnxruntime", "openvino": "openvino"}
 _ACCELERATORS = {"litert": _litert_accelerators, "onnxruntime": _ort_accelerators,
@@ -149,6 +172,7 @@ def describe_engines() -> list[EngineInfo]:
         except Exception as exc:  # noqa: BLE001 - a broken engine install is reported, not fatal to the listing
             accelerators, error = (), f"{type(exc).__name__}: {exc}".splitlines()[0]
             log.debug("engine %s failed to report accelerators", backend.name, exc_info=True)
-        engines.append(EngineInfo(backend.name, True, module, version, accelerators, error=error))
+        engines.append(EngineInfo(backend.name, True, module, version, accelerators, error=error,
+                                  npu=npu_status(backend.name, accelerators)))
     return engines
 

@@ -122,16 +122,18 @@ def comparison_rows(reports: list[dict[str, Any]]) -> list[list[str]]:
     for r in reports:
         lat = r["latency_ms"]
         speedup = first / lat["p50"] if lat["p50"] else 0.0
-        rows.append([Path(r["model"]).name, r["backend"], str(r["threads"] or "default"), f"{lat['p50']:.3f}",
+        stability = "estimate" if r.get("estimated") else (
+            ("UNSTABLE: " + "; ".join(r["unstable"])) if r["unstable"] else "stable")
+        rows.append([Path(r["model"]).name, r["backend"], r["device"], str(r["threads"] or "default"),
+                     f"{lat['p50']:.3f}",
                      f"{lat['p90']:.3f}", f"{lat['mean']:.3f} ± {lat['std']:.3f}", f"{lat['cv']:.1%}",
                      f"{r['throughput_ips']:.1f}", f"{r['load_ms']:.1f}", f"{r['peak_rss_mb']:.0f}",
-                     f"{r['model_size_bytes'] / 1024:.1f}", f"{speedup:.2f}x",
-                     ("UNSTABLE: " + "; ".join(r["unstable"])) if r["unstable"] else "stable"])
+                     f"{r['model_size_bytes'] / 1024:.1f}", f"{speedup:.2f}x", stability])
     return rows
 
 
-COMPARISON_HEADER = ["model", "backend", "threads", "p50 ms", "p90 ms", "mean ± std ms", "CV", "inf/s", "load ms",
-                     "peak MB", "size KB", "vs first", "stability"]
+COMPARISON_HEADER = ["model", "backend", "device", "threads", "p50 ms", "p90 ms", "mean ± std ms", "CV", "inf/s",
+                     "load ms", "peak MB", "size KB", "vs first", "stability"]
 
 
 def _markdown(reports: list[dict[str, Any]]) -> str:

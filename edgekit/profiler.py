@@ -79,6 +79,7 @@ class ProfileReport:
     concurrency: int = 1
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     estimated: bool = False
+    npu: dict[str, Any] | None = None  # an estimate's NPU figures (op coverage, memory)
 
     def to_dict(self, *, include_samples: bool = True) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k != "latencies_ms"}
@@ -311,3 +312,46 @@ def _concurrent(runtime: Runtime, model: Any, feeds: dict[str, np.ndarray], raw:
     for rt in extra:
         rt.close()
     return [v for part in results for v in part], wall_s
+
+
+def estimate(model: str | os.PathLike[str], npu_config: str, *, system_config: str | None = None,
+             memory_mode: str | None = None) -> ProfileReport:
+    """An Arm Ethos-U estimate in the profiler's schema (``estimated: true``), from Vela: no NPU needed.
+
+    ``model`` is a full-int8 .tflite; ``latency_ms`` holds Vela's estimated time per inference.
+    """
+    import tempfile
+
+    from edgekit.devices import describe_system
+    from runtimes._formats import open_model_file
+    from runtimes._vela import compile_for_ethos_u
+    from runtimes.audit import audit_model
+    from runtimes.errors import UnsupportedModelError
+
+    checked = open_model_file(model)
+    if checked.format != "tflite" or not audit_model(checked).integer_compute:
+        raise UnsupportedModelError(f"--estimate needs a full-int8 .tflite; '{model}' is not one (convert with "
+                                    "--to tflite-int8 first)")
+    with tempfile.TemporaryDirectory() as folder:
+        result = compile_for_ethos_u(Path(model), Path(folder), npu_config=npu_config, system_config=system_config,
+                                     memory_mode=memory_mode)
+    ms = result.inference_time_ms
+    host = describe_system()
+    npu = result.to_dict()
+    npu.pop("output")
+    return ProfileReport(
+        model=str(model), backend="vela-estimate", engine=f"vela {result.vela_version}", device=npu_config,
+        threads=None, latency_ms=LatencyStats(ms, 0.0, 0.0, ms, ms, ms, ms, ms, ms),
+        throughput_ips=result.inferences_per_second, runs=0, steady_seconds=0.0, load_ms=0.0, first_inference_ms=ms,
+        warmup_runs=0, peak_rss_mb=0.0,
+        memory={"sram_used_kib": result.sram_used_kib, "dram_used_kib": result.dram_used_kib,
+                "flash_used_kib": result.on_chip_flash_used_kib + result.off_chip_flash_used_kib},
+        model_size_bytes=Path(model).stat().st_size, per_op=[],
+        per_op_note="not available: Vela estimates the whole network", inputs="n/a (estimate)",
+        system={"os": host.os, "arch": npu_config, "cpu": f"Arm {npu_config} at {result.core_clock_mhz:.0f} MHz",
+                "cores": 1, "python": host.python, "board": result.system_config,
+                "versions": {"edgekit": __version__, "engine": f"vela {result.vela_version}"}, "governor": None,
+                "frequencies_mhz": [result.core_clock_mhz], "temperatures": {"before_c": {}, "after_c": {}},
+                "throttling": {"before": [], "after": [], "before_raw": None, "after_raw": None}},
+        unstable=[], estimated=True, npu=npu,
+    )

@@ -109,7 +109,7 @@ class LiteRTRuntime(Runtime):
             )
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise UnsupportedModelError(f"LiteRT cannot load '{self.path}': {first_line(exc)}") from exc
+            raise UnsupportedModelError(f"LiteRT cannot load '{self.path}': {_explain(first_line(exc))}") from exc
         self._bind_signature(signature)
         log.info("loaded %s with %s on %s", self.path, self.engine, self.device)
 
@@ -194,3 +194,13 @@ class LiteRTRuntime(Runtime):
     def _release(self) -> None:
         self._interpreter = None
 
+
+
+def _explain(message: str) -> str:
+    """Say what an unresolved custom op means: usually a model compiled for one accelerator."""
+    if "unresolved custom op: ethos-u" in message:
+        return ("it was compiled for an Arm Ethos-U NPU (custom op 'ethos-u'), which only the NPU runs: on the device "
+                "pass delegate='<path to the Ethos-U delegate library>', or load the int8 .tflite it was compiled from")
+    if "unresolved custom op" in message:
+        return f"{message} This LiteRT build lacks that op: load the model with the delegate it was built for"
+    return message

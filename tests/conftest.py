@@ -138,32 +138,41 @@ def digits_folder(tmp_path_factory, digits_split) -> Path:
     return digits.write_image_folder(tmp_path_factory.mktemp("digit-images"), x_test, y_test)
 
 
-@pytest.fixture(scope="session")
-def digits_tflite_all(tmp_path_factory, digits_keras, digits_folder):
-    """Every TFLite target of the digits CNN, calibrated on the image folder (one conversion per session)."""
+def _convert_digits(tmp_path_factory, keras_model: Path, folder: Path, family: str, targets: str) -> dict:
+    """One conversion per session for a target family: calibrated on the digits image folder."""
     import edgekit
 
-    out = tmp_path_factory.mktemp("digits-tflite")
-    results = edgekit.convert(digits_keras, "tflite-int8,tflite-int16x8,tflite-fp16,tflite-dynamic,tflite-fp32",
-                              calibration=digits_folder, calib_size=200, validation_size=250, output_dir=out)
+    results = edgekit.convert(keras_model, targets, calibration=folder, calib_size=200, validation_size=250,
+                              output_dir=tmp_path_factory.mktemp(f"digits-{family}"))
     return {r.target: r for r in results}
+
+
+@pytest.fixture(scope="session")
+def digits_tflite_all(tmp_path_factory, digits_keras, digits_folder):
+    """Every TFLite target of the digits CNN."""
+    return _convert_digits(tmp_path_factory, digits_keras, digits_folder, "tflite",
+                           "tflite-int8,tflite-int16x8,tflite-fp16,tflite-dynamic,tflite-fp32")
 
 
 @pytest.fixture(scope="session")
 def digits_onnx_all(tmp_path_factory, digits_keras, digits_folder):
-    """Every ONNX target of the digits CNN (via tf2onnx), calibrated on the image folder."""
-    import edgekit
+    """Every ONNX target of the digits CNN (via tf2onnx)."""
+    return _convert_digits(tmp_path_factory, digits_keras, digits_folder, "onnx",
+                           "onnx-int8,onnx-int8-dynamic,onnx-fp16,onnx-fp32")
 
-    out = tmp_path_factory.mktemp("digits-onnx")
-    results = edgekit.convert(digits_keras, "onnx-int8,onnx-int8-dynamic,onnx-fp16,onnx-fp32",
-                              calibration=digits_folder, calib_size=200, validation_size=250, output_dir=out)
-    return {r.target: r for r in results}
+
+@pytest.fixture(scope="session")
+def digits_openvino_all(tmp_path_factory, digits_keras, digits_folder):
+    """Every OpenVINO target of the digits CNN."""
+    return _convert_digits(tmp_path_factory, digits_keras, digits_folder, "openvino",
+                           "openvino-int8,openvino-fp16,openvino-fp32")
 
 
 def make_conv_onnx(path: Path, *, opset: int = 17, dynamic_hw: bool = False) -> Path:
     """A small image model built in code: two Conv/Relu branches, Concat, global pooling, Gemm.
 
-    Input ``pixels`` is NCHW [batch, 3, 16, 16] (or [batch, 3, H, W] with ``dynamic_hw``); output ``logits`` [batch, 5].
+    Input ``pixels`` is NCHW [batch, 3, 16, 16] (or [batch, 3, H, W] with ``dynamic_hw``);
+    output ``logits`` [batch, 5].
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -197,13 +206,3 @@ def make_conv_onnx(path: Path, *, opset: int = 17, dynamic_hw: bool = False) -> 
     onnx.save(model, path)
     return path
 
-
-@pytest.fixture(scope="session")
-def digits_openvino_all(tmp_path_factory, digits_keras, digits_folder):
-    """Every OpenVINO target of the digits CNN, calibrated on the image folder."""
-    import edgekit
-
-    out = tmp_path_factory.mktemp("digits-openvino")
-    results = edgekit.convert(digits_keras, "openvino-int8,openvino-fp16,openvino-fp32", calibration=digits_folder,
-                              calib_size=200, validation_size=250, output_dir=out)
-    return {r.target: r for r in results}
