@@ -15,6 +15,9 @@ def load(
     backend: str | None = None,
     device: str = "cpu",
     threads: int | None = None,
+    sha256: str | None = None,
+    check_finite: bool = False,
+    isolated: bool = False,
     **engine_options: Any,
 ) -> Runtime:
     """Load a .tflite, .onnx or OpenVINO .xml model for inference.
@@ -30,6 +33,10 @@ def load(
         device: ``"cpu"``, ``"gpu"``, ``"npu"`` or ``"auto"`` (an accelerator if present, else CPU
             with a logged warning).
         threads: Intra-op threads; default: the engine's choice.
+        sha256: Refuse the file unless its sha256 is this (the conversion reports record it).
+        check_finite: Refuse float feeds holding NaN or Inf (reads every element: off by default).
+        isolated: Let the engine parse the file first in a subprocess with memory and time limits, so a
+            native crash on a crafted file becomes an ``UnsupportedModelError`` instead of killing this process.
         **engine_options: Passed to the engine: ``delegate``/``delegate_options``/``implementation``/
             ``signature`` (LiteRT), ``providers``/``session_options`` (ONNX Runtime), ``config`` (OpenVINO).
 
@@ -41,4 +48,5 @@ def load(
         MissingDependencyError: The engine is not installed; the message names the pip extra.
         DeviceError: The requested device is not present; the message lists what is.
     """
-    return open_runtime(path, backend=backend, device=device, threads=threads, **engine_options)
+    return open_runtime(path, backend=backend, device=device, threads=threads, sha256=sha256,
+                        check_finite=check_finite, isolated=isolated, **engine_options)

@@ -31,6 +31,15 @@ from edgekit._cli_demo import demo
 from edgekit._cli_profile import profile
 from edgekit.errors import EdgekitError
 
+_terminated = False
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM unwinds like Ctrl-C, so every `finally` runs and no partial artifact is left behind."""
+    global _terminated
+    _terminated = True
+    raise KeyboardInterrupt
+
 
 class _Group(click.Group):
     """Turns edgekit errors into one line and exit code 1 (or a traceback with --debug)."""
@@ -38,14 +47,18 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except EdgekitError as exc:
+        except KeyboardInterrupt:
+            click.echo(f"Error: {'terminated' if _terminated else 'interrupted'}; nothing was written", err=True)
+            ctx.exit(143 if _terminated else 130)
+        except (EdgekitError, OSError) as exc:
+            if _terminated:  # an engine may wrap the interruption raised inside its callback
+                click.echo("Error: terminated; nothing was written", err=True)
+                ctx.exit(143)
             if ctx.meta.get("edgekit.debug"):
                 raise
-            click.echo(f"Error: {exc}", err=True)
+            message = str(exc) if isinstance(exc, EdgekitError) else f"{exc.strerror or exc}: {exc.filename or ''}"
+            click.echo(f"Error: {message}", err=True)
             ctx.exit(1)
-        except KeyboardInterrupt:
-            click.echo("Error: interrupted", err=True)
-            ctx.exit(130)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,12 +91,13 @@ def _spec_table(title: str, specs: Any):
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @backend_option
+@click.option("--isolated", is_flag=True, help="Let the engine parse the file in a limited subprocess first.")
 @json_option
-def inspect(model: Path, backend: str | None, as_json: bool) -> None:
+def inspect(model: Path, backend: str | None, isolated: bool, as_json: bool) -> None:
     """Show a model's format, I/O tensors, op types and how integer it is."""
     from edgekit.inspection import inspect_model
 
-    info = inspect_model(model, backend=backend)
+    info = inspect_model(model, backend=backend, isolated=isolated)
     if as_json:
         emit_json(info.to_dict())
         return
@@ -222,6 +236,9 @@ cli.add_command(profile)
 
 
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     cli(prog_name="edgekit")
 
 

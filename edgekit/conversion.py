@@ -185,9 +185,12 @@ def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging:
     function_options.update({k: v for k, v in supplied.items() if k in target.parameters()})
     chatter = io.StringIO()
     # Engines print progress to stdout (onnxruntime's calibrators do); stdout is for results only.
-    with progress(f"converting to {target.name}", None) if calibration is None else nullcontext(), \
-            redirect_stdout(chatter):
-        used = target.function()(src, target, staged, calibration=calibration, **function_options)
+    try:
+        with progress(f"converting to {target.name}", None) if calibration is None else nullcontext(), \
+                redirect_stdout(chatter):
+            used = target.function()(src, target, staged, calibration=calibration, **function_options)
+    except OSError as exc:  # a full disk or a vanished folder, mid-write: typed, and staging is cleaned up
+        raise ConversionError(f"{target.name}: cannot write in '{out_dir}': {exc.strerror or exc}") from exc
     if chatter.getvalue().strip():
         log.debug("%s converter output:\n%s", target.name, chatter.getvalue().rstrip())
     if calibration is not None:
@@ -234,7 +237,10 @@ def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging:
         "durations_s": {"convert": round(converted_s, 3), "total": round(time.perf_counter() - started, 3)},
     }
     report_name = f"{name}.json"
-    (staging / report_name).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    try:
+        (staging / report_name).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    except OSError as exc:
+        raise ConversionError(f"{target.name}: cannot write its report in '{out_dir}': {exc.strerror}") from exc
     used.pop("validated_artifact", None)  # a staging path, gone after this call
     for companion in target.companion_names(stem, options):  # an IR's .bin goes first: the .xml names a complete pair
         publish(staging / companion, out_dir / companion, force=force)

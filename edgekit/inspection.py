@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,17 +36,10 @@ class ModelInfo:
 
 def sha256_of(model: ModelFile) -> str:
     """sha256 of the model file (for IR: of the .xml followed by the .bin)."""
-    digest = hashlib.sha256()
-    for part in (model.path, model.weights_path):
-        if part is None:
-            continue
-        with open(part, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return model.sha256()
 
 
-def inspect_model(path: str | os.PathLike[str], *, backend: str | None = None) -> ModelInfo:
+def inspect_model(path: str | os.PathLike[str], *, backend: str | None = None, isolated: bool = False) -> ModelInfo:
     """Describe a model file: format, engine, size, sha256, I/O specs and quantization audit.
 
     Raises:
@@ -55,7 +47,7 @@ def inspect_model(path: str | os.PathLike[str], *, backend: str | None = None) -
         MissingDependencyError: No engine to read it is installed.
     """
     model = open_model_file(path)
-    with open_runtime(model, backend=backend) as runtime:
+    with open_runtime(model, backend=backend, isolated=isolated) as runtime:
         return ModelInfo(
             path=str(Path(model.path)), format=model.format, backend=runtime.backend, engine=runtime.engine,
             size_bytes=model.size_bytes, sha256=sha256_of(model), inputs=runtime.inputs, outputs=runtime.outputs,

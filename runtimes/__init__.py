@@ -84,6 +84,9 @@ def open_runtime(
     backend: str | None = None,
     device: str = "cpu",
     threads: int | None = None,
+    sha256: str | None = None,
+    check_finite: bool = False,
+    isolated: bool = False,
     **engine_options: Any,
 ) -> Runtime:
     """Validate, identify and load a model file. See ``edgekit.load`` for the arguments."""
@@ -93,5 +96,15 @@ def open_runtime(
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise EdgekitError(f"threads must be a positive integer, got {threads!r}")
     model = path if isinstance(path, ModelFile) else open_model_file(path)
-    runtime_class = resolve_backend(model, backend).runtime_class()
-    return runtime_class(model, device=device, threads=threads, **engine_options)
+    if sha256 is not None and model.sha256() != sha256.lower().strip():
+        raise UnsupportedModelError(f"'{model.path}' has sha256 {model.sha256()}, not the expected {sha256}; "
+                                    "the file changed or is not the model you meant")
+    chosen = resolve_backend(model, backend)
+    runtime_class = chosen.runtime_class()
+    if isolated:
+        from runtimes._isolation import probe
+
+        probe(model.path, chosen.name)
+    runtime = runtime_class(model, device=device, threads=threads, **engine_options)
+    runtime.check_finite = check_finite
+    return runtime

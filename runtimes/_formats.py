@@ -9,6 +9,7 @@ that points outside the model's folder.
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import os
 import re
@@ -37,6 +38,17 @@ class ModelFile:
     def size_bytes(self) -> int:
         size = self.path.stat().st_size
         return size + (self.weights_path.stat().st_size if self.weights_path else 0)
+
+    def sha256(self) -> str:
+        """sha256 of the model (for an IR: of the .xml followed by the .bin)."""
+        digest = hashlib.sha256()
+        for part in (self.path, self.weights_path):
+            if part is None:
+                continue
+            with open(part, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        return digest.hexdigest()
 
 
 @contextmanager
@@ -153,6 +165,12 @@ def _check_openvino(xml_path: Path) -> Path | None:
         raise UnsupportedModelError(
             f"OpenVINO weights '{bin_path}' are truncated: the .xml needs {needed} bytes, the .bin has {have}; "
             "re-copy or re-convert the model"
+        )
+    if needed < have:
+        # OpenVINO writes weights back to back: a longer .bin belongs to another model.
+        raise UnsupportedModelError(
+            f"'{bin_path.name}' ({have} bytes) is not the pair of '{xml_path.name}', which describes {needed} bytes "
+            "of weights; copy the .xml and .bin that were converted together"
         )
     return bin_path
 

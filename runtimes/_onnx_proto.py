@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from runtimes.errors import UnsupportedModelError
 
 _MAX_DEPTH = 64  # nested subgraphs (If/Loop bodies); deeper is hostile, not a real model
+_MAX_TENSOR_BYTES = 1 << 40  # one tensor of a terabyte is not a model that fits any edge device
+_ITEMSIZE = {"float32": 4, "uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "int32": 4, "int64": 8, "bool": 1,
+             "float16": 2, "float64": 8, "uint32": 4, "uint64": 8, "bfloat16": 2}
 
 # field numbers from onnx.proto3
 _MODEL_GRAPH, _MODEL_FUNCTIONS, _MODEL_TRAINING, _MODEL_OPSET = 7, 25, 20, 8
@@ -67,7 +70,7 @@ def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         if pos >= len(buf) or shift > 63:
-            raise _Malformed("truncated varint")
+            raise _Malformed("the file ends inside a number (truncated or not ONNX)")
         byte = buf[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
@@ -89,7 +92,7 @@ def _fields(buf: memoryview):
         elif wire == 2:
             length, pos = _varint(buf, pos)
             if pos + length > end:
-                raise _Malformed("length runs past the end of the file")
+                raise _Malformed("a field runs past the end of the file (truncated or not ONNX)")
             value, pos = buf[pos : pos + length], pos + length
         elif wire == 1:
             value, pos = None, pos + 8
@@ -205,6 +208,7 @@ class _Walker:
     def tensor(self, buf: memoryview, keep_scalar: bool = False) -> tuple[str, str]:
         name, dtype = "", "unknown"
         elements, raw, numbers = 1, None, []
+        raw_length = external_length = None
         for number, wire, value in _fields(buf):
             if number == _TENSOR_NAME and wire == 2:
                 name = _text(value)
@@ -213,8 +217,9 @@ class _Walker:
             elif number == _TENSOR_DIMS:
                 for dim in _packed_varints(value) if wire == 2 else [value]:
                     elements *= dim
-            elif keep_scalar and number == _TENSOR_RAW and wire == 2:
-                raw = value
+            elif number == _TENSOR_RAW and wire == 2:
+                raw_length = len(value)
+                raw = value if keep_scalar else None
             elif keep_scalar and number == _TENSOR_FLOATS:
                 numbers += list(struct.unpack(f"<{len(value) // 4}f", value)) if wire == 2 else []
             elif keep_scalar and number == _TENSOR_INT32S:
@@ -228,9 +233,24 @@ class _Walker:
                         val = _text(v)
                 if key == "location":
                     self.summary.external_locations.append(val)
+                elif key == "length" and val.isdigit():
+                    external_length = int(val)
+        self._check_size(name, dtype, elements, raw_length if raw_length is not None else external_length)
         if keep_scalar and elements == 1:
             self._keep_scalar(name, dtype, raw, numbers)
         return name, dtype
+
+    def _check_size(self, name: str, dtype: str, elements: int, stored: int | None) -> None:
+        """A tensor's declared shape must match the bytes it holds: hostile files declare terabytes
+        to make an engine allocate them."""
+        itemsize = _ITEMSIZE.get(dtype)
+        if itemsize is None:
+            return
+        declared = elements * itemsize
+        if declared > _MAX_TENSOR_BYTES:
+            raise _Malformed(f"tensor '{name}' declares {declared / 2**40:.1f} TiB")
+        if stored is not None and stored != declared:
+            raise _Malformed(f"tensor '{name}' declares {declared} bytes but holds {stored}")
 
     def _keep_scalar(self, name: str, dtype: str, raw: memoryview | None, numbers: list) -> None:
         # Quantization scales and zero points are one-element tensors; runtimes read them from here.
@@ -267,7 +287,7 @@ def read_onnx(data: bytes | memoryview, path: str) -> OnnxSummary:
     try:
         walker.model(memoryview(data))
     except _Malformed as exc:
-        problem = f"is not a valid ONNX model ({exc}); the file may be truncated"
+        problem = f"is not a valid ONNX model: {exc}"
     except RecursionError:
         problem = "nests too deeply to be a real ONNX model"
     if problem:

@@ -12,6 +12,7 @@ to trade that for speed.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -114,6 +115,7 @@ class OpenVINORuntime(Runtime):
             tuple(_spec(p, quant) for p in self._compiled.outputs),
         )
         self._request = self._compiled.create_infer_request()
+        self._lock = threading.Lock()
         self._tensor = ov.Tensor
         self._shapes: list[tuple[int, ...] | None] = [None] * len(self.inputs)
         self._buffers: list[np.ndarray | None] = [None] * len(self.inputs)
@@ -121,6 +123,11 @@ class OpenVINORuntime(Runtime):
         log.info("loaded %s with %s on %s", self.path, self.engine, device_name)
 
     def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        # One reused infer request and its input buffers: one run at a time.
+        with self._lock:
+            return self._invoke_locked(arrays)
+
+    def _invoke_locked(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         request = self._request
         try:
             for index, array in enumerate(arrays):

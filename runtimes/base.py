@@ -128,6 +128,8 @@ class Runtime(abc.ABC):
     engine: str = ""
     device: str = "cpu"
     path: str = ""
+    #: Refuse NaN/Inf in float feeds (off by default: the check reads every element).
+    check_finite: bool = False
 
     def __init__(self) -> None:
         self._closed = False
@@ -173,6 +175,8 @@ class Runtime(abc.ABC):
         # This is the hot path: every line costs on a model that runs in microseconds.
         if self._closed:
             raise InferenceError(f"runtime for '{self.path}' is closed; load the model again")
+        if self.check_finite:  # before quantization, which would turn NaN into an arbitrary integer
+            self._require_finite(feeds)
         results = self._invoke(self._prepare(feeds, raw))
         if raw or not self._any_dequantize:
             return dict(zip(self._output_names, results))
@@ -199,6 +203,15 @@ class Runtime(abc.ABC):
         if len(plans) != 1:
             raise InferenceError(f"this model has {len(plans)} inputs {list(self._input_names)}; pass a dict by name")
         return [plans[0].prepare(feeds, raw)]
+
+    def _require_finite(self, feeds: Any) -> None:
+        named = feeds.items() if isinstance(feeds, Mapping) else [(self._input_names[0], feeds)]
+        for name, value in named:
+            array = np.asarray(value)
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+                raise InferenceError(f"input '{name}' holds {bad} NaN/Inf value(s); clean the data "
+                                     "(check_finite=True is on)")
 
     def _name_error(self, feeds: Mapping[str, Any]) -> InferenceError:
         unknown = sorted(str(k) for k in set(feeds) - set(self._input_names))
