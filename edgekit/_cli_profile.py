@@ -62,6 +62,17 @@ def _shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
 @click.option("--estimate", "estimates", multiple=True, type=click.Choice(list(NPU_CONFIGS)),
               help="Add an Arm Ethos-U estimate (Vela) for a full-int8 .tflite; may repeat.")
 @click.option("--estimate-only", is_flag=True, help="Only the --estimate rows: do not run the model here.")
+@click.option("--remote", "remotes", multiple=True, metavar="USER@HOST[:PORT]",
+              help="Profile on this device over SSH instead of here; may repeat (devices run in parallel).")
+@click.option("--identity", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="SSH private key for --remote.")
+@click.option("--python", "remote_python", default="python3", show_default=True,
+              help="The device's Python that has edgekit (e.g. ~/edgekit/bin/python).")
+@click.option("--accept-new-host-key", is_flag=True, help="Trust a device's host key on first connection only.")
+@click.option("--known-hosts", type=click.Path(path_type=Path, dir_okay=False),
+              help="known_hosts file for --remote [default: ssh's own].")
+@click.option("--ssh-timeout", type=click.FloatRange(min=1), default=900.0, show_default=True,
+              help="Seconds allowed for each remote step.")
 @backend_option
 @device_option
 @click.option("--save", "save_paths", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
@@ -75,7 +86,9 @@ def _shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
 def profile(models: tuple[Path, ...], warmup_runs: int, warmup_seconds: float, runs: int, min_seconds: float,
             max_seconds: float, threads_text: str | None, concurrency: int, per_op: bool, top: int,
             input_shapes: tuple[str, ...], inputs: tuple[str, ...], image: Path | None, seed: int,
-            estimates: tuple[str, ...], estimate_only: bool, backend: str | None, device: str,
+            estimates: tuple[str, ...], estimate_only: bool, remotes: tuple[str, ...], identity: Path | None,
+            remote_python: str, accept_new_host_key: bool, known_hosts: Path | None, ssh_timeout: float,
+            backend: str | None, device: str,
             save_paths: tuple[Path, ...], baseline: Path | None, max_regression: str, conditions: tuple[str, ...],
             as_json: bool) -> None:
     """Benchmark MODEL(s): latency percentiles, throughput, memory, per-op time and device state."""
@@ -96,6 +109,17 @@ def profile(models: tuple[Path, ...], warmup_runs: int, warmup_seconds: float, r
         raise click.UsageError("--estimate-only needs at least one --estimate NPU")
     shapes = _shapes(input_shapes)
     reports = []
+    if remotes:
+        from edgekit.remote import SshOptions, parse_remote
+
+        parsed = [parse_remote(r) for r in remotes]
+        ssh = SshOptions(identity=identity, known_hosts=known_hosts, accept_new_host_key=accept_new_host_key,
+                         timeout_s=ssh_timeout, python=remote_python)
+        forwarded, files = _forwarded_args(warmup_runs, warmup_seconds, runs, min_seconds, max_seconds, threads_text,
+                                           concurrency, per_op, top, input_shapes, inputs, image, seed, backend,
+                                           device)
+        reports = _run_remotely(models, parsed, ssh, forwarded, files)
+        models = ()  # nothing runs here
     for model in models:
         for npu in estimates:
             from edgekit.profiler import estimate
@@ -124,6 +148,49 @@ def profile(models: tuple[Path, ...], warmup_runs: int, warmup_seconds: float, r
     if failure:
         click.echo(f"Error: {failure}", err=True)
         sys.exit(1)
+
+
+def _forwarded_args(warmup_runs: int, warmup_seconds: float, runs: int, min_seconds: float, max_seconds: float,
+                    threads_text: str | None, concurrency: int, per_op: bool, top: int, input_shapes: tuple[str, ...],
+                    inputs: tuple[str, ...], image: Path | None, seed: int, backend: str | None,
+                    device: str) -> tuple[list[str], list[Path]]:
+    """The local flags as arguments for the device's `edgekit profile`, and the files they need copied."""
+    args = ["--warmup-runs", str(warmup_runs), "--warmup-seconds", str(warmup_seconds), "--runs", str(runs),
+            "--min-seconds", str(min_seconds), "--max-seconds", str(max_seconds), "--concurrency", str(concurrency),
+            "--top", str(top), "--seed", str(seed), "--device", device]
+    args += ["--threads", threads_text] if threads_text else []
+    args += ["--per-op"] if per_op else []
+    args += ["--backend", backend] if backend else []
+    for shape in input_shapes:
+        args += ["--input-shape", shape]
+    files = []
+    for pair in inputs:  # the .npy files travel with the model; the device sees their bare names
+        name, sep, file = pair.rpartition("=")
+        files.append(Path(file))
+        args += ["--input", f"{name}{sep}{Path(file).name}"]
+    if image is not None:
+        files.append(image)
+        args += ["--image", image.name]
+    return args, files
+
+
+def _run_remotely(models: tuple[Path, ...], remotes: list, ssh: Any, args: list[str], files: list[Path]) -> list:
+    """Every model on every device; the devices work in parallel, each model in turn."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgekit.remote import profile_remote
+
+    def on_device(remote: Any) -> list[dict[str, Any]]:
+        results = []
+        for model in models:
+            click.echo(f"profiling {model} on {remote}...", err=True)
+            report = profile_remote(model, remote, ssh, args, files)
+            results += report if isinstance(report, list) else [report]
+        return results
+
+    with ThreadPoolExecutor(max_workers=len(remotes)) as pool:
+        per_device = list(pool.map(on_device, remotes))
+    return [report for device in per_device for report in device]
 
 
 def _concise(report: dict[str, Any]) -> dict[str, Any]:

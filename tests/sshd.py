@@ -1,0 +1,75 @@
+"""A real OpenSSH server on a loopback port, for the remote-profiling tests (host or inside a chroot)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def keygen(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path
+
+
+@dataclass
+class Sshd:
+    port: int
+    process: subprocess.Popen
+    client_key: Path
+    log: Path
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_sshd(work: Path, *, root: Path | None = None) -> Sshd:
+    """Start sshd on 127.0.0.1:<free port>, accepting ``work/client`` for root; ``root`` runs it in that chroot."""
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd).exists():
+        raise RuntimeError("sshd is not installed (openssh-server); .ci/run installs it")
+    client = keygen(work / "client")
+    base = root / "tmp" / f"sshd-{work.name}" if root else work / "server"
+    base.mkdir(parents=True, exist_ok=True)
+    inside = Path("/tmp") / f"sshd-{work.name}" if root else base  # the same folder as sshd sees it
+    keygen(base / "host_key")
+    shutil.copyfile(client.with_suffix(".pub"), base / "authorized_keys")
+    port = free_port()
+    (base / "config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {inside}/host_key\nAuthorizedKeysFile {inside}/authorized_keys\n"
+        f"PidFile {inside}/sshd.pid\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nSubsystem sftp internal-sftp\n"
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)
+    if root:
+        (root / "run" / "sshd").mkdir(parents=True, exist_ok=True)
+    log = work / "sshd.log"
+    command = [sshd, "-D", "-f", f"{inside}/config", "-E", f"{inside}/sshd.log"]
+    if root:
+        command = ["chroot", str(root), "/usr/sbin/sshd", *command[1:]]
+        log = base / "sshd.log"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"sshd exited with {process.returncode}: {log.read_text() if log.exists() else ''}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return Sshd(port, process, client, log)
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("sshd did not start listening within 60 s")
