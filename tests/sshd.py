@@ -49,7 +49,8 @@ def start_sshd(work: Path, *, root: Path | None = None) -> Sshd:
     shutil.copyfile(client.with_suffix(".pub"), base / "authorized_keys")
     port = free_port()
     (base / "config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {inside}/host_key\nAuthorizedKeysFile {inside}/authorized_keys\n"
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {inside}/host_key\n"
+        f"AuthorizedKeysFile {inside}/authorized_keys\n"
         f"PidFile {inside}/sshd.pid\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nSubsystem sftp internal-sftp\n"
     )
