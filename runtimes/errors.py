@@ -17,7 +17,19 @@ class MissingDependencyError(EdgekitError, ImportError):
 
     def __init__(self, what: str, extra: str) -> None:
         self.extra = extra
-        super().__init__(f"{what} is not installed; install it with: pip install 'edgekit[{extra}]'")
+        super().__init__(f"{what} is not installed; install it with: pip install 'edgekit[{extra}]'"
+                         + _userland_hint())
+
+
+def _userland_hint() -> str:
+    """On a 32-bit ARM Python the install would fail too: say so, and what to do instead."""
+    import platform
+    import struct
+
+    if struct.calcsize("P") == 4 and platform.machine().lower().startswith(("arm", "aarch64")):
+        return (" -- but this Python is 32-bit ARM, for which no engine publishes wheels: install 64-bit "
+                "Raspberry Pi OS")
+    return ""
 
 
 class UnsupportedModelError(EdgekitError):

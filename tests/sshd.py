@@ -43,7 +43,8 @@ def start_sshd(work: Path, *, root: Path | None = None) -> Sshd:
         raise RuntimeError("sshd is not installed (openssh-server); .ci/run installs it")
     client = keygen(work / "client")
     base = root / "tmp" / f"sshd-{work.name}" if root else work / "server"
-    base.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(base, ignore_errors=True)  # a root is reused across runs: start clean
+    base.mkdir(parents=True)
     inside = Path("/tmp") / f"sshd-{work.name}" if root else base  # the same folder as sshd sees it
     keygen(base / "host_key")
     shutil.copyfile(client.with_suffix(".pub"), base / "authorized_keys")

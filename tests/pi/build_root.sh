@@ -12,8 +12,11 @@ fail() { echo "build_root.sh: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || fail "must run as root (debootstrap, chroot and binfmt registration need it)"
 
-if ! command -v debootstrap >/dev/null || ! [ -e /usr/bin/qemu-aarch64-static ] || ! command -v sshd >/dev/null \
-        && ! [ -x /usr/sbin/sshd ]; then
+missing=0
+for needed in /usr/sbin/debootstrap /usr/bin/qemu-aarch64-static /usr/sbin/update-binfmts /usr/sbin/sshd /usr/bin/ssh; do
+    [ -e "$needed" ] || missing=1
+done
+if [ "$missing" = 1 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap qemu-user-static binfmt-support \
         openssh-server openssh-client >/dev/null

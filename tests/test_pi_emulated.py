@@ -1,0 +1,152 @@
+"""An emulated Raspberry Pi: an arm64 Debian root under qemu-user with edgekit installed as a Pi user would.
+
+tests/pi/build_root.sh builds it (.ci/run calls it; in CI a missing root is a failure, not a skip).
+Emulated timings mean nothing, so these tests check what must hold on a Pi: the device path works
+with aarch64 wheels and no TensorFlow, outputs match x86, and profiling over SSH reaches an "aarch64
+device" end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tiny
+from click.testing import CliRunner
+from sshd import start_sshd
+
+import edgekit
+from edgekit.cli import cli
+
+ROOT = Path(os.environ.get("EDGEKIT_PI_ROOT", "/var/cache/edgekit-pi/root"))
+READY = ROOT / ".edgekit-ready"
+pytestmark = [pytest.mark.slow, pytest.mark.litert, pytest.mark.onnxruntime, pytest.mark.openvino]
+
+if not READY.exists():
+    if os.environ.get("CI"):
+        pytest.fail(f"the emulated arm64 root is not ready at {ROOT}: .ci/run must run tests/pi/build_root.sh "
+                    "first (it says why it failed)", pytrace=False)
+    pytest.skip(f"no emulated arm64 root at {ROOT}; build it with: sudo bash tests/pi/build_root.sh",
+                allow_module_level=True)
+
+
+def chroot(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a command inside the arm64 root (under qemu), with /proc but without the host's /sys."""
+    if subprocess.run(["mountpoint", "-q", str(ROOT / "proc")]).returncode != 0:
+        subprocess.run(["mount", "-t", "proc", "proc", str(ROOT / "proc")], check=True)
+    return subprocess.run(["chroot", str(ROOT), "/usr/bin/env", "-i", "PATH=/opt/venv/bin:/usr/bin:/bin",
+                           "HOME=/root", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def device_dir(tflite_int8, onnx_int8_io, ir_fp32):
+    """The test models copied into the device's /tmp."""
+    folder = ROOT / "tmp" / "edgekit-models"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for source in (tflite_int8, onnx_int8_io, ir_fp32, ir_fp32.with_suffix(".bin")):
+        shutil.copyfile(source, folder / source.name)
+    return folder
+
+
+def test_devices_reports_aarch64_and_its_engines():
+    done = chroot("edgekit", "devices", "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["system"]["arch"] == "aarch64" and data["system"]["warnings"] == []
+    engines = {e["backend"]: e for e in data["engines"]}
+    assert all(engines[name]["installed"] for name in ("litert", "onnxruntime", "openvino"))
+    assert engines["litert"]["implementation"] == "ai_edge_litert"
+
+
+def test_no_tensorflow_on_the_device():
+    done = chroot("python", "-c", "import importlib.util as u; print(u.find_spec('tensorflow'), u.find_spec('nncf'))")
+    assert done.stdout.strip() == "None None", done.stdout + done.stderr
+
+
+_RUN = """
+import json, sys
+import numpy as np
+import edgekit
+x = np.asarray(json.loads(sys.argv[2]), dtype=np.float32)
+with edgekit.load(sys.argv[1]) as rt:
+    out = rt.run(x)
+print(json.dumps({"output": next(iter(out.values())).tolist(), "engine": rt.engine,
+                  "heavy": sorted(m for m in ("tensorflow", "converters", "nncf") if m in sys.modules)}))
+"""
+
+
+@contextmanager
+def host_sysfs():
+    """OpenVINO's ARM CPU plugin needs the sysfs CPU topology (hwloc) and segfaults under qemu-user
+    without it, while onnxruntime's CPU detection segfaults *with* the host's /sys. So the host's
+    /sys is bound into the root only while OpenVINO runs."""
+    subprocess.run(["mount", "--bind", "/sys", str(ROOT / "sys")], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(ROOT / "sys")], check=True)
+
+
+@pytest.mark.parametrize("name", ["tiny_int8.tflite", "tiny_int8io.onnx", "tiny_fp32.xml"])
+def test_outputs_on_arm64_match_x86(device_dir, name):
+    x = tiny.sample_inputs(4, seed=42)
+    with host_sysfs() if name.endswith(".xml") else nullcontext():
+        done = chroot("python", "-c", _RUN, f"/tmp/edgekit-models/{name}", json.dumps(x.tolist()))
+    assert done.returncode == 0, done.stderr[-2000:]
+    device = json.loads(done.stdout.strip().splitlines()[-1])
+    with edgekit.load(device_dir / name) as rt:
+        here = rt.run(x)["output"]
+    # int8 kernels can round differently between x86 and ARM: at most one quantization step apart
+    np.testing.assert_allclose(np.asarray(device["output"]), here, atol=1.01 / 256)
+    assert np.array_equal(np.asarray(device["output"]).argmax(1), here.argmax(1))
+    assert device["heavy"] == []
+
+
+def test_a_device_without_an_engine_says_what_to_install(device_dir):
+    done = subprocess.run(["chroot", str(ROOT), "/usr/bin/env", "-i", "PATH=/opt/bare/bin:/usr/bin:/bin",
+                           "HOME=/root", "edgekit", "run", "/tmp/edgekit-models/tiny_int8.tflite", "--random"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1
+    assert "pip install 'edgekit[litert]'" in done.stderr and done.stderr.count("Error:") == 1
+
+
+@pytest.fixture(scope="module")
+def pi_sshd(tmp_path_factory):
+    sshd = start_sshd(tmp_path_factory.mktemp("pi-ssh"), root=ROOT)
+    yield sshd
+    sshd.stop()
+
+
+def test_profile_remote_on_the_emulated_pi(pi_sshd, tmp_path, tflite_int8, tflite_fp32):
+    result = CliRunner().invoke(cli, [
+        "profile", str(tflite_int8), str(tflite_fp32), "--runs", "5", "--min-seconds", "0.1", "--warmup-seconds", "0",
+        "--remote", f"root@127.0.0.1:{pi_sshd.port}", "--identity", str(pi_sshd.client_key),
+        "--known-hosts", str(tmp_path / "known_hosts"), "--accept-new-host-key", "--python", "/opt/venv/bin/python",
+        "--json"])
+    assert result.exit_code == 0, result.output
+    int8, fp32 = json.loads(result.stdout)
+    for report in (int8, fp32):
+        assert report["system"]["arch"] == "aarch64" and report["remote"].endswith(f":{pi_sshd.port}")
+        assert report["engine"].startswith("ai_edge_litert") and report["runs"] >= 5
+        assert {"governor", "temperatures", "throttling", "board"} <= set(report["system"])
+    assert (int8["model"], fp32["model"]) == ("tiny_int8.tflite", "tiny_fp32.tflite")
+
+
+def test_engine_missing_on_the_remote_device(pi_sshd, tmp_path, tflite_int8):
+    result = CliRunner().invoke(cli, [
+        "profile", str(tflite_int8), "--runs", "2", "--min-seconds", "0",
+        "--remote", f"root@127.0.0.1:{pi_sshd.port}", "--identity", str(pi_sshd.client_key),
+        "--known-hosts", str(tmp_path / "known_hosts"), "--accept-new-host-key", "--python", "/opt/bare/bin/python"])
+    assert result.exit_code == 1 and "pip install 'edgekit[litert]'" in result.stderr, result.output
+
+
+def test_sys_is_not_mounted_in_the_root():
+    """With the host's /sys visible, onnxruntime's CPU detection segfaults under qemu: keep it out."""
+    assert subprocess.run(["mountpoint", "-q", str(ROOT / "sys")]).returncode != 0
