@@ -34,16 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _external(folder: Path, location: str) -> Path:
-    import onnx
-
-    path = folder / "ext.onnx"
-    onnx.save(tiny.make_onnx(), path, save_as_external_data=True, location="weights.bin", size_threshold=0)
-    model = onnx.load(path, load_external_data=False)
-    for tensor in model.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = location
-    onnx.save(model, path)
+    """External data pointing at ``location``, with a symlink and a hard link to a file outside at hand."""
+    path = tiny.save_with_external_data(folder, location)
     outside = folder.parent / f"secret-{folder.name}.bin"
     outside.write_bytes((folder / "weights.bin").read_bytes())
     os.symlink(outside, folder / "link.bin")

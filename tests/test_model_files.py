@@ -80,26 +80,10 @@ def test_ir_without_its_bin_is_refused(copy_to, ir_fp32):
         edgekit.load(xml)
 
 
-def _external_model(folder: Path, location: str | None = None) -> Path:
-    """Save the tiny ONNX with external weights, then point them at ``location``."""
-    import onnx
-
-    path = folder / "ext.onnx"
-    onnx.save(tiny.make_onnx(), path, save_as_external_data=True, location="weights.bin", size_threshold=0)
-    if location is not None:
-        model = onnx.load(path, load_external_data=False)
-        for tensor in model.graph.initializer:
-            for entry in tensor.external_data:
-                if entry.key == "location":
-                    entry.value = location
-        onnx.save(model, path)
-    return path
-
-
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_external_data_beside_the_model_loads(tmp_path, backend):
     x = tiny.sample_inputs(2)
-    with edgekit.load(_external_model(tmp_path), backend=backend) as rt:
+    with edgekit.load(tiny.save_with_external_data(tmp_path), backend=backend) as rt:
         np.testing.assert_allclose(rt.run(x)["output"], tiny.reference_output(x), atol=1e-5)
 
 
@@ -118,7 +102,7 @@ def test_external_data_beside_the_model_loads(tmp_path, backend):
 def test_unsafe_external_data_is_refused_before_the_engine_sees_it(tmp_path, backend, location, fragment):
     folder = tmp_path / "model"
     folder.mkdir()
-    path = _external_model(folder, location)
+    path = tiny.save_with_external_data(folder, location)
     outside = tmp_path / "secret.bin"
     outside.write_bytes((folder / "weights.bin").read_bytes())
     os.symlink(outside, folder / "link.bin")

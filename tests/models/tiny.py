@@ -48,6 +48,23 @@ def reference_output(x: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
+def save_with_external_data(folder: Path, location: str | None = None) -> Path:
+    """Save the float ONNX form with its weights in 'weights.bin' beside it, then (to stage hostile
+    files) point every external-data reference at ``location`` instead."""
+    import onnx
+
+    path = folder / "ext.onnx"
+    onnx.save(make_onnx(), path, save_as_external_data=True, location="weights.bin", size_threshold=0)
+    if location is not None:
+        model = onnx.load(path, load_external_data=False)
+        for tensor in model.graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = location
+        onnx.save(model, path)
+    return path
+
+
 def make_onnx(*, int8_io: bool = False, opset: int = 17):
     """Build the ONNX form; with ``int8_io`` the input and output are int8 tensors
     wrapped in DequantizeLinear / QuantizeLinear, the way a fully quantized
