@@ -98,12 +98,19 @@ class LiteRTRuntime(Runtime):
         delegate_options: dict[str, Any] | None = None,
         implementation: str | None = None,
         signature: str | None = None,
+        api: str | None = None,
+        dispatch_library: str | None = None,
     ) -> None:
         super().__init__()
         self.path = str(model.path)
         impl_name, module = import_interpreter(implementation)
         self.engine = f"{impl_name} {implementation_version(impl_name)}"
-        delegates = self._delegates(module, device, delegate, delegate_options)
+        self._compiled = None
+        if _wants_compiled_model(api, device, delegate, dispatch_library, impl_name):
+            self._compile(device, threads, dispatch_library)
+            delegates = []  # the interpreter below only reads the signature and quantization
+        else:
+            delegates = self._delegates(module, device, delegate, delegate_options)
         try:
             self._interpreter = module.Interpreter(
                 model_path=self.path, num_threads=threads, experimental_delegates=delegates or None
@@ -112,8 +119,54 @@ class LiteRTRuntime(Runtime):
         except (ValueError, RuntimeError) as exc:
             raise UnsupportedModelError(f"LiteRT cannot load '{self.path}': {_explain(first_line(exc))}") from exc
         self._bind_signature(signature)
+        if self._compiled is not None:
+            self._bind_buffers()
         self._lock = threading.Lock()
         log.info("loaded %s with %s on %s", self.path, self.engine, self.device)
+
+    # -- ai-edge-litert's CompiledModel: hardware accelerators (NPU via vendor dispatch, GPU) -----------
+    def _compile(self, device: str, threads: int | None, dispatch_library: str | None) -> None:
+        from ai_edge_litert.compiled_model import CompiledModel, CpuOptions, HardwareAccelerator, Options
+        from ai_edge_litert.environment import Environment
+
+        accelerators = {"cpu": HardwareAccelerator.CPU, "gpu": HardwareAccelerator.GPU,
+                        "npu": HardwareAccelerator.NPU,
+                        "auto": HardwareAccelerator.NPU | HardwareAccelerator.GPU | HardwareAccelerator.CPU}[device]
+        try:
+            environment = Environment.create(dispatch_library_path=dispatch_library or "")
+            options = Options(hardware_accelerators=accelerators, cpu_options=CpuOptions(num_threads=threads or 1))
+            self._compiled = CompiledModel.from_file(self.path, environment=environment, options=options)
+        except (RuntimeError, ValueError, OSError) as exc:
+            if device == "cpu":
+                raise UnsupportedModelError(f"LiteRT cannot compile '{self.path}': {first_line(exc)}") from exc
+            reason = [line.strip(" └") for line in str(exc).splitlines() if line.strip(" └")][-1:] or ["no details"]
+            raise DeviceError(
+                f"LiteRT has no usable {device.upper()} accelerator here ({reason[0]}); present: cpu (XNNPACK). "
+                f"For an NPU pass dispatch_library='<your vendor's LiteRT dispatch folder>' or delegate='<lib.so>'; "
+                "or use device='cpu'"
+            ) from exc
+        self.device = device if device != "auto" else "auto (LiteRT picks)"
+        self.engine += " CompiledModel"
+
+    def _bind_buffers(self) -> None:
+        index = 0  # the signature bound above is the model's first
+        self._in_buffers = self._compiled.create_input_buffers(index)
+        self._out_buffers = self._compiled.create_output_buffers(index)
+        self._out_layout = [(int(np.prod([d or 1 for d in s.shape])), s.dtype, s.shape) for s in self.outputs]
+
+    def _invoke_compiled(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        for index, (array, spec) in enumerate(zip(arrays, self.inputs)):
+            if array.shape != self._shapes[index]:
+                raise InferenceError(f"input '{spec.name}': the accelerator path runs the model's compiled shape "
+                                     f"{list(self._shapes[index])}, got {list(array.shape)}")
+        try:
+            for buffer, array in zip(self._in_buffers, arrays):
+                buffer.write(np.ascontiguousarray(array))
+            self._compiled.run_by_index(0, self._in_buffers, self._out_buffers)
+            return [buffer.read(count, dtype).reshape(tuple(1 if d is None else d for d in shape))
+                    for buffer, (count, dtype, shape) in zip(self._out_buffers, self._out_layout)]
+        except (RuntimeError, ValueError) as exc:
+            raise InferenceError(f"LiteRT failed to run '{self.path}': {first_line(exc)}") from exc
 
     def _delegates(self, module: Any, device: str, delegate: str | None, options: dict | None) -> list:
         if delegate is not None:
@@ -170,7 +223,7 @@ class LiteRTRuntime(Runtime):
     def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         # A TFLite interpreter is not thread-safe: one run at a time (uncontended, the lock costs ~0.1 us).
         with self._lock:
-            return self._invoke_locked(arrays)
+            return self._invoke_compiled(arrays) if self._compiled is not None else self._invoke_locked(arrays)
 
     def _invoke_locked(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         it = self._interpreter
@@ -200,6 +253,9 @@ class LiteRTRuntime(Runtime):
 
     def _release(self) -> None:
         self._interpreter = None
+        if self._compiled is not None:
+            self._compiled.close()
+            self._compiled = None
 
 
 
@@ -211,3 +267,20 @@ def _explain(message: str) -> str:
     if "unresolved custom op" in message:
         return f"{message} This LiteRT build lacks that op: load the model with the delegate it was built for"
     return message
+
+
+def _wants_compiled_model(api: str | None, device: str, delegate: str | None, dispatch_library: str | None,
+                          implementation: str) -> bool:
+    """The CompiledModel API is ai-edge-litert's route to GPUs and NPUs (vendor dispatch libraries); the
+    Interpreter stays the default on CPU and whenever a delegate library is given."""
+    if api not in (None, "interpreter", "compiled"):
+        raise UnsupportedModelError(f"unknown LiteRT api '{api}'; choose interpreter or compiled")
+    if api == "interpreter" or delegate is not None:
+        return False
+    wanted = api == "compiled" or dispatch_library is not None or (
+        device in ("gpu", "npu") and not any(kind == device for kind in find_system_delegates().values()))
+    if wanted and implementation != "ai_edge_litert":
+        if api == "compiled" or dispatch_library is not None:
+            raise MissingDependencyError("ai-edge-litert (the CompiledModel API for accelerators)", "litert")
+        return False  # the legacy runtimes only have delegates: the delegate path reports what is missing
+    return wanted

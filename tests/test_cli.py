@@ -122,7 +122,7 @@ def test_devices_lists_every_engine(invoke):
         (["inspect", "."], 1, "Error: '.' is a folder"),
         (["run", "MODEL"], 2, "give exactly one of --input"),
         (["run", "MODEL", "--random", "--device", "tpu"], 2, "Invalid value for '--device'"),
-        (["run", "MODEL", "--random", "--device", "gpu"], 1, "Error: no LiteRT GPU delegate"),
+        (["run", "MODEL", "--random", "--device", "gpu"], 1, "Error: LiteRT has no usable GPU accelerator"),
         (["run", "MODEL", "--input", "input=nothere.npy"], 1, "Error: cannot read input file 'nothere.npy'"),
     ],
 )

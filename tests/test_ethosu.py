@@ -128,7 +128,7 @@ def test_profile_estimate_sits_beside_a_measured_run(digits_tflite_all):
 @pytest.mark.onnxruntime
 @pytest.mark.openvino
 @pytest.mark.parametrize(("fixture", "backend", "fragment"), [
-    ("tflite_fp32", "litert", "no LiteRT NPU delegate"),
+    ("tflite_fp32", "litert", "no usable NPU accelerator"),
     ("onnx_fp32", "onnxruntime", "no NPU execution provider"),
     ("ir_fp32", "openvino", "OpenVINO has no NPU device"),
 ])

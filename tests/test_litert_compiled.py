@@ -1,0 +1,44 @@
+"""ai-edge-litert's CompiledModel: the LiteRT route to GPUs and NPUs (vendor dispatch libraries).
+
+No accelerator is attached here, so the path is exercised on its CPU accelerator (same answers as the
+Interpreter) and the absent-NPU case must be a clear error naming what to pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tiny
+
+import edgekit
+from edgekit import DeviceError, InferenceError
+
+pytest.importorskip("ai_edge_litert", reason="the CompiledModel API is ai-edge-litert's")
+pytestmark = pytest.mark.litert
+
+
+@pytest.mark.parametrize("fixture", ["tflite_fp32", "tflite_int8"])
+def test_compiled_model_gives_the_interpreter_answers(request, fixture):
+    path = request.getfixturevalue(fixture)
+    x = tiny.sample_inputs(1, seed=5)
+    with edgekit.load(path, api="compiled") as compiled, edgekit.load(path) as interpreter:
+        assert compiled.engine.endswith("CompiledModel") and compiled.inputs == interpreter.inputs
+        np.testing.assert_allclose(compiled.run(x)["output"], interpreter.run(x)["output"], atol=1e-6)
+        raw = np.zeros((1, tiny.FEATURES), compiled.inputs[0].dtype)
+        np.testing.assert_array_equal(compiled.run(raw, raw=True)["output"], interpreter.run(raw, raw=True)["output"])
+
+
+def test_compiled_model_runs_its_compiled_shape(tflite_fp32):
+    with edgekit.load(tflite_fp32, api="compiled") as rt:
+        with pytest.raises(InferenceError, match=r"accelerator path runs the model's compiled shape \[1, 16\]"):
+            rt.run(tiny.sample_inputs(3))
+
+
+def test_npu_without_an_npu_says_what_to_pass(tflite_fp32):
+    with pytest.raises(DeviceError, match="no usable NPU accelerator.*dispatch_library=.*delegate="):
+        edgekit.load(tflite_fp32, device="npu")
+
+
+def test_unknown_api_is_refused(tflite_fp32):
+    with pytest.raises(edgekit.UnsupportedModelError, match="unknown LiteRT api 'fast'"):
+        edgekit.load(tflite_fp32, api="fast")
