@@ -42,3 +42,14 @@ def test_devices_command_imports_no_converter(tmp_path):
     loaded = _modules_after("from click.testing import CliRunner\nfrom edgekit.cli import cli\n"
                             "CliRunner().invoke(cli, ['devices', '--json'])")
     assert not loaded & set(HEAVY)
+
+
+@pytest.mark.litert
+def test_run_and_profile_commands_import_no_converter(tflite_int8):
+    loaded = _modules_after(
+        "from click.testing import CliRunner\nfrom edgekit.cli import cli\n"
+        f"r = CliRunner().invoke(cli, ['run', {str(tflite_int8)!r}, '--random'])\nassert r.exit_code == 0, r.output\n"
+        f"r = CliRunner().invoke(cli, ['profile', {str(tflite_int8)!r}, '--runs', '3', '--min-seconds', '0'])\n"
+        "assert r.exit_code == 0, r.output"
+    )
+    assert "edgekit.profiler" in loaded and not loaded & set(HEAVY), loaded & set(HEAVY)
