@@ -236,12 +236,12 @@ def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging:
         "tools": _tool_versions(),
         "durations_s": {"convert": round(converted_s, 3), "total": round(time.perf_counter() - started, 3)},
     }
+    used.pop("validated_artifact", None)  # a staging path, gone after this call: not for the report
     report_name = f"{name}.json"
     try:
         (staging / report_name).write_text(json.dumps(report, indent=2, default=str) + "\n")
     except OSError as exc:
         raise ConversionError(f"{target.name}: cannot write its report in '{out_dir}': {exc.strerror}") from exc
-    used.pop("validated_artifact", None)  # a staging path, gone after this call
     for companion in target.companion_names(stem, options):  # an IR's .bin goes first: the .xml names a complete pair
         publish(staging / companion, out_dir / companion, force=force)
     artifact = publish(staged, out_dir / name, force=force)

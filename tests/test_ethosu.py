@@ -47,6 +47,7 @@ def test_digits_cnn_on_u55_and_u65(digits_ethos):
         assert any("was not executed" in note for note in result.report["options"]["notes"])
         assert result.report["audit"]["fully_integer"]
         assert "validated_artifact" not in result.report["options"]
+        assert "validated_artifact" not in json.loads(result.report_path.read_text())["options"]
 
 
 def test_the_compiled_model_says_where_it_runs(digits_ethos):
