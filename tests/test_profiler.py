@@ -247,7 +247,9 @@ def test_cli_compares_models_saves_files_and_enforces_budgets(tmp_path, onnx_fp3
 
     breach = runner.invoke(cli, [*args, "--fail-if", "p50_ms>0.0000001"])
     assert breach.exit_code == 1 and "breaking --fail-if p50_ms>0.0000001" in breach.stderr
-    fine = runner.invoke(cli, [*args, "--fail-if", "p50_ms>1000", "--baseline", str(saved[0])])
+    # against its own run of a moment ago (a microsecond model: timing noise alone can exceed 10 %)
+    fine = runner.invoke(cli, [*args, "--fail-if", "p50_ms>1000", "--baseline", str(saved[0]),
+                               "--max-regression", "1000%"])
     assert fine.exit_code == 0, fine.output
     slow_baseline = tmp_path / "fast_old.json"
     data = json.loads(saved[0].read_text())
