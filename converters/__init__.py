@@ -12,6 +12,7 @@ import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from runtimes.errors import ConversionError
@@ -118,6 +119,13 @@ def resolve_targets(names: str | list[str] | tuple[str, ...]) -> list[Target]:
     if unknown:
         raise ConversionError(f"unknown target(s) {unknown}; choose from {', '.join(TARGETS)}")
     return [TARGETS[n] for n in dict.fromkeys(wanted)]
+
+
+def work_folder(output: Path) -> Path:
+    """A scratch folder beside an artifact being built in staging (removed with the staging folder)."""
+    folder = output.parent / f".{output.name}-work"
+    folder.mkdir()
+    return folder
 
 
 def check_options(targets: list[Target], options: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from converters import work_folder
 from converters._source import KERAS, SAVEDMODEL, Source
 from runtimes._formats import TFLITE, open_model_file
 from runtimes._vela import DEFAULT_NPU, compile_for_ethos_u
@@ -30,8 +31,7 @@ def convert(
     io: str | None = None,
 ) -> dict[str, Any]:
     """Write the Vela-compiled model to ``output``; return options, Vela's figures and the int8 model to validate."""
-    work = output.parent / f".{output.name}-work"
-    work.mkdir()
+    work = work_folder(output)
     int8 = work / f"{output.stem}_int8.tflite"
     if source.kind in (KERAS, SAVEDMODEL):
         from converters import TARGETS

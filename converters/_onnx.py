@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from converters import work_folder
 from converters._source import KERAS, SAVEDMODEL, Source
 from runtimes._formats import ONNX, TFLITE
 from runtimes.errors import ConversionError, MissingDependencyError, UnsupportedModelError
@@ -187,8 +188,7 @@ def convert(
     onnx, ort = _imports()
     from onnxruntime import quantization
 
-    work = output.parent / f".{output.name}-work"
-    work.mkdir()
+    work = work_folder(output)
     used: dict[str, Any] = {"target": target.name}
     notes: list[str] = []
     float_path = work / "float.onnx"

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from converters import work_folder
 from converters._source import KERAS, SAVEDMODEL, Source
 from runtimes._formats import ONNX, TFLITE
 from runtimes.errors import ConversionError, MissingDependencyError
@@ -119,8 +120,7 @@ def convert(
 ) -> dict[str, Any]:
     """Write an OpenVINO IR ``target`` (.xml + .bin) for ``source``; return the options used and notes."""
     ov = _openvino()
-    work = output.parent / f".{output.name}-work"
-    work.mkdir()
+    work = work_folder(output)
     model = read_source(source, work)
     used: dict[str, Any] = {"target": target.name, "reader": f"openvino.convert_model ({source.kind})"}
     notes: list[str] = []

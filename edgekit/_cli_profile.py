@@ -17,6 +17,7 @@ from edgekit._cli_common import (
     json_option,
     npy_feeds,
 )
+from edgekit._cli_convert import parse_input_shapes
 from runtimes._vela import NPU_CONFIGS
 
 
@@ -30,12 +31,6 @@ def _thread_counts(text: str | None) -> list[int | None]:
     if not counts or min(counts) < 1:
         raise click.BadParameter(f"'{text}': thread counts must be at least 1", param_hint="--threads")
     return counts
-
-
-def _shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
-    from edgekit._cli_convert import parse_input_shapes
-
-    return parse_input_shapes(values)
 
 
 @click.command()
@@ -107,7 +102,7 @@ def profile(models: tuple[Path, ...], warmup_runs: int, warmup_seconds: float, r
                                      param_hint="--save")
     if estimate_only and not estimates:
         raise click.UsageError("--estimate-only needs at least one --estimate NPU")
-    shapes = _shapes(input_shapes)
+    shapes = parse_input_shapes(input_shapes)
     reports = []
     if remotes:
         from edgekit.remote import SshOptions, parse_remote

@@ -27,11 +27,10 @@ from edgekit import __version__
 from edgekit._files import ensure_writable, publish, staging_dir
 from edgekit.audit import audit_model
 from edgekit.calibration import RANDOM_SOURCE, Dataset, build_dataset, fail_if_empty
-from edgekit.inspection import sha256_of
 from edgekit.preprocess import Recipe
 from edgekit.validation import ValidationReport, validate
 from runtimes import open_runtime
-from runtimes._formats import open_model_file
+from runtimes._formats import hash_into, open_model_file
 from runtimes.errors import ConversionError, EdgekitError
 
 log = logging.getLogger("edgekit")
@@ -225,7 +224,7 @@ def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging:
         "failures": failures,
         "warnings": warnings + (dataset.provenance.warnings if dataset else []),
         "source": source_info,
-        "artifact": {"path": str(out_dir / name), "sha256": sha256_of(model), "size_bytes": artifact_size,
+        "artifact": {"path": str(out_dir / name), "sha256": model.sha256(), "size_bytes": artifact_size,
                      "size_ratio": round(artifact_size / source_info["size_bytes"], 4)},
         "options": used,
         "recipe": recipe.to_dict() if dataset is None or dataset.provenance.recipe is None
@@ -274,9 +273,7 @@ def _source_info(src: Source) -> dict[str, Any]:
     for file in files:
         if src.path.is_dir():
             digest.update(str(file.relative_to(src.path)).encode())
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        hash_into(digest, file)
     return {"path": str(src.path), "kind": src.kind, "sha256": digest.hexdigest(), "size_bytes": src.size_bytes,
             "inputs": [s.to_dict() for s in src.inputs], "outputs": list(src.output_names)}
 

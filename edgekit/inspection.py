@@ -9,7 +9,7 @@ from typing import Any
 
 from edgekit.audit import QuantizationAudit, audit_model
 from runtimes import open_runtime
-from runtimes._formats import ModelFile, open_model_file
+from runtimes._formats import open_model_file
 from runtimes.base import TensorSpec
 
 
@@ -34,11 +34,6 @@ class ModelInfo:
         }
 
 
-def sha256_of(model: ModelFile) -> str:
-    """sha256 of the model file (for IR: of the .xml followed by the .bin)."""
-    return model.sha256()
-
-
 def inspect_model(path: str | os.PathLike[str], *, backend: str | None = None, isolated: bool = False) -> ModelInfo:
     """Describe a model file: format, engine, size, sha256, I/O specs and quantization audit.
 
@@ -50,6 +45,6 @@ def inspect_model(path: str | os.PathLike[str], *, backend: str | None = None, i
     with open_runtime(model, backend=backend, isolated=isolated) as runtime:
         return ModelInfo(
             path=str(Path(model.path)), format=model.format, backend=runtime.backend, engine=runtime.engine,
-            size_bytes=model.size_bytes, sha256=sha256_of(model), inputs=runtime.inputs, outputs=runtime.outputs,
+            size_bytes=model.size_bytes, sha256=model.sha256(), inputs=runtime.inputs, outputs=runtime.outputs,
             audit=audit_model(model),
         )

@@ -234,7 +234,7 @@ def profile(
                                min_seconds=warmup_seconds, max_seconds=max(warmup_seconds, 1e-9) * 20 + 5,
                                clock=_clock) if warmup_runs > 0 or warmup_seconds > 0 else []
             if concurrency > 1:
-                latencies, wall_s = _concurrent(runtime, model, feeds, raw, concurrency, threads, device, backend,
+                latencies, wall_s = _concurrent(runtime, feeds, raw, concurrency, threads, device, backend,
                                                 runs=runs, min_seconds=min_seconds, max_seconds=max_seconds)
             else:
                 latencies = _timed_loop(lambda: runtime.run(feeds, raw=raw), min_runs=runs,
@@ -245,9 +245,7 @@ def profile(
         stats = LatencyStats.of(latencies)
         system = _system(runtime, state_before, state_after, system_root)
         limit = throttle_limit_c(system_root, system.get("board"))
-        path = Path(runtime.path)
-        size = path.stat().st_size + (path.with_suffix(".bin").stat().st_size
-                                      if path.suffix == ".xml" and path.with_suffix(".bin").exists() else 0)
+        size = runtime.model_file.size_bytes if runtime.model_file else Path(runtime.path).stat().st_size
         return ProfileReport(
             model=str(runtime.path), backend=runtime.backend, engine=runtime.engine, device=runtime.device,
             threads=threads, latency_ms=stats, throughput_ips=len(latencies) / wall_s if wall_s else 0.0,
@@ -286,7 +284,7 @@ def _per_op(runtime: Runtime, feeds: dict[str, np.ndarray], raw: bool) -> tuple[
     return sorted(rows, key=lambda r: -r["total_ms"]), f"mean over {PER_OP_RUNS} runs, per inference"
 
 
-def _concurrent(runtime: Runtime, model: Any, feeds: dict[str, np.ndarray], raw: bool, workers: int,
+def _concurrent(runtime: Runtime, feeds: dict[str, np.ndarray], raw: bool, workers: int,
                 threads: int | None, device: str, backend: str | None, *, runs: int, min_seconds: float,
                 max_seconds: float) -> tuple[list[float], float]:
     """Throughput mode: the engine's own async requests when it has them, else one runtime per thread."""

@@ -96,9 +96,11 @@ def open_runtime(
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise EdgekitError(f"threads must be a positive integer, got {threads!r}")
     model = path if isinstance(path, ModelFile) else open_model_file(path)
-    if sha256 is not None and model.sha256() != sha256.lower().strip():
-        raise UnsupportedModelError(f"'{model.path}' has sha256 {model.sha256()}, not the expected {sha256}; "
-                                    "the file changed or is not the model you meant")
+    if sha256 is not None:
+        actual = model.sha256()
+        if actual != sha256.lower().strip():
+            raise UnsupportedModelError(f"'{model.path}' has sha256 {actual}, not the expected {sha256}; "
+                                        "the file changed or is not the model you meant")
     chosen = resolve_backend(model, backend)
     runtime_class = chosen.runtime_class()
     if isolated:
@@ -107,4 +109,5 @@ def open_runtime(
         probe(model.path, chosen.name)
     runtime = runtime_class(model, device=device, threads=threads, **engine_options)
     runtime.check_finite = check_finite
+    runtime.model_file = model
     return runtime

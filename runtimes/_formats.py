@@ -16,6 +16,7 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from runtimes._onnx_proto import OnnxSummary, read_onnx
 from runtimes.errors import UnsupportedModelError
@@ -43,12 +44,16 @@ class ModelFile:
         """sha256 of the model (for an IR: of the .xml followed by the .bin)."""
         digest = hashlib.sha256()
         for part in (self.path, self.weights_path):
-            if part is None:
-                continue
-            with open(part, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+            if part is not None:
+                hash_into(digest, part)
         return digest.hexdigest()
+
+
+def hash_into(digest: Any, path: Path) -> None:
+    """Feed a file to a hashlib digest in 1 MiB blocks (models can be gigabytes)."""
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
 
 
 @contextmanager

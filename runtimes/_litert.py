@@ -149,7 +149,9 @@ class LiteRTRuntime(Runtime):
         self.engine += " CompiledModel"
 
     def _bind_buffers(self) -> None:
-        index = 0  # the signature bound above is the model's first
+        # run the same signature the interpreter was bound to (a model without signatures has one subgraph)
+        index = self._compiled.get_signature_index(self._signature_key) if self._signature_key else 0
+        self._signature_index = index
         self._in_buffers = self._compiled.create_input_buffers(index)
         self._out_buffers = self._compiled.create_output_buffers(index)
         self._out_layout = [(int(np.prod([d or 1 for d in s.shape])), s.dtype, s.shape) for s in self.outputs]
@@ -162,7 +164,7 @@ class LiteRTRuntime(Runtime):
         try:
             for buffer, array in zip(self._in_buffers, arrays):
                 buffer.write(np.ascontiguousarray(array))
-            self._compiled.run_by_index(0, self._in_buffers, self._out_buffers)
+            self._compiled.run_by_index(self._signature_index, self._in_buffers, self._out_buffers)
             return [buffer.read(count, dtype).reshape(tuple(1 if d is None else d for d in shape))
                     for buffer, (count, dtype, shape) in zip(self._out_buffers, self._out_layout)]
         except (RuntimeError, ValueError) as exc:
@@ -202,6 +204,7 @@ class LiteRTRuntime(Runtime):
                 f"'{self.path}' has no signature '{signature}'; it has {sorted(signatures) or 'none'}"
             )
         key = signature or ("serving_default" if "serving_default" in signatures else next(iter(signatures), None))
+        self._signature_key = key
         if key is None:  # an old model without signatures: fall back to tensor names
             ins = [(d["name"], d) for d in it.get_input_details()]
             outs = [(d["name"], d) for d in it.get_output_details()]

@@ -130,6 +130,8 @@ class Runtime(abc.ABC):
     path: str = ""
     #: Refuse NaN/Inf in float feeds (off by default: the check reads every element).
     check_finite: bool = False
+    #: The checked file this runtime was loaded from (set by ``open_runtime``).
+    model_file: Any = None
 
     def __init__(self) -> None:
         self._closed = False
