@@ -19,6 +19,7 @@ import numpy as np
 from converters import work_folder
 from converters._source import KERAS, SAVEDMODEL, Source
 from runtimes._formats import ONNX, TFLITE
+from runtimes._telemetry import keep_engine_telemetry_off
 from runtimes.errors import ConversionError, MissingDependencyError
 
 log = logging.getLogger("edgekit")
@@ -28,6 +29,7 @@ _COMPUTE_TYPES = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackp
 
 
 def _openvino() -> Any:
+    keep_engine_telemetry_off()
     try:
         import openvino
     except ImportError as exc:
@@ -154,6 +156,7 @@ def _quantize(model: Any, calibration: Callable[[], Iterable[dict[str, Any]]] | 
               validation: Iterable[Any] | None, max_drop: float | None, *, preset: str, model_type: str | None,
               ignored_names: tuple[str, ...], ignored_types: tuple[str, ...], ignored_patterns: tuple[str, ...],
               fast_bias_correction: bool) -> tuple[Any, dict[str, Any]]:
+    keep_engine_telemetry_off()
     try:
         import nncf
     except ImportError as exc:

@@ -8,6 +8,8 @@ errors exit 2 (click's convention); a traceback only with ``--debug``.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,11 +34,19 @@ from edgekit._cli_profile import profile
 from edgekit.errors import EdgekitError
 
 _terminated = False
+_main_pid: int | None = None
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    """SIGTERM unwinds like Ctrl-C, so every `finally` runs and no partial artifact is left behind."""
+    """SIGTERM unwinds like Ctrl-C, so every `finally` runs and no partial artifact is left behind.
+
+    Only in edgekit's own process: a child an engine forked inherits this handler, and there a
+    KeyboardInterrupt would print a stray traceback instead of ending quietly as SIGTERM should."""
     global _terminated
+    if os.getpid() != _main_pid:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     _terminated = True
     raise KeyboardInterrupt
 
@@ -71,9 +81,6 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     ctx.meta["edgekit.debug"] = debug
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
-
-
 
 
 def _spec_table(title: str, specs: Any):
@@ -236,8 +243,8 @@ cli.add_command(profile)
 
 
 def main() -> None:
-    import signal
-
+    global _main_pid
+    _main_pid = os.getpid()
     signal.signal(signal.SIGTERM, _on_sigterm)
     cli(prog_name="edgekit")
 

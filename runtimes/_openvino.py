@@ -19,6 +19,7 @@ import numpy as np
 
 from runtimes._formats import ONNX, ModelFile
 from runtimes._onnx_proto import io_quantization
+from runtimes._telemetry import keep_engine_telemetry_off
 from runtimes.base import Runtime, TensorSpec
 from runtimes.errors import DeviceError, InferenceError, UnsupportedModelError, first_line
 
@@ -37,6 +38,7 @@ def core() -> Any:
     """One OpenVINO Core per process: creating one costs milliseconds and loads plugins."""
     global _core
     if _core is None:
+        keep_engine_telemetry_off()
         import openvino as ov
 
         _core = ov.Core()
@@ -90,6 +92,7 @@ class OpenVINORuntime(Runtime):
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        keep_engine_telemetry_off()
         import openvino as ov
 
         self.path = str(model.path)

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import tiny
 from click.testing import CliRunner
+from user_env import user_env
 
 import edgekit
 from edgekit import EdgekitError, InferenceError, UnsupportedModelError
@@ -322,7 +323,7 @@ def test_signal_during_conversion_leaves_nothing_and_clobbers_nothing(tmp_path, 
     keep.write_bytes(b"yesterday's good model")
     process = subprocess.Popen(_edgekit("convert", str(digits_keras), "--to", "tflite-fp32,onnx-int8,openvino-int8",
                                         "--calib", str(digits_folder), "-o", str(out), "--force"),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=user_env())
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "digits_fp32.tflite").exists():
         time.sleep(0.05)  # wait until the first target is published: the second is then under way
@@ -331,6 +332,7 @@ def test_signal_during_conversion_leaves_nothing_and_clobbers_nothing(tmp_path, 
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == code, stderr[-1000:]
     assert "nothing was written" in stderr.strip().splitlines()[-1]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-2000:]
     assert keep.read_bytes() == b"yesterday's good model"
     leftovers = sorted(p.name for p in out.iterdir())
     assert leftovers == ["digits_fp32.tflite", "digits_fp32.tflite.json", "digits_int8.onnx"], leftovers

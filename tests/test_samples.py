@@ -6,12 +6,14 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from user_env import user_env
 
 from edgekit.cli import cli
 
@@ -28,11 +30,37 @@ def _env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def demo_output(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "edgekit-demo"
-    result = CliRunner().invoke(cli, ["demo", "-o", str(out), "--profile-seconds", "0.1", "--json"])
-    assert result.exit_code == 0, result.output
-    return out, json.loads(result.stdout)
+def demo_run(tmp_path_factory):
+    """`edgekit demo` as a user runs it (no CI markers in the environment), with no network: in a network
+    namespace of its own where the machine allows one, and with every connection attempt of the process
+    and its children recorded (tests/netwatch)."""
+    folder = tmp_path_factory.mktemp("demo")
+    out, log = folder / "edgekit-demo", folder / "network.log"
+    command = [sys.executable, "-c", "from edgekit.cli import main; main()", "demo", "-o", str(out),
+               "--profile-seconds", "0.1", "--json"]
+    if shutil.which("unshare") and subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode == 0:
+        command = ["unshare", "--net", *command]
+    (folder / "home").mkdir()
+    env = user_env(HOME=str(folder / "home"), PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "netwatch"), os.environ.get("PYTHONPATH", "")]),
+                   EDGEKIT_NETWATCH_LOG=str(log))
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, json.loads(done.stdout), done.stderr, log.read_text() if log.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def demo_output(demo_run):
+    out, data, _, _ = demo_run
+    return out, data
+
+
+def test_demo_sends_nothing_anywhere_and_prints_no_traceback(demo_run):
+    _, _, stderr, network = demo_run
+    assert network == "", f"connection attempts during the demo:\n{network[:2000]}"
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
+    home = demo_run[0].parent / "home"
+    # OpenVINO's telemetry, when it runs, writes a client id and a usage counter under ~/intel
+    assert not (home / "intel").exists(), sorted(p.name for p in (home / "intel").iterdir())
 
 
 def test_demo_converts_validates_and_profiles_every_form(demo_output):
