@@ -21,7 +21,7 @@ from runtimes._formats import ONNX, ModelFile
 from runtimes._onnx_proto import io_quantization
 from runtimes._telemetry import keep_engine_telemetry_off
 from runtimes.base import Runtime, TensorSpec
-from runtimes.errors import DeviceError, InferenceError, UnsupportedModelError, first_line
+from runtimes.errors import DeviceError, InferenceError, UnsupportedModelError
 
 log = logging.getLogger("edgekit.runtimes")
 
@@ -72,12 +72,52 @@ def _rt_info_quantization(model: Any) -> dict[str, tuple[float, int]]:
     return found
 
 
-def _spec(port: Any, quant: dict[str, tuple[float, int]]) -> TensorSpec:
-    name = port.get_any_name()
+def _port_names(ports: Any, wanted: list[str]) -> list[str]:
+    """Each port's name as the model file says it. OpenVINO may name a port after an inner tensor (an
+    ONNX function's expansion); the ONNX graph's own input/output names are what users and the other
+    engines use."""
+    names = []
+    for index, port in enumerate(ports):
+        known = port.get_names()
+        match = next((name for name in wanted if name in known), None)
+        if match is None and len(ports) == len(wanted):
+            match = wanted[index]
+        names.append(match or port.get_any_name())
+    return names
+
+
+def _numpy_dtype(element_type: Any) -> np.dtype:
+    if element_type.get_type_name() == "bf16":  # OpenVINO hands bf16 to numpy as float16 bits
+        try:
+            import ml_dtypes
+
+            return np.dtype(ml_dtypes.bfloat16)
+        except ImportError:
+            return np.dtype(np.object_)
+    if element_type.get_type_name() == "string":
+        return np.dtype(np.str_)
+    return np.dtype(element_type.to_dtype())
+
+
+def _spec(port: Any, name: str, quant: dict[str, tuple[float, int]]) -> TensorSpec:
     shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
-    dtype = np.dtype(port.get_element_type().to_dtype())
+    dtype = _numpy_dtype(port.get_element_type())
     scale, zero_point = quant.get(name, (None, None)) if dtype.kind in "iu" else (None, None)
     return TensorSpec(name, shape, dtype, scale, zero_point)
+
+
+def _shareable(array: np.ndarray) -> bool:
+    """Memory OpenVINO can read in place: C-ordered, aligned, writeable (ov.Tensor refuses read-only
+    memory), of plain numeric type. Anything else is copied into the request's own tensor."""
+    flags = array.flags
+    return flags.c_contiguous and flags.aligned and flags.writeable and array.dtype.kind in "fiub"
+
+
+def engine_message(exc: BaseException) -> str:
+    """OpenVINO puts a stack of 'Exception from <file>' and 'Check ... failed' lines first and the reason last."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Exception from", "Check '"))]
+    return (useful or lines or [type(exc).__name__])[-1]
 
 
 class OpenVINORuntime(Runtime):
@@ -111,17 +151,23 @@ class OpenVINORuntime(Runtime):
             self._model = ov_model
             self._compiled = ov_core.compile_model(ov_model, device_name, properties)
         except (RuntimeError, ValueError, TypeError) as exc:
-            raise UnsupportedModelError(f"OpenVINO cannot load '{self.path}': {first_line(exc)}") from exc
-        quant = io_quantization(model.onnx) if model.format == ONNX and model.onnx else _rt_info_quantization(ov_model)
-        self._set_specs(
-            tuple(_spec(p, quant) for p in self._compiled.inputs),
-            tuple(_spec(p, quant) for p in self._compiled.outputs),
-        )
+            raise UnsupportedModelError(f"OpenVINO cannot load '{self.path}': {engine_message(exc)}") from exc
+        onnx_summary = model.onnx if model.format == ONNX else None
+        quant = io_quantization(onnx_summary) if onnx_summary else _rt_info_quantization(ov_model)
+        inputs, outputs = self._compiled.inputs, self._compiled.outputs
+        input_names = _port_names(inputs, [n for n, _ in onnx_summary.inputs] if onnx_summary else [])
+        output_names = _port_names(outputs, [n for n, _ in onnx_summary.outputs] if onnx_summary else [])
+        self._set_specs(tuple(_spec(p, n, quant) for p, n in zip(inputs, input_names)),
+                        tuple(_spec(p, n, quant) for p, n in zip(outputs, output_names)))
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()
-        self._tensor = ov.Tensor
-        self._shapes: list[tuple[int, ...] | None] = [None] * len(self.inputs)
-        self._buffers: list[np.ndarray | None] = [None] * len(self.inputs)
+        self._tensor, self._shape = ov.Tensor, ov.Shape
+        self._element_types = [p.get_element_type() for p in inputs]
+        # per input: the request's own tensor and a numpy view of its memory (None until first needed)
+        self._own: list[tuple[Any, np.ndarray] | None] = [None] * len(self.inputs)
+        self._own_bound = [False] * len(self.inputs)
+        self._string_outputs = [p.get_element_type().get_type_name() == "string" for p in outputs]
+        self._output_dtypes = [s.dtype if s.dtype.kind == "V" else None for s in self.outputs]
         self._output_range = range(len(self.outputs))
         log.info("loaded %s with %s on %s", self.path, self.engine, device_name)
 
@@ -134,27 +180,45 @@ class OpenVINORuntime(Runtime):
         request = self._request
         try:
             for index, array in enumerate(arrays):
-                if array.nbytes <= _COPY_LIMIT_BYTES and array.shape == self._shapes[index]:
-                    # Copying a small input into the request's own tensor beats wrapping it anew.
-                    np.copyto(self._buffers[index], array)
+                if array.nbytes > _COPY_LIMIT_BYTES and _shareable(array):
+                    # Large inputs are read in place (a copy would cost more than the call); OpenVINO never
+                    # writes into an input tensor.
+                    request.set_input_tensor(index, self._tensor(array, shared_memory=True))
+                    self._own_bound[index] = False
                 else:
-                    self._bind_input(request, index, array)
+                    self._copy_in(request, index, array)
             request.infer()
-            # copy: the request's output buffers are overwritten by the next call
-            return [request.get_output_tensor(i).data.copy() for i in self._output_range]
+            return [self._output(request, i) for i in self._output_range]
         except (RuntimeError, ValueError, TypeError) as exc:
-            raise InferenceError(f"OpenVINO failed to run '{self.path}': {first_line(exc)}") from exc
+            raise InferenceError(f"OpenVINO failed to run '{self.path}': {engine_message(exc)}") from exc
 
-    def _bind_input(self, request: Any, index: int, array: np.ndarray) -> None:
-        array = np.ascontiguousarray(array)
-        if array.nbytes <= _COPY_LIMIT_BYTES:
-            tensor = self._tensor(array.copy())  # our own memory: later calls may copy into it
-            self._buffers[index], self._shapes[index] = tensor.data, array.shape
-        else:
-            # Large inputs are shared without a copy; the caller's memory must never be written to.
-            tensor = self._tensor(array, shared_memory=True)
-            self._buffers[index], self._shapes[index] = None, None
-        request.set_input_tensor(index, tensor)
+    def _copy_in(self, request: Any, index: int, array: np.ndarray) -> None:
+        """Copy into the request's own input tensor (made once per shape): any layout, read-only memory,
+        broadcast views, 0-d scalars and empty tensors alike; the caller's array is only read."""
+        if array.dtype.kind in "OSU":  # string tensors have no numpy view to copy into
+            request.set_input_tensor(index, self._tensor(np.asarray(array, dtype=np.str_)))
+            self._own_bound[index] = False
+            return
+        own = self._own[index]
+        if own is None or own[1].shape != array.shape:
+            tensor = self._tensor(self._element_types[index], self._shape(list(array.shape)))
+            own = self._own[index] = (tensor, tensor.data)
+            self._own_bound[index] = False
+        if not self._own_bound[index]:
+            request.set_input_tensor(index, own[0])
+            self._own_bound[index] = True
+        buffer = own[1]
+        if buffer.dtype != array.dtype and buffer.dtype.itemsize == array.dtype.itemsize:
+            array = array.view(buffer.dtype)  # bf16 travels as float16 bits in OpenVINO's numpy view
+        np.copyto(buffer, array, casting="same_kind")
+
+    def _output(self, request: Any, index: int) -> np.ndarray:
+        tensor = request.get_output_tensor(index)
+        if self._string_outputs[index]:
+            return np.asarray(tensor.str_data, dtype=np.str_).reshape(tuple(tensor.shape))
+        data = tensor.data.copy()  # copy: the request's output buffers are overwritten by the next call
+        dtype = self._output_dtypes[index]
+        return data.view(dtype) if dtype is not None else data
 
     def profile_ops(self, feeds: Any, *, runs: int, raw: bool = False) -> list[dict[str, Any]]:
         """OpenVINO's performance counters, from a second compiled model with PERF_COUNT on."""

@@ -62,7 +62,14 @@ def engine_errors() -> tuple[type[BaseException], ...]:
     return tuple(getattr(state, n) for n in names if hasattr(state, n)) + (RuntimeError, ValueError)
 
 
+_CONTAINERS = {"seq": "sequence", "optional": "optional", "map": "map"}
+
+
 def _spec(arg: Any, quant: dict[str, tuple[float, int]]) -> TensorSpec:
+    container = _CONTAINERS.get(arg.type.split("(", 1)[0])
+    if container:  # seq(tensor(float)), optional(...), map(...): ORT takes lists, None and dicts as given
+        element = arg.type[arg.type.index("(") + 1 : -1]
+        return TensorSpec(arg.name, (), np.dtype(_ORT_TYPES.get(element, np.object_)), kind=container)
     shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in (arg.shape or ()))
     dtype = np.dtype(_ORT_TYPES.get(arg.type, np.object_))
     scale, zero_point = quant.get(arg.name, (None, None)) if dtype.kind in "iu" else (None, None)

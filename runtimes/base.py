@@ -31,6 +31,8 @@ class TensorSpec:
         dtype: The numpy dtype the engine takes or gives.
         scale: Quantization scale of an integer tensor, else ``None``.
         zero_point: Quantization zero point of an integer tensor, else ``None``.
+        kind: ``"tensor"``, or for ONNX models ``"sequence"``, ``"optional"`` or ``"map"`` (a list, a
+            value-or-None or a dict is passed to the engine as given; ``dtype`` is then the element type).
     """
 
     name: str
@@ -38,6 +40,7 @@ class TensorSpec:
     dtype: np.dtype
     scale: float | None = None
     zero_point: int | None = None
+    kind: str = "tensor"
 
     @property
     def quantized(self) -> bool:
@@ -58,10 +61,14 @@ def _describe(shape: tuple[int | None, ...]) -> str:
 class _FeedPlan:
     """Precomputed checks for one input, so a run costs a few attribute reads per feed."""
 
-    __slots__ = ("spec", "name", "rank", "fixed_dims", "dtype", "quantize", "_inverse_scale", "_limits")
+    __slots__ = ("spec", "name", "rank", "fixed_dims", "dtype", "quantize", "passthrough", "_inverse_scale",
+                 "_limits")
 
     def __init__(self, spec: TensorSpec) -> None:
         self.spec = spec
+        # Values edgekit has no rules for (ONNX sequences/optionals/maps, element types numpy cannot name)
+        # go to the engine as given: it accepts or refuses them itself.
+        self.passthrough = spec.kind != "tensor"
         self.name = spec.name
         self.rank = len(spec.shape)
         self.fixed_dims = tuple((i, d) for i, d in enumerate(spec.shape) if d is not None)
@@ -73,6 +80,8 @@ class _FeedPlan:
             self._limits = (info.min - spec.zero_point, info.max - spec.zero_point)
 
     def prepare(self, value: Any, raw: bool) -> np.ndarray:
+        if self.passthrough:
+            return value
         array = value if type(value) is np.ndarray else np.asarray(value)
         shape = array.shape
         if len(shape) != self.rank:
@@ -86,14 +95,15 @@ class _FeedPlan:
                     f"input '{self.name}' expects shape {_describe(self.spec.shape)}, got {list(shape)} "
                     f"(dimension {axis} must be {size})"
                 )
-        if not array.size:
-            raise InferenceError(f"input '{self.name}' is empty (shape {list(shape)}); pass at least one element")
+        # An empty tensor (a zero-size batch, reduce axes []) is a valid value: every engine takes it.
         if array.dtype == self.dtype:
             return array
         return self._convert(array, raw)
 
     def _convert(self, array: np.ndarray, raw: bool) -> np.ndarray:
         name, expected, given = self.spec.name, self.dtype, array.dtype
+        if expected.kind in "OV" or (expected.kind in "SU" and given.kind in "OSU"):
+            return array  # strings and element types numpy has no name for: the engine judges them
         if given.kind == "f" and self.quantize and not raw:
             # Float data for an integer model: quantize with the model's own parameters
             # (round half to even, as TFLite and ONNX QuantizeLinear do), in place to stay cheap.

@@ -41,8 +41,8 @@ def demo_run(tmp_path_factory):
     if shutil.which("unshare") and subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode == 0:
         command = ["unshare", "--net", *command]
     (folder / "home").mkdir()
-    env = user_env(HOME=str(folder / "home"), PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "netwatch"), os.environ.get("PYTHONPATH", "")]),
-                   EDGEKIT_NETWATCH_LOG=str(log))
+    watch = os.pathsep.join([str(ROOT / "tests" / "netwatch"), os.environ.get("PYTHONPATH", "")])
+    env = user_env(HOME=str(folder / "home"), PYTHONPATH=watch, EDGEKIT_NETWATCH_LOG=str(log))
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return out, json.loads(done.stdout), done.stderr, log.read_text() if log.exists() else ""

@@ -106,3 +106,41 @@ def make_onnx(*, int8_io: bool = False, opset: int = 17):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     return model
+
+
+def make_typed_onnx():
+    """Inputs of every kind a real model has besides float batches: a 0-d scalar (like silero VAD's ``sr``),
+    int64 token ids, a bool mask and float16 values (strings: see the ONNX conformance cases);
+    ``y = where(mask, ids * scale, 0) + h``."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Cast", ["ids"], ["ids_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["ids_f", "scale"], ["scaled"]),
+        helper.make_node("Cast", ["h"], ["h_f"], to=TensorProto.FLOAT),
+        helper.make_node("Where", ["mask", "scaled", "zero"], ["masked"]),
+        helper.make_node("Add", ["masked", "h_f"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "typed",
+        [helper.make_tensor_value_info("scale", TensorProto.FLOAT, []),
+         helper.make_tensor_value_info("ids", TensorProto.INT64, ["n"]),
+         helper.make_tensor_value_info("mask", TensorProto.BOOL, ["n"]),
+         helper.make_tensor_value_info("h", TensorProto.FLOAT16, ["n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])],
+        initializer=[helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def typed_feeds(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"scale": np.array(0.5, np.float32), "ids": rng.integers(0, 30000, n, dtype=np.int64),
+            "mask": rng.random(n) < 0.5, "h": rng.normal(size=n).astype(np.float16)}
+
+
+def typed_reference(feeds: dict[str, np.ndarray]) -> np.ndarray:
+    scaled = feeds["ids"].astype(np.float32) * feeds["scale"]
+    return np.where(feeds["mask"], scaled, 0).astype(np.float32) + feeds["h"].astype(np.float32)
