@@ -29,6 +29,32 @@ log = logging.getLogger("edgekit")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 DEFAULT_CALIB_SIZE = 200
 RANDOM_SOURCE = "random"
+#: Synthetic data is made from the shapes a model declares, and model files are untrusted: a shape
+#: declaring petabytes must be a clear error, not a MemoryError. Real inputs are not capped.
+SYNTHETIC_LIMIT_BYTES = 2 * 2**30
+
+
+def synthetic_shape(spec: TensorSpec, shape: Sequence[int | None] | None = None) -> tuple[int, ...]:
+    """The shape of synthetic data for an input (dynamic dimensions as 1), refused when it is too big to make."""
+    if spec.kind != "tensor":
+        raise EdgekitError(f"input '{spec.name}' is an ONNX {spec.kind}: edgekit cannot make random data for it; "
+                           "pass real data")
+    dims = tuple(1 if d is None else int(d) for d in (shape if shape is not None else spec.shape))
+    size = int(np.prod(dims, dtype=object)) * spec.dtype.itemsize
+    if size > SYNTHETIC_LIMIT_BYTES:
+        raise EdgekitError(
+            f"input '{spec.name}' declares shape {list(dims)}: {_bytes_text(size)} of {spec.dtype.name}, more than "
+            f"edgekit makes as synthetic data ({_bytes_text(SYNTHETIC_LIMIT_BYTES)}); pass real data or a smaller "
+            f"shape (--input-shape {spec.name}:...)")
+    return dims
+
+
+def _bytes_text(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if size < 1024 or unit == "PiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{size} B"
+        size /= 1024
+    return ""
 
 
 @dataclass(frozen=True)
@@ -296,7 +322,7 @@ def _random(inputs: Sequence[TensorSpec], calib_size: int, wanted_val: int, seed
         rng = np.random.default_rng([seed, index])
         feeds = {}
         for spec in inputs:
-            shape = (1,) + tuple(1 if d is None else d for d in spec.shape[1:])
+            shape = synthetic_shape(spec, (1, *spec.shape[1:]))
             feeds[spec.name] = rng.random(shape, dtype=np.float32).astype(spec.dtype)
         return Sample(feeds)
 

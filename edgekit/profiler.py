@@ -143,10 +143,12 @@ def random_feeds(runtime: Runtime, seed: int = 0, shapes: dict[str, tuple[int, .
     """Seeded inputs in each input's real range: floats in [0, 1); quantized inputs get integers over
     their whole range (fed raw), or with ``as_float`` the float values those integers stand for.
     Returns the feeds and whether they must be fed raw."""
+    from edgekit.calibration import synthetic_shape
+
     rng = np.random.default_rng(seed)
     feeds, raw = {}, False
     for spec in runtime.inputs:
-        shape = (shapes or {}).get(spec.name) or tuple(1 if d is None else d for d in spec.shape)
+        shape = synthetic_shape(spec, (shapes or {}).get(spec.name))
         if spec.dtype.kind in "iu":
             info = np.iinfo(spec.dtype)
             low, high = (info.min, info.max) if spec.quantized else (0, 10)

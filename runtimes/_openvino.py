@@ -117,7 +117,10 @@ def engine_message(exc: BaseException) -> str:
     """OpenVINO puts a stack of 'Exception from <file>' and 'Check ... failed' lines first and the reason last."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     useful = [line for line in lines if not line.startswith(("Exception from", "Check '"))]
-    return (useful or lines or [type(exc).__name__])[-1]
+    reason = (useful or lines or [type(exc).__name__])[-1]
+    if "bad_alloc" in reason:
+        return f"out of memory ({reason}): the model declares tensors larger than this machine's memory"
+    return reason
 
 
 class OpenVINORuntime(Runtime):

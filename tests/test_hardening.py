@@ -373,3 +373,31 @@ def test_read_only_output_folder(tmp_path, digits_keras):
         assert sum(line.startswith("Error:") for line in result.stderr.splitlines()) == 1
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def _declares_input(folder: Path, dims: list[int]) -> Path:
+    """A valid model whose input declares ``dims`` (4 PiB with five dimensions of 1024)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "huge",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = folder / "declares_4pib.onnx"
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "--random"], ["run", "--random", "--backend", "openvino"], ["profile"],
+    ["convert", "--to", "onnx-int8", "--calib", "random"]], ids=["run", "run-openvino", "profile", "convert"])
+def test_a_declared_size_never_becomes_an_unbounded_allocation(tmp_path, command):
+    model = _declares_input(tmp_path, [1024] * 5)
+    args = [command[0], str(model), *command[1:]] + (["-o", str(tmp_path / "out")] if command[0] == "convert" else [])
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.stderr
+    assert "'x'" in errors[0] or "declares_4pib" in errors[0], errors[0]
