@@ -1,6 +1,7 @@
 """``edgekit profile --remote``: profile on a device over SSH and bring the report home.
 
-Uses the system ``ssh``/``scp`` rather than an SSH library: nothing more to install on the workstation,
+Uses the system ``ssh`` rather than an SSH library (files travel through it too: no ``scp``/SFTP needed):
+nothing more to install on the workstation,
 and the user's keys, agent, ``~/.ssh/config`` (ProxyJump, ports, users) and known_hosts all apply as
 they do in their shell. Host keys are checked (``StrictHostKeyChecking=yes``); a first connection to a
 new device needs ``--accept-new-host-key`` (``accept-new``), never a silent trust.
@@ -70,19 +71,24 @@ class _Session:
     def __init__(self, remote: Remote, options: SshOptions) -> None:
         self.remote, self.options = remote, options
 
-    def ssh(self, command: str, *, timeout: float | None = None) -> subprocess.CompletedProcess:
+    def ssh(self, command: str, *, timeout: float | None = None, stdin: Any = None) -> subprocess.CompletedProcess:
         args = ["ssh", *self.options.common()] + (["-p", str(self.remote.port)] if self.remote.port else [])
-        return self._run([*args, self.remote.target, command], timeout)
+        return self._run([*args, self.remote.target, command], timeout, stdin)
 
     def copy(self, files: list[Path], folder: str) -> None:
-        args = ["scp", "-q", *self.options.common()] + (["-P", str(self.remote.port)] if self.remote.port else [])
-        done = self._run([*args, *map(str, files), f"{self.remote.target}:{folder}/"], None)
-        if done.returncode != 0:
-            raise self._explain(done, "copying the model")
+        """Stream each file through the ssh connection into ``cat``: modern ``scp`` speaks SFTP, which
+        dropbear and BusyBox-based images often lack; a shell and ``cat`` are on every device."""
+        for file in files:
+            target = shlex.quote(f"{folder}/{file.name}")
+            with open(file, "rb") as handle:
+                done = self.ssh(f"cat > {target}", stdin=handle)
+            if done.returncode != 0:
+                raise self._explain(done, f"copying {file.name}")
 
-    def _run(self, command: list[str], timeout: float | None) -> subprocess.CompletedProcess:
+    def _run(self, command: list[str], timeout: float | None, stdin: Any = None) -> subprocess.CompletedProcess:
         try:
-            return subprocess.run(command, capture_output=True, text=True, timeout=timeout or self.options.timeout_s)
+            return subprocess.run(command, capture_output=True, text=True, timeout=timeout or self.options.timeout_s,
+                                  stdin=stdin if stdin is not None else subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
             raise RemoteError(f"{self.remote}: no answer within {exc.timeout:.0f} s") from exc
         except FileNotFoundError as exc:

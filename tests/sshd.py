@@ -36,8 +36,9 @@ class Sshd:
             self.process.kill()
 
 
-def start_sshd(work: Path, *, root: Path | None = None) -> Sshd:
-    """Start sshd on 127.0.0.1:<free port>, accepting ``work/client`` for root; ``root`` runs it in that chroot."""
+def start_sshd(work: Path, *, root: Path | None = None, sftp: bool = True) -> Sshd:
+    """Start sshd on 127.0.0.1:<free port>, accepting ``work/client`` for root; ``root`` runs it in that chroot.
+    ``sftp=False`` leaves out the SFTP subsystem, as dropbear and many embedded images do."""
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     if not Path(sshd).exists():
         raise RuntimeError("sshd is not installed (openssh-server); .ci/run installs it")
@@ -53,7 +54,8 @@ def start_sshd(work: Path, *, root: Path | None = None) -> Sshd:
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {inside}/host_key\n"
         f"AuthorizedKeysFile {inside}/authorized_keys\n"
         f"PidFile {inside}/sshd.pid\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
-        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nSubsystem sftp internal-sftp\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        + ("Subsystem sftp internal-sftp\n" if sftp else "")
     )
     Path("/run/sshd").mkdir(exist_ok=True)
     if root:

@@ -7,6 +7,7 @@ which makes every failure mode cheap to stage.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -25,6 +26,27 @@ def server(tmp_path_factory):
     sshd = start_sshd(tmp_path_factory.mktemp("ssh"))
     yield sshd
     sshd.stop()
+
+
+@pytest.fixture(scope="module")
+def server_without_sftp(tmp_path_factory):
+    """An sshd configured like dropbear/BusyBox images: no SFTP subsystem, which modern scp needs."""
+    sshd = start_sshd(tmp_path_factory.mktemp("ssh-nosftp"), sftp=False)
+    yield sshd
+    sshd.stop()
+
+
+def test_profile_works_against_an_sshd_without_sftp(server_without_sftp, tmp_path, tflite_int8):
+    args = _remote(server_without_sftp, tmp_path, "--accept-new-host-key")
+    key, port = str(server_without_sftp.client_key), str(server_without_sftp.port)
+    scp = subprocess.run(["scp", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
+                          f"UserKnownHostsFile={tmp_path / 'scp_known_hosts'}", "-i", key, "-P", port,
+                          str(tflite_int8), "root@127.0.0.1:/tmp/"], capture_output=True, text=True, timeout=60)
+    assert scp.returncode != 0, "this sshd was meant to refuse SFTP (and so scp)"
+    result = CliRunner().invoke(cli, ["profile", str(tflite_int8), *FAST, "--json", *args])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["model"] == "tiny_int8.tflite" and report["runs"] >= 5
 
 
 def _remote(server, tmp_path, *extra: str) -> list[str]:
