@@ -129,6 +129,46 @@ def _from_tensorflow(source: Source, output: Path, opset: int) -> dict[str, Any]
     return {"exporter": f"tf2onnx {tf2onnx.__version__}", "opset": opset}
 
 
+FLOAT16_MAX = 65504.0
+
+
+def _to_float16(onnx: Any, float_path: Path, output: Path, notes: list[str]) -> dict[str, Any]:
+    """Weights and activations in float16, I/O kept float32. Nodes fed a constant that float16 cannot hold
+    (PaddleOCR's BatchNormalization variances reach 1e7) stay float32: clamping those constants silently
+    wrecks the model (the detector's cosine fell to 0.78). ORT's converter clamps at 1e4 by default; only
+    values beyond float16's own range are a reason to keep a node in float."""
+    from onnx import numpy_helper
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(float_path))
+    graph = model.graph
+    # Constant nodes become initializers: the converter keeps an initializer float32 when only float32 nodes
+    # use it, but a Constant node's output would travel through a float16 Cast on its way.
+    for node in [n for n in graph.node if n.op_type == "Constant" and [a.name for a in n.attribute] == ["value"]]:
+        tensor = onnx.TensorProto()
+        tensor.CopyFrom(node.attribute[0].t)
+        tensor.name = node.output[0]
+        graph.initializer.append(tensor)
+        graph.node.remove(node)
+    for index, node in enumerate(n for n in graph.node if not n.name):  # blocking works by node name
+        node.name = f"{node.op_type}_unnamed_{index}"
+    too_big = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT
+               and _max_abs(numpy_helper.to_array(i)) > FLOAT16_MAX}
+    kept = sorted({n.name for n in graph.node if too_big & set(n.input)})
+    if kept:
+        notes.append(f"{len(kept)} node(s) kept in float32: they use constants beyond float16's range")
+    model = convert_float_to_float16(model, keep_io_types=True, max_finite_val=FLOAT16_MAX,
+                                     node_block_list=kept or None)
+    _save(onnx, model, output)
+    return {"io": "float32 (kept)", "kept_float32_nodes": kept}
+
+
+def _max_abs(array: Any) -> float:
+    import numpy as np
+
+    return float(np.abs(array).max()) if array.size else 0.0
+
+
 class _Reader:
     """Adapts edgekit's calibration samples to ONNX Runtime's CalibrationDataReader protocol."""
 
@@ -202,11 +242,7 @@ def convert(
         ort.InferenceSession(str(float_path), options, providers=["CPUExecutionProvider"])
         used["optimization"] = "onnxruntime basic graph optimizations"
     elif variant == "fp16":
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-
-        model = convert_float_to_float16(onnx.load(str(float_path)), keep_io_types=True)
-        _save(onnx, model, output)
-        used["io"] = "float32 (kept)"
+        used.update(_to_float16(onnx, float_path, output, notes))
     elif variant == "int8-dynamic":
         quantization.quantize_dynamic(str(float_path), str(output), per_channel=per_channel,
                                       weight_type=_quant_type(quantization, weight_type or "int8", "--weight-type"))

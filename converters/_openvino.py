@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,9 @@ import numpy as np
 from converters import work_folder
 from converters._source import KERAS, SAVEDMODEL, Source
 from runtimes._formats import ONNX, TFLITE
+from runtimes._openvino import engine_message
 from runtimes._telemetry import keep_engine_telemetry_off
-from runtimes.errors import ConversionError, MissingDependencyError
+from runtimes.errors import ConversionError, EdgekitError, MissingDependencyError
 
 log = logging.getLogger("edgekit")
 
@@ -46,16 +48,29 @@ def read_source(source: Source, work: Path) -> Any:
         path = source.path
     else:
         raise ConversionError(f"OpenVINO targets cannot read a {source.kind} source")
+    # ONNX graphs whose ranks are only known once the inputs are fixed (recurrent models, If bodies)
+    # convert only when told the shapes up front.
+    shapes = {s.name: ov.PartialShape([-1 if d is None else d for d in s.shape]) for s in source.inputs}
     try:
-        model = ov.convert_model(str(path))
-    except (RuntimeError, ValueError, TypeError) as exc:
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise ConversionError(f"openvino.convert_model cannot read '{source.path}': {first[:300]}") from exc
+        model = ov.convert_model(str(path), input=shapes) if source.kind == ONNX else ov.convert_model(str(path))
+    except Exception as exc:  # noqa: BLE001 - OpConversionFailure and friends: translate all at this edge
+        raise ConversionError(f"openvino.convert_model cannot read '{source.path}': {conversion_failure(exc)}") \
+            from exc
     _match_names(model.inputs, [s.name for s in source.inputs])
     _match_names(model.outputs, list(source.output_names))
     model.reshape({port: ov.PartialShape([-1 if d is None else d for d in spec.shape])
                    for port, spec in zip(model.inputs, _by_name(model.inputs, source))})
     return model
+
+
+def conversion_failure(exc: BaseException) -> str:
+    """The reason in an OpenVINO front end's report: which ops failed, else its last meaningful line."""
+    text = str(exc)
+    summary = re.search(r"Conversion is failed for: ([^\n]+)", text)
+    if summary:
+        return f"ops that OpenVINO cannot convert: {summary.group(1).strip()}; try another source form or fix " \
+               "the input shapes with --input-shape"
+    return engine_message(exc)[:300]
 
 
 def _by_name(ports: Any, source: Source) -> list[Any]:
@@ -193,11 +208,15 @@ def _quantize(model: Any, calibration: Callable[[], Iterable[dict[str, Any]]] | 
         controlled = nncf.quantize_with_accuracy_control(
             model, dataset, nncf.Dataset(labeled, lambda s: s.feeds), _accuracy_fn(labeled),
             max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE, **common)
+    except EdgekitError:
+        raise  # our own (a calibration sample that cannot be read): already says what to do
     except nncf.ValidationError as exc:
         raise ConversionError(f"NNCF rejected the options: {exc}".splitlines()[0]) from exc
-    except (RuntimeError, ValueError) as exc:
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise ConversionError(f"NNCF could not quantize the model: {first[:300]}") from exc
+    except Exception as exc:  # noqa: BLE001 - NNCF raises KeyError, IndexError, RuntimeError...: translate all here
+        raise ConversionError(f"NNCF could not quantize the model ({type(exc).__name__}: "
+                              f"{engine_message(exc)[:300]}); keep the "
+                              "failing layers in float with --ignored-names/--ignored-types, try --model-type "
+                              "transformer for attention models, or use openvino-fp16 / onnx-int8") from exc
     details.update(accuracy_control={"max_drop_points": max_drop, "validation_samples": len(labeled),
                                      "reverted_to_float": reverted_layers(plain, controlled)})
     return controlled, details

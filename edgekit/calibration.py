@@ -177,9 +177,11 @@ def _take(count: int, calib_size: int, wanted_val: int, provenance: Provenance) 
     return calib, val
 
 
-def _check_array(name: str, array: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
-    """One sample for one input (no batch axis added yet) against the model's spec."""
-    expected = spec.shape[1:]
+def _check_array(name: str, array: np.ndarray, spec: TensorSpec, where: str, *, whole: bool = False) -> np.ndarray:
+    """One sample for one input against the model's spec: without its batch axis (added by the caller),
+    or ``whole`` when it already has the input's full rank (0-d scalars, recurrent states whose batch
+    axis is not the first)."""
+    expected = spec.shape if whole else spec.shape[1:]
     if array.ndim != len(expected) or any(e is not None and e != a for e, a in zip(expected, array.shape)):
         shown = "[" + ", ".join("?" if d is None else str(d) for d in expected) + "]"
         raise CalibrationError(
@@ -222,14 +224,21 @@ def _arrays(path: Path, inputs: Sequence[TensorSpec], calib_size: int, wanted_va
     if len(set(counts.values())) != 1:
         raise CalibrationError(f"'{path}': inputs have different sample counts {counts}")
     count = next(iter(counts.values()))
+    # An array one rank above its input holds whole samples (the input's full shape); otherwise each
+    # sample lacks the batch axis, which is added.
+    whole = {s.name: arrays[s.name].ndim == len(s.shape) + 1 for s in inputs}
     for spec in inputs:
         if count:
-            _check_array(spec.name, np.asarray(arrays[spec.name][0]), spec, str(path))
+            _check_array(spec.name, np.asarray(arrays[spec.name][0]), spec, str(path), whole=whole[spec.name])
     calib, val = _take(count, calib_size, wanted_val, provenance)
     order = rng.permutation(count)
 
     def load(index: int) -> Sample:
-        return Sample({s.name: np.asarray(arrays[s.name][index], dtype=s.dtype)[None] for s in inputs})
+        feeds = {}
+        for s in inputs:
+            value = np.asarray(arrays[s.name][index], dtype=s.dtype)
+            feeds[s.name] = value if whole[s.name] else value[None]
+        return Sample(feeds)
 
     return Dataset(Split(order[:calib], load), Split(order[calib : calib + val], load), provenance)
 
@@ -305,11 +314,12 @@ def _to_sample(item: Any, inputs: Sequence[TensorSpec], where: str) -> Sample:
         if spec.name not in item:
             raise CalibrationError(f"{where} has no array for input '{spec.name}'; it has {sorted(item)}")
         array = np.asarray(item[spec.name])
-        if array.ndim == len(spec.shape):  # a batch axis is present: take samples of one
-            if array.shape[0] != 1:
+        if array.ndim == len(spec.shape):  # the input's full shape: a batch of one, a scalar, a state
+            if spec.shape and spec.shape[0] is None and array.shape[0] != 1:
                 raise CalibrationError(f"{where}: yield one sample at a time (batch of 1), got {list(array.shape)}")
-            array = array[0]
-        feeds[spec.name] = _check_array(spec.name, array, spec, where)[None]
+            feeds[spec.name] = _check_array(spec.name, array, spec, where, whole=True)
+        else:
+            feeds[spec.name] = _check_array(spec.name, array, spec, where)[None]
     return Sample(feeds, None if label is None else int(label))
 
 

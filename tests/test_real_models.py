@@ -1,0 +1,136 @@
+"""Models nobody here wrote: trained third-party models from registry wheels (tests/models/wheels.py), fed
+real task data made offline (tests/models/task_data.py), through `edgekit convert` to every ONNX and
+OpenVINO target, and every artifact compared with its float source on every engine that reads it.
+
+Floors: float forms must match the source (cosine >= 0.99999, fp16 >= 0.999); int8 forms must stay above
+0.95. The int8 artifacts that collapse today are listed in COLLAPSES with the cosine measured here: they
+are the int8-that-keeps-answers issue's to repair, and the test fails (strict xfail) once they are fixed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import task_data
+import wheels
+
+import edgekit
+from edgekit import ConversionError
+
+pytestmark = [pytest.mark.slow, pytest.mark.onnxruntime, pytest.mark.openvino]
+
+F32 = {"INFERENCE_PRECISION_HINT": "f32"}  # compare at full precision; OpenVINO's default may be bf16
+FLOORS = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.95}
+TARGETS = ("onnx-fp32", "onnx-fp16", "onnx-int8", "openvino-fp32", "openvino-fp16", "openvino-int8")
+# (model, target) -> cosine measured here with the default options (min over outputs and engines)
+COLLAPSES = {("ppocr_rec", "onnx-int8"): 0.91, ("ppocr_det", "onnx-int8"): 0.84,
+             ("layout", "onnx-int8"): 0.61}
+
+
+@dataclass(frozen=True)
+class RealModel:
+    make_data: Any  # (count, seed) -> {input: array with a leading sample axis}
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    targets: tuple[str, ...] = TARGETS
+
+
+def _images(make):
+    return lambda count, seed: {"x": make(count, seed)}
+
+
+MODELS = {
+    "ppocr_cls": RealModel(_images(lambda n, s: task_data.ocr_lines_upside_down(n, seed=s)[0]), {"x": (1, 3, 48, 192)}),
+    "ppocr_rec": RealModel(_images(lambda n, s: task_data.ocr_lines(n, seed=s)[0]), {"x": (1, 3, 48, 320)}),
+    "ppocr_det": RealModel(_images(lambda n, s: task_data.pages(n, 320, 320, seed=s)), {"x": (1, 3, 320, 320)}),
+    "orientation": RealModel(_images(lambda n, s: task_data.pages(n, 224, 224, seed=s))),
+    "layout": RealModel(lambda n, s: {"image": task_data.pages(n, 800, 608, seed=s)}),
+    # OpenVINO's CPU plugin cannot run NNCF's statistics pass over its If with a dynamic rank: see below
+    "silero_vad": RealModel(lambda n, s: task_data.voiced_audio(n, seed=s), {"input": (1, 512), "state": (2, 1, 128)},
+                            tuple(t for t in TARGETS if t != "openvino-int8")),
+}
+CALIB, HELD_OUT = 32, 8
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def converted(request, tmp_path_factory):
+    name = request.param
+    case = MODELS[name]
+    source = wheels.fetch(name)
+    folder = tmp_path_factory.mktemp(name)
+    np.savez(folder / "calib.npz", **case.make_data(CALIB + 8, 1))
+    results = edgekit.convert(source, list(case.targets), calibration=folder / "calib.npz", calib_size=CALIB,
+                              validation_size=8, input_shapes=case.shapes, output_dir=folder / "out")
+    return name, source, {r.target: r for r in results}
+
+
+def _runs(path: Path, backend: str, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+    options = {"config": F32} if backend == "openvino" else {}
+    with edgekit.load(path, backend=backend, **options) as runtime:
+        return [list(runtime.run(f).values()) for f in feeds]
+
+
+def _cosine(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> float:
+    worst = 1.0
+    for index in range(len(reference[0])):
+        a = np.concatenate([r[index].ravel() for r in reference]).astype(np.float64)
+        b = np.concatenate([c[index].ravel() for c in candidate]).astype(np.float64)
+        worst = min(worst, float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30)))
+    return worst
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_artifact_matches_its_float_source_on_every_engine(converted, target, request):
+    name, source, results = converted
+    if target not in results:
+        pytest.skip(f"{name} is not converted to {target} (see test_silero_int8_openvino_is_one_clear_error)")
+    if (name, target) in COLLAPSES:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"int8 collapses to cosine "
+                                              f"{COLLAPSES[name, target]} with default options (issue 16)"))
+    data = MODELS[name].make_data(HELD_OUT, 99)  # inputs neither calibration nor validation saw
+    feeds = [{k: v[i] if v[i].ndim == len(s) else v[i][None] for (k, v), s in
+              zip(data.items(), _shapes(source, data))} for i in range(HELD_OUT)]
+    reference = _runs(source, "onnxruntime", feeds)
+    artifact = results[target].artifact
+    engines = ("onnxruntime", "openvino") if artifact.suffix == ".onnx" else ("openvino",)
+    cosines = {engine: _cosine(reference, _runs(artifact, engine, feeds)) for engine in engines}
+    floor = FLOORS[target.split("-", 1)[1]]
+    assert min(cosines.values()) >= floor, f"{name} {target}: cosine {cosines} below {floor}"
+    assert results[target].report["source"]["sha256"] == wheels.MODELS[name].sha256
+
+
+def _shapes(source: Path, data: dict[str, np.ndarray]) -> list[tuple]:
+    with edgekit.load(source) as runtime:
+        return [runtime.inputs[[s.name for s in runtime.inputs].index(k)].shape for k in data]
+
+
+def test_ocr_float_forms_read_the_same_text_as_the_source(tmp_path_factory):
+    """The recognizer reads rendered strings; its float artifacts must read exactly the same ones."""
+    source = wheels.fetch("ppocr_rec")
+    out = tmp_path_factory.mktemp("ocr")
+    results = edgekit.convert(source, "onnx-fp32,openvino-fp16", input_shapes={"x": (1, 3, 48, 320)},
+                              output_dir=out, validate_outputs=False)
+    images, texts = task_data.ocr_lines(40, seed=7)
+    charset = task_data.ocr_charset(source)
+    feeds = [{"x": images[i : i + 1]} for i in range(len(texts))]
+    read = {"source": [task_data.ctc_decode(o[0], charset) for o in _runs(source, "onnxruntime", feeds)]}
+    for result in results:
+        backend = "openvino" if result.artifact.suffix == ".xml" else "onnxruntime"
+        read[result.target] = [task_data.ctc_decode(o[0], charset) for o in _runs(result.artifact, backend, feeds)]
+    accuracy = np.mean([r == t for r, t in zip(read["source"], texts)])
+    assert accuracy >= 0.8, f"the float recognizer reads only {accuracy:.0%}: the rendered data is not text"
+    for target, strings in read.items():
+        assert strings == read["source"], target
+
+
+def test_silero_int8_openvino_is_one_clear_error(tmp_path):
+    source = wheels.fetch("silero_vad")
+    np.savez(tmp_path / "calib.npz", **task_data.voiced_audio(16, seed=3))
+    with pytest.raises(ConversionError, match="NNCF could not quantize the model .*If") as info:
+        edgekit.convert(source, "openvino-int8", calibration=tmp_path / "calib.npz", calib_size=8,
+                        input_shapes=MODELS["silero_vad"].shapes, output_dir=tmp_path / "out")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
