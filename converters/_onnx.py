@@ -16,10 +16,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from converters import work_folder
 from converters._source import KERAS, SAVEDMODEL, Source
 from runtimes._formats import ONNX, TFLITE
-from runtimes.errors import ConversionError, MissingDependencyError, UnsupportedModelError
+from runtimes._ort import engine_errors
+from runtimes.errors import ConversionError, MissingDependencyError, UnsupportedModelError, first_line
 
 log = logging.getLogger("edgekit")
 
@@ -126,7 +129,69 @@ def _from_tensorflow(source: Source, output: Path, opset: int) -> dict[str, Any]
     except Exception as exc:  # noqa: BLE001 - tf2onnx raises many types; translate all at this edge
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise ConversionError(f"tf2onnx cannot convert '{source.path}' (opset {opset}): {first[:300]}") from exc
-    return {"exporter": f"tf2onnx {tf2onnx.__version__}", "opset": opset}
+    info = {"exporter": f"tf2onnx {tf2onnx.__version__}", "opset": opset}
+    inlined = _inline_captured_constants(tf, function, output)
+    if inlined:
+        info["inlined_constants"] = inlined
+    rewritten = _replace_erfc(output)
+    if rewritten:
+        info["rewritten_ops"] = {"Erfc": rewritten}
+    _require_onnx_ops(output, source)
+    return info
+
+
+def _replace_erfc(path: Path) -> int:
+    """Keras 3's exact GELU is 0.5 * x * erfc(-x / sqrt 2); tf2onnx passes TensorFlow's Erfc through, which is
+    no ONNX op, so every transformer with exact GELU failed to load. erfc(x) = 1 - erf(x)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    nodes = [n for n in model.graph.node if n.op_type == "Erfc" and n.domain in ("", "ai.onnx")]
+    if not nodes:
+        return 0
+    one = "edgekit_erfc_one"
+    model.graph.initializer.append(numpy_helper.from_array(np.ones((), np.float32), one))
+    for node in nodes:
+        index = list(model.graph.node).index(node)
+        erf = helper.make_node("Erf", list(node.input), [f"{node.output[0]}_erf"], name=f"{node.name}_erf")
+        sub = helper.make_node("Sub", [one, erf.output[0]], list(node.output), name=node.name)
+        model.graph.node.remove(node)
+        model.graph.node.insert(index, sub)
+        model.graph.node.insert(index, erf)
+    onnx.save(model, str(path))
+    return len(nodes)
+
+
+def _require_onnx_ops(path: Path, source: Source) -> None:
+    """An exporter may leave ops that are not ONNX (TensorFlow's own): say which, before any engine trips on them."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as exc:
+        reason = next((line for line in str(exc).splitlines() if "No Op registered" in line), str(exc).splitlines()[0])
+        raise ConversionError(f"the ONNX export of '{source.path}' is invalid: {reason.strip()[:300]}; "
+                              "try another --opset or replace the layer") from exc
+
+
+def _inline_captured_constants(tf: Any, function: Any, path: Path) -> list[str]:
+    """Keras 3 layers that compute tensors once at build time (Normalization's mean and variance) reach the
+    traced function as captured eager tensors, not variables; tf2onnx freezes variables only and leaves
+    those as extra graph inputs. Turn every such input back into the constant it was."""
+    import onnx
+    from onnx import numpy_helper
+
+    captured = {internal.name: external for external, internal in function.get_concrete_function().graph.captures
+                if isinstance(external, tf.Tensor) and external.dtype != tf.resource and hasattr(external, "numpy")}
+    model = onnx.load(str(path))
+    extra = [i for i in model.graph.input if i.name in captured]
+    for value in extra:
+        model.graph.initializer.append(numpy_helper.from_array(captured[value.name].numpy(), value.name))
+        model.graph.input.remove(value)
+    if extra:
+        onnx.save(model, str(path))
+    return [value.name for value in extra]
 
 
 FLOAT16_MAX = 65504.0
@@ -164,8 +229,6 @@ def _to_float16(onnx: Any, float_path: Path, output: Path, notes: list[str]) -> 
 
 
 def _max_abs(array: Any) -> float:
-    import numpy as np
-
     return float(np.abs(array).max()) if array.size else 0.0
 
 
@@ -239,7 +302,11 @@ def convert(
         # BASIC = hardware-independent rewrites only, so the file stays portable across CPUs and runtimes.
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.optimized_model_filepath = str(output)
-        ort.InferenceSession(str(float_path), options, providers=["CPUExecutionProvider"])
+        try:
+            ort.InferenceSession(str(float_path), options, providers=["CPUExecutionProvider"])
+        except engine_errors() as exc:
+            raise ConversionError(f"ONNX Runtime cannot load the float export of '{source.path}': "
+                                  f"{first_line(exc)[:300]}") from exc
         used["optimization"] = "onnxruntime basic graph optimizations"
     elif variant == "fp16":
         used.update(_to_float16(onnx, float_path, output, notes))

@@ -85,6 +85,21 @@ def _spec(name: str, details: dict[str, Any]) -> TensorSpec:
     return TensorSpec(name, shape, np.dtype(details["dtype"]), scale, zero_point)
 
 
+def signature_io(interpreter: Any) -> dict[str, tuple[str, float | None, int | None]]:
+    """Tensor name -> (signature name, scale, zero point) for the inputs and outputs of the model's
+    default signature (what other engines reading the file need to name and scale its ports)."""
+    signatures = interpreter.get_signature_list()
+    key = "serving_default" if "serving_default" in signatures else next(iter(signatures), None)
+    if key is None:
+        details = interpreter.get_input_details() + interpreter.get_output_details()
+        named = [(d["name"], d) for d in details]
+    else:
+        runner = interpreter.get_signature_runner(key)
+        named = list(runner.get_input_details().items()) + list(runner.get_output_details().items())
+    specs = {d["name"]: _spec(name, d) for name, d in named}
+    return {tensor: (spec.name, spec.scale, spec.zero_point) for tensor, spec in specs.items()}
+
+
 class LiteRTRuntime(Runtime):
     backend = "litert"
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from runtimes._formats import ONNX, ModelFile
+from runtimes._formats import ONNX, TFLITE, ModelFile
 from runtimes._onnx_proto import io_quantization
 from runtimes._telemetry import keep_engine_telemetry_off
 from runtimes.base import Runtime, TensorSpec
@@ -84,6 +84,30 @@ def _port_names(ports: Any, wanted: list[str]) -> list[str]:
             match = wanted[index]
         names.append(match or port.get_any_name())
     return names
+
+
+def _tflite_signature(path: str, inputs: Any, outputs: Any) -> tuple[list[str], list[str], dict]:
+    """Names and I/O quantization of a .tflite read by OpenVINO, from its signature. OpenVINO names the ports
+    after inner tensors ('serving_default_x:0', 'StatefulPartitionedCall:0') and drops the I/O scales; a
+    LiteRT interpreter, when one is installed, reads what the file says (parsing only, nothing runs)."""
+    from runtimes._litert import import_interpreter, signature_io
+    from runtimes.errors import MissingDependencyError
+
+    try:
+        _, module = import_interpreter()
+        by_tensor = signature_io(module.Interpreter(model_path=path))
+    except (MissingDependencyError, ValueError, RuntimeError):
+        by_tensor = {}
+
+    def names(ports: Any) -> list[str]:
+        found = []
+        for port in ports:
+            match = next((by_tensor[n][0] for n in port.get_names() if n in by_tensor), None)
+            found.append(match or port.get_any_name())
+        return found
+
+    quant = {name: (scale, zero_point) for name, scale, zero_point in by_tensor.values() if scale is not None}
+    return names(inputs), names(outputs), quant
 
 
 def _numpy_dtype(element_type: Any) -> np.dtype:
@@ -155,11 +179,14 @@ class OpenVINORuntime(Runtime):
             self._compiled = ov_core.compile_model(ov_model, device_name, properties)
         except (RuntimeError, ValueError, TypeError) as exc:
             raise UnsupportedModelError(f"OpenVINO cannot load '{self.path}': {engine_message(exc)}") from exc
-        onnx_summary = model.onnx if model.format == ONNX else None
-        quant = io_quantization(onnx_summary) if onnx_summary else _rt_info_quantization(ov_model)
         inputs, outputs = self._compiled.inputs, self._compiled.outputs
-        input_names = _port_names(inputs, [n for n, _ in onnx_summary.inputs] if onnx_summary else [])
-        output_names = _port_names(outputs, [n for n, _ in onnx_summary.outputs] if onnx_summary else [])
+        if model.format == TFLITE:
+            input_names, output_names, quant = _tflite_signature(self.path, inputs, outputs)
+        else:
+            onnx_summary = model.onnx if model.format == ONNX else None
+            quant = io_quantization(onnx_summary) if onnx_summary else _rt_info_quantization(ov_model)
+            input_names = _port_names(inputs, [n for n, _ in onnx_summary.inputs] if onnx_summary else [])
+            output_names = _port_names(outputs, [n for n, _ in onnx_summary.outputs] if onnx_summary else [])
         self._set_specs(tuple(_spec(p, n, quant) for p, n in zip(inputs, input_names)),
                         tuple(_spec(p, n, quant) for p, n in zip(outputs, output_names)))
         self._request = self._compiled.create_infer_request()

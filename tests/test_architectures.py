@@ -1,0 +1,86 @@
+"""Architectures built the way their users build them (tests/models/zoo.py: residual blocks, MobileNetV3
+and EfficientNet from keras.applications, a YOLO-style detector head, a transformer encoder with int64 ids
+and an attention mask), BatchNorm statistics measured on data, through `edgekit convert` to every target
+family; every artifact compared with the Keras model's own outputs on every engine that reads it.
+
+Floors as in test_real_models: float forms match (cosine >= 0.9999); int8 forms stay above 0.95, except
+the collapses listed with the cosine measured here (strict xfail: the int8 issue's to repair).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zoo
+
+import edgekit
+
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow, pytest.mark.litert, pytest.mark.onnxruntime,
+              pytest.mark.openvino]
+
+FLOAT_AND_INT8 = ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-int8")
+TARGETS = {
+    "resnet": FLOAT_AND_INT8,
+    "mobilenet_v3": FLOAT_AND_INT8,
+    # the Normalization layer's constants once came out of tf2onnx as graph inputs; float forms keep it quick
+    "efficientnet": ("tflite-fp32", "onnx-fp32", "openvino-fp32"),
+    "yolo": FLOAT_AND_INT8,
+    "encoder": FLOAT_AND_INT8 + ("onnx-fp16", "openvino-fp16"),
+}
+OPTIONS = {"encoder": {"allow_float_ops": True}}  # TFLite has no int8 NEG: the mask arithmetic stays float
+FLOORS = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.95}
+# (model, target) -> the worst cosine measured here, over the engines that read the artifact
+COLLAPSES = {
+    ("mobilenet_v3", "openvino-int8"): 0.86,  # NNCF's default int8 around hard-swish / squeeze-excite
+    ("encoder", "tflite-int8"): 0.22,  # LiteRT 0.91; OpenVINO reading the same .tflite 0.22
+    ("encoder", "onnx-int8"): 0.48,  # ONNX Runtime 0.91; OpenVINO running the same QDQ file 0.48
+}
+HELD_OUT = 16
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """name -> (keras path, {target: ConversionResult}); built and converted once, when first asked for."""
+    done: dict[str, tuple[Path, dict[str, Any]]] = {}
+
+    def build(name: str) -> tuple[Path, dict[str, Any]]:
+        if name not in done:
+            folder = tmp_path_factory.mktemp(name)
+            path = zoo.build(name, folder)
+            np.savez(folder / "calib.npz", **zoo.inputs_for(name, 48, seed=1))
+            results = edgekit.convert(path, list(TARGETS[name]), calibration=folder / "calib.npz", calib_size=32,
+                                      validation_size=16, output_dir=folder / "out", **OPTIONS.get(name, {}))
+            done[name] = path, {r.target: r for r in results}
+        return done[name]
+
+    return build
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
+
+
+@pytest.mark.parametrize(("name", "target"), [(n, t) for n, targets in TARGETS.items() for t in targets])
+def test_every_artifact_matches_the_keras_model_on_every_engine(built, name, target, request):
+    path, results = built(name)
+    if (name, target) in COLLAPSES:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"int8 collapses to cosine "
+                                              f"{COLLAPSES[name, target]} with default options (issue 16)"))
+    data = zoo.inputs_for(name, HELD_OUT, seed=99)
+    expected = zoo.predict(path, data)
+    artifact = results[target].artifact
+    engines = {".tflite": ("litert", "openvino"), ".onnx": ("onnxruntime", "openvino"), ".xml": ("openvino",)}
+    cosines = {}
+    for engine in engines[artifact.suffix]:
+        options = {"config": {"INFERENCE_PRECISION_HINT": "f32"}} if engine == "openvino" else {}
+        with edgekit.load(artifact, backend=engine, **options) as runtime:
+            assert [s.name for s in runtime.inputs] == list(data), (engine, runtime.inputs)
+            got = np.concatenate([runtime.run({k: v[i : i + 1] for k, v in data.items()})[runtime.outputs[0].name]
+                                  for i in range(HELD_OUT)])
+        cosines[engine] = _cosine(expected, got)
+    floor = FLOORS[target.split("-", 1)[1]]
+    assert min(cosines.values()) >= floor, f"{name} {target}: cosine {cosines} below {floor}"
