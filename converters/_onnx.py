@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -308,6 +309,12 @@ def convert(
             raise ConversionError(f"ONNX Runtime cannot load the float export of '{source.path}': "
                                   f"{first_line(exc)[:300]}") from exc
         used["optimization"] = "onnxruntime basic graph optimizations"
+        try:  # a saved optimized graph does not always load back (seen on BERT encoders): keep the plain export
+            ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+        except engine_errors() as exc:
+            shutil.copyfile(float_path, output)
+            used["optimization"] = "none (ONNX Runtime's own optimizations apply at load time)"
+            notes.append(f"the optimized graph did not load back ({first_line(exc)[:120]}); kept the plain export")
     elif variant == "fp16":
         used.update(_to_float16(onnx, float_path, output, notes))
     elif variant == "int8-dynamic":
