@@ -138,10 +138,10 @@ def mobilenet_source(work: Path) -> Path:
 
 def streaming_memory(count: int, work: Path) -> None:
     """Peak RSS growth while streaming ``count`` 224x224 images through a calibration split."""
+    from edgekit.runtimes.base import TensorSpec
     from PIL import Image
 
     import edgekit
-    from runtimes.base import TensorSpec
 
     folder = work / "stream"
     rng = np.random.default_rng(0)

@@ -25,7 +25,7 @@ import json, sys
 import numpy as np
 sys.path.insert(0, {models!r})
 import edgekit, tiny
-from edgekit.profiler import current_rss_mb
+from edgekit.profiling.profiler import current_rss_mb
 calls, path = int(sys.argv[1]), sys.argv[2]
 inputs = [tiny.sample_inputs(1 + i % 4, seed=i) for i in range(8)]
 samples = []

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtimes.errors import ConversionError
+from edgekit.runtimes.errors import ConversionError
 
 #: Converter parameters the pipeline fills in itself (calibration data, held-out samples, the drop budget).
 PIPELINE_ARGUMENTS = frozenset({"calibration", "calibration_count", "validation", "max_drop"})
@@ -74,16 +74,17 @@ class Target:
 
 
 def _tflite(variant: str, calibrated: bool = False, integer_only: bool = False) -> Target:
-    return Target(f"tflite-{variant}", "tflite", variant, ".tflite", "converters._tflite:convert", calibrated,
+    return Target(f"tflite-{variant}", "tflite", variant, ".tflite", "edgekit.converters._tflite:convert", calibrated,
                   integer_only)
 
 
 def _onnx(variant: str, calibrated: bool = False) -> Target:
-    return Target(f"onnx-{variant}", "onnx", variant, ".onnx", "converters._onnx:convert", calibrated)
+    return Target(f"onnx-{variant}", "onnx", variant, ".onnx", "edgekit.converters._onnx:convert", calibrated)
 
 
 def _openvino(variant: str, calibrated: bool = False) -> Target:
-    return Target(f"openvino-{variant}", "openvino", variant, ".xml", "converters._openvino:convert", calibrated)
+    return Target(f"openvino-{variant}", "openvino", variant, ".xml", "edgekit.converters._openvino:convert",
+                  calibrated)
 
 
 TARGETS: dict[str, Target] = {
@@ -102,7 +103,7 @@ TARGETS: dict[str, Target] = {
         _openvino("fp16"),
         _openvino("fp32"),
         # variant "ethos-u55-128" is the default --npu-config; the artifact is named after the chosen one
-        Target("ethos-u", "ethos-u", "ethos-u55-128", ".tflite", "converters._ethosu:convert", True,
+        Target("ethos-u", "ethos-u", "ethos-u55-128", ".tflite", "edgekit.converters._ethosu:convert", True,
                variant_option="npu_config", quantized_sources=("tflite",)),
     )
 }

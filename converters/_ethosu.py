@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from converters import work_folder
-from converters._source import KERAS, SAVEDMODEL, Source
-from runtimes._formats import TFLITE, open_model_file
-from runtimes._vela import DEFAULT_NPU, compile_for_ethos_u
-from runtimes.errors import ConversionError, UnsupportedModelError
+from edgekit.converters import work_folder
+from edgekit.converters._source import KERAS, SAVEDMODEL, Source
+from edgekit.runtimes._formats import TFLITE, open_model_file
+from edgekit.runtimes._vela import DEFAULT_NPU, compile_for_ethos_u
+from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
 
 
 def convert(
@@ -34,8 +34,8 @@ def convert(
     work = work_folder(output)
     int8 = work / f"{output.stem}_int8.tflite"
     if source.kind in (KERAS, SAVEDMODEL):
-        from converters import TARGETS
-        from converters._tflite import convert as convert_tflite
+        from edgekit.converters import TARGETS
+        from edgekit.converters._tflite import convert as convert_tflite
 
         if calibration is None:
             raise ConversionError("ethos-u needs calibration data for its int8 model: pass --calib PATH")
@@ -61,7 +61,7 @@ def convert(
 
 
 def _require_full_int8(path: Path, source: Source) -> None:
-    from runtimes.audit import audit_model
+    from edgekit.runtimes.audit import audit_model
 
     audit = audit_model(open_model_file(path))
     if not audit.integer_compute:

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from converters import work_folder
-from converters._source import KERAS, SAVEDMODEL, Source
-from runtimes._formats import ONNX, TFLITE
-from runtimes._ort import engine_errors
-from runtimes.errors import ConversionError, MissingDependencyError, UnsupportedModelError, first_line
+from edgekit.converters import work_folder
+from edgekit.converters._source import KERAS, SAVEDMODEL, Source
+from edgekit.runtimes._formats import ONNX, TFLITE
+from edgekit.runtimes._ort import engine_errors
+from edgekit.runtimes.errors import ConversionError, MissingDependencyError, UnsupportedModelError, first_line
 
 log = logging.getLogger("edgekit")
 
@@ -115,8 +114,8 @@ def _fix_input_dims(model: Any, source: Source) -> None:
 
 
 def _from_tensorflow(source: Source, output: Path, opset: int) -> dict[str, Any]:
-    from converters._quiet import import_tensorflow, native_stderr_silenced
-    from converters._tflite import serving_function
+    from edgekit.converters._quiet import import_tensorflow, native_stderr_silenced
+    from edgekit.converters._tflite import serving_function
 
     tf = import_tensorflow()
     try:

@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from converters import work_folder
-from converters._source import KERAS, SAVEDMODEL, Source
-from runtimes._formats import ONNX, TFLITE
-from runtimes._openvino import engine_message
-from runtimes._telemetry import keep_engine_telemetry_off
-from runtimes.errors import ConversionError, EdgekitError, MissingDependencyError
+from edgekit.converters import work_folder
+from edgekit.converters._source import KERAS, SAVEDMODEL, Source
+from edgekit.runtimes._formats import ONNX, TFLITE
+from edgekit.runtimes._openvino import engine_message
+from edgekit.runtimes._telemetry import keep_engine_telemetry_off
+from edgekit.runtimes.errors import ConversionError, EdgekitError, MissingDependencyError
 
 log = logging.getLogger("edgekit")
 
@@ -92,8 +91,8 @@ def _match_names(ports: Any, names: list[str]) -> None:
 
 
 def _savedmodel(source: Source, folder: Path) -> Path:
-    from converters._quiet import import_tensorflow, native_stderr_silenced
-    from converters._tflite import serving_function
+    from edgekit.converters._quiet import import_tensorflow, native_stderr_silenced
+    from edgekit.converters._tflite import serving_function
 
     tf = import_tensorflow()
     function, _, holder = serving_function(tf, source)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from runtimes.errors import MissingDependencyError
+from edgekit.runtimes.errors import MissingDependencyError
 
 log = logging.getLogger("edgekit")
 

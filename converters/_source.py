@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from runtimes._formats import ONNX, TFLITE, open_model_file
-from runtimes.base import TensorSpec
-from runtimes.errors import ConversionError, UnsupportedModelError
+from edgekit.runtimes._formats import ONNX, TFLITE, open_model_file
+from edgekit.runtimes.base import TensorSpec
+from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
 
 KERAS, SAVEDMODEL = "keras", "savedmodel"
 
@@ -95,7 +94,7 @@ def _fix_shapes(source: Source, overrides: dict[str, tuple[int, ...]]) -> Source
 
 
 def _tf():
-    from converters._quiet import import_tensorflow
+    from edgekit.converters._quiet import import_tensorflow
 
     return import_tensorflow()
 
@@ -156,7 +155,7 @@ def _describe_savedmodel(path: Path) -> Source:
 
 
 def _describe_runtime_model(path: Path, fmt: str) -> Source:
-    from runtimes import open_runtime
+    from edgekit.runtimes import open_runtime
 
     with open_runtime(path) as runtime:
         inputs, outputs = runtime.inputs, tuple(s.name for s in runtime.outputs)

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from converters._quiet import import_tensorflow, native_stderr_silenced
-from converters._source import KERAS, SAVEDMODEL, Source, load_keras, load_savedmodel
-from runtimes.errors import ConversionError, UnsupportedModelError
+from edgekit.converters._quiet import import_tensorflow, native_stderr_silenced
+from edgekit.converters._source import KERAS, SAVEDMODEL, Source, load_keras, load_savedmodel
+from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
 
 IO_TYPES = ("int8", "uint8", "float")
 
@@ -119,7 +119,7 @@ def convert(
 
 def export_float(source: Source, output: Path) -> Path:
     """The float reference that validation compares every artifact against."""
-    from converters import TARGETS
+    from edgekit.converters import TARGETS
 
     convert(source, TARGETS["tflite-fp32"], output)
     return output

@@ -44,24 +44,24 @@ __all__ = [
 # name -> module that defines it; resolved on first access (PEP 562)
 _LAZY = {
     "load": "edgekit._api",
-    "Runtime": "runtimes.base",
-    "TensorSpec": "runtimes.base",
+    "Runtime": "edgekit.runtimes.base",
+    "TensorSpec": "edgekit.runtimes.base",
     "inspect_model": "edgekit.inspection",
-    "convert": "edgekit.conversion",
-    "Recipe": "edgekit.preprocess",
-    "build_dataset": "edgekit.calibration",
-    "profile": "edgekit.profiler",
-    "ProfileReport": "edgekit.profiler",
+    "convert": "edgekit.pipeline.conversion",
+    "Recipe": "edgekit.pipeline.preprocess",
+    "build_dataset": "edgekit.pipeline.calibration",
+    "profile": "edgekit.profiling.profiler",
+    "ProfileReport": "edgekit.profiling.profiler",
 }
 
 if TYPE_CHECKING:
     from edgekit._api import load
-    from edgekit.calibration import build_dataset
-    from edgekit.conversion import convert
     from edgekit.inspection import inspect_model
-    from edgekit.preprocess import Recipe
-    from edgekit.profiler import ProfileReport, profile
-    from runtimes.base import Runtime, TensorSpec
+    from edgekit.pipeline.calibration import build_dataset
+    from edgekit.pipeline.conversion import convert
+    from edgekit.pipeline.preprocess import Recipe
+    from edgekit.profiling.profiler import ProfileReport, profile
+    from edgekit.runtimes.base import Runtime, TensorSpec
 
 
 def __getattr__(name: str) -> Any:

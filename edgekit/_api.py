@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from runtimes import open_runtime
-from runtimes.base import Runtime
+from edgekit.runtimes import open_runtime
+from edgekit.runtimes.base import Runtime
 
 
 def load(

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from runtimes.errors import EdgekitError
+from edgekit.runtimes.errors import EdgekitError
 
 
 def ensure_writable(path: Path, *, force: bool) -> None:

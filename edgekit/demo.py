@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit._files import write_atomic
-from runtimes.errors import EdgekitError
+from edgekit.runtimes.errors import EdgekitError
 
 FAMILIES = ("tflite", "onnx", "openvino")
 TARGETS = [f"{family}-{kind}" for family in FAMILIES for kind in ("fp32", "int8")]
@@ -64,7 +64,7 @@ def run_demo(output_dir: Path, *, sample: Path | None = None, force: bool = Fals
              say=lambda text: None, profile_seconds: float = 1.0) -> tuple[list[DemoRow], dict[str, Path]]:
     """Run the demo; return the comparison rows and the report files written."""
     import edgekit
-    from edgekit import profile_output
+    from edgekit.profiling import output as profile_output
 
     model, images = find_sample(sample)
     output_dir = prepare_output(output_dir, force=force)

@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from runtimes import BACKENDS
+from edgekit.runtimes import BACKENDS
 
 log = logging.getLogger("edgekit")
 
@@ -112,7 +112,7 @@ def _package_version(distribution: str) -> str | None:
 
 
 def _litert_accelerators() -> tuple[str, ...]:
-    from runtimes._litert import find_system_delegates
+    from edgekit.runtimes._litert import find_system_delegates
 
     return ("cpu (XNNPACK)",) + tuple(f"{kind} ({path})" for path, kind in find_system_delegates().items())
 
@@ -124,7 +124,7 @@ def _ort_accelerators() -> tuple[str, ...]:
 
 
 def _openvino_accelerators() -> tuple[str, ...]:
-    from runtimes._openvino import core
+    from edgekit.runtimes._openvino import core
 
     return tuple(core().available_devices)
 
@@ -140,7 +140,7 @@ NPU_HINTS = {
 
 def npu_status(backend: str, accelerators: tuple[str, ...]) -> str:
     """Whether an engine can reach an NPU here, and if not, what to install."""
-    from runtimes._ort import PROVIDERS_BY_DEVICE
+    from edgekit.runtimes._ort import PROVIDERS_BY_DEVICE
 
     if backend == "litert":
         found = [a for a in accelerators if a.startswith("npu ")]

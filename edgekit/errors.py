@@ -1,6 +1,6 @@
-"""edgekit's error types (defined in the bottom layer, ``runtimes.errors``, so every layer can raise them)."""
+"""edgekit's error types (defined in the bottom layer, ``edgekit.runtimes.errors``, so every layer can raise them)."""
 
-from runtimes.errors import (
+from edgekit.runtimes.errors import (
     CalibrationError,
     ConversionError,
     DeviceError,

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.audit import QuantizationAudit, audit_model
-from runtimes import open_runtime
-from runtimes._formats import open_model_file
-from runtimes.base import TensorSpec
+from edgekit.runtimes import open_runtime
+from edgekit.runtimes._formats import open_model_file
+from edgekit.runtimes.base import TensorSpec
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ import importlib.util
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from runtimes._formats import ONNX, OPENVINO, TFLITE, ModelFile, open_model_file
-from runtimes.errors import DeviceError, EdgekitError, MissingDependencyError, UnsupportedModelError
+from edgekit.runtimes._formats import ONNX, OPENVINO, TFLITE, ModelFile, open_model_file
+from edgekit.runtimes.errors import DeviceError, EdgekitError, MissingDependencyError, UnsupportedModelError
 
 if TYPE_CHECKING:  # base imports numpy; the package itself stays import-cheap
-    from runtimes.base import Runtime
+    from edgekit.runtimes.base import Runtime
 
 __all__ = ["BACKENDS", "DEVICES", "Backend", "open_runtime", "resolve_backend"]
 
@@ -51,10 +51,10 @@ class Backend:
 
 
 BACKENDS: dict[str, Backend] = {
-    "litert": Backend("litert", "runtimes._litert:LiteRTRuntime",
+    "litert": Backend("litert", "edgekit.runtimes._litert:LiteRTRuntime",
                       ("ai_edge_litert", "tflite_runtime", "tensorflow"), "litert", (TFLITE,)),
-    "onnxruntime": Backend("onnxruntime", "runtimes._ort:OrtRuntime", ("onnxruntime",), "onnx", (ONNX,)),
-    "openvino": Backend("openvino", "runtimes._openvino:OpenVINORuntime", ("openvino",), "openvino",
+    "onnxruntime": Backend("onnxruntime", "edgekit.runtimes._ort:OrtRuntime", ("onnxruntime",), "onnx", (ONNX,)),
+    "openvino": Backend("openvino", "edgekit.runtimes._openvino:OpenVINORuntime", ("openvino",), "openvino",
                         (OPENVINO, ONNX, TFLITE)),
 }
 _ALIASES = {"tflite": "litert", "ort": "onnxruntime", "ov": "openvino"}
@@ -104,7 +104,7 @@ def open_runtime(
     chosen = resolve_backend(model, backend)
     runtime_class = chosen.runtime_class()
     if isolated:
-        from runtimes._isolation import probe
+        from edgekit.runtimes._isolation import probe
 
         probe(model.path, chosen.name)
     runtime = runtime_class(model, device=device, threads=threads, **engine_options)

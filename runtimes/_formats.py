@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtimes._onnx_proto import OnnxSummary, read_onnx
-from runtimes.errors import UnsupportedModelError
+from edgekit.runtimes._onnx_proto import OnnxSummary, read_onnx
+from edgekit.runtimes.errors import UnsupportedModelError
 
 TFLITE, ONNX, OPENVINO = "tflite", "onnx", "openvino"
 _TFLITE_IDENTIFIER = b"TFL3"

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runtimes.errors import UnsupportedModelError
+from edgekit.runtimes.errors import UnsupportedModelError
 
 DEFAULT_TIMEOUT_S = 120.0
 # Engines reserve several GiB of address space at start-up; the cap stops runaway allocations, not those.
@@ -22,8 +22,8 @@ DEFAULT_MEMORY_BYTES = 16 * 2**30
 
 _CHILD = """
 import json, sys
-from runtimes import open_runtime
-from runtimes.errors import EdgekitError
+from edgekit.runtimes import open_runtime
+from edgekit.runtimes.errors import EdgekitError
 try:
     with open_runtime(sys.argv[1], backend=sys.argv[2]) as rt:
         print(json.dumps({"ok": True, "inputs": [s.name for s in rt.inputs]}))
@@ -45,8 +45,7 @@ def _limits(cpu_seconds: int, memory_bytes: int):
 def probe(path: Path, backend: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
           memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
     """Load ``path`` with ``backend`` in a limited subprocess; raise if that fails in any way."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    env = dict(os.environ)  # the same interpreter and environment: the child imports this installed edgekit
     try:
         done = subprocess.run([sys.executable, "-c", _CHILD, str(path), backend], capture_output=True, text=True,
                               timeout=timeout_s, env=env,

@@ -16,10 +16,15 @@ import threading
 from typing import Any
 
 import numpy as np
-
-from runtimes._formats import ModelFile
-from runtimes.base import Runtime, TensorSpec
-from runtimes.errors import DeviceError, InferenceError, MissingDependencyError, UnsupportedModelError, first_line
+from edgekit.runtimes._formats import ModelFile
+from edgekit.runtimes.base import Runtime, TensorSpec
+from edgekit.runtimes.errors import (
+    DeviceError,
+    InferenceError,
+    MissingDependencyError,
+    UnsupportedModelError,
+    first_line,
+)
 
 log = logging.getLogger("edgekit.runtimes")
 

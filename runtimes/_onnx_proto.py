@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from runtimes.errors import UnsupportedModelError
+from edgekit.runtimes.errors import UnsupportedModelError
 
 _MAX_DEPTH = 64  # nested subgraphs (If/Loop bodies); deeper is hostile, not a real model
 _MAX_TENSOR_BYTES = 1 << 40  # one tensor of a terabyte is not a model that fits any edge device

@@ -16,12 +16,11 @@ import threading
 from typing import Any
 
 import numpy as np
-
-from runtimes._formats import ONNX, TFLITE, ModelFile
-from runtimes._onnx_proto import io_quantization
-from runtimes._telemetry import keep_engine_telemetry_off
-from runtimes.base import Runtime, TensorSpec
-from runtimes.errors import DeviceError, InferenceError, UnsupportedModelError
+from edgekit.runtimes._formats import ONNX, TFLITE, ModelFile
+from edgekit.runtimes._onnx_proto import io_quantization
+from edgekit.runtimes._telemetry import keep_engine_telemetry_off
+from edgekit.runtimes.base import Runtime, TensorSpec
+from edgekit.runtimes.errors import DeviceError, InferenceError, UnsupportedModelError
 
 log = logging.getLogger("edgekit.runtimes")
 
@@ -90,8 +89,8 @@ def _tflite_signature(path: str, inputs: Any, outputs: Any) -> tuple[list[str], 
     """Names and I/O quantization of a .tflite read by OpenVINO, from its signature. OpenVINO names the ports
     after inner tensors ('serving_default_x:0', 'StatefulPartitionedCall:0') and drops the I/O scales; a
     LiteRT interpreter, when one is installed, reads what the file says (parsing only, nothing runs)."""
-    from runtimes._litert import import_interpreter, signature_io
-    from runtimes.errors import MissingDependencyError
+    from edgekit.runtimes._litert import import_interpreter, signature_io
+    from edgekit.runtimes.errors import MissingDependencyError
 
     try:
         _, module = import_interpreter()

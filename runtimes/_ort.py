@@ -11,11 +11,10 @@ import logging
 from typing import Any
 
 import numpy as np
-
-from runtimes._formats import ModelFile
-from runtimes._onnx_proto import io_quantization
-from runtimes.base import Runtime, TensorSpec
-from runtimes.errors import DeviceError, InferenceError, UnsupportedModelError, first_line
+from edgekit.runtimes._formats import ModelFile
+from edgekit.runtimes._onnx_proto import io_quantization
+from edgekit.runtimes.base import Runtime, TensorSpec
+from edgekit.runtimes.errors import DeviceError, InferenceError, UnsupportedModelError, first_line
 
 log = logging.getLogger("edgekit.runtimes")
 

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtimes._formats import ONNX, OPENVINO, TFLITE, ModelFile, check_onnx
+from edgekit.runtimes._formats import ONNX, OPENVINO, TFLITE, ModelFile, check_onnx
 
 # Ops that only move, convert or describe data; they neither help nor hurt "integer-ness".
 _BOUNDARY_TFLITE = {"QUANTIZE", "DEQUANTIZE"}
@@ -85,7 +85,7 @@ def audit_model(model: ModelFile) -> QuantizationAudit:
 
 
 def _audit_tflite(model: ModelFile) -> QuantizationAudit:
-    from runtimes._litert import import_interpreter
+    from edgekit.runtimes._litert import import_interpreter
 
     _, module = import_interpreter()
     interpreter = module.Interpreter(model_path=str(model.path))

@@ -14,8 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-
-from runtimes.errors import InferenceError
+from edgekit.runtimes.errors import InferenceError
 
 _INTEGER_KINDS = "iub"
 _MISSING = object()

@@ -1,6 +1,6 @@
 """The one error family of edgekit.
 
-It lives in the bottom layer (``runtimes``) because every layer raises it and
+It lives in the bottom layer (``edgekit.runtimes``) because every layer raises it and
 arrows only point down; ``edgekit.errors`` re-exports it for users. Messages
 say what went wrong, with which value, and what to do.
 """

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import make_conv_onnx
+from edgekit.converters._onnx import int8_defaults
 
 import edgekit
-from converters._onnx import int8_defaults
 from edgekit import ConversionError
 from edgekit.cli import cli
 

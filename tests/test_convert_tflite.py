@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import edgekit
 from edgekit import CalibrationError, ConversionError, UnsupportedModelError
 from edgekit.cli import cli
-from edgekit.preprocess import Recipe, load_image
+from edgekit.pipeline.preprocess import Recipe, load_image
 
 pytestmark = [pytest.mark.tensorflow, pytest.mark.litert, pytest.mark.slow]
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-HEAVY = ["tensorflow", "nncf", "tf2onnx", "converters", "keras"]
+HEAVY = ["tensorflow", "nncf", "tf2onnx", "edgekit.converters", "keras"]
 ENGINES = ["onnxruntime", "openvino", "ai_edge_litert", "tflite_runtime", "onnx"]
 
 
@@ -52,4 +52,4 @@ def test_run_and_profile_commands_import_no_converter(tflite_int8):
         f"r = CliRunner().invoke(cli, ['profile', {str(tflite_int8)!r}, '--runs', '3', '--min-seconds', '0'])\n"
         "assert r.exit_code == 0, r.output"
     )
-    assert "edgekit.profiler" in loaded and not loaded & set(HEAVY), loaded & set(HEAVY)
+    assert "edgekit.profiling.profiler" in loaded and not loaded & set(HEAVY), loaded & set(HEAVY)

@@ -41,7 +41,7 @@ def test_missing_engine_on_32bit_arm_says_to_move_to_64bit(monkeypatch):
     import platform
     import struct
 
-    from runtimes.errors import MissingDependencyError
+    from edgekit.runtimes.errors import MissingDependencyError
 
     monkeypatch.setattr(platform, "machine", lambda: "armv7l")
     monkeypatch.setattr(struct, "calcsize", lambda fmt: 4)

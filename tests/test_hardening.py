@@ -181,7 +181,7 @@ def test_isolation_turns_a_real_engine_crash_into_an_error(tmp_path, monkeypatch
     """OpenVINO reads ORT's `_ORT_MEM_ADDR_` external-data location as a raw address and segfaults.
     edgekit refuses such files before any engine sees them; here the isolated child skips that check
     and hands the file straight to OpenVINO, so the crash is real, and must come back as an error."""
-    from runtimes import _isolation
+    from edgekit.runtimes import _isolation
 
     hostile = _ort_mem_addr(tmp_path)
     monkeypatch.setattr(_isolation, "_CHILD", "import sys, openvino as ov\nov.Core().read_model(sys.argv[1])\n")

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tiny
+from edgekit.runtimes import Backend
 
 import edgekit
 from edgekit import MissingDependencyError, UnsupportedModelError
-from runtimes import Backend
 
 pytestmark = [pytest.mark.litert, pytest.mark.onnxruntime, pytest.mark.openvino]
 
@@ -119,7 +119,7 @@ def test_backend_that_cannot_read_the_format_says_which_can(onnx_fp32):
 
 
 def test_missing_engine_names_the_pip_extra():
-    absent = Backend("fancy", "runtimes._nope:Nope", ("no_such_engine_module",), "fancy-extra", ("onnx",))
+    absent = Backend("fancy", "edgekit.runtimes._nope:Nope", ("no_such_engine_module",), "fancy-extra", ("onnx",))
     with pytest.raises(MissingDependencyError, match=r"pip install 'edgekit\[fancy-extra\]'"):
         absent.runtime_class()
 

@@ -78,7 +78,7 @@ x = np.asarray(json.loads(sys.argv[2]), dtype=np.float32)
 with edgekit.load(sys.argv[1]) as rt:
     out = rt.run(x)
 print(json.dumps({"output": next(iter(out.values())).tolist(), "engine": rt.engine,
-                  "heavy": sorted(m for m in ("tensorflow", "converters", "nncf") if m in sys.modules)}))
+                  "heavy": sorted(m for m in ("tensorflow", "edgekit.converters", "nncf") if m in sys.modules)}))
 """
 
 

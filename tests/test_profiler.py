@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import tiny
 from click.testing import CliRunner
+from edgekit.runtimes.base import Runtime, TensorSpec
 
 import edgekit
 from edgekit.cli import cli
-from edgekit.profiler import LatencyStats, profile
-from edgekit.system_state import instability_reasons, read_frequencies_mhz, read_throttled, snapshot
-from runtimes.base import Runtime, TensorSpec
+from edgekit.profiling.profiler import LatencyStats, profile
+from edgekit.profiling.system_state import instability_reasons, read_frequencies_mhz, read_throttled, snapshot
 
 TOP_LEVEL_KEYS = {"model", "backend", "device", "threads", "latency_ms", "throughput_ips", "load_ms",
                   "first_inference_ms", "peak_rss_mb", "model_size_bytes", "per_op", "system", "unstable"}
@@ -169,7 +169,7 @@ def test_raspberry_pi_5_heating_up_during_a_run_is_unstable(tmp_path, model_file
 
 
 def test_non_pi_machine_uses_the_passive_trip_point(tmp_path):
-    from edgekit.system_state import DeviceState, throttle_limit_c
+    from edgekit.profiling.system_state import DeviceState, throttle_limit_c
 
     zone = tmp_path / "sys/class/thermal/thermal_zone0"
     zone.mkdir(parents=True)

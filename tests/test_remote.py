@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from sshd import keygen, start_sshd
 
 from edgekit.cli import cli
-from edgekit.remote import RemoteError, parse_remote
+from edgekit.profiling.remote import RemoteError, parse_remote
 
 pytestmark = [pytest.mark.litert, pytest.mark.slow]
 FAST = ["--runs", "5", "--min-seconds", "0.05", "--warmup-seconds", "0"]

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from edgekit._cli_common import console, emit_json, json_option
-from runtimes._vela import NPU_CONFIGS
+from edgekit.cli._common import console, emit_json, json_option
+from edgekit.runtimes._vela import NPU_CONFIGS
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
@@ -117,8 +117,8 @@ def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_
             **options: Any) -> None:
     """Convert a Keras/SavedModel/ONNX/TFLite model to edge targets, validate and report each."""
     from edgekit._progress import rich_progress
-    from edgekit.conversion import convert as run_conversion
-    from edgekit.preprocess import Recipe
+    from edgekit.pipeline.conversion import convert as run_conversion
+    from edgekit.pipeline.preprocess import Recipe
 
     if options.get("io") == "uint8":
         click.echo("warning: uint8 I/O runs slower than int8 on XNNPACK and 32-bit ARM; prefer int8 unless the "

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.preprocess import Recipe, load_image
-from runtimes.base import TensorSpec
-from runtimes.errors import CalibrationError, EdgekitError
+from edgekit.pipeline.preprocess import Recipe, load_image
+from edgekit.runtimes.base import TensorSpec
+from edgekit.runtimes.errors import CalibrationError, EdgekitError
 
 log = logging.getLogger("edgekit")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit._files import write_atomic
-from runtimes.errors import EdgekitError, MissingDependencyError
+from edgekit.runtimes.errors import EdgekitError, MissingDependencyError
 
 SAVE_FORMATS = (".json", ".csv", ".md", ".html")
 METRICS = {

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from edgekit import __version__
-from edgekit._cli_common import (
+from edgekit.cli._common import (
     backend_option,
     console,
     device_option,
@@ -28,9 +28,9 @@ from edgekit._cli_common import (
     shape_text,
     threads_option,
 )
-from edgekit._cli_convert import convert
-from edgekit._cli_demo import demo
-from edgekit._cli_profile import profile
+from edgekit.cli._convert import convert
+from edgekit.cli._demo import demo
+from edgekit.cli._profile import profile
 from edgekit.errors import EdgekitError
 
 _terminated = False
@@ -170,7 +170,7 @@ def run(model: Path, inputs: tuple[str, ...], image: Path | None, use_random: bo
         elif image is not None:
             feeds = image_feeds(image, model, runtime)
         else:
-            from edgekit.profiler import random_feeds
+            from edgekit.profiling.profiler import random_feeds
 
             feeds, _ = random_feeds(runtime, seed, as_float=not raw)
         start = time.perf_counter()
@@ -231,7 +231,7 @@ def devices(as_json: bool) -> None:
         table.add_row(e.backend, "yes" if e.installed else "no", e.implementation or "", e.version or "", detail,
                       e.npu or "")
     out.print(table)
-    from runtimes._vela import vela_installed
+    from edgekit.runtimes._vela import vela_installed
 
     out.print("Arm Ethos-U (offline compile and estimates): "
               + ("vela installed" if vela_installed() else "absent: pip install 'edgekit[ethos-u]'"))

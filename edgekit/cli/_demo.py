@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgekit._cli_common import console, emit_json, json_option
+from edgekit.cli._common import console, emit_json, json_option
 
 
 @click.command()

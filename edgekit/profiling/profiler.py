@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from edgekit import __version__
-from edgekit.system_state import DeviceState, instability_reasons, snapshot, throttle_limit_c
-from runtimes.base import Runtime
+from edgekit.profiling.system_state import DeviceState, instability_reasons, snapshot, throttle_limit_c
+from edgekit.runtimes.base import Runtime
 
 PERCENTILES = (50, 90, 95, 99)
 PER_OP_RUNS = 20
@@ -143,7 +143,7 @@ def random_feeds(runtime: Runtime, seed: int = 0, shapes: dict[str, tuple[int, .
     """Seeded inputs in each input's real range: floats in [0, 1); quantized inputs get integers over
     their whole range (fed raw), or with ``as_float`` the float values those integers stand for.
     Returns the feeds and whether they must be fed raw."""
-    from edgekit.calibration import synthetic_shape
+    from edgekit.pipeline.calibration import synthetic_shape
 
     rng = np.random.default_rng(seed)
     feeds, raw = {}, False
@@ -323,10 +323,10 @@ def estimate(model: str | os.PathLike[str], npu_config: str, *, system_config: s
     import tempfile
 
     from edgekit.devices import describe_system
-    from runtimes._formats import open_model_file
-    from runtimes._vela import compile_for_ethos_u
-    from runtimes.audit import audit_model
-    from runtimes.errors import UnsupportedModelError
+    from edgekit.runtimes._formats import open_model_file
+    from edgekit.runtimes._vela import compile_for_ethos_u
+    from edgekit.runtimes.audit import audit_model
+    from edgekit.runtimes.errors import UnsupportedModelError
 
     checked = open_model_file(model)
     if checked.format != "tflite" or not audit_model(checked).integer_compute:

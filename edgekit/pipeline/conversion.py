@@ -21,17 +21,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from converters import Target, check_options, resolve_targets
-from converters._source import KERAS, SAVEDMODEL, Source, open_source
 from edgekit import __version__
 from edgekit._files import ensure_writable, publish, staging_dir
 from edgekit.audit import audit_model
-from edgekit.calibration import RANDOM_SOURCE, Dataset, build_dataset, fail_if_empty
-from edgekit.preprocess import Recipe
-from edgekit.validation import ValidationReport, validate
-from runtimes import open_runtime
-from runtimes._formats import hash_into, open_model_file
-from runtimes.errors import ConversionError, EdgekitError
+from edgekit.converters import Target, check_options, resolve_targets
+from edgekit.converters._source import KERAS, SAVEDMODEL, Source, open_source
+from edgekit.pipeline.calibration import RANDOM_SOURCE, Dataset, build_dataset, fail_if_empty
+from edgekit.pipeline.preprocess import Recipe
+from edgekit.pipeline.validation import ValidationReport, validate
+from edgekit.runtimes import open_runtime
+from edgekit.runtimes._formats import hash_into, open_model_file
+from edgekit.runtimes.errors import ConversionError, EdgekitError
 
 log = logging.getLogger("edgekit")
 
@@ -84,7 +84,7 @@ def convert(
 
     Args:
         source: A Keras .keras/.h5 file, a SavedModel folder, an .onnx or a .tflite.
-        to: Target names, e.g. ``"tflite-int8,tflite-fp32"`` (see ``converters.TARGETS``).
+        to: Target names, e.g. ``"tflite-int8,tflite-fp32"`` (see ``edgekit.converters.TARGETS``).
         calibration: Image folder, .npy/.npz, an iterable/callable of ``{input_name: array}``, or
             ``"random"`` (synthetic; the report then says the accuracy figures mean nothing).
         output_dir: Where ``<stem>_<variant>.<ext>`` and its ``.json`` report go (created if missing).
@@ -146,7 +146,7 @@ def convert(
 def _float_reference(src: Source, staging: Path, progress: Progress):
     """The float original as a runtime: the source itself, or its float TFLite export."""
     if src.kind in (KERAS, SAVEDMODEL):
-        from converters._tflite import export_float
+        from edgekit.converters._tflite import export_float
 
         with progress("exporting the float reference", None):
             path = export_float(src, staging / "reference_fp32.tflite")

@@ -38,7 +38,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 
 def stored_recipe(model: Path):
     """The preprocessing recipe stored beside a converted model (its .json report), else the default."""
-    from edgekit.preprocess import Recipe
+    from edgekit.pipeline.preprocess import Recipe
 
     report = Path(str(model) + ".json")
     if report.is_file():
@@ -72,7 +72,7 @@ def npy_feeds(pairs: tuple[str, ...], runtime: Any) -> dict[str, Any]:
 
 
 def image_feeds(image: Path, model: Path, runtime: Any) -> dict[str, Any]:
-    from edgekit.preprocess import load_image
+    from edgekit.pipeline.preprocess import load_image
 
     if len(runtime.inputs) != 1:
         raise EdgekitError(f"--image needs a one-input model; this one has {len(runtime.inputs)} inputs")

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from edgekit._cli_common import (
+from edgekit.cli._common import (
     backend_option,
     console,
     device_option,
@@ -17,8 +17,8 @@ from edgekit._cli_common import (
     json_option,
     npy_feeds,
 )
-from edgekit._cli_convert import parse_input_shapes
-from runtimes._vela import NPU_CONFIGS
+from edgekit.cli._convert import parse_input_shapes
+from edgekit.runtimes._vela import NPU_CONFIGS
 
 
 def _thread_counts(text: str | None) -> list[int | None]:
@@ -87,9 +87,9 @@ def profile(models: tuple[Path, ...], warmup_runs: int, warmup_seconds: float, r
             save_paths: tuple[Path, ...], baseline: Path | None, max_regression: str, conditions: tuple[str, ...],
             as_json: bool) -> None:
     """Benchmark MODEL(s): latency percentiles, throughput, memory, per-op time and device state."""
-    from edgekit import profile_output
     from edgekit._api import load
-    from edgekit.profiler import profile as run_profile
+    from edgekit.profiling import output as profile_output
+    from edgekit.profiling.profiler import profile as run_profile
 
     if inputs and image:
         raise click.UsageError("give --input or --image, not both")
@@ -105,7 +105,7 @@ def profile(models: tuple[Path, ...], warmup_runs: int, warmup_seconds: float, r
     shapes = parse_input_shapes(input_shapes)
     reports = []
     if remotes:
-        from edgekit.remote import SshOptions, parse_remote
+        from edgekit.profiling.remote import SshOptions, parse_remote
 
         parsed = [parse_remote(r) for r in remotes]
         ssh = SshOptions(identity=identity, known_hosts=known_hosts, accept_new_host_key=accept_new_host_key,
@@ -117,7 +117,7 @@ def profile(models: tuple[Path, ...], warmup_runs: int, warmup_seconds: float, r
         models = ()  # nothing runs here
     for model in models:
         for npu in estimates:
-            from edgekit.profiler import estimate
+            from edgekit.profiling.profiler import estimate
 
             click.echo(f"estimating {model} on {npu} (Vela)...", err=True)
             reports.append(estimate(model, npu).to_dict())
@@ -173,7 +173,7 @@ def _run_remotely(models: tuple[Path, ...], remotes: list, ssh: Any, args: list[
     """Every model on every device; the devices work in parallel, each model in turn."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from edgekit.remote import profile_remote
+    from edgekit.profiling.remote import profile_remote
 
     def on_device(remote: Any) -> list[dict[str, Any]]:
         results = []
@@ -196,7 +196,7 @@ def _concise(report: dict[str, Any]) -> dict[str, Any]:
 def _print(reports: list[dict[str, Any]], top: int) -> None:
     from rich.table import Table
 
-    from edgekit.profile_output import COMPARISON_HEADER, comparison_rows
+    from edgekit.profiling.output import COMPARISON_HEADER, comparison_rows
 
     out = console()
     table = Table(title="edgekit profile", title_justify="left")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from runtimes.base import Runtime
+from edgekit.runtimes.base import Runtime
 
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {}
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from runtimes.base import TensorSpec
-from runtimes.errors import EdgekitError, MissingDependencyError
+from edgekit.runtimes.base import TensorSpec
+from edgekit.runtimes.errors import EdgekitError, MissingDependencyError
 
 COLORS = ("rgb", "bgr", "gray")
 LAYOUTS = ("nhwc", "nchw")

@@ -1,0 +1,1 @@
+"""The conversion pipeline every target shares: calibration data, preprocessing recipes, validation."""
