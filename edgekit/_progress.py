@@ -5,6 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+#: Set by the CLI's SIGINT/SIGTERM handling. The KeyboardInterrupt a handler raises is lost when the signal
+#: lands inside a finalizer (Python prints "Exception ignored in __del__" and goes on); every progress step
+#: checks this flag, so a conversion still stops at the next step and cleans up.
+stop_requested = False
+
+
+def _check_stop() -> None:
+    if stop_requested:
+        raise KeyboardInterrupt
+
 
 @contextmanager
 def rich_progress() -> Iterator[Callable]:
@@ -19,11 +29,17 @@ def rich_progress() -> Iterator[Callable]:
 
         @contextmanager
         def task(description: str, total: int | None) -> Iterator[Callable[[], None]]:
+            _check_stop()
             if not console.is_terminal:
                 console.print(f"{description}...", highlight=False)
             task_id = bars.add_task(description, total=total)
+            def advance() -> None:
+                _check_stop()
+                bars.advance(task_id)
+
             try:
-                yield lambda: bars.advance(task_id)
+                yield advance
+                _check_stop()
             finally:
                 bars.update(task_id, completed=bars.tasks[task_id].total or 1, total=bars.tasks[task_id].total or 1)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from edgekit import __version__
+from edgekit import __version__, _progress
 from edgekit.cli._common import (
     backend_option,
     console,
@@ -37,17 +37,21 @@ _terminated = False
 _main_pid: int | None = None
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    """SIGTERM unwinds like Ctrl-C, so every `finally` runs and no partial artifact is left behind.
+def _on_signal(signum: int, frame: Any) -> None:
+    """SIGINT and SIGTERM unwind as KeyboardInterrupt, so every `finally` runs and no partial artifact is left.
 
-    Only in edgekit's own process: a child an engine forked inherits this handler, and there a
-    KeyboardInterrupt would print a stray traceback instead of ending quietly as SIGTERM should."""
+    Only in edgekit's own process: a child an engine forked inherits this handler, and there it ends the way
+    the signal's default would instead of printing a stray traceback. Inside a finalizer the exception would
+    be printed and ignored, so there only the stop flag is set; the next progress step raises."""
     global _terminated
     if os.getpid() != _main_pid:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
         return
-    _terminated = True
+    _terminated = _terminated or signum == signal.SIGTERM
+    _progress.stop_requested = True
+    if frame is not None and frame.f_code.co_name == "__del__":
+        return
     raise KeyboardInterrupt
 
 
@@ -245,7 +249,8 @@ cli.add_command(profile)
 def main() -> None:
     global _main_pid
     _main_pid = os.getpid()
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     cli(prog_name="edgekit")
 
 
