@@ -47,6 +47,8 @@ class Target:
     variant_option: str | None = None
     # source kinds that arrive already quantized and so need no calibration (ethos-u: an int8 .tflite)
     quantized_sources: tuple[str, ...] = ()
+    # "module:function" yielding (label, options, sensitivity ranking) to try when the artifact collapses
+    remedies: str | None = None
 
     def calibrates(self, source_kind: str) -> bool:
         return self.needs_calibration and source_kind not in self.quantized_sources
@@ -64,6 +66,12 @@ class Target:
         parameters = inspect.signature(self.function()).parameters.values()
         return frozenset(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
 
+    def remedy_function(self) -> Callable[..., Any] | None:
+        if self.remedies is None:
+            return None
+        module, attr = self.remedies.split(":")
+        return getattr(importlib.import_module(module), attr)
+
     def options(self) -> frozenset[str]:
         """The user options this target's converter takes (what the pipeline supplies itself excluded)."""
         return self.parameters() - PIPELINE_ARGUMENTS
@@ -73,18 +81,23 @@ class Target:
         return [self.artifact_name(stem, options)[: -len(".xml")] + ".bin"] if self.extension == ".xml" else []
 
 
+def _remedies(family: str, variant: str) -> str | None:
+    return f"edgekit.converters._{family}:remedies" if variant == "int8" else None
+
+
 def _tflite(variant: str, calibrated: bool = False, integer_only: bool = False) -> Target:
     return Target(f"tflite-{variant}", "tflite", variant, ".tflite", "edgekit.converters._tflite:convert", calibrated,
-                  integer_only)
+                  integer_only, remedies=_remedies("tflite", variant))
 
 
 def _onnx(variant: str, calibrated: bool = False) -> Target:
-    return Target(f"onnx-{variant}", "onnx", variant, ".onnx", "edgekit.converters._onnx:convert", calibrated)
+    return Target(f"onnx-{variant}", "onnx", variant, ".onnx", "edgekit.converters._onnx:convert", calibrated,
+                  remedies=_remedies("onnx", variant))
 
 
 def _openvino(variant: str, calibrated: bool = False) -> Target:
     return Target(f"openvino-{variant}", "openvino", variant, ".xml", "edgekit.converters._openvino:convert",
-                  calibrated)
+                  calibrated, remedies=_remedies("openvino", variant))
 
 
 TARGETS: dict[str, Target] = {

@@ -194,6 +194,24 @@ def _inline_captured_constants(tf: Any, function: Any, path: Path) -> list[str]:
     return [value.name for value in extra]
 
 
+_PASS_THROUGH = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Concat", "Cast"}
+
+
+def output_nodes(graph: Any) -> list[str]:
+    """The nodes that make the outputs, followed upstream through data movement and Concat: a detector's
+    Concat of pixel boxes and 0-1 scores sits behind a Transpose, and one int8 scale cannot serve both."""
+    producers = {out: node for node in graph.node for out in node.output}
+    found, stack = [], [producers[o.name] for o in graph.output if o.name in producers]
+    while stack:
+        node = stack.pop()
+        if node.name in found:
+            continue
+        found.append(node.name)
+        if node.op_type in _PASS_THROUGH:
+            stack += [producers[i] for i in node.input if i in producers]
+    return found
+
+
 FLOAT16_MAX = 65504.0
 
 
@@ -230,6 +248,29 @@ def _to_float16(onnx: Any, float_path: Path, output: Path, notes: list[str]) -> 
 
 def _max_abs(array: Any) -> float:
     return float(np.abs(array).max()) if array.size else 0.0
+
+
+def remedies(source: Source, first: Path, samples: Callable[[], Iterable[dict[str, Any]]]):
+    """What to try, cheapest first, when the default int8 model collapses: yields (label, options, ranking).
+    The per-node sensitivity ranking (ONNX Runtime's qdq_loss_debug) is computed only if the cheap remedies
+    fail, from the default attempt's own files."""
+    from itertools import islice
+
+    from edgekit.converters._sensitivity import rank_nodes
+
+    yield "outputs in float", {"keep_output_float": True}, None
+    yield "outputs in float, percentile calibration", {"keep_output_float": True, "calib_method": "percentile"}, None
+    work = first.parent / f".{first.name}-work"
+    ranking = rank_nodes(work / "prepared.onnx", first, islice(samples(), SENSITIVITY_SAMPLES), work)
+    for count in (1, 2, 4, 8, 16, 32):
+        if count > max(1, len(ranking) // 4):
+            break
+        kept = tuple(r["node"] for r in ranking[:count])
+        yield (f"outputs and the {count} most sensitive node(s) in float",
+               {"keep_output_float": True, "exclude_nodes": kept}, ranking)
+
+
+SENSITIVITY_SAMPLES = 16
 
 
 class _Reader:
@@ -371,8 +412,7 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
         raise ConversionError(f"--exclude-nodes names no node of the model: {unknown}")
     excluded = list(exclude_nodes)
     if keep_output_float:
-        outputs = {o.name for o in prepared_model.graph.output}
-        excluded += [n.name for n in prepared_model.graph.node if set(n.output) & outputs]
+        excluded += output_nodes(prepared_model.graph)
     op_types = None
     if exclude_op_types:
         present = {n.op_type for n in prepared_model.graph.node}

@@ -133,6 +133,7 @@ def convert(
     ignored_patterns: tuple[str, ...] = (),
     fast_bias_correction: bool = True,
     for_cpu: str = "auto",
+    keep_output_float: bool = False,
 ) -> dict[str, Any]:
     """Write an OpenVINO IR ``target`` (.xml + .bin) for ``source``; return the options used and notes."""
     ov = _openvino()
@@ -144,6 +145,9 @@ def convert(
         ov.save_model(model, str(output), compress_to_fp16=target.variant == "fp16")
         used["weights"] = "float16" if target.variant == "fp16" else "float32"
     elif target.variant == "int8":
+        if keep_output_float:  # the layers computing the outputs (a detector's concat, a final softmax) stay float
+            ignored_names = tuple(ignored_names) + tuple(_output_producers(model))
+            used["keep_output_float"] = True
         quantized, details = _quantize(model, calibration, calibration_count, validation, max_drop,
                                        preset=preset, model_type=model_type, ignored_names=ignored_names,
                                        ignored_types=ignored_types, ignored_patterns=ignored_patterns,
@@ -158,6 +162,17 @@ def convert(
         raise ConversionError(f"unknown OpenVINO target {target.name}")
     used["notes"] = notes
     return used
+
+
+def _output_producers(model: Any) -> list[str]:
+    return sorted({result.input_value(0).get_node().get_friendly_name() for result in model.get_results()})
+
+
+def remedies(source: Source, first: Path, samples: Any):
+    """What to try when NNCF's default int8 model collapses, cheapest first."""
+    yield "outputs in float", {"keep_output_float": True}, None
+    yield "outputs in float, mixed preset (asymmetric activations)", \
+        {"keep_output_float": True, "preset": "mixed"}, None
 
 
 def _runs_on_arm(for_cpu: str) -> bool:

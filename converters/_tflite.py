@@ -60,6 +60,7 @@ def convert(
     calibration: Callable[[], Iterable[dict[str, Any]]] | None = None,
     io: str | None = None,
     allow_float_ops: bool = False,
+    activations: str = "int8",
 ) -> dict[str, Any]:
     """Write ``target`` (a TFLite ``Target``) for ``source`` to ``output``; return the options used.
 
@@ -68,7 +69,17 @@ def convert(
         io: I/O type of the int8 target: ``int8`` (default), ``uint8`` or ``float``.
         allow_float_ops: Build a mixed-precision model when some ops cannot be quantized
             (they are listed in the audit) instead of failing.
+        activations: ``int16`` makes tflite-int8 a 16x8 model (int16 activations, int8 weights, float I/O):
+            the remedy when int8 activations collapse.
     """
+    if activations not in ("int8", "int16"):
+        raise ConversionError(f"activations must be int8 or int16, got '{activations}'")
+    if variant_is_int8(target) and activations == "int16":
+        from edgekit.converters import TARGETS
+
+        used = convert(source, TARGETS["tflite-int16x8"], output, calibration=calibration, io="float",
+                       allow_float_ops=allow_float_ops)
+        return {**used, "target": target.name, "activations": "int16 (16x8 fallback)"}
     tf = import_tensorflow()
     function, _, holder = serving_function(tf, source)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], holder)
@@ -115,6 +126,15 @@ def convert(
         raise ConversionError(f"TFLite conversion to {target.name} failed: {first[:300]}") from exc
     output.write_bytes(flatbuffer)
     return used
+
+
+def variant_is_int8(target: Any) -> bool:
+    return target.variant == "int8"
+
+
+def remedies(source: Source, first: Path, samples: Any):
+    """What to try when the default int8 model collapses: int16 activations (TFLite's 16x8 mode)."""
+    yield "int16 activations, int8 weights (16x8)", {"activations": "int16"}, None
 
 
 def export_float(source: Source, output: Path) -> Path:

@@ -67,7 +67,7 @@ def converted(tmp_path_factory):
             np.savez(folder / "calib.npz", **case.make_data(CALIB + 8, 1))
             results = edgekit.convert(source, list(case.targets), calibration=folder / "calib.npz",
                                       calib_size=CALIB, validation_size=8, input_shapes=case.shapes,
-                                      output_dir=folder / "out")
+                                      output_dir=folder / "out", repair=False)
             done[name] = source, {r.target: r for r in results}
         return done[name]
 
@@ -102,9 +102,12 @@ def test_every_artifact_matches_its_float_source_on_every_engine(converted, name
     artifact = results[target].artifact
     engines = ("onnxruntime", "openvino") if artifact.suffix == ".onnx" else ("openvino",)
     cosines = {engine: _cosine(reference, _runs(artifact, engine, feeds)) for engine in engines}
+    report = results[target].report
+    if report["validation"]["collapsed"]:  # edgekit saw it: never "ok" below the floors
+        assert report["status"] == "failed" and "collapsed" in report["failures"][0], report["failures"]
     floor = FLOORS[target.split("-", 1)[1]]
     assert min(cosines.values()) >= floor, f"{name} {target}: cosine {cosines} below {floor}"
-    assert results[target].report["source"]["sha256"] == wheels.MODELS[name].sha256
+    assert report["source"]["sha256"] == wheels.MODELS[name].sha256
 
 
 def _shapes(source: Path, data: dict[str, np.ndarray]) -> list[tuple]:
@@ -129,6 +132,30 @@ def test_ocr_float_forms_read_the_same_text_as_the_source(tmp_path_factory):
     assert accuracy >= 0.8, f"the float recognizer reads only {accuracy:.0%}: the rendered data is not text"
     for target, strings in read.items():
         assert strings == read["source"], target
+
+
+@pytest.mark.parametrize("target", ["onnx-int8", "openvino-int8"])
+def test_int8_ocr_reads_within_two_points_of_float_or_fails_saying_why(tmp_path, target):
+    """The task metric (exact-match strings read from rendered text): each int8 form, repaired by default,
+    reads within 2 points of the float model, or its report says failed and what collapsed."""
+    source = wheels.fetch("ppocr_rec")
+    images, texts = task_data.ocr_lines(72, seed=11)
+    np.save(tmp_path / "calib.npy", images)
+    (result,) = edgekit.convert(source, target, calibration=tmp_path / "calib.npy", calib_size=48,
+                                validation_size=24, input_shapes={"x": (1, 3, 48, 320)}, output_dir=tmp_path / "out")
+    charset = task_data.ocr_charset(source)
+    held_out, truth = task_data.ocr_lines(60, seed=12)
+    feeds = [{"x": held_out[i : i + 1]} for i in range(len(truth))]
+    backend = "openvino" if target.startswith("openvino") else "onnxruntime"
+    accuracy = {form: 100 * np.mean([task_data.ctc_decode(o[0], charset) == t for o, t in zip(outputs, truth)])
+                for form, outputs in (("float", _runs(source, "onnxruntime", feeds)),
+                                      ("int8", _runs(result.artifact, backend, feeds)))}
+    report = result.report
+    print(f"{target}: float {accuracy['float']:.1f} %, int8 {accuracy['int8']:.1f} %, status {report['status']}, "
+          f"repair {report['repair'] and report['repair']['chosen']}")
+    if accuracy["float"] - accuracy["int8"] > 2:
+        assert report["status"] == "failed" and "collapsed" in report["failures"][0], (accuracy, report["failures"])
+        assert report["repair"]["attempts"][0]["collapsed"], "every remedy tried is recorded"
 
 
 def test_silero_int8_openvino_is_one_clear_error(tmp_path):

@@ -71,6 +71,9 @@ def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
               show_default=True, help="Where artifacts and their .json reports go.")
 @click.option("--max-drop", type=float, help="Fail (exit 1) when accuracy drops more than this many points.")
 @click.option("--no-validate", is_flag=True, help="Skip comparing each artifact with the float original.")
+@click.option("--accept-loss", is_flag=True, help="Keep an artifact whose outputs collapsed (below the decision "
+              "agreement / SQNR floors) as ok, with a warning.")
+@click.option("--no-repair", is_flag=True, help="Do not try remedies when a quantized artifact collapses.")
 @click.option("--force", is_flag=True, help="Overwrite existing artifacts and reports.")
 @click.option("--io", type=click.Choice(["int8", "uint8", "float", "int16"]),
               help="TFLite: I/O type of integer targets [default: int8 for tflite-int8, float for tflite-int16x8].")
@@ -112,7 +115,8 @@ def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
 def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_size: int | None, seed: int,
             input_shapes: tuple[str, ...], size: str | None, crop: str | None, scale: float, mean: str | None,
             std: str | None, color: str, layout: str | None, output_dir: Path, max_drop: float | None,
-            no_validate: bool, force: bool, as_json: bool, exclude_nodes: str | None, exclude_op_types: str | None,
+            no_validate: bool, accept_loss: bool, no_repair: bool, force: bool, as_json: bool,
+            exclude_nodes: str | None, exclude_op_types: str | None,
             ignored_names: str | None, ignored_types: str | None, ignored_patterns: str | None,
             **options: Any) -> None:
     """Convert a Keras/SavedModel/ONNX/TFLite model to edge targets, validate and report each."""
@@ -129,7 +133,8 @@ def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_
         results = run_conversion(
             source, targets, calibration=calib, output_dir=output_dir, input_shapes=parse_input_shapes(input_shapes),
             recipe=recipe, calib_size=calib_size, validation_size=val_size, seed=seed, max_drop=max_drop,
-            validate_outputs=not no_validate, force=force, progress=progress,
+            validate_outputs=not no_validate, accept_loss=accept_loss, repair=not no_repair, force=force,
+            progress=progress,
             exclude_nodes=_names(exclude_nodes), exclude_op_types=_names(exclude_op_types),
             ignored_names=_names(ignored_names), ignored_types=_names(ignored_types),
             ignored_patterns=_names(ignored_patterns), **options)
@@ -167,6 +172,12 @@ def _print_conversions(results: list) -> None:
                       report["status"] + (" (synthetic data)" if v.get("synthetic") else ""))
     out = console()
     out.print(table)
+    for r in results:
+        repair = r.report.get("repair")
+        if repair:
+            tried = ", ".join(a["remedy"] for a in repair["attempts"][1:])
+            outcome = f"kept: {repair['chosen']}" if repair["chosen"] else "none held the floors"
+            out.print(f"{r.target}: the default int8 collapsed; tried {tried}; {outcome}")
     for r in results:
         npu = r.report["options"].get("npu")
         if npu:

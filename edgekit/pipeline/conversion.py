@@ -75,6 +75,8 @@ def convert(
     validation_size: int | None = None,
     seed: int = 0,
     max_drop: float | None = None,
+    accept_loss: bool = False,
+    repair: bool = True,
     validate_outputs: bool = True,
     force: bool = False,
     progress: Progress | None = None,
@@ -93,6 +95,11 @@ def convert(
         calib_size: Calibration samples; ``validation_size`` more are held out for validation.
         max_drop: Fail (report status "failed") when accuracy drops more than this many points
             (with labels) or (1 - cosine) x 100 exceeds it (without).
+        accept_loss: Keep an artifact whose outputs collapsed (decision agreement or SQNR below the floors in
+            ``edgekit.pipeline.validation``) as "ok", with a warning; by default it is "failed".
+        repair: When a quantized artifact collapses, try the target's remedies (outputs in float, other
+            calibration, the most sensitive layers in float, int16 activations) and keep the first that holds
+            the floors; every attempt is in the report's ``repair`` section.
         validate_outputs: Compare every artifact with the float original (on by default).
         force: Overwrite existing artifacts and reports.
         progress: ``progress(description, total)`` context manager factory for long loops.
@@ -135,7 +142,8 @@ def convert(
         reference = _float_reference(src, staging, progress) if validate_outputs else None
         for target in targets:
             results.append(_convert_one(src, target, stem, out_dir, staging, dataset, reference, source_info,
-                                        recipe=recipe, max_drop=max_drop, force=force, seed=seed,
+                                        recipe=recipe, max_drop=max_drop, accept_loss=accept_loss, repair=repair,
+                                        force=force, seed=seed,
                                         options=options, progress=progress))
         if reference is not None:
             reference.close()
@@ -167,34 +175,72 @@ def _calibration_feeds(dataset: Dataset, target: Target, progress: Progress, cou
     return feeds
 
 
-def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging: Path, dataset: Dataset | None,
-                 reference, source_info: dict[str, Any], *, recipe: Recipe, max_drop: float | None, force: bool,
-                 seed: int, options: dict[str, Any], progress: Progress) -> ConversionResult:
+@dataclass(frozen=True)
+class _Job:
+    """What every attempt at one target shares."""
+
+    src: Source
+    target: Target
+    stem: str
+    out_dir: Path
+    staging: Path
+    dataset: Dataset | None
+    reference: Any
+    max_drop: float | None
+    accept_loss: bool
+    repair: bool
+    seed: int
+    options: dict[str, Any]
+    progress: Progress
+
+
+@dataclass
+class _Attempt:
+    label: str
+    extra: dict[str, Any]
+    folder: Path
+    staged: Path
+    used: dict[str, Any]
+    model: Any
+    audit: Any
+    validation: ValidationReport | None
+    convert_s: float
+    warnings: list[str]
+
+    @property
+    def collapsed(self) -> bool:
+        return bool(self.validation and self.validation.collapsed)
+
+
+def _attempt(job: _Job, index: int, label: str, extra: dict[str, Any]) -> _Attempt:
+    """Convert, check, audit and validate once, in a folder of its own inside staging."""
     started = time.perf_counter()
-    name = target.artifact_name(stem, options)
-    staged = staging / name
+    target, options = job.target, {**job.options, **extra}
+    folder = job.staging / f"{target.name}-attempt-{index}"
+    folder.mkdir()
+    staged = folder / target.artifact_name(job.stem, options)
     counter = [0]
     calibration = None
-    if dataset and target.calibrates(src.kind):
-        calibration = _calibration_feeds(dataset, target, progress, counter)
+    if job.dataset and target.calibrates(job.src.kind):
+        calibration = _calibration_feeds(job.dataset, target, job.progress, counter)
     accepted = target.options()
     function_options = {k: v for k, v in options.items() if k in accepted}
-    supplied = {"calibration_count": len(dataset.calibration) if dataset else None,
-                "validation": dataset.validation if dataset else None, "max_drop": max_drop}
+    supplied = {"calibration_count": len(job.dataset.calibration) if job.dataset else None,
+                "validation": job.dataset.validation if job.dataset else None, "max_drop": job.max_drop}
     function_options.update({k: v for k, v in supplied.items() if k in target.parameters()})
     chatter = io.StringIO()
     # Engines print progress to stdout (onnxruntime's calibrators do); stdout is for results only.
     try:
-        with progress(f"converting to {target.name}", None) if calibration is None else nullcontext(), \
+        with job.progress(f"converting to {target.name}", None) if calibration is None else nullcontext(), \
                 redirect_stdout(chatter):
-            used = target.function()(src, target, staged, calibration=calibration, **function_options)
+            used = target.function()(job.src, target, staged, calibration=calibration, **function_options)
     except OSError as exc:  # a full disk or a vanished folder, mid-write: typed, and staging is cleaned up
-        raise ConversionError(f"{target.name}: cannot write in '{out_dir}': {exc.strerror or exc}") from exc
+        raise ConversionError(f"{target.name}: cannot write in '{job.out_dir}': {exc.strerror or exc}") from exc
     if chatter.getvalue().strip():
         log.debug("%s converter output:\n%s", target.name, chatter.getvalue().rstrip())
     if calibration is not None:
-        fail_if_empty(counter[0], dataset.provenance)
-    converted_s = time.perf_counter() - started
+        fail_if_empty(counter[0], job.dataset.provenance)
+    convert_s = time.perf_counter() - started
     try:
         model = open_model_file(staged)
         # An artifact only its accelerator can run (ethos-u) is checked through the model it was made from.
@@ -212,9 +258,77 @@ def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging:
             )
         warnings.append(f"{target.name} is not fully integer: float ops {floats}")
     validation = None
-    if reference is not None:
-        validation = _validate(reference, checked.path, target, src, dataset, max_drop, seed, progress)
+    if job.reference is not None:
+        validation = _validate(job, checked.path)
+    used.pop("validated_artifact", None)  # a staging path, gone after this call: not for the report
+    return _Attempt(label, extra, folder, staged, used, model, audit, validation, convert_s, warnings)
+
+
+def _repair(job: _Job, first: _Attempt) -> tuple[_Attempt, dict[str, Any] | None]:
+    """When the default artifact collapsed, try the target's remedies, cheapest first, until one holds the
+    floors; every attempt is recorded. Returns the attempt to publish and the repair record."""
+    remedies = job.target.remedy_function()
+    if not first.collapsed or job.accept_loss or remedies is None or not job.repair:
+        return first, None
+    samples = job.dataset.calibration.feeds if job.dataset else (lambda: iter(()))
+    attempts, chosen, ranking = [first], first, None
+    try:
+        for label, extra, found in remedies(job.src, first.staged, samples):
+            ranking = found or ranking
+            with job.progress(f"{job.target.name} collapsed; trying: {label}", None):
+                pass
+            attempt = _attempt(job, len(attempts), label, extra)
+            attempts.append(attempt)
+            if not attempt.collapsed:
+                chosen = attempt
+                break
+    except EdgekitError as exc:  # a remedy the engine refuses ends the search, not the conversion
+        log.warning("%s: repair stopped: %s", job.target.name, exc)
+    latency = {a.label: _latency_ms(a.model.path) for a in attempts}
+    record = {
+        "chosen": chosen.label if chosen is not first else None,
+        "attempts": [{"remedy": a.label, "options": _plain(a.extra), "collapsed": list(a.validation.collapsed),
+                      "size_bytes": a.model.size_bytes, "latency_ms": latency[a.label],
+                      "convert_s": round(a.convert_s, 2)} for a in attempts],
+        "sensitivity": _sensitivity_table(ranking, chosen.extra, attempts) if ranking else None,
+    }
+    return chosen, record
+
+
+def _plain(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+
+
+def _sensitivity_table(ranking: list[dict[str, Any]], chosen: dict[str, Any], attempts: list[_Attempt]) -> list:
+    kept = set(chosen.get("exclude_nodes", ()))
+    return [dict(row, kept_in_float=row["node"] in kept) for row in ranking[:32]]
+
+
+def _latency_ms(path: Path) -> float | None:
+    """A quick p50 of the artifact on this machine (what a remedy costs), or None when it cannot run here."""
+    from edgekit.profiling.profiler import profile
+
+    try:
+        report = profile(path, runs=20, min_seconds=0.2, max_seconds=2.0, warmup_seconds=0.1)
+    except EdgekitError:
+        return None
+    return round(report.latency_ms.p50, 4)
+
+
+def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging: Path, dataset: Dataset | None,
+                 reference, source_info: dict[str, Any], *, recipe: Recipe, max_drop: float | None,
+                 accept_loss: bool, repair: bool, force: bool, seed: int, options: dict[str, Any],
+                 progress: Progress) -> ConversionResult:
+    started = time.perf_counter()
+    job = _Job(src, target, stem, out_dir, staging, dataset, reference, max_drop, accept_loss, repair, seed, options,
+               progress)
+    chosen, repair = _repair(job, _attempt(job, 0, "default", {}))
+    validation, model, used = chosen.validation, chosen.model, chosen.used
+    name = chosen.staged.name
     failures = list(validation.failures) if validation else []
+    warnings = list(chosen.warnings)
+    if validation and validation.collapsed and accept_loss:
+        warnings.append("collapse accepted (--accept-loss): " + "; ".join(validation.collapsed))
     artifact_size = model.size_bytes
     report = {
         "edgekit_version": __version__,
@@ -231,30 +345,30 @@ def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging:
         else dataset.provenance.recipe,
         "calibration": dataset.provenance.to_dict() if dataset else None,
         "validation": validation.to_dict() if validation else None,
-        "audit": audit.to_dict(),
+        "repair": repair,
+        "audit": chosen.audit.to_dict(),
         "tools": _tool_versions(),
-        "durations_s": {"convert": round(converted_s, 3), "total": round(time.perf_counter() - started, 3)},
+        "durations_s": {"convert": round(chosen.convert_s, 3), "total": round(time.perf_counter() - started, 3)},
     }
-    used.pop("validated_artifact", None)  # a staging path, gone after this call: not for the report
     report_name = f"{name}.json"
     try:
-        (staging / report_name).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        (chosen.folder / report_name).write_text(json.dumps(report, indent=2, default=str) + "\n")
     except OSError as exc:
         raise ConversionError(f"{target.name}: cannot write its report in '{out_dir}': {exc.strerror}") from exc
     for companion in target.companion_names(stem, options):  # an IR's .bin goes first: the .xml names a complete pair
-        publish(staging / companion, out_dir / companion, force=force)
-    artifact = publish(staged, out_dir / name, force=force)
-    report_path = publish(staging / report_name, out_dir / report_name, force=force)
+        publish(chosen.folder / companion, out_dir / companion, force=force)
+    artifact = publish(chosen.staged, out_dir / name, force=force)
+    report_path = publish(chosen.folder / report_name, out_dir / report_name, force=force)
     if failures:
         log.warning("%s: %s", target.name, "; ".join(failures))
     return ConversionResult(target.name, artifact, report_path, report)
 
 
-def _validate(reference, staged: Path, target: Target, src: Source, dataset: Dataset | None,
-              max_drop: float | None, seed: int, progress: Progress) -> ValidationReport:
+def _validate(job: _Job, staged: Path) -> ValidationReport:
+    dataset, target = job.dataset, job.target
     synthetic = dataset is None or dataset.provenance.synthetic
     if dataset is None:  # no data given: compare outputs on synthetic inputs (flagged as such)
-        dataset = build_dataset(RANDOM_SOURCE, src.inputs, calib_size=1, validation_size=50, seed=seed)
+        dataset = build_dataset(RANDOM_SOURCE, job.src.inputs, calib_size=1, validation_size=50, seed=job.seed)
     try:
         candidate = open_runtime(staged)
     except EdgekitError as exc:
@@ -262,9 +376,9 @@ def _validate(reference, staged: Path, target: Target, src: Source, dataset: Dat
             f"{target.name}: the converted model does not load: {exc}".replace(str(staged.parent) + "/", "")
         ) from exc
     with candidate:
-        with progress(f"validating {target.name}", len(dataset.validation)) as advance:
-            return validate(reference, candidate, dataset.validation, max_drop=max_drop, synthetic=synthetic,
-                            on_sample=advance)
+        with job.progress(f"validating {target.name}", len(dataset.validation)) as advance:
+            return validate(job.reference, candidate, dataset.validation, max_drop=job.max_drop,
+                            synthetic=synthetic, accept_loss=job.accept_loss, on_sample=advance)
 
 
 def _source_info(src: Source) -> dict[str, Any]:

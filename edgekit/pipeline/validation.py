@@ -47,6 +47,142 @@ def mean_abs_error(reference: np.ndarray, candidate: np.ndarray) -> float:
     return float(np.mean(np.abs(reference.astype(np.float64) - candidate)))
 
 
+@metric("sqnr_db")
+def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB (float16 exports show 60+, good int8 20-40, a collapse < 10)."""
+    a = reference.astype(np.float64)
+    noise = float(np.sum((a - candidate) ** 2))
+    signal = float(np.sum(a**2))
+    if noise == 0:
+        return float("inf")
+    return float(10 * np.log10(signal / noise)) if signal else float("-inf")
+
+
+#: Defaults for "collapsed", chosen from the artifacts of tests/test_real_models.py and test_architectures.py:
+#: every int8 artifact that still did its task kept >= 0.94 decision agreement and >= 11 dB; the collapses
+#: (an OCR model reading 13 %, detectors finding nothing) fell to <= 0.85 and <= 8 dB.
+DECISION_FLOOR = 0.90
+SQNR_FLOOR_DB = 10.0
+DETECTOR_CONFIDENCE = 0.25  # YOLO's default confidence threshold
+MAP_THRESHOLD = 0.5
+MAX_SEQUENCE = 1024  # longer position axes are a detector's anchors, not a sequence
+MARGIN = 0.05  # a classifier's near-ties (untrained nets, ambiguous inputs) are no decision to keep
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """How one output is judged: the decision the task makes from it, and why that one."""
+
+    kind: str  # classifier | sequence | dense | probability-map | detector | tensor
+    why: str
+    agreement: float | None  # fraction of decisions the candidate shares with the float model
+
+
+def judge(reference: np.ndarray, candidate: np.ndarray) -> Judgement:
+    """Pick the decision metric an output's shape and range call for, and compute the agreement."""
+    ref, cand = reference.astype(np.float32, copy=False), candidate.astype(np.float32, copy=False)
+    if ref.ndim == 2 and ref.shape[1] > 1:
+        why = (f"[N, classes]: arg-max per sample the float model decides clearly (top-1 ahead of top-2 by >= "
+               f"{MARGIN:.0%} of the output's range)")
+        return Judgement("classifier", why, _decided_agreement(ref, cand))
+    if ref.ndim == 3 and min(ref.shape[1:]) >= 5:
+        layout = _detector_layout(ref)
+        if layout is not None:
+            why = ("[N, anchors, 4 + classes] with pixel boxes beside 0-1 scores: confident detections must keep "
+                   f"their class and overlap (IoU >= 0.5) at confidence {DETECTOR_CONFIDENCE}")
+            if layout == "transposed":
+                ref, cand = ref.transpose(0, 2, 1), cand.transpose(0, 2, 1)
+                why = why.replace("[N, anchors, 4 + classes]", "[N, 4 + classes, anchors]")
+            return Judgement("detector", why, _detection_agreement(ref, cand))
+    if ref.ndim == 3 and ref.shape[2] > 1:
+        probabilities = np.allclose(ref.sum(-1), 1.0, atol=1e-2)
+        if ref.min() >= 0 and ref.max() <= 1 and not probabilities:
+            return Judgement("anchor-scores", f"[N, anchors, classes] of 0-1 scores: anchors confident (>= "
+                             f"{DETECTOR_CONFIDENCE}) in either model must be confident in both, with the same class",
+                             _score_agreement(ref, cand))
+        if ref.shape[1] <= MAX_SEQUENCE:
+            return Judgement("sequence", "[N, positions, classes]: arg-max per position where either model "
+                             "predicts something other than the background class (OCR, ASR, token tags)",
+                             _argmax_agreement(ref, cand, -1, skip_background=True))
+    if ref.ndim == 4:
+        axis = 1 if ref.shape[1] <= ref.shape[3] else 3
+        if ref.shape[axis] > 1:
+            layout = "[N, C, H, W]" if axis == 1 else "[N, H, W, C]"
+            return Judgement("dense", f"{layout}: arg-max per pixel where either model predicts something other "
+                             "than the background class (segmentation, heat-maps)",
+                             _argmax_agreement(ref, cand, axis, skip_background=True))
+        if ref.min() >= 0 and ref.max() <= 1:
+            return Judgement("probability-map", f"one 0-1 channel: overlap (IoU) of the pixels above {MAP_THRESHOLD}",
+                             _mask_iou(ref >= MAP_THRESHOLD, cand >= MAP_THRESHOLD))
+    return Judgement("tensor", "no decision to read from this shape: cosine and SQNR only", None)
+
+
+def _argmax_agreement(ref: np.ndarray, cand: np.ndarray, axis: int, skip_background: bool = False) -> float:
+    """Share of equal arg-max decisions. With ``skip_background``, positions where both models pick the
+    reference's most frequent class (CTC's blank, the "O" tag, a segmentation's background) are left out:
+    they dominate and would hide a model that no longer reads anything."""
+    ref_best, cand_best = ref.argmax(axis), cand.argmax(axis)
+    if skip_background:
+        background = np.bincount(ref_best.ravel()).argmax()
+        judged = (ref_best != background) | (cand_best != background)
+        if not judged.any():
+            return 1.0
+        return float(np.mean(ref_best[judged] == cand_best[judged]))
+    return float(np.mean(ref_best == cand_best))
+
+
+def _decided_agreement(ref: np.ndarray, cand: np.ndarray) -> float | None:
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    decided = (top2[:, 1] - top2[:, 0]) >= MARGIN * (float(ref.max() - ref.min()) or 1.0)
+    if not decided.any():
+        return None  # nothing the float model decides: cosine and SQNR judge
+    return float(np.mean(ref[decided].argmax(1) == cand[decided].argmax(1)))
+
+
+def _score_agreement(ref: np.ndarray, cand: np.ndarray) -> float:
+    ref_conf, cand_conf = ref.max(-1) >= DETECTOR_CONFIDENCE, cand.max(-1) >= DETECTOR_CONFIDENCE
+    either = ref_conf | cand_conf
+    if not either.any():
+        return 1.0
+    kept = ref_conf & cand_conf & (ref.argmax(-1) == cand.argmax(-1))
+    return float(kept[either].mean())
+
+
+def _mask_iou(ref: np.ndarray, cand: np.ndarray) -> float:
+    union = np.logical_or(ref, cand).sum()
+    return float(np.logical_and(ref, cand).sum() / union) if union else 1.0
+
+
+def _detector_layout(ref: np.ndarray) -> str | None:
+    """Boxes in pixels (first four values) beside class scores in 0-1 (the rest), along either axis."""
+    for layout, rows in (("anchors-first", ref), ("transposed", ref.transpose(0, 2, 1))):
+        if rows.shape[2] >= 5 and rows.shape[1] > rows.shape[2]:
+            boxes, scores = rows[..., :4], rows[..., 4:]
+            if np.abs(boxes).max() > 2.0 and scores.min() >= 0 and scores.max() <= 1:
+                return layout
+    return None
+
+
+def _detection_agreement(ref: np.ndarray, cand: np.ndarray) -> float:
+    """Per anchor confident in either model: both confident, same class, boxes overlapping (IoU >= 0.5)."""
+    ref_conf, cand_conf = ref[..., 4:].max(-1) >= DETECTOR_CONFIDENCE, cand[..., 4:].max(-1) >= DETECTOR_CONFIDENCE
+    either = ref_conf | cand_conf
+    if not either.any():
+        return 1.0
+    same_class = ref[..., 4:].argmax(-1) == cand[..., 4:].argmax(-1)
+    kept = ref_conf & cand_conf & same_class & (_box_iou(ref[..., :4], cand[..., :4]) >= 0.5)
+    return float(kept[either].mean())
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of (cx, cy, w, h) boxes, elementwise."""
+    a1, a2 = a[..., :2] - np.abs(a[..., 2:]) / 2, a[..., :2] + np.abs(a[..., 2:]) / 2
+    b1, b2 = b[..., :2] - np.abs(b[..., 2:]) / 2, b[..., :2] + np.abs(b[..., 2:]) / 2
+    overlap = np.clip(np.minimum(a2, b2) - np.maximum(a1, b1), 0, None).prod(-1)
+    union = np.abs(a[..., 2:]).prod(-1) + np.abs(b[..., 2:]).prod(-1) - overlap
+    return np.where(union > 0, overlap / np.maximum(union, 1e-12), 1.0)
+
+
 def is_classifier_shaped(array: np.ndarray) -> bool:
     """[batch, classes] with several classes: the output top-1 and accuracy make sense for."""
     return array.ndim == 2 and array.shape[1] > 1
@@ -65,6 +201,10 @@ class ValidationReport:
     drop: float | None = None  # accuracy points with labels, else (1 - min cosine) * 100
     drop_basis: str = ""
     failures: tuple[str, ...] = field(default_factory=tuple)
+    collapsed: tuple[str, ...] = ()  # outputs below the floors, with the figure that judged them
+    accept_loss: bool = False  # the user accepted a collapse: recorded, not failed
+    floors: dict[str, float] = field(default_factory=lambda: {"decision_agreement": DECISION_FLOOR,
+                                                              "sqnr_db": SQNR_FLOOR_DB})
 
     @property
     def passed(self) -> bool:
@@ -73,6 +213,7 @@ class ValidationReport:
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data["degenerate"], data["failures"] = list(self.degenerate), list(self.failures)
+        data["collapsed"] = list(self.collapsed)
         data["passed"] = self.passed
         return data
 
@@ -84,9 +225,14 @@ def validate(
     *,
     max_drop: float | None = None,
     synthetic: bool = False,
+    accept_loss: bool = False,
     on_sample: Callable[[], None] | None = None,
 ) -> ValidationReport:
-    """Run both models on every sample (objects with ``.feeds`` and ``.label``) and compare."""
+    """Run both models on every sample (objects with ``.feeds`` and ``.label``) and compare.
+
+    Every output is judged by the decision its shape calls for (``judge``) and by SQNR; one below the
+    floors (``DECISION_FLOOR``, ``SQNR_FLOOR_DB``) has collapsed, which fails the artifact unless
+    ``accept_loss``."""
     ref_out: dict[str, list[np.ndarray]] = {s.name: [] for s in reference.outputs}
     cand_out: dict[str, list[np.ndarray]] = {s.name: [] for s in candidate.outputs}
     labels: list[int | None] = []
@@ -98,13 +244,17 @@ def validate(
         if on_sample:
             on_sample()
     count = len(labels)
-    outputs, degenerate = {}, []
+    outputs, degenerate, collapsed = {}, [], []
     pairs = list(zip(ref_out, cand_out))  # outputs matched by position: names may differ across forms
     for ref_name, cand_name in pairs:
         if not ref_out[ref_name]:
             continue
         ref, cand = np.concatenate(ref_out[ref_name]), np.concatenate(cand_out[cand_name])
         outputs[cand_name] = {name: fn(ref, cand) for name, fn in METRICS.items()}
+        judgement = judge(ref, cand)
+        outputs[cand_name].update(judged_by=judgement.kind, why=judgement.why,
+                                  decision_agreement=judgement.agreement)
+        collapsed += _below_floors(cand_name, judgement, outputs[cand_name]["sqnr_db"])
         varies = count > 1 and np.ptp(ref, axis=0).max() > 0
         if varies and np.ptp(cand, axis=0).max() == 0:
             degenerate.append(f"output '{cand_name}' is constant across samples")
@@ -126,9 +276,21 @@ def validate(
     else:
         drop, basis = None, ""
     failures = [f"degenerate: {d}" for d in degenerate]
+    if collapsed and not accept_loss:
+        failures.append("collapsed: " + "; ".join(collapsed))
     if count == 0:
         failures.append("no validation samples")
     if max_drop is not None and drop is not None and drop > max_drop:
         failures.append(f"drop {drop:.2f} exceeds --max-drop {max_drop:g} ({basis})")
     return ValidationReport(count, outputs, agreement, accuracy_ref, accuracy_cand, tuple(degenerate), synthetic,
-                            max_drop, drop, basis, tuple(failures))
+                            max_drop, drop, basis, tuple(failures), tuple(collapsed), accept_loss)
+
+
+def _below_floors(name: str, judgement: Judgement, sqnr: float) -> list[str]:
+    found = []
+    if judgement.agreement is not None and judgement.agreement < DECISION_FLOOR:
+        found.append(f"output '{name}' keeps {judgement.agreement:.0%} of the float model's {judgement.kind} "
+                     f"decisions (floor {DECISION_FLOOR:.0%})")
+    if sqnr < SQNR_FLOOR_DB:
+        found.append(f"output '{name}' SQNR {sqnr:.1f} dB (floor {SQNR_FLOOR_DB:g} dB)")
+    return found

@@ -1,0 +1,141 @@
+"""int8 that keeps the model's answers: every common output shape is judged by the decision it carries, a
+collapse is never "ok" by default, and the pipeline repairs it with the target's remedies.
+
+The metrics run on fixtures with known answers; the pipeline on a detector head built to collapse (pixel
+boxes and 0-1 scores concatenated into one tensor: one int8 scale cannot serve both)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import edgekit
+from edgekit.pipeline.validation import DECISION_FLOOR, judge, sqnr_db, validate
+
+RNG = np.random.default_rng(0)
+
+
+def test_sequence_agreement_ignores_the_background_class():
+    """CTC-style [N, T, C]: mostly blank (class 0); a reader that lost every character still agrees on the
+    blanks, which must not count."""
+    ref = np.zeros((4, 40, 6), np.float32)
+    ref[..., 0] = 1.0
+    ref[:, ::8, 0], ref[:, ::8, 3] = 0.0, 1.0  # five characters per line
+    lost = np.zeros_like(ref)
+    lost[..., 0] = 1.0
+    verdict = judge(ref, lost)
+    assert verdict.kind == "sequence" and verdict.agreement == 0.0
+    assert judge(ref, ref.copy()).agreement == 1.0
+
+
+def test_dense_per_pixel_argmax_in_either_layout():
+    ref = RNG.random((2, 3, 16, 16)).astype(np.float32)
+    cand = ref.copy()
+    cand[:, :, :8] = cand[:, ::-1, :8]  # half the pixels change class
+    nchw = judge(ref, cand)
+    assert nchw.kind == "dense" and "[N, C, H, W]" in nchw.why and 0.3 < nchw.agreement < 0.8
+    nhwc = judge(ref.transpose(0, 2, 3, 1), cand.transpose(0, 2, 3, 1))
+    assert nhwc.kind == "dense" and "[N, H, W, C]" in nhwc.why and nhwc.agreement == pytest.approx(nchw.agreement)
+
+
+def test_probability_map_overlap():
+    ref = np.zeros((1, 1, 32, 32), np.float32)
+    ref[..., 8:16, 4:28] = 0.9  # a text region
+    empty = ref * 0.4  # every pixel now below 0.5: "detects nothing"
+    verdict = judge(ref, empty)
+    assert verdict.kind == "probability-map" and verdict.agreement == 0.0
+
+
+def _detections(count: int) -> np.ndarray:
+    boxes = RNG.uniform(20, 620, (1, count, 4)).astype(np.float32)
+    scores = RNG.uniform(0, 0.1, (1, count, 3)).astype(np.float32)
+    scores[0, ::5, 1] = 0.9  # every fifth anchor holds a confident object of class 1
+    return np.concatenate([boxes, scores], axis=2)
+
+
+def test_detector_decisions_in_both_layouts():
+    ref = _detections(100)
+    scores_lost = ref.copy()
+    scores_lost[..., 4:] = 0.0  # what one int8 scale for 0-640 and 0-1 does to the scores
+    assert sqnr_db(ref, scores_lost) > 30  # the raw tensor looks excellent...
+    verdict = judge(ref, scores_lost)
+    assert verdict.kind == "detector" and verdict.agreement == 0.0  # ...and nothing is detected
+    moved = ref.copy()
+    moved[..., :2] += 300  # same scores, boxes elsewhere
+    assert judge(ref, moved).agreement == 0.0
+    transposed = judge(ref.transpose(0, 2, 1), ref.transpose(0, 2, 1).copy())
+    assert transposed.kind == "detector" and "anchors]" in transposed.why and transposed.agreement == 1.0
+
+
+def test_classifier_near_ties_are_no_decision():
+    ties = np.tile(np.array([2.0, 1.99, -2.0, 0.5], np.float32), (8, 1))  # top-1 ahead by 0.01 of a range of 4
+    assert judge(ties, ties[:, [1, 0, 2, 3]].copy()).agreement is None
+    clear = np.eye(10, dtype=np.float32)[:8]
+    assert judge(clear, clear[:, ::-1].copy()).agreement == 0.0
+
+
+class _Fixed:
+    """A stand-in runtime returning fixed outputs in turn (validate only needs .outputs and .run)."""
+
+    def __init__(self, outputs: list[np.ndarray]) -> None:
+        self.outputs = (type("Spec", (), {"name": "y"})(),)
+        self._outputs = iter(outputs)
+
+    def run(self, feeds):
+        return {"y": next(self._outputs)}
+
+
+def test_a_collapse_fails_by_default_and_is_recorded_when_accepted():
+    ref = [_detections(50) for _ in range(4)]
+    lost = [np.concatenate([r[..., :4], np.zeros_like(r[..., 4:])], axis=2) for r in ref]
+    samples = [type("Sample", (), {"feeds": {}, "label": None})() for _ in range(4)]
+    failed = validate(_Fixed(ref), _Fixed(lost), samples)
+    assert not failed.passed and "collapsed" in failed.failures[0] and "detector" in failed.failures[0]
+    assert failed.outputs["y"]["judged_by"] == "detector" and failed.outputs["y"]["decision_agreement"] == 0.0
+    accepted = validate(_Fixed(ref), _Fixed(lost), samples, accept_loss=True)
+    assert accepted.passed and accepted.collapsed and failed.floors["decision_agreement"] == DECISION_FLOOR
+
+
+def _detector_head(path):
+    """A conv feature map read out by two 1x1 convs: boxes (sigmoid x 640) and class scores (sigmoid),
+    concatenated into [N, anchors, 4 + 3] as YOLO exports do."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    weights = {"w": rng.normal(0, 0.5, (8, 3, 3, 3)), "wb": rng.normal(0, 0.5, (4, 8, 1, 1)),
+               "ws": rng.normal(0, 1.0, (3, 8, 1, 1)), "scale": np.array(640.0), "shape": np.array([1, -1, 64])}
+    inits = [numpy_helper.from_array(v.astype(np.int64 if k == "shape" else np.float32), k) for k, v in weights.items()]
+    nodes = [
+        helper.make_node("Conv", ["images", "w"], ["f"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["f"], ["r"]),
+        helper.make_node("Conv", ["r", "wb"], ["b"]), helper.make_node("Sigmoid", ["b"], ["bs"]),
+        helper.make_node("Mul", ["bs", "scale"], ["bp"]), helper.make_node("Reshape", ["bp", "shape"], ["bf"]),
+        helper.make_node("Conv", ["r", "ws"], ["s"]), helper.make_node("Sigmoid", ["s"], ["ss"]),
+        helper.make_node("Reshape", ["ss", "shape"], ["sf"]),
+        helper.make_node("Concat", ["bf", "sf"], ["cat"], axis=1),
+        helper.make_node("Transpose", ["cat"], ["detections"], perm=[0, 2, 1]),
+    ]
+    graph = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("detections", TensorProto.FLOAT, [1, 64, 7])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.onnxruntime
+def test_a_detector_head_built_to_collapse_is_caught_and_repaired(tmp_path):
+    model = _detector_head(tmp_path / "head.onnx")
+    np.save(tmp_path / "calib.npy", np.random.default_rng(2).random((60, 1, 3, 8, 8), np.float32)[:, 0])
+    (result,) = edgekit.convert(model, "onnx-int8", calibration=tmp_path / "calib.npy", calib_size=40,
+                                validation_size=20, output_dir=tmp_path / "out")
+    repair = result.report["repair"]
+    assert repair and repair["attempts"][0]["remedy"] == "default" and repair["attempts"][0]["collapsed"]
+    assert result.passed and repair["chosen"], repair
+    assert result.report["options"]["excluded_nodes"], "the report lists what was kept in float"
+    assert result.validation["outputs"]["detections"]["judged_by"] == "detector"
+    assert result.validation["outputs"]["detections"]["decision_agreement"] >= DECISION_FLOOR
+    (plain,) = edgekit.convert(model, "onnx-int8", calibration=tmp_path / "calib.npy", calib_size=40,
+                               validation_size=20, output_dir=tmp_path / "plain", repair=False)
+    assert not plain.passed and "collapsed" in plain.report["failures"][0]
