@@ -24,8 +24,22 @@ def test_sequence_agreement_ignores_the_background_class():
     lost = np.zeros_like(ref)
     lost[..., 0] = 1.0
     verdict = judge(ref, lost)
-    assert verdict.kind == "sequence" and verdict.agreement == 0.0
+    assert verdict.kind == "sequence-ctc" and verdict.agreement == 0.0
     assert judge(ref, ref.copy()).agreement == 1.0
+    one_wrong = ref.copy()
+    one_wrong[0, 8, 3], one_wrong[0, 8, 4] = 0.0, 1.0  # one character of the first line misread
+    assert judge(ref, one_wrong).agreement == 0.75  # that line is wrong; the other three read the same
+
+
+def test_token_tags_are_judged_per_position():
+    ref = np.zeros((2, 10, 4), np.float32)
+    ref[..., 1] = 1.0  # no dominant background: every position carries a tag
+    ref[:, ::2, 1], ref[:, ::2, 2] = 0.0, 1.0
+    cand = ref.copy()
+    cand[0, 0] = [0, 0, 0, 1]
+    verdict = judge(ref, cand)
+    # tag 1 is the most frequent: the 10 positions where both models say 1 are left out; 1 of the other 10 differs
+    assert verdict.kind == "sequence" and verdict.agreement == pytest.approx(9 / 10)
 
 
 def test_dense_per_pixel_argmax_in_either_layout():

@@ -104,7 +104,7 @@ def test_every_artifact_matches_its_float_source_on_every_engine(converted, name
     cosines = {engine: _cosine(reference, _runs(artifact, engine, feeds)) for engine in engines}
     report = results[target].report
     if report["validation"]["collapsed"]:  # edgekit saw it: never "ok" below the floors
-        assert report["status"] == "failed" and "collapsed" in report["failures"][0], report["failures"]
+        assert report["status"] == "failed" and any("collapsed" in f for f in report["failures"]), report["failures"]
     floor = FLOORS[target.split("-", 1)[1]]
     assert min(cosines.values()) >= floor, f"{name} {target}: cosine {cosines} below {floor}"
     assert report["source"]["sha256"] == wheels.MODELS[name].sha256
@@ -154,7 +154,8 @@ def test_int8_ocr_reads_within_two_points_of_float_or_fails_saying_why(tmp_path,
     print(f"{target}: float {accuracy['float']:.1f} %, int8 {accuracy['int8']:.1f} %, status {report['status']}, "
           f"repair {report['repair'] and report['repair']['chosen']}")
     if accuracy["float"] - accuracy["int8"] > 2:
-        assert report["status"] == "failed" and "collapsed" in report["failures"][0], (accuracy, report["failures"])
+        assert report["status"] == "failed" and any("collapsed" in f for f in report["failures"]), \
+            (accuracy, report["failures"])
         assert report["repair"]["attempts"][0]["collapsed"], "every remedy tried is recorded"
 
 

@@ -100,6 +100,10 @@ def judge(reference: np.ndarray, candidate: np.ndarray) -> Judgement:
             return Judgement("anchor-scores", f"[N, anchors, classes] of 0-1 scores: anchors confident (>= "
                              f"{DETECTOR_CONFIDENCE}) in either model must be confident in both, with the same class",
                              _score_agreement(ref, cand))
+        if ref.shape[1] <= MAX_SEQUENCE and _mostly_background(ref):
+            return Judgement("sequence-ctc", "[N, positions, classes], mostly one background class (CTC's blank): "
+                             "the decoded sequence per sample (arg-max, repeats merged, blanks dropped) must be "
+                             "identical, as a reader's whole string is right or wrong", _ctc_agreement(ref, cand))
         if ref.shape[1] <= MAX_SEQUENCE:
             return Judgement("sequence", "[N, positions, classes]: arg-max per position where either model "
                              "predicts something other than the background class (OCR, ASR, token tags)",
@@ -129,6 +133,22 @@ def _argmax_agreement(ref: np.ndarray, cand: np.ndarray, axis: int, skip_backgro
             return 1.0
         return float(np.mean(ref_best[judged] == cand_best[judged]))
     return float(np.mean(ref_best == cand_best))
+
+
+def _mostly_background(ref: np.ndarray) -> bool:
+    best = ref.argmax(-1)
+    return float(np.bincount(best.ravel()).max()) / best.size > 0.5
+
+
+def _ctc_agreement(ref: np.ndarray, cand: np.ndarray) -> float:
+    ref_best, cand_best = ref.argmax(-1), cand.argmax(-1)
+    blank = np.bincount(ref_best.ravel()).argmax()
+    return float(np.mean([_ctc_path(r, blank) == _ctc_path(c, blank) for r, c in zip(ref_best, cand_best)]))
+
+
+def _ctc_path(best: np.ndarray, blank: int) -> list[int]:
+    merged = [int(v) for i, v in enumerate(best) if i == 0 or v != best[i - 1]]
+    return [v for v in merged if v != blank]
 
 
 def _decided_agreement(ref: np.ndarray, cand: np.ndarray) -> float | None:

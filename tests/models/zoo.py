@@ -127,7 +127,7 @@ def measure_batchnorm(model, data: dict[str, np.ndarray]) -> None:
     layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
     for layer in layers:
         layer.momentum = 0.0
-    model(data, training=True)
+    model(data if len(data) > 1 else next(iter(data.values())), training=True)
 
 
 def build(name: str, folder: Path, seed: int = 0) -> Path:
@@ -143,4 +143,4 @@ def build(name: str, folder: Path, seed: int = 0) -> Path:
 
 def predict(path: Path, data: dict[str, np.ndarray]) -> np.ndarray:
     model = _keras().models.load_model(path, compile=False)
-    return np.asarray(model(data, training=False))
+    return np.asarray(model(data if len(data) > 1 else next(iter(data.values())), training=False))
