@@ -69,8 +69,8 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 def test_every_artifact_matches_the_keras_model_on_every_engine(built, name, target, request):
     path, results = built(name)
     if (name, target) in COLLAPSES:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"int8 collapses to cosine "
-                                              f"{COLLAPSES[name, target]} with default options (issue 16)"))
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"default int8 (repair off) collapses to cosine "
+                                              f"{COLLAPSES[name, target]}; edgekit marks it failed"))
     data = zoo.inputs_for(name, HELD_OUT, seed=99)
     expected = zoo.predict(path, data)
     artifact = results[target].artifact

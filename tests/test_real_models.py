@@ -93,8 +93,8 @@ def _cosine(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]
 def test_every_artifact_matches_its_float_source_on_every_engine(converted, name, target, request):
     source, results = converted(name)
     if (name, target) in COLLAPSES:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"int8 collapses to cosine "
-                                              f"{COLLAPSES[name, target]} with default options (issue 16)"))
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"default int8 (repair off) collapses to cosine "
+                                              f"{COLLAPSES[name, target]}; edgekit marks it failed"))
     data = MODELS[name].make_data(HELD_OUT, 99)  # inputs neither calibration nor validation saw
     feeds = [{k: v[i] if v[i].ndim == len(s) else v[i][None] for (k, v), s in
               zip(data.items(), _shapes(source, data))} for i in range(HELD_OUT)]
