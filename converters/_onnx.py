@@ -250,7 +250,7 @@ def _max_abs(array: Any) -> float:
     return float(np.abs(array).max()) if array.size else 0.0
 
 
-def remedies(source: Source, first: Path, samples: Callable[[], Iterable[dict[str, Any]]]):
+def remedies(first: Path, samples: Callable[[], Iterable[dict[str, Any]]]):
     """What to try, cheapest first, when the default int8 model collapses: yields (label, options, ranking).
     The per-node sensitivity ranking (ONNX Runtime's qdq_loss_debug) is computed only if the cheap remedies
     fail, from the default attempt's own files."""

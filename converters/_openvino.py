@@ -168,7 +168,7 @@ def _output_producers(model: Any) -> list[str]:
     return sorted({result.input_value(0).get_node().get_friendly_name() for result in model.get_results()})
 
 
-def remedies(source: Source, first: Path, samples: Any):
+def remedies(first: Path, samples: Any):
     """What to try when NNCF's default int8 model collapses, cheapest first."""
     yield "outputs in float", {"keep_output_float": True}, None
     yield "outputs in float, mixed preset (asymmetric activations)", \

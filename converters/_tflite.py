@@ -132,7 +132,7 @@ def variant_is_int8(target: Any) -> bool:
     return target.variant == "int8"
 
 
-def remedies(source: Source, first: Path, samples: Any):
+def remedies(first: Path, samples: Any):
     """What to try when the default int8 model collapses: int16 activations (TFLite's 16x8 mode)."""
     yield "int16 activations, int8 weights (16x8)", {"activations": "int16"}, None
 

@@ -153,3 +153,22 @@ def test_a_detector_head_built_to_collapse_is_caught_and_repaired(tmp_path):
     (plain,) = edgekit.convert(model, "onnx-int8", calibration=tmp_path / "calib.npy", calib_size=40,
                                validation_size=20, output_dir=tmp_path / "plain", repair=False)
     assert not plain.passed and "collapsed" in plain.report["failures"][0]
+
+
+@pytest.mark.tensorflow
+@pytest.mark.litert
+def test_a_tflite_detector_collapse_is_repaired_with_16x8(tmp_path):
+    """The YOLO-style head of tests/models/zoo.py: TFLite's full int8 gives boxes and scores one scale and
+    detects nothing; the 16x8 remedy (int16 activations) keeps the detections. Its latency cost is recorded."""
+    import zoo
+
+    model = zoo.build("yolo", tmp_path)
+    np.savez(tmp_path / "calib.npz", **zoo.inputs_for("yolo", 48, seed=1))
+    (result,) = edgekit.convert(model, "tflite-int8", calibration=tmp_path / "calib.npz", calib_size=32,
+                                validation_size=16, output_dir=tmp_path / "out")
+    default, repaired = result.report["repair"]["attempts"]
+    assert default["collapsed"] and not repaired["collapsed"] and result.passed
+    assert result.report["repair"]["chosen"] == repaired["remedy"] and "16x8" in repaired["remedy"]
+    assert result.report["options"]["activations"].startswith("int16")
+    assert default["latency_ms"] > 0 and repaired["latency_ms"] > 0
+    assert result.validation["outputs"]["detections"]["decision_agreement"] >= DECISION_FLOOR

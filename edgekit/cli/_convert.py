@@ -175,7 +175,7 @@ def _print_conversions(results: list) -> None:
     for r in results:
         repair = r.report.get("repair")
         if repair:
-            tried = ", ".join(a["remedy"] for a in repair["attempts"][1:])
+            tried = ", ".join(a["remedy"] + (" (failed)" if "error" in a else "") for a in repair["attempts"][1:])
             outcome = f"kept: {repair['chosen']}" if repair["chosen"] else "none held the floors"
             out.print(f"{r.target}: the default int8 collapsed; tried {tried}; {outcome}")
     for r in results:

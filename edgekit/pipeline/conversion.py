@@ -28,6 +28,7 @@ from edgekit.converters import Target, check_options, resolve_targets
 from edgekit.converters._source import KERAS, SAVEDMODEL, Source, open_source
 from edgekit.pipeline.calibration import RANDOM_SOURCE, Dataset, build_dataset, fail_if_empty
 from edgekit.pipeline.preprocess import Recipe
+from edgekit.pipeline.repair import try_remedies
 from edgekit.pipeline.validation import ValidationReport, validate
 from edgekit.runtimes import open_runtime
 from edgekit.runtimes._formats import hash_into, open_model_file
@@ -188,7 +189,6 @@ class _Job:
     reference: Any
     max_drop: float | None
     accept_loss: bool
-    repair: bool
     seed: int
     options: dict[str, Any]
     progress: Progress
@@ -264,65 +264,18 @@ def _attempt(job: _Job, index: int, label: str, extra: dict[str, Any]) -> _Attem
     return _Attempt(label, extra, folder, staged, used, model, audit, validation, convert_s, warnings)
 
 
-def _repair(job: _Job, first: _Attempt) -> tuple[_Attempt, dict[str, Any] | None]:
-    """When the default artifact collapsed, try the target's remedies, cheapest first, until one holds the
-    floors; every attempt is recorded. Returns the attempt to publish and the repair record."""
-    remedies = job.target.remedy_function()
-    if not first.collapsed or job.accept_loss or remedies is None or not job.repair:
-        return first, None
-    samples = job.dataset.calibration.feeds if job.dataset else (lambda: iter(()))
-    attempts, chosen, ranking = [first], first, None
-    try:
-        for label, extra, found in remedies(job.src, first.staged, samples):
-            ranking = found or ranking
-            with job.progress(f"{job.target.name} collapsed; trying: {label}", None):
-                pass
-            attempt = _attempt(job, len(attempts), label, extra)
-            attempts.append(attempt)
-            if not attempt.collapsed:
-                chosen = attempt
-                break
-    except EdgekitError as exc:  # a remedy the engine refuses ends the search, not the conversion
-        log.warning("%s: repair stopped: %s", job.target.name, exc)
-    latency = {a.label: _latency_ms(a.model.path) for a in attempts}
-    record = {
-        "chosen": chosen.label if chosen is not first else None,
-        "attempts": [{"remedy": a.label, "options": _plain(a.extra), "collapsed": list(a.validation.collapsed),
-                      "size_bytes": a.model.size_bytes, "latency_ms": latency[a.label],
-                      "convert_s": round(a.convert_s, 2)} for a in attempts],
-        "sensitivity": _sensitivity_table(ranking, chosen.extra, attempts) if ranking else None,
-    }
-    return chosen, record
-
-
-def _plain(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
-
-
-def _sensitivity_table(ranking: list[dict[str, Any]], chosen: dict[str, Any], attempts: list[_Attempt]) -> list:
-    kept = set(chosen.get("exclude_nodes", ()))
-    return [dict(row, kept_in_float=row["node"] in kept) for row in ranking[:32]]
-
-
-def _latency_ms(path: Path) -> float | None:
-    """A quick p50 of the artifact on this machine (what a remedy costs), or None when it cannot run here."""
-    from edgekit.profiling.profiler import profile
-
-    try:
-        report = profile(path, runs=20, min_seconds=0.2, max_seconds=2.0, warmup_seconds=0.1)
-    except EdgekitError:
-        return None
-    return round(report.latency_ms.p50, 4)
-
-
 def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging: Path, dataset: Dataset | None,
                  reference, source_info: dict[str, Any], *, recipe: Recipe, max_drop: float | None,
                  accept_loss: bool, repair: bool, force: bool, seed: int, options: dict[str, Any],
                  progress: Progress) -> ConversionResult:
     started = time.perf_counter()
-    job = _Job(src, target, stem, out_dir, staging, dataset, reference, max_drop, accept_loss, repair, seed, options,
-               progress)
-    chosen, repair = _repair(job, _attempt(job, 0, "default", {}))
+    job = _Job(src, target, stem, out_dir, staging, dataset, reference, max_drop, accept_loss, seed, options, progress)
+    first = _attempt(job, 0, "default", {})
+    chosen, repaired = first, None
+    if first.collapsed and repair and not accept_loss and target.remedies:
+        chosen, repaired = try_remedies(target, first, lambda i, label, extra: _attempt(job, i, label, extra),
+                                      job.dataset.calibration.feeds if job.dataset else (lambda: iter(())),
+                                      progress)
     validation, model, used = chosen.validation, chosen.model, chosen.used
     name = chosen.staged.name
     failures = list(validation.failures) if validation else []
@@ -345,7 +298,7 @@ def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging:
         else dataset.provenance.recipe,
         "calibration": dataset.provenance.to_dict() if dataset else None,
         "validation": validation.to_dict() if validation else None,
-        "repair": repair,
+        "repair": repaired,
         "audit": chosen.audit.to_dict(),
         "tools": _tool_versions(),
         "durations_s": {"convert": round(chosen.convert_s, 3), "total": round(time.perf_counter() - started, 3)},

@@ -1,0 +1,67 @@
+"""Repair a collapsed int8 artifact: try its target's remedies, cheapest first, keep the first that holds.
+
+A target names its remedies (``Target.remedies``: output layers in float, other calibration, the most
+sensitive layers in float, int16 activations); each is a full attempt, converted, audited and validated like
+the default one. Every attempt is recorded with what collapsed, its size and its latency on this machine, and
+the per-layer sensitivity table when a remedy used one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from edgekit.runtimes.errors import EdgekitError
+
+log = logging.getLogger("edgekit")
+
+
+def try_remedies(target: Any, first: Any, attempt: Callable[[int, str, dict[str, Any]], Any],
+                 samples: Callable[[], Iterable[dict[str, Any]]], progress: Any) -> tuple[Any, dict[str, Any]]:
+    """``first`` is the collapsed default attempt; ``attempt(index, label, options)`` makes another.
+    Returns the attempt to publish and the report's ``repair`` record."""
+    remedies = target.remedy_function()
+    attempts, refused, chosen, ranking = [first], [], first, None
+    for label, extra, found in remedies(first.staged, samples):
+        ranking = found or ranking
+        with progress(f"{target.name} collapsed; trying: {label}", None):
+            pass
+        try:
+            candidate = attempt(len(attempts) + len(refused), label, extra)
+        except EdgekitError as exc:  # a remedy the engine refuses is recorded; the next one is tried
+            log.warning("%s: remedy '%s' failed: %s", target.name, label, exc)
+            refused.append({"remedy": label, "options": _plain(extra), "error": str(exc)})
+            continue
+        attempts.append(candidate)
+        if not candidate.collapsed:
+            chosen = candidate
+            break
+    record = {
+        "chosen": chosen.label if chosen is not first else None,
+        "attempts": [{"remedy": a.label, "options": _plain(a.extra), "collapsed": list(a.validation.collapsed),
+                      "size_bytes": a.model.size_bytes, "latency_ms": _latency_ms(a.model.path),
+                      "convert_s": round(a.convert_s, 2)} for a in attempts] + refused,
+        "sensitivity": _sensitivity_table(ranking, chosen.extra) if ranking else None,
+    }
+    return chosen, record
+
+
+def _plain(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+
+
+def _sensitivity_table(ranking: list[dict[str, Any]], chosen: dict[str, Any]) -> list[dict[str, Any]]:
+    kept = set(chosen.get("exclude_nodes", ()))
+    return [dict(row, kept_in_float=row["node"] in kept) for row in ranking[:32]]
+
+
+def _latency_ms(path: Any) -> float | None:
+    """A quick p50 of the artifact on this machine (what a remedy costs), or None when it cannot run here."""
+    from edgekit.profiling.profiler import profile
+
+    try:
+        report = profile(path, runs=20, min_seconds=0.2, max_seconds=2.0, warmup_seconds=0.1)
+    except EdgekitError:
+        return None
+    return round(report.latency_ms.p50, 4)
