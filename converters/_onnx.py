@@ -130,23 +130,25 @@ def _from_tensorflow(source: Source, output: Path, opset: int) -> dict[str, Any]
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise ConversionError(f"tf2onnx cannot convert '{source.path}' (opset {opset}): {first[:300]}") from exc
     info = {"exporter": f"tf2onnx {tf2onnx.__version__}", "opset": opset}
-    inlined = _inline_captured_constants(tf, function, output)
+    onnx, _ = _imports()
+    model = onnx.load(str(output))  # mended in memory, written once
+    inlined = _inline_captured_constants(tf, function, model)
+    rewritten = _replace_erfc(model)
+    if inlined or rewritten:
+        onnx.save(model, str(output))
     if inlined:
         info["inlined_constants"] = inlined
-    rewritten = _replace_erfc(output)
     if rewritten:
         info["rewritten_ops"] = {"Erfc": rewritten}
     _require_onnx_ops(output, source)
     return info
 
 
-def _replace_erfc(path: Path) -> int:
+def _replace_erfc(model: Any) -> int:
     """Keras 3's exact GELU is 0.5 * x * erfc(-x / sqrt 2); tf2onnx passes TensorFlow's Erfc through, which is
     no ONNX op, so every transformer with exact GELU failed to load. erfc(x) = 1 - erf(x)."""
-    import onnx
     from onnx import helper, numpy_helper
 
-    model = onnx.load(str(path))
     nodes = [n for n in model.graph.node if n.op_type == "Erfc" and n.domain in ("", "ai.onnx")]
     if not nodes:
         return 0
@@ -159,7 +161,6 @@ def _replace_erfc(path: Path) -> int:
         model.graph.node.remove(node)
         model.graph.node.insert(index, sub)
         model.graph.node.insert(index, erf)
-    onnx.save(model, str(path))
     return len(nodes)
 
 
@@ -175,23 +176,27 @@ def _require_onnx_ops(path: Path, source: Source) -> None:
                               "try another --opset or replace the layer") from exc
 
 
-def _inline_captured_constants(tf: Any, function: Any, path: Path) -> list[str]:
+def _inline_captured_constants(tf: Any, function: Any, model: Any) -> list[str]:
     """Keras 3 layers that compute tensors once at build time (Normalization's mean and variance) reach the
     traced function as captured eager tensors, not variables; tf2onnx freezes variables only and leaves
     those as extra graph inputs. Turn every such input back into the constant it was."""
-    import onnx
     from onnx import numpy_helper
 
     captured = {internal.name: external for external, internal in function.get_concrete_function().graph.captures
                 if isinstance(external, tf.Tensor) and external.dtype != tf.resource and hasattr(external, "numpy")}
-    model = onnx.load(str(path))
     extra = [i for i in model.graph.input if i.name in captured]
     for value in extra:
         model.graph.initializer.append(numpy_helper.from_array(captured[value.name].numpy(), value.name))
         model.graph.input.remove(value)
-    if extra:
-        onnx.save(model, str(path))
     return [value.name for value in extra]
+
+
+def name_unnamed_nodes(graph: Any) -> int:
+    """Give every unnamed node a name (``<op_type>_<n>``) so it can be excluded or blocked by name."""
+    unnamed = [n for n in graph.node if not n.name]
+    for index, node in enumerate(unnamed):
+        node.name = f"{node.op_type}_{index}"
+    return len(unnamed)
 
 
 _PASS_THROUGH = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Concat", "Cast"}
@@ -233,8 +238,7 @@ def _to_float16(onnx: Any, float_path: Path, output: Path, notes: list[str]) -> 
         tensor.name = node.output[0]
         graph.initializer.append(tensor)
         graph.node.remove(node)
-    for index, node in enumerate(n for n in graph.node if not n.name):  # blocking works by node name
-        node.name = f"{node.op_type}_unnamed_{index}"
+    name_unnamed_nodes(graph)  # blocking works by node name
     too_big = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT
                and _max_abs(numpy_helper.to_array(i)) > FLOAT16_MAX}
     kept = sorted({n.name for n in graph.node if too_big & set(n.input)})
@@ -402,10 +406,7 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
     prepared = _preprocess(quantization, float_path, work / "prepared.onnx", notes)
     prepared_model = onnx.load(str(prepared))
     # Exclusion works by node name, and unnamed nodes would all match '' at once: name them.
-    unnamed = [n for n in prepared_model.graph.node if not n.name]
-    for index, node in enumerate(unnamed):
-        node.name = f"{node.op_type}_{index}"
-    if unnamed:
+    if name_unnamed_nodes(prepared_model.graph):
         onnx.save(prepared_model, str(prepared))
     unknown = sorted(set(exclude_nodes) - {n.name for n in prepared_model.graph.node})
     if unknown:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgekit.runtimes._formats import hash_into
 
 CACHE = Path(os.environ.get("EDGEKIT_CACHE", Path.home() / ".cache" / "edgekit")) / "sensitivity"
 _QUANTIZED_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Mul", "Concat", "Sigmoid", "Softmax",
@@ -45,7 +46,7 @@ def rank_nodes(float_model: Path, quantized_model: Path, samples: Iterable[dict[
 def _key(float_model: Path, quantized_model: Path, samples: list[dict[str, np.ndarray]]) -> str:
     digest = hashlib.sha256()
     for path in (float_model, quantized_model):
-        digest.update(path.read_bytes())
+        hash_into(digest, path)
     for sample in samples:
         for name in sorted(sample):
             digest.update(name.encode())

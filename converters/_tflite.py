@@ -74,7 +74,7 @@ def convert(
     """
     if activations not in ("int8", "int16"):
         raise ConversionError(f"activations must be int8 or int16, got '{activations}'")
-    if variant_is_int8(target) and activations == "int16":
+    if target.variant == "int8" and activations == "int16":
         from edgekit.converters import TARGETS
 
         used = convert(source, TARGETS["tflite-int16x8"], output, calibration=calibration, io="float",
@@ -126,10 +126,6 @@ def convert(
         raise ConversionError(f"TFLite conversion to {target.name} failed: {first[:300]}") from exc
     output.write_bytes(flatbuffer)
     return used
-
-
-def variant_is_int8(target: Any) -> bool:
-    return target.variant == "int8"
 
 
 def remedies(first: Path, samples: Any):

@@ -17,6 +17,7 @@ import pytest
 import zoo
 
 import edgekit
+from edgekit.pipeline.validation import cosine
 
 pytestmark = [pytest.mark.slow, pytest.mark.tensorflow, pytest.mark.litert, pytest.mark.onnxruntime,
               pytest.mark.openvino]
@@ -60,11 +61,6 @@ def built(tmp_path_factory):
     return build
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
-
-
 @pytest.mark.parametrize(("name", "target"), [(n, t) for n, targets in TARGETS.items() for t in targets])
 def test_every_artifact_matches_the_keras_model_on_every_engine(built, name, target, request):
     path, results = built(name)
@@ -82,6 +78,6 @@ def test_every_artifact_matches_the_keras_model_on_every_engine(built, name, tar
             assert [s.name for s in runtime.inputs] == list(data), (engine, runtime.inputs)
             got = np.concatenate([runtime.run({k: v[i : i + 1] for k, v in data.items()})[runtime.outputs[0].name]
                                   for i in range(HELD_OUT)])
-        cosines[engine] = _cosine(expected, got)
+        cosines[engine] = cosine(expected, got)
     floor = FLOORS[target.split("-", 1)[1]]
     assert min(cosines.values()) >= floor, f"{name} {target}: cosine {cosines} below {floor}"
