@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from edgekit.converters import work_folder
-from edgekit.converters._source import KERAS, SAVEDMODEL, Source
+from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source
 from edgekit.runtimes._formats import ONNX, TFLITE
 from edgekit.runtimes._ort import engine_errors
 from edgekit.runtimes.errors import ConversionError, MissingDependencyError, UnsupportedModelError, first_line
@@ -73,6 +73,8 @@ def export_onnx(source: Source, output: Path, opset: int | None = None) -> dict[
     onnx, _ = _imports()
     if source.kind in (KERAS, SAVEDMODEL):
         return _from_tensorflow(source, output, opset or DEFAULT_OPSET)
+    if source.kind == PYTORCH:
+        return _from_torch(source, output, opset)
     if source.kind == ONNX:
         model = onnx.load(str(source.path))  # by path: external data resolves beside the model
         _fix_input_dims(model, source)
@@ -88,6 +90,21 @@ def export_onnx(source: Source, output: Path, opset: int | None = None) -> dict[
             "Convert from the original model"
         )
     raise UnsupportedModelError(f"cannot make ONNX from a {source.kind} source")
+
+
+def _from_torch(source: Source, output: Path, opset: int | None) -> dict[str, Any]:
+    """Export once per source and opset; every ONNX and OpenVINO target reuses that file."""
+    from edgekit.converters._torch import export_onnx as export_torch
+
+    key = f"onnx_export_{opset}"
+    if key not in source.cache:
+        info = export_torch(source.torch_model, output, opset)
+        info["opset"] = _opset(_imports()[0].load(str(output), load_external_data=False))
+        source.cache[key] = (output, info)
+    exported, info = source.cache[key]
+    if exported != output:
+        shutil.copyfile(exported, output)
+    return dict(info)
 
 
 def _opset(model: Any) -> int:

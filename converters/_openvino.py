@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from edgekit.converters import work_folder
-from edgekit.converters._source import KERAS, SAVEDMODEL, Source
+from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source
 from edgekit.runtimes._formats import ONNX, TFLITE
 from edgekit.runtimes._openvino import engine_message
 from edgekit.runtimes._telemetry import keep_engine_telemetry_off
@@ -41,17 +41,23 @@ def _openvino() -> Any:
 def read_source(source: Source, work: Path) -> Any:
     """The source as an ``openvino.Model`` with the source's names and fixed shapes."""
     ov = _openvino()
+    is_onnx = source.kind in (ONNX, PYTORCH)
     if source.kind in (KERAS, SAVEDMODEL):
         path = _savedmodel(source, work / "savedmodel")
     elif source.kind in (ONNX, TFLITE):
         path = source.path
+    elif source.kind == PYTORCH:  # through its ONNX export: the same graph and names as the ONNX targets
+        from edgekit.converters._onnx import export_onnx
+
+        path = work / "source.onnx"
+        source.cache["openvino_route"] = export_onnx(source, path)["route"] + " -> openvino.convert_model"
     else:
         raise ConversionError(f"OpenVINO targets cannot read a {source.kind} source")
     # ONNX graphs whose ranks are only known once the inputs are fixed (recurrent models, If bodies)
     # convert only when told the shapes up front.
     shapes = {s.name: ov.PartialShape([-1 if d is None else d for d in s.shape]) for s in source.inputs}
     try:
-        model = ov.convert_model(str(path), input=shapes) if source.kind == ONNX else ov.convert_model(str(path))
+        model = ov.convert_model(str(path), input=shapes) if is_onnx else ov.convert_model(str(path))
     except Exception as exc:  # noqa: BLE001 - OpConversionFailure and friends: translate all at this edge
         raise ConversionError(f"openvino.convert_model cannot read '{source.path}': {conversion_failure(exc)}") \
             from exc
@@ -140,6 +146,8 @@ def convert(
     work = work_folder(output)
     model = read_source(source, work)
     used: dict[str, Any] = {"target": target.name, "reader": f"openvino.convert_model ({source.kind})"}
+    if "openvino_route" in source.cache:
+        used["route"] = source.cache["openvino_route"]
     notes: list[str] = []
     if target.variant in ("fp32", "fp16"):
         ov.save_model(model, str(output), compress_to_fp16=target.variant == "fp16")

@@ -1,8 +1,8 @@
 """Source models: recognise them, describe their inputs, fix their shapes.
 
 Keras (.keras/.h5) and TensorFlow SavedModel folders are loaded with
-TensorFlow (imported here, inside functions); ONNX and TFLite files are
-described through the runtime layer without TensorFlow.
+TensorFlow, PyTorch modules and .pt2 files with torch (both imported inside
+functions); ONNX and TFLite files are described through the runtime layer.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgekit.converters import _torch
+from edgekit.converters._torch import PYTORCH
 from edgekit.runtimes._formats import ONNX, TFLITE, open_model_file
 from edgekit.runtimes.base import TensorSpec
 from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
@@ -25,14 +27,21 @@ class Source:
     """A model to convert, with input specs whose non-batch dimensions are fixed."""
 
     path: Path
-    kind: str  # keras | savedmodel | onnx | tflite
+    kind: str  # keras | savedmodel | onnx | tflite | pytorch
     inputs: tuple[TensorSpec, ...]
     output_names: tuple[str, ...]
     signature: str | None = None  # SavedModel signature key
     cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
+    def torch_model(self) -> dict[str, Any]:
+        """A PyTorch source's module, wrapper and example inputs (``_torch.describe``)."""
+        return self.cache["torch"]
+
+    @property
     def size_bytes(self) -> int:
+        if self.kind == PYTORCH:
+            return self.torch_model["size_bytes"]
         if self.path.is_dir():
             return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
         return self.path.stat().st_size
@@ -44,13 +53,22 @@ def sanitize_name(name: str) -> str:
     return cleaned if re.match(r"[A-Za-z]", cleaned) else f"input_{cleaned}"
 
 
-def open_source(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Source:
+def open_source(path: Any, input_shapes: dict[str, tuple[int, ...]] | None = None, *,
+                example_inputs: Any = None, output_names: tuple[str, ...] | None = None,
+                name: str | None = None) -> Source:
     """Identify a source model and describe its inputs, applying ``input_shapes`` overrides.
+
+    ``path`` may also be a torch ``nn.Module`` (with ``example_inputs``); ``output_names`` and ``name``
+    (the artifacts' stem) apply to PyTorch sources.
 
     Raises:
         UnsupportedModelError: Not a model edgekit can convert.
         ConversionError: An input keeps a dynamic non-batch dimension, or an override names no input.
     """
+    if _torch.is_module(path) or str(path).lower().endswith(".pt2"):
+        return _describe_torch(path, input_shapes or {}, example_inputs, output_names, name)
+    if example_inputs is not None or output_names:
+        raise ConversionError("example_inputs and output_names apply to PyTorch sources only")
     path = Path(path)
     if not path.exists():
         raise UnsupportedModelError(f"source model '{path}' does not exist; check the path")
@@ -68,6 +86,18 @@ def open_source(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | Non
             raise UnsupportedModelError(f"'{path}' is an OpenVINO IR; it cannot be a conversion source")
         source = _describe_runtime_model(path, model.format)
     return _fix_shapes(source, input_shapes or {})
+
+
+def _describe_torch(model: Any, overrides: dict[str, tuple[int, ...]], example_inputs: Any,
+                    output_names: tuple[str, ...] | None, name: str | None) -> Source:
+    if not _torch.is_module(model) and not Path(model).is_file():
+        raise UnsupportedModelError(f"source model '{model}' does not exist; check the path")
+    described = _torch.describe(model, example_inputs, tuple(output_names or ()), name)
+    source = Source(described["path"] or Path(described["stem"]), PYTORCH, described["inputs"], described["outputs"],
+                    cache={"torch": described})
+    source = _fix_shapes(source, overrides)
+    described["examples"] = _torch.reshape_examples(described["examples"], source.inputs)
+    return source
 
 
 def _fix_shapes(source: Source, overrides: dict[str, tuple[int, ...]]) -> Source:

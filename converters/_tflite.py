@@ -1,19 +1,24 @@
-"""TFLite targets: fp32, fp16, dynamic-range, full int8 and 16x8, from Keras or SavedModel.
+"""TFLite targets: fp32, fp16, dynamic-range, full int8 and 16x8.
 
-TensorFlow is imported inside these functions only. The converter sees a
-concrete function whose input specs carry the source's input names and whose
-outputs are a dict keyed by its output names, so the .tflite signature shows
-the same names as the source and the other targets.
+Keras and SavedModel sources go through TensorFlow's TFLiteConverter (imported inside these functions
+only): it sees a concrete function whose input specs carry the source's input names and whose outputs
+are a dict keyed by its output names, so the .tflite signature shows the same names as the source and
+the other targets. Every other source becomes a float32 .tflite first — PyTorch with litert-torch, ONNX
+with onnx2tf (in its own environment), a float .tflite as it is — and ai-edge-quantizer makes the
+quantized variants from it, without TensorFlow.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from edgekit.converters import work_folder
 from edgekit.converters._quiet import import_tensorflow, native_stderr_silenced
-from edgekit.converters._source import KERAS, SAVEDMODEL, Source, load_keras, load_savedmodel
+from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source, load_keras, load_savedmodel
+from edgekit.runtimes._formats import ONNX, TFLITE
 from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
 
 IO_TYPES = ("int8", "uint8", "float")
@@ -46,10 +51,7 @@ def serving_function(tf: Any, source: Source) -> tuple[Any, list[Any], Any]:
             return signature(**dict(zip(names, args)))
 
         return tf.function(serve, input_signature=specs), specs, loaded
-    raise UnsupportedModelError(
-        f"TFLite targets convert Keras or SavedModel sources; '{source.path}' is {source.kind}. "
-        "A .tflite cannot be re-quantized here: convert from the original Keras/SavedModel model"
-    )
+    raise UnsupportedModelError(f"TensorFlow cannot read a {source.kind} source ('{source.path}')")
 
 
 def convert(
@@ -80,6 +82,8 @@ def convert(
         used = convert(source, TARGETS["tflite-int16x8"], output, calibration=calibration, io="float",
                        allow_float_ops=allow_float_ops)
         return {**used, "target": target.name, "activations": "int16 (16x8 fallback)"}
+    if source.kind not in (KERAS, SAVEDMODEL):
+        return _from_float_tflite(source, target, output, calibration, io)
     tf = import_tensorflow()
     function, _, holder = serving_function(tf, source)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], holder)
@@ -125,6 +129,65 @@ def convert(
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise ConversionError(f"TFLite conversion to {target.name} failed: {first[:300]}") from exc
     output.write_bytes(flatbuffer)
+    return used
+
+
+def float_tflite(source: Source, work: Path) -> tuple[Path, dict[str, Any]]:
+    """The source as a float32 .tflite (made once per source and reused by every TFLite target)."""
+    if "float_tflite" in source.cache:
+        return source.cache["float_tflite"]
+    path = work / "float32.tflite"
+    if source.kind == PYTORCH:
+        from edgekit.converters._torch import export_tflite
+
+        info = export_tflite(source.torch_model, path)
+    elif source.kind == ONNX:
+        from edgekit.converters._onnx import export_onnx
+        from edgekit.converters._onnx2tf import convert_float
+
+        export_onnx(source, work / "source.onnx")  # the fixed input shapes written in
+        info = convert_float(work / "source.onnx", path, [s.name for s in source.inputs], work)
+        _require_same_outputs(work / "source.onnx", path)
+    elif source.kind == TFLITE:
+        from edgekit.runtimes._formats import open_model_file
+        from edgekit.runtimes.audit import audit_model
+
+        if audit_model(open_model_file(source.path)).integer_ops:
+            raise UnsupportedModelError(f"'{source.path}' is already quantized; re-quantizing needs its float "
+                                        ".tflite or the original model")
+        path, info = source.path, {"route": "float .tflite (the source itself)"}
+    else:
+        raise UnsupportedModelError(f"TFLite targets cannot read a {source.kind} source")
+    source.cache["float_tflite"] = (path, info)
+    return path, info
+
+
+def _require_same_outputs(onnx_path: Path, tflite_path: Path) -> None:
+    """onnx2tf moves some outputs to channels-last; a form with other shapes would break one-set-of-feeds."""
+    from edgekit.runtimes import open_runtime
+
+    with open_runtime(onnx_path) as onnx_model, open_runtime(tflite_path) as tflite_model:
+        for want, got in zip(onnx_model.outputs, tflite_model.outputs):
+            if tuple(want.shape) != tuple(got.shape):
+                raise ConversionError(
+                    f"onnx2tf changed output '{want.name}' from {list(want.shape)} to {list(got.shape)} (a layout "
+                    "change); convert from the PyTorch model instead (litert-torch keeps every layout) or use the "
+                    "onnx/openvino targets")
+
+
+def _from_float_tflite(source: Source, target: Any, output: Path,
+                       calibration: Callable[[], Iterable[dict[str, Any]]] | None, io: str | None) -> dict[str, Any]:
+    from edgekit.converters._aeq import quantize
+
+    float_path, info = float_tflite(source, work_folder(output))
+    used: dict[str, Any] = {"target": target.name, **info}
+    if target.variant == "fp32":
+        if io not in (None, "float"):
+            raise ConversionError(f"--io {io} applies to quantized targets, not {target.name}")
+        shutil.copyfile(float_path, output)
+        return used
+    used.update(quantize(float_path, output, target.variant, calibration=calibration, io=io))
+    used["route"] += f" -> {used['recipe']} (ai-edge-quantizer)"
     return used
 
 

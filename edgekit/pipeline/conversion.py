@@ -25,7 +25,7 @@ from edgekit import __version__
 from edgekit._files import ensure_writable, publish, staging_dir
 from edgekit.audit import audit_model
 from edgekit.converters import Target, check_options, resolve_targets
-from edgekit.converters._source import KERAS, SAVEDMODEL, Source, open_source
+from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source, open_source
 from edgekit.pipeline.calibration import RANDOM_SOURCE, Dataset, build_dataset, fail_if_empty
 from edgekit.pipeline.preprocess import Recipe
 from edgekit.pipeline.repair import try_remedies
@@ -38,8 +38,8 @@ log = logging.getLogger("edgekit")
 
 #: progress(description, total) -> context manager yielding an advance() callable
 Progress = Callable[[str, "int | None"], AbstractContextManager[Callable[[], None]]]
-_TOOL_DISTRIBUTIONS = ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "openvino", "nncf", "ai-edge-litert",
-                       "numpy")
+_TOOL_DISTRIBUTIONS = ("tensorflow", "tf2onnx", "torch", "onnxscript", "litert-torch", "ai-edge-quantizer", "onnx",
+                       "onnxruntime", "openvino", "nncf", "ai-edge-litert", "numpy")
 
 
 @contextmanager
@@ -65,9 +65,12 @@ class ConversionResult:
 
 
 def convert(
-    source: str | Path,
+    source: Any,
     to: str | list[str],
     *,
+    example_inputs: Any = None,
+    output_names: list[str] | tuple[str, ...] | None = None,
+    name: str | None = None,
     calibration: Any = None,
     output_dir: str | Path = ".",
     input_shapes: dict[str, tuple[int, ...]] | None = None,
@@ -86,8 +89,13 @@ def convert(
     """Convert a trained model to one or more edge targets, validate and report each.
 
     Args:
-        source: A Keras .keras/.h5 file, a SavedModel folder, an .onnx or a .tflite.
+        source: A Keras .keras/.h5 file, a SavedModel folder, an .onnx, a float .tflite (re-quantized for the
+            TFLite targets), a PyTorch ``.pt2`` ExportedProgram file or a torch ``nn.Module``.
         to: Target names, e.g. ``"tflite-int8,tflite-fp32"`` (see ``edgekit.converters.TARGETS``).
+        example_inputs: A PyTorch module's inputs to convert with (a tensor, a tuple in ``forward``'s order
+            or a dict by parameter name); they fix the artifacts' static shapes. A .pt2 file brings its own.
+        output_names: Names for a PyTorch model's outputs (default: a returned dict's keys, else output_0...).
+        name: The artifacts' stem (default: the source file's stem, or a module's class name in lower case).
         calibration: Image folder, .npy/.npz, an iterable/callable of ``{input_name: array}``, or
             ``"random"`` (synthetic; the report then says the accuracy figures mean nothing).
         output_dir: Where ``<stem>_<variant>.<ext>`` and its ``.json`` report go (created if missing).
@@ -123,8 +131,9 @@ def convert(
     check_options(targets, options)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    src = open_source(source, input_shapes)
-    stem = src.path.name if src.path.is_dir() else src.path.stem
+    src = open_source(source, input_shapes, example_inputs=example_inputs, output_names=output_names, name=name)
+    stem = name or (src.path.name if src.path.is_dir() else src.path.stem)
+    _check_route(src, targets)
     for target in targets:  # fail before any work rather than after minutes of it
         final = out_dir / target.artifact_name(stem, options)
         for path in [final, Path(f"{final}.json")] + [out_dir / n for n in target.companion_names(stem, options)]:
@@ -152,8 +161,27 @@ def convert(
     return results
 
 
+def _check_route(src: Source, targets: list[Target]) -> None:
+    """What the ONNX -> TFLite route needs, checked before any work: static shapes and onnx2tf's environment."""
+    tflite = [t.name for t in targets if t.family in ("tflite", "ethos-u")]
+    if src.kind != "onnx" or not tflite:
+        return
+    for spec in src.inputs:
+        if None in spec.shape:
+            fixed = ",".join("1" if d is None else str(d) for d in spec.shape)
+            raise ConversionError(f"{', '.join(tflite)} from ONNX need static shapes, and input '{spec.name}' has a "
+                                  f"dynamic batch: pass --input-shape {spec.name}:{fixed}")
+    from edgekit.converters._onnx2tf import find_python
+
+    find_python()
+
+
 def _float_reference(src: Source, staging: Path, progress: Progress):
-    """The float original as a runtime: the source itself, or its float TFLite export."""
+    """The float original as a runtime: the source itself, its float TFLite export, or the PyTorch model."""
+    if src.kind == PYTORCH:
+        from edgekit.converters._torch import TorchReference
+
+        return TorchReference(src.torch_model)
     if src.kind in (KERAS, SAVEDMODEL):
         from edgekit.converters._tflite import export_float
 
@@ -335,6 +363,12 @@ def _validate(job: _Job, staged: Path) -> ValidationReport:
 
 
 def _source_info(src: Source) -> dict[str, Any]:
+    if src.kind == PYTORCH:
+        model = src.torch_model
+        where = str(model["path"]) if model["path"] else f"nn.Module {type(model['module']).__name__} (in memory)"
+        return {"path": where, "kind": src.kind, "sha256": model["sha256"], "size_bytes": src.size_bytes,
+                "inputs": [s.to_dict() for s in src.inputs], "outputs": list(src.output_names),
+                "reference": "the PyTorch model itself, run by torch", "sha256_of": "state_dict tensors"}
     digest = hashlib.sha256()
     files = sorted(p for p in src.path.rglob("*") if p.is_file()) if src.path.is_dir() else [src.path]
     for file in files:

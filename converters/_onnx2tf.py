@@ -1,0 +1,117 @@
+"""ONNX -> float32 .tflite with onnx2tf, run in its own Python environment.
+
+onnx2tf 2.x needs Python >= 3.12 and hard-pins numpy, onnx, onnxruntime and ai-edge-litert versions
+that conflict with the main install, so it lives in a venv of its own and talks to edgekit through
+files: ONNX in, float32 .tflite out (its TensorFlow-free ``flatbuffer_direct`` backend). Quantization
+then happens here, with ai-edge-quantizer (``_aeq``). Every input keeps its ONNX layout (``-k``), so
+the TFLite form takes the same feeds as the ONNX one.
+
+The environment is ``$EDGEKIT_ONNX2TF`` (a python that has onnx2tf) or the venv ``edgekit setup
+onnx2tf`` creates in edgekit's cache folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgekit.runtimes.errors import ConversionError, MissingDependencyError
+
+ENV_VARIABLE = "EDGEKIT_ONNX2TF"
+#: the version tested here (TF-free flatbuffer_direct backend, no network code, calibration-based int8)
+REQUIREMENT = "onnx2tf==2.6.9"
+MIN_PYTHON = (3, 12)
+
+
+def managed_env() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "edgekit" / "onnx2tf-venv"
+
+
+def find_python() -> Path:
+    """The interpreter that runs onnx2tf, or a MissingDependencyError saying how to get one."""
+    given = os.environ.get(ENV_VARIABLE)
+    if given:
+        python = Path(given)
+        python = python / "bin" / "python" if python.is_dir() else python
+        if not python.is_file():
+            raise ConversionError(f"{ENV_VARIABLE}={given} is not a python interpreter or a venv folder")
+        return python
+    python = managed_env() / "bin" / "python"
+    if not python.is_file():
+        raise MissingDependencyError(
+            "onnx2tf (ONNX -> TFLite runs it in its own Python >= 3.12 environment): run `edgekit setup onnx2tf`, "
+            f"or set {ENV_VARIABLE} to a python that has it", "convert")
+    return python
+
+
+def _python_version(python: str) -> tuple[int, int] | None:
+    try:
+        done = subprocess.run([python, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True,
+                              text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    major, minor = done.stdout.split()
+    return int(major), int(minor)
+
+
+def _candidate_pythons() -> list[str]:
+    found = [shutil.which(f"python3.{minor}") for minor in (13, 12)] + [sys.executable]
+    pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    if pyenv.is_dir():  # pyenv shims refuse versions not selected globally; ask the interpreters directly
+        found += [str(p / "bin" / "python") for p in sorted(pyenv.iterdir(), reverse=True)]
+    return [p for p in dict.fromkeys(found) if p]
+
+
+def setup(python: str | None = None, *, log: Any = print) -> Path:
+    """Create the managed venv with onnx2tf (from the package registry pip is configured for)."""
+    candidates = [python] if python else _candidate_pythons()
+    chosen = next((p for p in candidates if (_python_version(p) or (0, 0)) >= MIN_PYTHON), None)
+    if chosen is None:
+        tried = ", ".join(candidates) or "none"
+        raise ConversionError(f"onnx2tf needs Python >= 3.12; none found (tried {tried}); pass --python PATH")
+    env = managed_env()
+    if not (env / "bin" / "python").is_file():
+        log(f"creating {env} with {chosen}")
+        subprocess.run([chosen, "-m", "venv", str(env)], check=True)
+    log(f"installing {REQUIREMENT} into {env}")
+    done = subprocess.run([str(env / "bin" / "python"), "-m", "pip", "install", "-q", REQUIREMENT],
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise ConversionError(f"pip could not install {REQUIREMENT} into {env}: {_last_error(done.stderr)}")
+    return env
+
+
+def _last_error(text: str) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # onnx2tf colours its messages
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    return (errors or lines or ["no output"])[-1][:300]
+
+
+def version(python: Path) -> str:
+    done = subprocess.run([str(python), "-c", "from importlib.metadata import version; print(version('onnx2tf'))"],
+                          capture_output=True, text=True, timeout=60)
+    return done.stdout.strip() or "unknown"
+
+
+def convert_float(onnx_path: Path, output: Path, input_names: list[str], work: Path) -> dict[str, Any]:
+    """Write ``onnx_path`` as a float32 .tflite at ``output``, inputs in their ONNX layout."""
+    python = find_python()
+    work = work.resolve()  # onnx2tf runs in the work folder: relative paths would point elsewhere
+    folder = work / "onnx2tf"
+    command = [str(python), "-m", "onnx2tf", "-i", str(onnx_path.resolve()), "-o", str(folder),
+               "-tb", "flatbuffer_direct", "-n", "-k", *input_names]
+    done = subprocess.run(command, cwd=work, capture_output=True, text=True)
+    produced = folder / f"{onnx_path.stem}_float32.tflite"
+    if done.returncode or not produced.is_file():
+        reason = _last_error(done.stderr + done.stdout)
+        raise ConversionError(f"onnx2tf cannot convert the ONNX model to TFLite: {reason}")
+    shutil.move(str(produced), str(output.resolve()))
+    return {"route": "ONNX -> TFLite (onnx2tf flatbuffer_direct, float32)", "exporter": f"onnx2tf {version(python)}",
+            "layout": "inputs kept as in the ONNX model (-k)"}

@@ -1,0 +1,21 @@
+"""``edgekit setup``: converters that live in an environment of their own."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+def setup() -> None:
+    """Prepare converters that need their own Python environment."""
+
+
+@setup.command("onnx2tf")
+@click.option("--python", "python", metavar="PATH", help="A Python >= 3.12 interpreter [default: the newest found].")
+def setup_onnx2tf(python: str | None) -> None:
+    """Create the venv that runs onnx2tf (ONNX -> TFLite); packages come from pip's configured registry."""
+    from edgekit.converters._onnx2tf import ENV_VARIABLE
+    from edgekit.converters._onnx2tf import setup as create
+
+    env = create(python, log=lambda message: click.echo(message, err=True))
+    click.echo(f"onnx2tf ready in {env} (or point {ENV_VARIABLE} at another python that has it)")

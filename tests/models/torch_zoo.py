@@ -1,0 +1,170 @@
+"""Architectures built the way their PyTorch users build them, in plain ``torch.nn`` (torchvision from the
+registry does not work with the CPU torch wheel here), with BatchNorm statistics measured on data.
+
+- ``resnet``: torchvision's ResNet layout (stem, BasicBlocks with a projection shortcut, global pool, fc)
+- ``mobilenet_v3``: torchvision's MobileNetV3 blocks (expand, depthwise, squeeze-excite with hard-sigmoid,
+  hard-swish, project, residual)
+- ``yolo``: an Ultralytics-style detector whose head concatenates boxes (pixels, 0-640) and class scores
+  (sigmoid, 0-1) into [N, anchors, 4 + classes]
+- ``encoder``: a BERT-style encoder as transformers builds it (int64 ids and attention mask, embeddings +
+  LayerNorm, additive mask, GELU feed-forward, a classifier on the first token)
+
+Random initialisation makes a deep net's outputs vanish; ``measure_batchnorm`` runs data through the model
+in training mode with a cumulative average, so every BatchNorm holds that data's statistics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+IMAGE = 64
+TOKENS, VOCAB, CLASSES = 16, 500, 7
+NAMES = ("resnet", "mobilenet_v3", "yolo", "encoder")
+
+
+def images(count: int, seed: int = 0) -> np.ndarray:
+    """Rendered document pages, NCHW float32 in 0-1 (what a torchvision-style model takes)."""
+    import zoo
+
+    return np.ascontiguousarray(zoo.images(count, seed).transpose(0, 3, 1, 2) / 255.0, dtype=np.float32)
+
+
+def inputs_for(name: str, count: int, seed: int = 0) -> dict[str, np.ndarray]:
+    if name == "encoder":
+        import zoo
+
+        batch = zoo.token_batches(count, seed)
+        return {"input_ids": batch["ids"], "attention_mask": batch["mask"]}
+    return {"images": images(count, seed)}
+
+
+def _modules():
+    import torch
+    from torch import nn
+
+    def conv_bn(cin, cout, kernel=3, stride=1, groups=1, act=nn.ReLU):
+        layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+        return nn.Sequential(*layers, act()) if act else nn.Sequential(*layers)
+
+    class BasicBlock(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.body = nn.Sequential(conv_bn(cin, cout, 3, stride), conv_bn(cout, cout, 3, act=None))
+            self.shortcut = conv_bn(cin, cout, 1, stride, act=None) if stride != 1 or cin != cout else nn.Identity()
+
+        def forward(self, x):
+            return torch.relu(self.body(x) + self.shortcut(x))
+
+    class ResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(conv_bn(3, 32, 3, 2), nn.MaxPool2d(3, 2, 1))
+            self.layers = nn.Sequential(BasicBlock(32, 32, 1), BasicBlock(32, 64, 2), BasicBlock(64, 128, 2))
+            self.fc = nn.Linear(128, 10)
+
+        def forward(self, images):
+            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.layers(self.stem(images)), 1), 1))
+
+    class SqueezeExcite(nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Conv2d(channels, channels // 4, 1), nn.Conv2d(channels // 4, channels, 1)
+
+        def forward(self, x):
+            scale = nn.functional.adaptive_avg_pool2d(x, 1)
+            return x * nn.functional.hardsigmoid(self.fc2(torch.relu(self.fc1(scale))))
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, cin, expand, cout, kernel, stride, se):
+            super().__init__()
+            self.residual = stride == 1 and cin == cout
+            self.block = nn.Sequential(
+                conv_bn(cin, expand, 1, act=nn.Hardswish),
+                conv_bn(expand, expand, kernel, stride, expand, nn.Hardswish),
+                SqueezeExcite(expand) if se else nn.Identity(), conv_bn(expand, cout, 1, act=None))
+
+        def forward(self, x):
+            return x + self.block(x) if self.residual else self.block(x)
+
+    class MobileNetV3(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(
+                conv_bn(3, 16, 3, 2, act=nn.Hardswish), InvertedResidual(16, 16, 16, 3, 2, True),
+                InvertedResidual(16, 72, 24, 3, 2, False), InvertedResidual(24, 88, 24, 3, 1, False),
+                InvertedResidual(24, 96, 40, 5, 2, True), InvertedResidual(40, 240, 40, 5, 1, True),
+                conv_bn(40, 240, 1, act=nn.Hardswish))
+            self.classifier = nn.Sequential(nn.Linear(240, 256), nn.Hardswish(), nn.Linear(256, 10))
+
+        def forward(self, images):
+            return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(images), 1), 1))
+
+    class Yolo(nn.Module):
+        def __init__(self, classes=3):
+            super().__init__()
+            act = nn.SiLU
+            self.backbone = nn.Sequential(conv_bn(3, 16, 3, 2, act=act), conv_bn(16, 32, 3, 2, act=act),
+                                          conv_bn(32, 64, 3, 2, act=act), conv_bn(64, 64, 3, 1, act=act))
+            self.box, self.cls = nn.Conv2d(64, 4, 1), nn.Conv2d(64, classes, 1)
+
+        def forward(self, images):
+            features = self.backbone(images)
+            boxes = torch.sigmoid(self.box(features)) * 640.0  # pixels: 0-640
+            scores = torch.sigmoid(self.cls(features))  # 0-1
+            return torch.cat([boxes, scores], 1).flatten(2).transpose(1, 2)  # [N, anchors, 4 + classes]
+
+    class Encoder(nn.Module):
+        def __init__(self, width=64, heads=4, layers=2):
+            super().__init__()
+            self.heads = heads
+            self.embed, self.position = nn.Embedding(VOCAB, width), nn.Embedding(TOKENS, width)
+            self.norm = nn.LayerNorm(width)
+            self.blocks = nn.ModuleList(nn.ModuleDict({
+                "qkv": nn.Linear(width, 3 * width), "out": nn.Linear(width, width), "norm1": nn.LayerNorm(width),
+                "ff": nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)),
+                "norm2": nn.LayerNorm(width)}) for _ in range(layers))
+            self.classifier = nn.Linear(width, CLASSES)
+
+        def forward(self, input_ids, attention_mask):
+            batch, length = input_ids.shape
+            x = self.norm(self.embed(input_ids) + self.position(torch.arange(length)))
+            bias = (1.0 - attention_mask[:, None, None, :].float()) * -10000.0  # transformers' additive mask
+            for block in self.blocks:
+                q, k, v = block["qkv"](x).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+                attention = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5 + bias, -1)
+                x = block["norm1"](x + block["out"]((attention @ v).transpose(1, 2).reshape(batch, length, -1)))
+                x = block["norm2"](x + block["ff"](x))
+            return self.classifier(x[:, 0])
+
+    return {"resnet": ResNet, "mobilenet_v3": MobileNetV3, "yolo": Yolo, "encoder": Encoder}
+
+
+def measure_batchnorm(model, data: dict[str, np.ndarray]) -> None:
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # a cumulative average over what passes through
+    model.train()
+    with torch.no_grad():
+        model(**{k: torch.from_numpy(v) for k, v in data.items()})
+    model.eval()
+
+
+def build(name: str, seed: int = 0):
+    """The model in eval mode and one example input batch (a dict by forward()'s parameter names)."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = _modules()[name]()
+    measure_batchnorm(model, inputs_for(name, 32, seed=seed + 1))
+    example = {k: torch.from_numpy(v) for k, v in inputs_for(name, 1, seed=seed + 2).items()}
+    return model, example
+
+
+def predict(model, data: dict[str, np.ndarray]) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(**{k: torch.from_numpy(v) for k, v in data.items()}).numpy()
