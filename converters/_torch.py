@@ -49,7 +49,9 @@ class _Named:
             def forward(self, **feeds: Any) -> dict[str, Any]:
                 return dict(zip(output_names, _flatten(self.model(**feeds))))
 
-        return Named().eval()
+        named = Named()
+        named.training = False  # not .eval(): it recurses, and a .pt2 program's module refuses eval()
+        return named
 
 
 def _flatten(value: Any) -> list[Any]:
@@ -129,7 +131,8 @@ def describe(module_or_path: Any, example_inputs: Any = None, output_names: tupl
             raise ConversionError("a PyTorch module needs example_inputs= (a tensor, tuple or dict of the shapes "
                                   "to convert with): edge targets have static shapes")
         module, path, stem = module_or_path, None, name or type(module_or_path).__name__.lower()
-    module.eval()
+    if path is None:
+        module.eval()  # a .pt2 program was exported in the mode it runs in (and refuses eval())
     examples = _examples_by_name(module, example_inputs)
     try:
         with torch.no_grad():
@@ -212,7 +215,9 @@ class _Positional:
             def forward(self, *args: Any) -> tuple[Any, ...]:
                 return tuple(_flatten(self.model(**dict(zip(names, args)))))
 
-        return Positional().eval()
+        positional = Positional()
+        positional.training = False
+        return positional
 
 
 def export_tflite(torch_model: dict[str, Any], output: Path) -> dict[str, Any]:

@@ -105,6 +105,11 @@ def signature_io(interpreter: Any) -> dict[str, tuple[str, float | None, int | N
     return {tensor: (spec.name, spec.scale, spec.zero_point) for tensor, spec in specs.items()}
 
 
+def _in_graph_order(named: dict[str, Any], graph: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    position = {d["index"]: i for i, d in enumerate(graph)}
+    return sorted(named.items(), key=lambda item: position.get(item[1]["index"], len(position)))
+
+
 class LiteRTRuntime(Runtime):
     backend = "litert"
 
@@ -235,8 +240,10 @@ class LiteRTRuntime(Runtime):
                     f"signature '{key}' of '{self.path}' runs in subgraph {runner._subgraph_index}; "
                     "only signatures of the main subgraph are supported"
                 )
-            ins = list(runner.get_input_details().items())
-            outs = list(runner.get_output_details().items())
+            # The signature lists names alphabetically; the subgraph keeps the model's own order (forward()'s
+            # parameters, the outputs as returned), which the ONNX and OpenVINO forms of the model also keep.
+            ins = _in_graph_order(runner.get_input_details(), it.get_input_details())
+            outs = _in_graph_order(runner.get_output_details(), it.get_output_details())
         self._input_indices = [d["index"] for _, d in ins]
         self._shapes = [tuple(int(x) for x in d["shape"]) for _, d in ins]
         self._single = len(ins) == 1

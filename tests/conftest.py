@@ -23,6 +23,7 @@ ENGINE_MODULES = {
     "onnxruntime": ("onnxruntime",),
     "openvino": ("openvino",),
     "tensorflow": ("tensorflow",),
+    "torch": ("torch",),
 }
 
 

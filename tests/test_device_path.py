@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-HEAVY = ["tensorflow", "nncf", "tf2onnx", "edgekit.converters", "keras"]
+HEAVY = ["tensorflow", "nncf", "tf2onnx", "edgekit.converters", "keras", "torch", "litert_torch", "ai_edge_quantizer",
+         "onnxscript", "jax"]
 ENGINES = ["onnxruntime", "openvino", "ai_edge_litert", "tflite_runtime", "onnx"]
 
 
