@@ -55,18 +55,19 @@ def sanitize_name(name: str) -> str:
 
 def open_source(path: Any, input_shapes: dict[str, tuple[int, ...]] | None = None, *,
                 example_inputs: Any = None, output_names: tuple[str, ...] | None = None,
-                name: str | None = None) -> Source:
+                name: str | None = None, trust_pickle: bool = False) -> Source:
     """Identify a source model and describe its inputs, applying ``input_shapes`` overrides.
 
-    ``path`` may also be a torch ``nn.Module`` (with ``example_inputs``); ``output_names`` and ``name``
-    (the artifacts' stem) apply to PyTorch sources.
+    ``path`` may also be a torch ``nn.Module`` (with ``example_inputs``); ``output_names``, ``name`` (the
+    artifacts' stem) and ``trust_pickle`` (load a .pt2 whose pickles hold more than tensors) apply to
+    PyTorch sources.
 
     Raises:
         UnsupportedModelError: Not a model edgekit can convert.
         ConversionError: An input keeps a dynamic non-batch dimension, or an override names no input.
     """
     if _torch.is_module(path) or str(path).lower().endswith(".pt2"):
-        return _describe_torch(path, input_shapes or {}, example_inputs, output_names, name)
+        return _describe_torch(path, input_shapes or {}, example_inputs, output_names, name, trust_pickle)
     if example_inputs is not None or output_names:
         raise ConversionError("example_inputs and output_names apply to PyTorch sources only")
     path = Path(path)
@@ -89,10 +90,10 @@ def open_source(path: Any, input_shapes: dict[str, tuple[int, ...]] | None = Non
 
 
 def _describe_torch(model: Any, overrides: dict[str, tuple[int, ...]], example_inputs: Any,
-                    output_names: tuple[str, ...] | None, name: str | None) -> Source:
+                    output_names: tuple[str, ...] | None, name: str | None, trust_pickle: bool) -> Source:
     if not _torch.is_module(model) and not Path(model).is_file():
         raise UnsupportedModelError(f"source model '{model}' does not exist; check the path")
-    described = _torch.describe(model, example_inputs, tuple(output_names or ()), name)
+    described = _torch.describe(model, example_inputs, tuple(output_names or ()), name, trust_pickle)
     source = Source(described["path"] or Path(described["stem"]), PYTORCH, described["inputs"], described["outputs"],
                     cache={"torch": described})
     source = _fix_shapes(source, overrides)

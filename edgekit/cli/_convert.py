@@ -75,6 +75,9 @@ def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
               "agreement / SQNR floors) as ok, with a warning.")
 @click.option("--no-repair", is_flag=True, help="Do not try remedies when a quantized artifact collapses.")
 @click.option("--force", is_flag=True, help="Overwrite existing artifacts and reports.")
+@click.option("--name", help="Stem of the artifacts' names [default: the source's].")
+@click.option("--trust-pickle", is_flag=True, help="PyTorch .pt2: load pickled objects beyond tensors (runs their "
+              "code; only for files you trust).")
 @click.option("--io", type=click.Choice(["int8", "uint8", "float", "int16"]),
               help="TFLite: I/O type of integer targets [default: int8 for tflite-int8, float for tflite-int16x8].")
 @click.option("--allow-float-ops", is_flag=True, default=None,
@@ -115,11 +118,13 @@ def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
 def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_size: int | None, seed: int,
             input_shapes: tuple[str, ...], size: str | None, crop: str | None, scale: float, mean: str | None,
             std: str | None, color: str, layout: str | None, output_dir: Path, max_drop: float | None,
-            no_validate: bool, accept_loss: bool, no_repair: bool, force: bool, as_json: bool,
+            no_validate: bool, accept_loss: bool, no_repair: bool, force: bool, name: str | None,
+            trust_pickle: bool, as_json: bool,
             exclude_nodes: str | None, exclude_op_types: str | None,
             ignored_names: str | None, ignored_types: str | None, ignored_patterns: str | None,
             **options: Any) -> None:
-    """Convert a Keras/SavedModel/ONNX/TFLite model to edge targets, validate and report each."""
+    """Convert a PyTorch .pt2, Keras, SavedModel, ONNX or float TFLite model to edge targets, validate and
+    report each."""
     from edgekit._progress import rich_progress
     from edgekit.pipeline.conversion import convert as run_conversion
     from edgekit.pipeline.preprocess import Recipe
@@ -134,7 +139,7 @@ def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_
             source, targets, calibration=calib, output_dir=output_dir, input_shapes=parse_input_shapes(input_shapes),
             recipe=recipe, calib_size=calib_size, validation_size=val_size, seed=seed, max_drop=max_drop,
             validate_outputs=not no_validate, accept_loss=accept_loss, repair=not no_repair, force=force,
-            progress=progress,
+            name=name, trust_pickle=trust_pickle, progress=progress,
             exclude_nodes=_names(exclude_nodes), exclude_op_types=_names(exclude_op_types),
             ignored_names=_names(ignored_names), ignored_types=_names(ignored_types),
             ignored_patterns=_names(ignored_patterns), **options)

@@ -71,6 +71,7 @@ def convert(
     example_inputs: Any = None,
     output_names: list[str] | tuple[str, ...] | None = None,
     name: str | None = None,
+    trust_pickle: bool = False,
     calibration: Any = None,
     output_dir: str | Path = ".",
     input_shapes: dict[str, tuple[int, ...]] | None = None,
@@ -96,6 +97,8 @@ def convert(
             or a dict by parameter name); they fix the artifacts' static shapes. A .pt2 file brings its own.
         output_names: Names for a PyTorch model's outputs (default: a returned dict's keys, else output_0...).
         name: The artifacts' stem (default: the source file's stem, or a module's class name in lower case).
+        trust_pickle: Load a .pt2 file whose pickled members hold more than tensors (loading runs their code;
+            without this such a file is refused).
         calibration: Image folder, .npy/.npz, an iterable/callable of ``{input_name: array}``, or
             ``"random"`` (synthetic; the report then says the accuracy figures mean nothing).
         output_dir: Where ``<stem>_<variant>.<ext>`` and its ``.json`` report go (created if missing).
@@ -131,7 +134,8 @@ def convert(
     check_options(targets, options)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    src = open_source(source, input_shapes, example_inputs=example_inputs, output_names=output_names, name=name)
+    src = open_source(source, input_shapes, example_inputs=example_inputs, output_names=output_names, name=name,
+                      trust_pickle=trust_pickle)
     stem = name or (src.path.name if src.path.is_dir() else src.path.stem)
     _check_route(src, targets)
     for target in targets:  # fail before any work rather than after minutes of it
