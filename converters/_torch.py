@@ -40,18 +40,24 @@ class _Named:
     """Builds the wrapper lazily (it subclasses torch.nn.Module, so torch must be imported first)."""
 
     @staticmethod
-    def wrap(torch: Any, module: Any, output_names: tuple[str, ...]) -> Any:
+    def wrap(torch: Any, module: Any, output_names: tuple[str, ...], positional: tuple[str, ...] = ()) -> Any:
         class Named(torch.nn.Module):
             def __init__(self) -> None:
                 super().__init__()
                 self.model = module
 
             def forward(self, **feeds: Any) -> dict[str, Any]:
-                return dict(zip(output_names, _flatten(self.model(**feeds))))
+                return dict(zip(output_names, _flatten(call(self.model, feeds, positional))))
 
         named = Named()
         named.training = False  # not .eval(): it recurses, and a .pt2 program's module refuses eval()
         return named
+
+
+def call(module: Any, feeds: dict[str, Any], positional: tuple[str, ...]) -> Any:
+    """Call ``module`` the way it was traced: a .pt2 program exported with positional arguments refuses them
+    by keyword."""
+    return module(*(feeds[n] for n in positional), **{k: v for k, v in feeds.items() if k not in positional})
 
 
 def _flatten(value: Any) -> list[Any]:
@@ -150,6 +156,8 @@ def describe(module_or_path: Any, example_inputs: Any = None, output_names: tupl
             raise UnsupportedModelError(f"torch cannot read '{path}' as an ExportedProgram (.pt2): "
                                         f"{first_line(exc)[:200]}") from exc
         module = program.module()
+        positional = tuple(program.graph_signature.user_inputs[: len(program.example_inputs[0])]) \
+            if program.example_inputs else ()
         if example_inputs is None:
             if not program.example_inputs:
                 raise ConversionError(f"'{path}' stores no example inputs; re-export it with torch.export.export "
@@ -162,18 +170,20 @@ def describe(module_or_path: Any, example_inputs: Any = None, output_names: tupl
             raise ConversionError("a PyTorch module needs example_inputs= (a tensor, tuple or dict of the shapes "
                                   "to convert with): edge targets have static shapes")
         module, path, stem = module_or_path, None, name or type(module_or_path).__name__.lower()
+        positional = ()
     if path is None:
         module.eval()  # a .pt2 program was exported in the mode it runs in (and refuses eval())
     examples = _examples_by_name(module, example_inputs)
     try:
         with torch.no_grad():
-            produced = module(**examples)
+            produced = call(module, examples, positional)
     except Exception as exc:  # noqa: BLE001 - the user's forward() may raise anything: translate it
         raise ConversionError(f"the model fails on its example inputs: {type(exc).__name__}: "
                               f"{first_line(exc)[:200]}") from exc
     outputs = _output_names(produced, output_names)
     inputs = tuple(TensorSpec(k, tuple(int(d) for d in v.shape), _numpy_dtype(v)) for k, v in examples.items())
-    return {"module": module, "wrapper": _Named.wrap(torch, module, outputs), "examples": examples,
+    return {"module": module, "wrapper": _Named.wrap(torch, module, outputs, positional), "examples": examples,
+            "positional": positional,
             "inputs": inputs, "outputs": outputs, "stem": stem, "path": path,
             "size_bytes": _state_bytes(module), "sha256": _state_digest(module)}
 
@@ -221,7 +231,7 @@ def export_onnx(torch_model: dict[str, Any], output: Path, opset: int | None = N
                           dynamo=True, external_data=False, opset_version=opset)
     except Exception as dynamo_exc:  # noqa: BLE001 - export errors come in many types; fall back, then translate
         first = first_line(dynamo_exc)[:200]
-        positional = _Positional.wrap(torch, torch_model["module"], names)
+        positional = _Positional.wrap(torch, torch_model["module"], names, torch_model["positional"])
         try:
             torch.onnx.export(positional, tuple(examples.values()), str(output), input_names=names,
                               output_names=outputs, dynamo=False, opset_version=opset or 17)
@@ -237,14 +247,14 @@ class _Positional:
     """The TorchScript exporter passes inputs positionally."""
 
     @staticmethod
-    def wrap(torch: Any, module: Any, names: list[str]) -> Any:
+    def wrap(torch: Any, module: Any, names: list[str], traced_positional: tuple[str, ...]) -> Any:
         class Positional(torch.nn.Module):
             def __init__(self) -> None:
                 super().__init__()
                 self.model = module
 
             def forward(self, *args: Any) -> tuple[Any, ...]:
-                return tuple(_flatten(self.model(**dict(zip(names, args)))))
+                return tuple(_flatten(call(self.model, dict(zip(names, args)), traced_positional)))
 
         positional = Positional()
         positional.training = False

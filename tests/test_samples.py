@@ -1,4 +1,5 @@
-"""Every sample runs: the demo, the device app, convert.sh, custom_calibration.py and profile_on_pi.md."""
+"""Every sample runs: the demo, the device app, convert.sh, custom_calibration.py, pytorch_to_edge.py and
+profile_on_pi.md."""
 
 from __future__ import annotations
 
@@ -129,6 +130,25 @@ def test_custom_calibration_sample(tmp_path):
     for line in lines:
         converted, original = (float(v) for v in re.findall(r"([\d.]+)%", line))
         assert original - converted <= 1.5
+
+
+@pytest.mark.torch
+def test_pytorch_sample_converts_the_module_and_its_pt2_file(tmp_path):
+    done = subprocess.run([sys.executable, str(SAMPLES / "pytorch_to_edge.py"), str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, env=_env(), timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["tflite-int8", "onnx-int8", "openvino-int8"]
+    for line in lines:  # on the held-out image folder, against the PyTorch model's own accuracy
+        converted, original = (float(v) for v in re.findall(r"([\d.]+)%", line))
+        assert original >= 90 and original - converted <= 2, line
+    command = shlex.split(done.stderr.strip().splitlines()[-1].split(": ", 1)[1])  # the CLI line it prints
+    again = subprocess.run(command + ["-o", str(tmp_path / "cli"), "--json"], capture_output=True, text=True,
+                           env=_env(), timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    (report,) = json.loads(again.stdout)
+    assert report["status"] == "ok" and report["source"]["kind"] == "pytorch"
+    assert report["validation"]["accuracy_float"] >= 90
 
 
 def test_profile_on_pi_commands_are_valid(tmp_path):
