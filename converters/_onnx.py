@@ -86,7 +86,7 @@ def export_onnx(source: Source, output: Path, opset: int | None = None) -> dict[
         return info
     if source.kind == TFLITE:
         raise UnsupportedModelError(
-            f"ONNX targets convert ONNX, Keras or SavedModel sources; '{source.path}' is a .tflite. "
+            f"ONNX targets convert ONNX, PyTorch, Keras or SavedModel sources; '{source.path}' is a .tflite. "
             "Convert from the original model"
         )
     raise UnsupportedModelError(f"cannot make ONNX from a {source.kind} source")

@@ -174,8 +174,8 @@ def test_target_and_source_errors(tmp_path, digits_keras, tflite_fp32):
         edgekit.convert(digits_keras, "tflite-int8", output_dir=tmp_path)
     with pytest.raises(ConversionError, match="unknown target\\(s\\) \\['tflite-int4'\\]"):
         edgekit.convert(digits_keras, "tflite-int4", output_dir=tmp_path)
-    with pytest.raises(UnsupportedModelError, match="cannot be re-quantized"):
-        edgekit.convert(tflite_fp32, "tflite-fp16", output_dir=tmp_path)
+    with pytest.raises(UnsupportedModelError, match="ONNX targets convert .* is a .tflite"):
+        edgekit.convert(tflite_fp32, "onnx-fp16", output_dir=tmp_path)
     with pytest.raises(ConversionError, match="--input-shape names unknown input\\(s\\) \\['img'\\]"):
         edgekit.convert(digits_keras, "tflite-fp32", input_shapes={"img": (1, 8, 8, 1)}, output_dir=tmp_path)
 

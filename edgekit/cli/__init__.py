@@ -42,8 +42,9 @@ def _on_signal(signum: int, frame: Any) -> None:
     """SIGINT and SIGTERM unwind as KeyboardInterrupt, so every `finally` runs and no partial artifact is left.
 
     Only in edgekit's own process: a child an engine forked inherits this handler, and there it ends the way
-    the signal's default would instead of printing a stray traceback. Inside a finalizer the exception would
-    be printed and ignored, so there only the stop flag is set; the next progress step raises."""
+    the signal's default would instead of printing a stray traceback. Raised inside a finalizer or a gc
+    callback (jax registers one), the exception is ignored: ``_ignore_interrupts`` keeps that quiet, and
+    the stop flag set here makes the next progress step raise instead."""
     global _terminated
     if os.getpid() != _main_pid:
         signal.signal(signum, signal.SIG_DFL)
@@ -51,9 +52,13 @@ def _on_signal(signum: int, frame: Any) -> None:
         return
     _terminated = _terminated or signum == signal.SIGTERM
     _progress.stop_requested = True
-    if frame is not None and frame.f_code.co_name == "__del__":
-        return
     raise KeyboardInterrupt
+
+
+def _ignore_interrupts(unraisable: Any) -> None:
+    """An interrupt that landed in a finalizer or gc callback: already handled through the stop flag."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
 
 
 class _Group(click.Group):
@@ -253,6 +258,7 @@ def main() -> None:
     _main_pid = os.getpid()
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    sys.unraisablehook = _ignore_interrupts
     cli(prog_name="edgekit")
 
 
