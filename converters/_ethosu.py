@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.converters import work_folder
-from edgekit.converters._source import KERAS, SAVEDMODEL, Source
+from edgekit.converters._source import Source
 from edgekit.runtimes._formats import TFLITE, open_model_file
 from edgekit.runtimes._vela import DEFAULT_NPU, compile_for_ethos_u
 from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
@@ -33,18 +33,15 @@ def convert(
     """Write the Vela-compiled model to ``output``; return options, Vela's figures and the int8 model to validate."""
     work = work_folder(output)
     int8 = work / f"{output.stem}_int8.tflite"
-    if source.kind in (KERAS, SAVEDMODEL):
+    if source.kind != TFLITE:  # Keras, SavedModel, PyTorch, ONNX: the tflite-int8 route of that source
         from edgekit.converters import TARGETS
         from edgekit.converters._tflite import convert as convert_tflite
 
         if calibration is None:
             raise ConversionError("ethos-u needs calibration data for its int8 model: pass --calib PATH")
         convert_tflite(source, TARGETS["tflite-int8"], int8, calibration=calibration, io=io)
-    elif source.kind == TFLITE:
-        shutil.copyfile(source.path, int8)
     else:
-        raise UnsupportedModelError(f"the ethos-u target compiles Keras, SavedModel or full-int8 .tflite sources, "
-                                    f"not {source.kind}")
+        shutil.copyfile(source.path, int8)
     _require_full_int8(int8, source)
     result = compile_for_ethos_u(int8, work / "vela", npu_config=npu_config, system_config=system_config,
                                  memory_mode=memory_mode)

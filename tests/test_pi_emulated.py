@@ -109,6 +109,36 @@ def test_outputs_on_arm64_match_x86(device_dir, name):
     assert device["heavy"] == []
 
 
+@pytest.mark.torch
+def test_a_pytorch_models_tflite_forms_run_on_arm64_as_on_x86(tmp_path):
+    """litert-torch + ai-edge-quantizer output (op versions included) loads in the Pi's ai-edge-litert."""
+    import torch_zoo
+
+    from edgekit.pipeline.validation import cosine
+
+    model, example = torch_zoo.build("mobilenet_v3")
+    data = torch_zoo.inputs_for("mobilenet_v3", 40, seed=1)
+    results = edgekit.convert(model, "tflite-int8,tflite-int16x8", example_inputs=example, calib_size=32,
+                              calibration=[{"images": x[None]} for x in data["images"]], output_dir=tmp_path)
+    folder = ROOT / "tmp" / "edgekit-torch"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    x = torch_zoo.images(1, seed=99)
+    np.save(folder / "x.npy", x)  # 12,288 floats: too long for a command line
+    run = _RUN.replace("np.asarray(json.loads(sys.argv[2]), dtype=np.float32)", "np.load(sys.argv[2])")
+    try:
+        for result in results:
+            shutil.copyfile(result.artifact, folder / result.artifact.name)
+            done = chroot("python", "-c", run, f"/tmp/edgekit-torch/{result.artifact.name}", "/tmp/edgekit-torch/x.npy")
+            assert done.returncode == 0, done.stderr[-2000:]
+            device = np.asarray(json.loads(done.stdout.strip().splitlines()[-1])["output"])
+            with edgekit.load(result.artifact) as rt:
+                here = rt.run(x)["output_0"]
+            assert cosine(here, device) >= 0.999 and device.argmax() == here.argmax(), result.target
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_a_device_without_an_engine_says_what_to_install(device_dir):
     done = subprocess.run(["chroot", str(ROOT), "/usr/bin/env", "-i", "PATH=/opt/bare/bin:/usr/bin:/bin",
                            "HOME=/root", "edgekit", "run", "/tmp/edgekit-models/tiny_int8.tflite", "--random"],
