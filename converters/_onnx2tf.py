@@ -101,12 +101,13 @@ def version(python: Path) -> str:
 
 
 def convert_float(onnx_path: Path, output: Path, input_names: list[str], work: Path) -> dict[str, Any]:
-    """Write ``onnx_path`` as a float32 .tflite at ``output``, inputs in their ONNX layout."""
+    """Write ``onnx_path`` as a float32 .tflite at ``output``; ``input_names`` keep their ONNX layout (the
+    others become channels-last, onnx2tf's default)."""
     python = find_python()
     work = work.resolve()  # onnx2tf runs in the work folder: relative paths would point elsewhere
     folder = work / "onnx2tf"
     command = [str(python), "-m", "onnx2tf", "-i", str(onnx_path.resolve()), "-o", str(folder),
-               "-tb", "flatbuffer_direct", "-n", "-k", *input_names]
+               "-tb", "flatbuffer_direct", "-n"] + (["-k", *input_names] if input_names else [])
     done = subprocess.run(command, cwd=work, capture_output=True, text=True)
     produced = folder / f"{onnx_path.stem}_float32.tflite"
     if done.returncode or not produced.is_file():
@@ -114,4 +115,4 @@ def convert_float(onnx_path: Path, output: Path, input_names: list[str], work: P
         raise ConversionError(f"onnx2tf cannot convert the ONNX model to TFLite: {reason}")
     shutil.move(str(produced), str(output.resolve()))
     return {"route": "ONNX -> TFLite (onnx2tf flatbuffer_direct, float32)", "exporter": f"onnx2tf {version(python)}",
-            "layout": "inputs kept as in the ONNX model (-k)"}
+            "layout": f"kept as in the ONNX model (-k): {input_names}" if input_names else "channels-last inputs"}

@@ -63,6 +63,7 @@ def convert(
     io: str | None = None,
     allow_float_ops: bool = False,
     activations: str = "int8",
+    channels_last: bool = False,
 ) -> dict[str, Any]:
     """Write ``target`` (a TFLite ``Target``) for ``source`` to ``output``; return the options used.
 
@@ -73,6 +74,8 @@ def convert(
             (they are listed in the audit) instead of failing.
         activations: ``int16`` makes tflite-int8 a 16x8 model (int16 activations, int8 weights, float I/O):
             the remedy when int8 activations collapse.
+        channels_last: A PyTorch or ONNX source's 4-D (NCHW) inputs become NHWC in the .tflite (TFLite's own
+            layout); by default every form keeps the source's layout. Recorded in the report and its recipe.
     """
     if activations not in ("int8", "int16"):
         raise ConversionError(f"activations must be int8 or int16, got '{activations}'")
@@ -80,10 +83,13 @@ def convert(
         from edgekit.converters import TARGETS
 
         used = convert(source, TARGETS["tflite-int16x8"], output, calibration=calibration, io="float",
-                       allow_float_ops=allow_float_ops)
+                       allow_float_ops=allow_float_ops, channels_last=channels_last)
         return {**used, "target": target.name, "activations": "int16 (16x8 fallback)"}
     if source.kind not in (KERAS, SAVEDMODEL):
-        return _from_float_tflite(source, target, output, calibration, io)
+        return _from_float_tflite(source, target, output, calibration, io, channels_last)
+    if channels_last:
+        raise ConversionError(f"--channels-last applies to PyTorch and ONNX sources; a {source.kind} model is "
+                              "channels-last already")
     tf = import_tensorflow()
     function, _, holder = serving_function(tf, source)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], holder)
@@ -132,21 +138,32 @@ def convert(
     return used
 
 
-def float_tflite(source: Source, work: Path) -> tuple[Path, dict[str, Any]]:
-    """The source as a float32 .tflite (made once per source and reused by every TFLite target)."""
-    if "float_tflite" in source.cache:
-        return source.cache["float_tflite"]
+def channels_last_inputs(source: Source) -> list[str]:
+    """The inputs ``channels_last`` turns from NCHW to NHWC: the 4-D ones."""
+    return [s.name for s in source.inputs if len(s.shape) == 4]
+
+
+def float_tflite(source: Source, work: Path, channels_last: bool = False) -> tuple[Path, dict[str, Any]]:
+    """The source as a float32 .tflite (made once per source and layout, reused by every TFLite target)."""
+    key = f"float_tflite_{'nhwc' if channels_last else 'source'}"
+    if key in source.cache:
+        return source.cache[key]
     path = work / "float32.tflite"
+    nhwc = channels_last_inputs(source) if channels_last else []
+    if channels_last and (source.kind not in (PYTORCH, ONNX) or not nhwc):
+        raise ConversionError("--channels-last applies to the 4-D inputs of PyTorch and ONNX sources; "
+                              f"this {source.kind} source has none")
     if source.kind == PYTORCH:
         from edgekit.converters._torch import export_tflite
 
-        info = export_tflite(source.torch_model, path)
+        info = export_tflite(source.torch_model, path, channels_last=tuple(nhwc))
     elif source.kind == ONNX:
         from edgekit.converters._onnx import export_onnx
         from edgekit.converters._onnx2tf import convert_float
 
         export_onnx(source, work / "source.onnx")  # the fixed input shapes written in
-        info = convert_float(work / "source.onnx", path, [s.name for s in source.inputs], work)
+        kept = [s.name for s in source.inputs if s.name not in nhwc]
+        info = convert_float(work / "source.onnx", path, kept, work)
         _require_same_outputs(work / "source.onnx", path)
     elif source.kind == TFLITE:
         from edgekit.runtimes._formats import open_model_file
@@ -158,7 +175,9 @@ def float_tflite(source: Source, work: Path) -> tuple[Path, dict[str, Any]]:
         path, info = source.path, {"route": "float .tflite (the source itself)"}
     else:
         raise UnsupportedModelError(f"TFLite targets cannot read a {source.kind} source")
-    source.cache["float_tflite"] = (path, info)
+    if nhwc:
+        info["channels_last_inputs"] = nhwc
+    source.cache[key] = (path, info)
     return path, info
 
 
@@ -176,10 +195,14 @@ def _require_same_outputs(onnx_path: Path, tflite_path: Path) -> None:
 
 
 def _from_float_tflite(source: Source, target: Any, output: Path,
-                       calibration: Callable[[], Iterable[dict[str, Any]]] | None, io: str | None) -> dict[str, Any]:
+                       calibration: Callable[[], Iterable[dict[str, Any]]] | None, io: str | None,
+                       channels_last: bool) -> dict[str, Any]:
     from edgekit.converters._aeq import quantize
 
-    float_path, info = float_tflite(source, work_folder(output))
+    float_path, info = float_tflite(source, work_folder(output), channels_last)
+    nhwc = info.get("channels_last_inputs", [])
+    if nhwc and calibration is not None:  # the samples arrive in the source's layout
+        calibration = _transposed(calibration, nhwc)
     used: dict[str, Any] = {"target": target.name, **info}
     if target.variant == "fp32":
         if io not in (None, "float"):
@@ -189,6 +212,14 @@ def _from_float_tflite(source: Source, target: Any, output: Path,
     used.update(quantize(float_path, output, target.variant, calibration=calibration, io=io))
     used["route"] += f" -> {used['recipe']} (ai-edge-quantizer)"
     return used
+
+
+def _transposed(samples: Callable[[], Iterable[dict[str, Any]]], names: list[str]):
+    def feeds():
+        for sample in samples():
+            yield {k: v.transpose(0, 2, 3, 1) if k in names else v for k, v in sample.items()}
+
+    return feeds
 
 
 def remedies(first: Path, samples: Any):

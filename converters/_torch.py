@@ -40,13 +40,15 @@ class _Named:
     """Builds the wrapper lazily (it subclasses torch.nn.Module, so torch must be imported first)."""
 
     @staticmethod
-    def wrap(torch: Any, module: Any, output_names: tuple[str, ...], positional: tuple[str, ...] = ()) -> Any:
+    def wrap(torch: Any, module: Any, output_names: tuple[str, ...], positional: tuple[str, ...] = (),
+             channels_last: tuple[str, ...] = ()) -> Any:
         class Named(torch.nn.Module):
             def __init__(self) -> None:
                 super().__init__()
                 self.model = module
 
             def forward(self, **feeds: Any) -> dict[str, Any]:
+                feeds = {k: v.permute(0, 3, 1, 2) if k in channels_last else v for k, v in feeds.items()}
                 return dict(zip(output_names, _flatten(call(self.model, feeds, positional))))
 
         named = Named()
@@ -261,15 +263,22 @@ class _Positional:
         return positional
 
 
-def export_tflite(torch_model: dict[str, Any], output: Path) -> dict[str, Any]:
-    """Write the model as float32 .tflite with litert-torch (NCHW kept; signature names = the source's names)."""
+def export_tflite(torch_model: dict[str, Any], output: Path, channels_last: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Write the model as float32 .tflite with litert-torch (signature names = the source's names). Inputs keep
+    their layout, except those in ``channels_last``: NHWC in the file, permuted to NCHW inside the graph, where
+    litert-torch's layout pass folds the transposes into the convolutions."""
     torch = import_torch()
     try:
         import litert_torch
     except ImportError as exc:
         raise MissingDependencyError("litert-torch (PyTorch -> TFLite)", "torch") from exc
+    wrapper, examples = torch_model["wrapper"], torch_model["examples"]
+    if channels_last:
+        wrapper = _Named.wrap(torch, torch_model["module"], torch_model["outputs"], torch_model["positional"],
+                              channels_last)
+        examples = {k: v.permute(0, 2, 3, 1).contiguous() if k in channels_last else v for k, v in examples.items()}
     try:
-        edge = litert_torch.convert(torch_model["wrapper"], sample_args=(), sample_kwargs=torch_model["examples"])
+        edge = litert_torch.convert(wrapper, sample_args=(), sample_kwargs=examples)
         edge.export(str(output))
     except Exception as exc:  # noqa: BLE001 - torch.export and lowering errors of many types: translate all
         raise ConversionError(

@@ -139,6 +139,31 @@ def test_an_onnx_source_reaches_every_tflite_target_and_keeps_its_layout(exporte
         assert list(int8["options"]["kept_float"]) == ["PADV2"] and int8["audit"]["float_ops"] == {"PADV2": 1}
 
 
+def test_nhwc_tflite_is_one_option_away_and_recorded(converted, exported_onnx, tmp_path):
+    import torch
+
+    model, _ = converted("resnet")
+    data = torch_zoo.inputs_for("resnet", 60, seed=1)
+    samples = [{"images": x[None]} for x in data["images"]]
+    held_out = torch_zoo.inputs_for("resnet", HELD_OUT, seed=99)
+    expected = torch_zoo.predict(model, held_out)
+    nhwc = {"images": np.ascontiguousarray(held_out["images"].transpose(0, 2, 3, 1))}
+    from_torch = edgekit.convert(model, "tflite-fp32,tflite-int8", example_inputs=torch.zeros(1, 3, 64, 64),
+                                 calibration=samples, calib_size=48, channels_last=True, output_dir=tmp_path / "pt")
+    from_onnx = edgekit.convert(exported_onnx("resnet"), "tflite-fp32", calibration=samples, calib_size=48,
+                                channels_last=True, output_dir=tmp_path / "onnx")
+    for result, floor in zip(from_torch + from_onnx, (0.9999, 0.98, 0.9999)):
+        assert result.passed, result.report["failures"]
+        assert result.report["options"]["channels_last_inputs"] == ["images"]
+        assert result.report["recipe"]["layout"] == "nhwc"
+        with edgekit.load(result.artifact) as runtime:
+            assert runtime.inputs[0].shape == (1, 64, 64, 3)
+        _, _, got = _outputs(result.artifact, "litert", nhwc)
+        assert cosine(expected, got) >= floor, (result.target, cosine(expected, got))
+    ops = edgekit.inspect_model(from_torch[0].artifact).audit.op_types
+    assert "TRANSPOSE" not in ops, ops  # litert-torch folds the layout change into the convolutions
+
+
 def test_an_onnx_source_whose_layout_onnx2tf_would_change_is_refused(exported_onnx, tmp_path):
     with pytest.raises(edgekit.ConversionError, match=r"onnx2tf changed output 'output_0' from \[1, 64, 7\] to "
                                                       r"\[1, 7, 64\].*convert from the PyTorch model"):

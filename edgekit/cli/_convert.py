@@ -82,6 +82,8 @@ def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
               help="TFLite: I/O type of integer targets [default: int8 for tflite-int8, float for tflite-int16x8].")
 @click.option("--allow-float-ops", is_flag=True, default=None,
               help="TFLite: keep ops that cannot be quantized in float.")
+@click.option("--channels-last", is_flag=True, default=None,
+              help="TFLite from PyTorch/ONNX: make 4-D NCHW inputs NHWC (default: keep the source's layout).")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]),
               help="ONNX int8: range calibration [default: minmax].")
 @click.option("--per-channel/--per-tensor", default=None, help="ONNX int8: weight quantization granularity "

@@ -291,7 +291,7 @@ def _attempt(job: _Job, index: int, label: str, extra: dict[str, Any]) -> _Attem
         warnings.append(f"{target.name} is not fully integer: float ops {floats}")
     validation = None
     if job.reference is not None:
-        validation = _validate(job, checked.path)
+        validation = _validate(job, checked.path, used.get("channels_last_inputs", ()))
     used.pop("validated_artifact", None)  # a staging path, gone after this call: not for the report
     return _Attempt(label, extra, folder, staged, used, model, audit, validation, convert_s, warnings)
 
@@ -326,8 +326,8 @@ def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging:
         "artifact": {"path": str(out_dir / name), "sha256": model.sha256(), "size_bytes": artifact_size,
                      "size_ratio": round(artifact_size / source_info["size_bytes"], 4)},
         "options": used,
-        "recipe": recipe.to_dict() if dataset is None or dataset.provenance.recipe is None
-        else dataset.provenance.recipe,
+        "recipe": _artifact_recipe(recipe.to_dict() if dataset is None or dataset.provenance.recipe is None
+                                   else dataset.provenance.recipe, used),
         "calibration": dataset.provenance.to_dict() if dataset else None,
         "validation": validation.to_dict() if validation else None,
         "repair": repaired,
@@ -349,7 +349,17 @@ def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging:
     return ConversionResult(target.name, artifact, report_path, report)
 
 
-def _validate(job: _Job, staged: Path) -> ValidationReport:
+class _ChannelsLast:
+    """An artifact built with NHWC inputs, fed the samples the source takes (NCHW)."""
+
+    def __init__(self, runtime: Any, names: tuple[str, ...] | list[str]) -> None:
+        self._runtime, self._names, self.outputs = runtime, set(names), runtime.outputs
+
+    def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        return self._runtime.run({k: v.transpose(0, 2, 3, 1) if k in self._names else v for k, v in feeds.items()})
+
+
+def _validate(job: _Job, staged: Path, channels_last: tuple[str, ...] | list[str] = ()) -> ValidationReport:
     dataset, target = job.dataset, job.target
     synthetic = dataset is None or dataset.provenance.synthetic
     if dataset is None:  # no data given: compare outputs on synthetic inputs (flagged as such)
@@ -362,8 +372,16 @@ def _validate(job: _Job, staged: Path) -> ValidationReport:
         ) from exc
     with candidate:
         with job.progress(f"validating {target.name}", len(dataset.validation)) as advance:
-            return validate(job.reference, candidate, dataset.validation, max_drop=job.max_drop,
+            fed = _ChannelsLast(candidate, channels_last) if channels_last else candidate
+            return validate(job.reference, fed, dataset.validation, max_drop=job.max_drop,
                             synthetic=synthetic, accept_loss=job.accept_loss, on_sample=advance)
+
+
+def _artifact_recipe(recipe: dict[str, Any], used: dict[str, Any]) -> dict[str, Any]:
+    """The preprocessing that feeds this artifact: NHWC when its inputs were made channels-last."""
+    if used.get("channels_last_inputs"):
+        return {**recipe, "layout": "nhwc"}
+    return recipe
 
 
 def _source_info(src: Source) -> dict[str, Any]:
