@@ -11,9 +11,11 @@ on arm64, int8 activations and weights (S8S8).
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -318,11 +320,26 @@ def _quant_type(quantization: Any, name: str, flag: str) -> Any:
     return types[name]
 
 
+@contextmanager
+def _working_directory(folder: Path) -> Iterator[None]:
+    """ONNX Runtime's symbolic shape inference saves a debug copy of the model (sym_shape_infer_temp.onnx and
+    a <uuid>.data beside it) in the current directory when it fails: run it where that lands in scratch space
+    rather than in the user's folder."""
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def _preprocess(quantization: Any, model_path: Path, output: Path, notes: list[str]) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    model_path, output = model_path.resolve(), output.resolve()
     try:
-        quant_pre_process(str(model_path), str(output))
+        with _working_directory(output.parent):
+            quant_pre_process(str(model_path), str(output))
     except Exception as exc:  # noqa: BLE001 - symbolic shape inference asserts on some real graphs
         notes.append(f"symbolic shape inference failed ({type(exc).__name__}); used ONNX shape inference instead")
         log.warning(notes[-1])

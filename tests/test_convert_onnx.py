@@ -135,3 +135,19 @@ def test_cli_convert_onnx_with_flags(tmp_path):
     options = report["options"]
     assert options["calib_method"] == "entropy" and options["calibration_sample_cap"] == 100
     assert options["activation_type"] == "int8" and options["per_channel"] is False
+
+
+def test_a_failed_shape_inference_leaves_nothing_in_the_working_directory(tmp_path, monkeypatch):
+    """When ONNX Runtime's symbolic shape inference comes out incomplete (seen on Keras detectors and
+    encoders), it saves a debug copy (sym_shape_infer_temp.onnx + a <uuid>.data) in the current directory
+    before raising: the user's folder, until edgekit ran it in scratch space."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    monkeypatch.setattr(SymbolicShapeInference, "_infer_impl", lambda self: setattr(self, "run_", False) or False)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    (result,) = edgekit.convert(make_conv_onnx(tmp_path / "conv.onnx"), "onnx-int8", calibration="random",
+                                output_dir=tmp_path / "out")
+    assert any("symbolic shape inference failed" in n for n in result.report["options"]["notes"])
+    assert list(cwd.iterdir()) == []
