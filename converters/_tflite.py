@@ -214,10 +214,15 @@ def _from_float_tflite(source: Source, target: Any, output: Path,
     return used
 
 
+def channels_last_feeds(feeds: dict[str, Any], names: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Feeds in the source's layout (NCHW) for an artifact whose ``names`` inputs are NHWC."""
+    return {k: v.transpose(0, 2, 3, 1) if k in names else v for k, v in feeds.items()}
+
+
 def _transposed(samples: Callable[[], Iterable[dict[str, Any]]], names: list[str]):
     def feeds():
         for sample in samples():
-            yield {k: v.transpose(0, 2, 3, 1) if k in names else v for k, v in sample.items()}
+            yield channels_last_feeds(sample, names)
 
     return feeds
 

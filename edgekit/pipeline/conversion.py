@@ -31,7 +31,7 @@ from edgekit.pipeline.preprocess import Recipe
 from edgekit.pipeline.repair import try_remedies
 from edgekit.pipeline.validation import ValidationReport, validate
 from edgekit.runtimes import open_runtime
-from edgekit.runtimes._formats import hash_into, open_model_file
+from edgekit.runtimes._formats import ONNX, hash_into, open_model_file
 from edgekit.runtimes.errors import ConversionError, EdgekitError
 
 log = logging.getLogger("edgekit")
@@ -168,7 +168,7 @@ def convert(
 def _check_route(src: Source, targets: list[Target]) -> None:
     """What the ONNX -> TFLite route needs, checked before any work: static shapes and onnx2tf's environment."""
     tflite = [t.name for t in targets if t.family in ("tflite", "ethos-u")]
-    if src.kind != "onnx" or not tflite:
+    if src.kind != ONNX or not tflite:
         return
     for spec in src.inputs:
         if None in spec.shape:
@@ -353,10 +353,12 @@ class _ChannelsLast:
     """An artifact built with NHWC inputs, fed the samples the source takes (NCHW)."""
 
     def __init__(self, runtime: Any, names: tuple[str, ...] | list[str]) -> None:
-        self._runtime, self._names, self.outputs = runtime, set(names), runtime.outputs
+        self._runtime, self._names, self.outputs = runtime, tuple(names), runtime.outputs
 
     def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
-        return self._runtime.run({k: v.transpose(0, 2, 3, 1) if k in self._names else v for k, v in feeds.items()})
+        from edgekit.converters._tflite import channels_last_feeds
+
+        return self._runtime.run(channels_last_feeds(feeds, self._names))
 
 
 def _validate(job: _Job, staged: Path, channels_last: tuple[str, ...] | list[str] = ()) -> ValidationReport:
