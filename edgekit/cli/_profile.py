@@ -212,6 +212,14 @@ def _print(reports: list[dict[str, Any]], top: int) -> None:
               f"governor {system.get('governor') or 'unknown'}"
               + (f" · {hottest:.1f} °C after" if hottest is not None else ""))
     for report in reports:
+        energy = report.get("energy") or {}
+        if energy.get("energy_mj_per_inference") is None:
+            out.print(f"energy: {energy.get('note', 'not measured')}")
+            break  # one device: the same reason for every model
+        out.print(f"energy: {Path(report['model']).name}: {energy['energy_mj_per_inference']:.3f} mJ/inference, "
+                  f"{energy['power_w']['mean']:.2f} W mean ({energy['power_w']['idle']:.2f} W idle, "
+                  f"{energy['power_w']['max']:.2f} W max) from {energy['source']}")
+    for report in reports:
         if not report["per_op"] and "not available" in report["per_op_note"]:
             out.print(f"per-op: {Path(report['model']).name}: {report['per_op_note']}")
         elif report["per_op"]:

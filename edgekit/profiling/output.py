@@ -25,6 +25,7 @@ METRICS = {
     "p95_ms": ("latency_ms", "p95"), "p99_ms": ("latency_ms", "p99"), "max_ms": ("latency_ms", "max"),
     "throughput_ips": ("throughput_ips",), "load_ms": ("load_ms",), "first_inference_ms": ("first_inference_ms",),
     "peak_rss_mb": ("peak_rss_mb",), "model_size_bytes": ("model_size_bytes",),
+    "energy_mj_per_inference": ("energy", "energy_mj_per_inference"),
 }
 _CONDITION = re.compile(r"^\s*([a-z0-9_]+)\s*(>=|<=|>|<)\s*([0-9.eE+-]+)\s*$")
 
@@ -44,7 +45,11 @@ def check_condition(reports: list[dict[str, Any]], condition: str) -> str | None
     name, op, limit = match.group(1), match.group(2), float(match.group(3))
     compare = {">": float.__gt__, ">=": float.__ge__, "<": float.__lt__, "<=": float.__le__}[op]
     for report in reports:
-        value = metric(report, name)
+        try:
+            value = metric(report, name)
+        except (KeyError, TypeError):  # energy on a device that cannot measure it, or a report from before it
+            raise EdgekitError(f"--fail-if {name}: {Path(report['model']).name} has no {name} "
+                               f"({(report.get('energy') or {}).get('note', 'not in this report')})") from None
         if compare(value, limit):
             return f"{Path(report['model']).name}: {name} = {value:.4g}, breaking --fail-if {condition}"
     return None

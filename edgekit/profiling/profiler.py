@@ -52,6 +52,9 @@ class LatencyStats:
         return dict(self.__dict__)
 
 
+NO_ENERGY = {"energy_mj_per_inference": None, "power_w": None, "source": None}
+
+
 @dataclass(frozen=True)
 class ProfileReport:
     """The result of profiling one model on one configuration. ``to_dict`` keys are a contract."""
@@ -80,6 +83,8 @@ class ProfileReport:
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     estimated: bool = False
     npu: dict[str, Any] | None = None  # an estimate's NPU figures (op coverage, memory)
+    # energy.energy_report(), or its keys at None with a note saying why nothing was measured
+    energy: dict[str, Any] = field(default_factory=lambda: dict(NO_ENERGY))
 
     def to_dict(self, *, include_samples: bool = True) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k != "latencies_ms"}
@@ -196,7 +201,10 @@ def profile(
     concurrency: int = 1,
     seed: int = 0,
     system_root: Path = Path("/"),
+    energy: bool = True,
+    idle_seconds: float = 1.0,
     _clock: Callable[[], float] = time.perf_counter,
+    _run_command: Callable[[list[str]], str] | None = None,
 ) -> ProfileReport:
     """Benchmark a model (a path, loaded here, or an already loaded Runtime).
 
@@ -211,9 +219,20 @@ def profile(
         per_op: Also time each op where the engine exposes it (ONNX Runtime, OpenVINO).
         concurrency: Run this many requests at once (OpenVINO async requests, threads elsewhere)
             and report throughput.
+        energy / idle_seconds: Where the device measures power (RAPL, a Raspberry Pi 5's PMIC, a Jetson's
+            INA3221), record it during the timed runs after ``idle_seconds`` of idle power, and report the
+            energy each inference added (``energy``); elsewhere ``energy`` says why there is none.
     """
     from edgekit._api import load
+    from edgekit.profiling.energy import Recorder, energy_report, find_meter
 
+    meter, energy_note = find_meter(system_root, *([_run_command] if _run_command else [])) if energy \
+        else (None, "not requested")
+    idle = None
+    if meter is not None:
+        recorder = Recorder(meter).start()
+        time.sleep(idle_seconds)
+        idle = recorder.stop()
     state_before = snapshot(system_root)
     rss_before = current_rss_mb()
     with _PeakRss() as load_sampler:
@@ -235,6 +254,7 @@ def profile(
             warm = _timed_loop(lambda: runtime.run(feeds, raw=raw), min_runs=warmup_runs,
                                min_seconds=warmup_seconds, max_seconds=max(warmup_seconds, 1e-9) * 20 + 5,
                                clock=_clock) if warmup_runs > 0 or warmup_seconds > 0 else []
+            recorder = Recorder(meter).start() if meter is not None else None
             if concurrency > 1:
                 latencies, wall_s = _concurrent(runtime, feeds, raw, concurrency, threads, device, backend,
                                                 runs=runs, min_seconds=min_seconds, max_seconds=max_seconds)
@@ -242,6 +262,8 @@ def profile(
                 latencies = _timed_loop(lambda: runtime.run(feeds, raw=raw), min_runs=runs,
                                         min_seconds=min_seconds, max_seconds=max_seconds, clock=_clock)
                 wall_s = sum(latencies) / 1e3
+            measured = energy_report(meter, idle, recorder.stop(), len(latencies)) if recorder else \
+                {**NO_ENERGY, "note": energy_note}
         ops, ops_note = _per_op(runtime, feeds, raw) if per_op else ([], "not requested")
         state_after = snapshot(system_root)
         stats = LatencyStats.of(latencies)
@@ -257,7 +279,7 @@ def profile(
                     "peak_run_mb": run_sampler.peak_mb, "model_delta_mb": load_sampler.peak_mb - rss_before},
             model_size_bytes=size, per_op=ops, per_op_note=ops_note, system=system,
             unstable=instability_reasons(stats.cv, state_before, state_after, limit), inputs=described,
-            concurrency=concurrency, latencies_ms=[round(v, 6) for v in latencies],
+            concurrency=concurrency, latencies_ms=[round(v, 6) for v in latencies], energy=measured,
         )
     finally:
         if owned:
