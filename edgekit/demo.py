@@ -65,6 +65,7 @@ def run_demo(output_dir: Path, *, sample: Path | None = None, force: bool = Fals
     """Run the demo; return the comparison rows and the report files written."""
     import edgekit
     from edgekit.profiling import output as profile_output
+    from edgekit.report import write_report
 
     model, images = find_sample(sample)
     output_dir = prepare_output(output_dir, force=force)
@@ -93,9 +94,8 @@ def run_demo(output_dir: Path, *, sample: Path | None = None, force: bool = Fals
              "seconds": time.perf_counter() - started}, indent=2, default=str)), force=True),
         "md": write_atomic(output_dir / "report.md", lambda tmp: tmp.write_text(
             markdown_table(rows) + "\n" + profile_output.render(ordered, ".md")), force=True),
-        "html": write_atomic(output_dir / "report.html", lambda tmp: tmp.write_text(
-            profile_output.render(ordered, ".html").replace("<body>", "<body>" + html_table(rows), 1)),
-            force=True),
+        "html": write_report([r.report for r in results] + ordered, output_dir / "report.html",
+                             title="edgekit demo: digits CNN"),
     }
     return rows, files
 
@@ -113,12 +113,3 @@ def markdown_table(rows: list[DemoRow]) -> str:
     lines = ["# edgekit demo: digits CNN", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(table_cells(r)) + " |" for r in rows]
     return "\n".join(lines) + "\n"
-
-
-def html_table(rows: list[DemoRow]) -> str:
-    import html
-
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in table_cells(r)) + "</tr>" for r in rows)
-    return (f"<h1>edgekit demo: digits CNN</h1><table border='1' cellspacing='0' cellpadding='4'>"
-            f"<tr>{head}</tr>{body}</table>")

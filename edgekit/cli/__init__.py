@@ -31,6 +31,7 @@ from edgekit.cli._common import (
 from edgekit.cli._convert import convert
 from edgekit.cli._demo import demo
 from edgekit.cli._profile import profile
+from edgekit.cli._report import report
 from edgekit.cli._setup import setup
 from edgekit.errors import EdgekitError
 
@@ -251,6 +252,7 @@ cli.add_command(convert)
 cli.add_command(demo)
 cli.add_command(profile)
 cli.add_command(setup)
+cli.add_command(report)
 
 
 def main() -> None:

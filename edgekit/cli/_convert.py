@@ -76,6 +76,8 @@ def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
 @click.option("--no-repair", is_flag=True, help="Do not try remedies when a quantized artifact collapses.")
 @click.option("--force", is_flag=True, help="Overwrite existing artifacts and reports.")
 @click.option("--name", help="Stem of the artifacts' names [default: the source's].")
+@click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write every target's report as one page (.html) or table (.md).")
 @click.option("--trust-pickle", is_flag=True, help="PyTorch .pt2: load pickled objects beyond tensors (runs their "
               "code; only for files you trust).")
 @click.option("--io", type=click.Choice(["int8", "uint8", "float", "int16"]),
@@ -121,7 +123,7 @@ def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_
             input_shapes: tuple[str, ...], size: str | None, crop: str | None, scale: float, mean: str | None,
             std: str | None, color: str, layout: str | None, output_dir: Path, max_drop: float | None,
             no_validate: bool, accept_loss: bool, no_repair: bool, force: bool, name: str | None,
-            trust_pickle: bool, as_json: bool,
+            trust_pickle: bool, report_path: Path | None, as_json: bool,
             exclude_nodes: str | None, exclude_op_types: str | None,
             ignored_names: str | None, ignored_types: str | None, ignored_patterns: str | None,
             **options: Any) -> None:
@@ -145,6 +147,10 @@ def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_
             exclude_nodes=_names(exclude_nodes), exclude_op_types=_names(exclude_op_types),
             ignored_names=_names(ignored_names), ignored_types=_names(ignored_types),
             ignored_patterns=_names(ignored_patterns), **options)
+    if report_path:
+        from edgekit.report import write_report
+
+        write_report([r.report for r in results], report_path, force=force)
     if as_json:
         emit_json([r.report for r in results])
     else:

@@ -6,9 +6,7 @@ everything else works on a bare device install.
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
 import json
 import re
@@ -16,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit._files import write_atomic
-from edgekit.runtimes.errors import EdgekitError, MissingDependencyError
+from edgekit.runtimes.errors import EdgekitError
 
 SAVE_FORMATS = (".json", ".csv", ".md", ".html")
 METRICS = {
@@ -159,48 +157,6 @@ def _markdown(reports: list[dict[str, Any]]) -> str:
 
 
 def _html(reports: list[dict[str, Any]]) -> str:
-    try:
-        import matplotlib
+    from edgekit.report import render_html
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise MissingDependencyError("matplotlib (needed for HTML reports with plots)", "report") from exc
-    body = ["<h1>edgekit profile</h1>", "<table border='1' cellspacing='0' cellpadding='4'><tr>"
-            + "".join(f"<th>{html.escape(h)}</th>" for h in COMPARISON_HEADER) + "</tr>"]
-    body += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in comparison_rows(reports)]
-    body.append("</table>")
-    for r in reports:
-        name = html.escape(Path(r["model"]).name)
-        samples = r.get("latencies_ms") or []
-        figure, axes = plt.subplots(1, 3, figsize=(15, 3.6))
-        cut = r["latency_ms"]["p99"]
-        kept = [v for v in samples if v <= cut]
-        axes[0].hist(kept or samples, bins=50)
-        axes[0].set(title=f"latency histogram (to p99; {len(samples) - len(kept)} slower runs not shown)",
-                    xlabel="ms", ylabel="runs")
-        axes[1].plot(samples, linewidth=0.6)
-        axes[1].set(title="latency per run", xlabel="run", ylabel="ms")
-        temps = r["system"]["temperatures"]
-        before, after = (max(t.values()) if t else None for t in (temps["before_c"], temps["after_c"]))
-        if before is not None and after is not None:
-            twin = axes[1].twinx()
-            twin.plot([0, max(len(samples) - 1, 1)], [before, after], "r--", label="temperature")
-            twin.set_ylabel("°C", color="r")
-        ops = r["per_op"][:15]
-        if ops:
-            axes[2].barh([o["name"][:30] for o in ops][::-1], [o["total_ms"] for o in ops][::-1])
-            axes[2].set(title="per-op time (top 15)", xlabel="ms per inference")
-        else:
-            axes[2].text(0.5, 0.5, f"per-op: {r['per_op_note']}", ha="center", va="center", wrap=True)
-            axes[2].set_axis_off()
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=90)
-        plt.close(figure)
-        encoded = base64.b64encode(buffer.getvalue()).decode()
-        body.append(f"<h2>{name}</h2><p>{html.escape(r['engine'])} · {html.escape(r['device'])} · "
-                    f"{'; '.join(map(html.escape, r['unstable'])) or 'stable'}</p>"
-                    f"<img alt='plots for {name}' src='data:image/png;base64,{encoded}'/>")
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>edgekit profile</title></head><body>"
-            + "\n".join(body) + "</body></html>\n")
+    return render_html(reports, title="edgekit profile")

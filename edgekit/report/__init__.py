@@ -1,0 +1,57 @@
+"""Reports people look at: one self-contained HTML page (and a compact markdown table) for conversion reports,
+profile reports, or both joined per artifact. Used by ``edgekit report``, ``profile --save``, ``convert --html``
+and the demo.
+
+Device-safe: HTML plots need matplotlib (the ``report`` extra); markdown needs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from edgekit.report.artifacts import Artifact, collect
+from edgekit.runtimes.errors import EdgekitError
+
+__all__ = ["Artifact", "collect", "load_reports", "render_html", "render_markdown", "write_report"]
+
+
+def load_reports(paths: list[str | Path]) -> list[dict[str, Any]]:
+    """Every report in these JSON files (a file may hold one report or a list of them)."""
+    reports: list[dict[str, Any]] = []
+    for path in map(Path, paths):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise EdgekitError(f"cannot read report '{path}': {exc}; pass the .json a conversion or "
+                               "`edgekit profile --save x.json` wrote") from exc
+        for report in data if isinstance(data, list) else [data]:
+            if not isinstance(report, dict) or not ({"target", "artifact"} <= set(report) or "latency_ms" in report):
+                raise EdgekitError(f"'{path}' holds no edgekit conversion or profile report")
+            reports.append(report)
+    return reports
+
+
+def render_html(reports: list[dict[str, Any]], *, title: str = "edgekit report") -> str:
+    from edgekit.report.html import render
+
+    return render(collect(reports), title=title)
+
+
+def render_markdown(reports: list[dict[str, Any]], *, baseline: list[dict[str, Any]] | None = None,
+                    max_regression: float | None = None) -> str:
+    from edgekit.report.markdown import render
+
+    return render(collect(reports), baseline=collect(baseline) if baseline else None, max_regression=max_regression)
+
+
+def write_report(reports: list[dict[str, Any]], path: Path, *, force: bool = True, **options: Any) -> Path:
+    """Render to ``path`` by its suffix (.html or .md), atomically."""
+    from edgekit._files import write_atomic
+
+    suffix = path.suffix.lower()
+    if suffix not in (".html", ".md"):
+        raise EdgekitError(f"'{path}': a report is .html or .md")
+    text = render_html(reports, **options) if suffix == ".html" else render_markdown(reports, **options)
+    return write_atomic(path, lambda tmp: tmp.write_text(text), force=force)

@@ -1,0 +1,110 @@
+"""The HTML report as a person sees it: rendered by headless Chromium (installed by .ci/run from Debian's
+packages), screenshotted, and checked for what a reader would check — no console errors, plots present and
+not blank, one table row per artifact."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import make_conv_onnx
+
+import edgekit
+from edgekit.cli import cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.onnxruntime]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    if os.environ.get("CI"):
+        pytest.fail("chromium is missing: .ci/run installs it (apt-get install chromium)", pytrace=False)
+    pytest.skip("chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+
+def chromium(page: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--enable-logging=stderr", "--v=0", *args, page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+
+
+def console_errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]
+
+
+class _Page(HTMLParser):
+    """The rows of the comparison table and the plot images, from the DOM Chromium dumps after scripts ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_comparison = self.in_body = False
+        self.rows, self.plots = 0, []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self.in_comparison = attrs.get("id") == "comparison"
+        elif tag == "tbody" and self.in_comparison:
+            self.in_body = True
+        elif tag == "tr" and self.in_body:
+            self.rows += 1
+        elif tag == "img" and "plot" in (attrs.get("class") or ""):
+            self.plots.append(attrs["src"])
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self.in_comparison = self.in_body = False
+
+
+def _non_blank(png: bytes) -> bool:
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float32)
+    return pixels.std() > 5 and (pixels < 128).mean() > 0.002  # ink on the page, not one flat colour
+
+
+@pytest.fixture(scope="module")
+def report_page(tmp_path_factory):
+    """Two converted artifacts (conversion reports) and their profiles (per-op on), as one report page."""
+    folder = tmp_path_factory.mktemp("report")
+    results = edgekit.convert(make_conv_onnx(folder / "conv.onnx"), "onnx-fp32,onnx-int8", calibration="random",
+                              output_dir=folder / "out")
+    profiles = [edgekit.profile(r.artifact, runs=30, min_seconds=0.1, per_op=True, energy=False).to_dict()
+                for r in results]
+    (folder / "profile.json").write_text(__import__("json").dumps(profiles))
+    page = folder / "report.html"
+    result = CliRunner().invoke(cli, ["report", *[str(r.report_path) for r in results], str(folder / "profile.json"),
+                                      "-o", str(page)])
+    assert result.exit_code == 0, result.output
+    return page, len(results)
+
+
+def test_the_report_renders_in_chromium_with_plots_and_one_row_per_artifact(report_page):
+    page, artifacts = report_page
+    dumped = chromium(page, "--dump-dom")
+    assert dumped.returncode == 0, dumped.stderr[-2000:]
+    assert console_errors(dumped.stderr) == []
+    parsed = _Page()
+    parsed.feed(dumped.stdout)
+    assert parsed.rows == artifacts
+    assert len(parsed.plots) == 1 + artifacts  # the comparison plot, then one strip per profiled artifact
+    for source in parsed.plots:
+        assert source.startswith("data:image/png;base64,") and _non_blank(base64.b64decode(source.split(",", 1)[1]))
+    assert "http://" not in page.read_text() and "https://" not in page.read_text()  # nothing fetched
+    for name, size in (("desktop", "1200,1600"), ("phone", "390,844")):  # kept beside the page for a person
+        shot = page.with_name(f"report-{name}.png")
+        done = chromium(page, f"--screenshot={shot}", f"--window-size={size}")
+        assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+        assert _non_blank(shot.read_bytes())
+
+
+def test_the_console_check_catches_a_script_error(tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text("<!doctype html><html><body><script>undefinedFunction();</script></body></html>")
+    assert console_errors(chromium(page, "--dump-dom").stderr)
