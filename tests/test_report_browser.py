@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -102,6 +103,21 @@ def test_the_report_renders_in_chromium_with_plots_and_one_row_per_artifact(repo
         done = chromium(page, f"--screenshot={shot}", f"--window-size={size}")
         assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
         assert _non_blank(shot.read_bytes())
+
+
+def test_clicking_a_header_sorts_the_table(report_page, tmp_path):
+    """The page's own sort script, driven by clicks appended to a copy of the page: p50 ascending, then
+    descending (the page lists the rows in conversion order, which need not be either)."""
+    page, artifacts = report_page
+    row = re.compile(r'<tr><td data-value="[^"]*">[^<]*</td>(?:<td[^>]*>[^<]*</td>){2}<td data-value="([\d.e-]+)"')
+    for clicks, descending in ((1, False), (2, True)):
+        script = "<script>var th = document.querySelectorAll('#comparison th')[3];" + "th.click();" * clicks
+        copy = tmp_path / f"clicked-{clicks}.html"
+        copy.write_text(page.read_text().replace("</body>", script + "</script></body>"))
+        dumped = chromium(copy, "--dump-dom")
+        assert console_errors(dumped.stderr) == []
+        p50 = [float(v) for v in row.findall(dumped.stdout)]
+        assert len(p50) == artifacts and p50 == sorted(p50, reverse=descending) and len(set(p50)) > 1
 
 
 def test_the_console_check_catches_a_script_error(tmp_path):

@@ -157,8 +157,10 @@ def _details(row: Artifact) -> str:
     parts = [f"<details><summary>{html.escape(row.label)} — {html.escape(row.status)}</summary>"]
     if row.profile:
         p = row.profile
+        clocks = p["system"].get("frequencies_mhz") or []
+        clock = f"{min(clocks):.0f}–{max(clocks):.0f} MHz at the start · " if clocks else ""
         parts.append(f"<p class='meta'>{html.escape(p['engine'])} · {html.escape(p['device'])} · threads "
-                     f"{p['threads'] or 'default'} · {p['runs']} runs · "
+                     f"{p['threads'] or 'default'} · {p['runs']} runs · {clock}"
                      + html.escape("; ".join(p["unstable"]) or "stable") + "</p>")
         parts.append(_profile_plots(p))
         energy = p.get("energy") or {}
