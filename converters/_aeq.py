@@ -18,6 +18,9 @@ from typing import Any
 import numpy as np
 from edgekit.runtimes.errors import ConversionError, MissingDependencyError, first_line
 
+#: ops that only move data: an output's float "head" follows them back to the op that computed it
+_DATA_MOVEMENT = {"RESHAPE", "TRANSPOSE", "CONCATENATION", "SQUEEZE", "EXPAND_DIMS", "PACK", "UNPACK", "SPLIT",
+                  "SPLIT_V", "SLICE", "STRIDED_SLICE", "GATHER", "DEQUANTIZE", "QUANTIZE"}
 #: weights ai-edge-quantizer casts to float16 for tflite-fp16 (other float constants stay float32)
 _FP16_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE", "EMBEDDING_LOOKUP")
 
@@ -44,7 +47,28 @@ def _signature(path: Path) -> tuple[str, dict[str, np.dtype]]:
     return key, {name: np.dtype(d["dtype"]) for name, d in details.items()}
 
 
-def _configure(engine: Any, recipe: Any, variant: str, io: str, keep_float: tuple[str, ...] = ()) -> None:
+def output_head(float_path: Path) -> list[str]:
+    """Output tensor names of the ops that compute the model's outputs: each output's producer, followed back
+    through data-movement ops (a detector's concat of 0-640 boxes and 0-1 scores) to the op that computed it."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(float_path))
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    producer = {out: op for op in interpreter._get_ops_details() for out in op["outputs"]}
+    stack, seen, head = [d["index"] for d in interpreter.get_output_details()], set(), []
+    while stack:
+        op = producer.get(stack.pop())
+        if op is None or op["index"] in seen:
+            continue
+        seen.add(op["index"])
+        head += [names[o] for o in op["outputs"] if o >= 0]
+        if op["op_name"] in _DATA_MOVEMENT:
+            stack += [i for i in op["inputs"] if i >= 0]
+    return head
+
+
+def _configure(engine: Any, recipe: Any, variant: str, io: str, keep_float: tuple[str, ...] = (),
+               float_scopes: list[str] | None = None) -> None:
     from ai_edge_quantizer import qtyping
 
     algorithms, ops = recipe.AlgorithmName, qtyping.TFLOperationName
@@ -60,11 +84,17 @@ def _configure(engine: Any, recipe: Any, variant: str, io: str, keep_float: tupl
         for op in floats:
             engine.update_quantization_recipe(regex=".*", operation_name=getattr(ops, op),
                                               algorithm_key=algorithms.NO_QUANTIZE)
+        if float_scopes:  # an op's scope is its output tensor names, each followed by ';'
+            scopes = "(^|;)(" + "|".join(re.escape(n) for n in float_scopes) + ");"
+            engine.update_quantization_recipe(regex=scopes, operation_name=ops.ALL_SUPPORTED,
+                                              algorithm_key=algorithms.NO_QUANTIZE)
 
 
 def quantize(float_path: Path, output: Path, variant: str, *,
-             calibration: Callable[[], Iterable[dict[str, Any]]] | None, io: str | None) -> dict[str, Any]:
-    """Write ``variant`` (fp16, dynamic, int8 or int16x8) of the float model at ``float_path`` to ``output``."""
+             calibration: Callable[[], Iterable[dict[str, Any]]] | None, io: str | None,
+             keep_output_float: bool = False) -> dict[str, Any]:
+    """Write ``variant`` (fp16, dynamic, int8 or int16x8) of the float model at ``float_path`` to ``output``;
+    ``keep_output_float`` leaves the ops computing the outputs (``output_head``) in float."""
     quantizer, recipe = _imports()
     used: dict[str, Any] = {"quantizer": f"ai-edge-quantizer {_version()}"}
     if variant in ("int8", "int16x8"):
@@ -78,10 +108,13 @@ def quantize(float_path: Path, output: Path, variant: str, *,
         used["io"] = io
     used["recipe"] = {"fp16": "float16 weights (FLOAT_CASTING)", "dynamic": "dynamic_wi8_afp32",
                       "int8": "static_wi8_ai8", "int16x8": "static_wi8_ai16"}[variant]
+    head = output_head(float_path) if keep_output_float and variant in ("int8", "int16x8") else None
+    if head:
+        used["kept_float_outputs"] = head
     try:
-        quantized = _run(quantizer, recipe, float_path, variant, io, calibration, ())
+        quantized = _run(quantizer, recipe, float_path, variant, io, calibration, (), head)
     except _OpFailed as failed:  # one op the quantizer cannot handle: keep that op float and say so
-        quantized = _run(quantizer, recipe, float_path, variant, io, calibration, (failed.op,))
+        quantized = _run(quantizer, recipe, float_path, variant, io, calibration, (failed.op,), head)
         used["kept_float"] = {failed.op: f"ai-edge-quantizer fails on it: {failed.message}"}
     output.write_bytes(quantized)
     return used
@@ -107,12 +140,13 @@ def _failing_op(exc: BaseException) -> str | None:
 
 
 def _run(quantizer: Any, recipe: Any, float_path: Path, variant: str, io: str | None,
-         calibration: Callable[[], Iterable[dict[str, Any]]] | None, keep_float: tuple[str, ...]) -> bytes:
+         calibration: Callable[[], Iterable[dict[str, Any]]] | None, keep_float: tuple[str, ...],
+         float_scopes: list[str] | None) -> bytes:
     chatter = _io.StringIO()  # it prints a progress bar and a size summary: keep them off the terminal
     try:
         with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
             engine = quantizer.Quantizer(str(float_path))
-            _configure(engine, recipe, variant, io or "float", keep_float)
+            _configure(engine, recipe, variant, io or "float", keep_float, float_scopes)
             result = None
             if engine.need_calibration:
                 key, dtypes = _signature(float_path)

@@ -64,6 +64,7 @@ def convert(
     allow_float_ops: bool = False,
     activations: str = "int8",
     channels_last: bool = False,
+    keep_output_float: bool = False,
 ) -> dict[str, Any]:
     """Write ``target`` (a TFLite ``Target``) for ``source`` to ``output``; return the options used.
 
@@ -76,6 +77,8 @@ def convert(
             the remedy when int8 activations collapse.
         channels_last: A PyTorch or ONNX source's 4-D (NCHW) inputs become NHWC in the .tflite (TFLite's own
             layout); by default every form keeps the source's layout. Recorded in the report and its recipe.
+        keep_output_float: Leave the ops computing the outputs in float (a detector head that one scale cannot
+            cover); done by ai-edge-quantizer on the float .tflite, for Keras/SavedModel sources too.
     """
     if activations not in ("int8", "int16"):
         raise ConversionError(f"activations must be int8 or int16, got '{activations}'")
@@ -83,10 +86,11 @@ def convert(
         from edgekit.converters import TARGETS
 
         used = convert(source, TARGETS["tflite-int16x8"], output, calibration=calibration, io="float",
-                       allow_float_ops=allow_float_ops, channels_last=channels_last)
+                       allow_float_ops=allow_float_ops, channels_last=channels_last,
+                       keep_output_float=keep_output_float)
         return {**used, "target": target.name, "activations": "int16 (16x8 fallback)"}
-    if source.kind not in (KERAS, SAVEDMODEL):
-        return _from_float_tflite(source, target, output, calibration, io, channels_last)
+    if source.kind not in (KERAS, SAVEDMODEL) or (keep_output_float and target.variant in ("int8", "int16x8")):
+        return _from_float_tflite(source, target, output, calibration, io, channels_last, keep_output_float)
     if channels_last:
         raise ConversionError(f"--channels-last applies to PyTorch and ONNX sources; a {source.kind} model is "
                               "channels-last already")
@@ -153,7 +157,12 @@ def float_tflite(source: Source, work: Path, channels_last: bool = False) -> tup
     if channels_last and (source.kind not in (PYTORCH, ONNX) or not nhwc):
         raise ConversionError("--channels-last applies to the 4-D inputs of PyTorch and ONNX sources; "
                               f"this {source.kind} source has none")
-    if source.kind == PYTORCH:
+    if source.kind in (KERAS, SAVEDMODEL):  # TensorFlow's own float conversion (the keep_output_float path)
+        from edgekit.converters import TARGETS
+
+        convert(source, TARGETS["tflite-fp32"], path)
+        info = {"route": f"{source.kind} -> TFLite (TFLiteConverter, float32)"}
+    elif source.kind == PYTORCH:
         from edgekit.converters._torch import export_tflite
 
         info = export_tflite(source.torch_model, path, channels_last=tuple(nhwc))
@@ -196,7 +205,7 @@ def _require_same_outputs(onnx_path: Path, tflite_path: Path) -> None:
 
 def _from_float_tflite(source: Source, target: Any, output: Path,
                        calibration: Callable[[], Iterable[dict[str, Any]]] | None, io: str | None,
-                       channels_last: bool) -> dict[str, Any]:
+                       channels_last: bool, keep_output_float: bool = False) -> dict[str, Any]:
     from edgekit.converters._aeq import quantize
 
     float_path, info = float_tflite(source, work_folder(output), channels_last)
@@ -209,7 +218,8 @@ def _from_float_tflite(source: Source, target: Any, output: Path,
             raise ConversionError(f"--io {io} applies to quantized targets, not {target.name}")
         shutil.copyfile(float_path, output)
         return used
-    used.update(quantize(float_path, output, target.variant, calibration=calibration, io=io))
+    used.update(quantize(float_path, output, target.variant, calibration=calibration, io=io,
+                         keep_output_float=keep_output_float))
     used["route"] += f" -> {used['recipe']} (ai-edge-quantizer)"
     return used
 
@@ -228,7 +238,10 @@ def _transposed(samples: Callable[[], Iterable[dict[str, Any]]], names: list[str
 
 
 def remedies(first: Path, samples: Any):
-    """What to try when the default int8 model collapses: int16 activations (TFLite's 16x8 mode)."""
+    """What to try, cheapest first, when the default int8 model collapses: the output head in float (int8
+    elsewhere; XNNPACK runs that at int8 speed), then int16 activations (TFLite's 16x8 mode: XNNPACK has no fast
+    16x8 kernels, so expect it to run many times slower)."""
+    yield "outputs in float", {"keep_output_float": True, "allow_float_ops": True}, None
     yield "int16 activations, int8 weights (16x8)", {"activations": "int16"}, None
 
 

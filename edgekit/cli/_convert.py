@@ -97,7 +97,8 @@ def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
 @click.option("--exclude-nodes", help="ONNX int8: comma-separated node names to keep in float.")
 @click.option("--exclude-op-types", help="ONNX int8: comma-separated op types to keep in float.")
 @click.option("--keep-output-float", is_flag=True, default=None,
-              help="ONNX int8: keep the nodes producing the model's outputs in float (detector heads).")
+              help="int8 (ONNX, OpenVINO, TFLite): keep the ops computing the model's outputs in float (detector "
+              "heads).")
 @click.option("--onnx-format", type=click.Choice(["qdq", "qoperator"]),
               help="ONNX int8: QDQ (portable, default) or QOperator (com.microsoft ops, ONNX Runtime only).")
 @click.option("--for", "for_cpu", type=click.Choice(["x86", "arm64", "auto"]),
