@@ -92,9 +92,10 @@ def _configure(engine: Any, recipe: Any, variant: str, io: str, keep_float: tupl
 
 def quantize(float_path: Path, output: Path, variant: str, *,
              calibration: Callable[[], Iterable[dict[str, Any]]] | None, io: str | None,
-             keep_output_float: bool = False) -> dict[str, Any]:
+             keep_output_float: bool = False, exclude_nodes: tuple[str, ...] = ()) -> dict[str, Any]:
     """Write ``variant`` (fp16, dynamic, int8 or int16x8) of the float model at ``float_path`` to ``output``;
-    ``keep_output_float`` leaves the ops computing the outputs (``output_head``) in float."""
+    ``keep_output_float`` leaves the ops computing the outputs (``output_head``) in float, ``exclude_nodes``
+    the ops with these output tensors (names joined by ';' for an op with several)."""
     quantizer, recipe = _imports()
     used: dict[str, Any] = {"quantizer": f"ai-edge-quantizer {_version()}"}
     if variant in ("int8", "int16x8"):
@@ -108,9 +109,12 @@ def quantize(float_path: Path, output: Path, variant: str, *,
         used["io"] = io
     used["recipe"] = {"fp16": "float16 weights (FLOAT_CASTING)", "dynamic": "dynamic_wi8_afp32",
                       "int8": "static_wi8_ai8", "int16x8": "static_wi8_ai16"}[variant]
-    head = output_head(float_path) if keep_output_float and variant in ("int8", "int16x8") else None
+    head = output_head(float_path) if keep_output_float and variant in ("int8", "int16x8") else []
     if head:
         used["kept_float_outputs"] = head
+    if exclude_nodes:
+        used["excluded_nodes"] = list(exclude_nodes)
+        head += [name for node in exclude_nodes for name in node.split(";") if name]
     try:
         quantized = _run(quantizer, recipe, float_path, variant, io, calibration, (), head)
     except _OpFailed as failed:  # one op the quantizer cannot handle: keep that op float and say so

@@ -279,7 +279,7 @@ def remedies(first: Path, samples: Callable[[], Iterable[dict[str, Any]]]):
     fail, from the default attempt's own files."""
     from itertools import islice
 
-    from edgekit.converters._sensitivity import rank_nodes
+    from edgekit.converters._sensitivity import SENSITIVITY_SAMPLES, rank_nodes
 
     yield "outputs in float", {"keep_output_float": True}, None
     yield "outputs in float, percentile calibration", {"keep_output_float": True, "calib_method": "percentile"}, None
@@ -292,8 +292,6 @@ def remedies(first: Path, samples: Callable[[], Iterable[dict[str, Any]]]):
         yield (f"outputs and the {count} most sensitive node(s) in float",
                {"keep_output_float": True, "exclude_nodes": kept}, ranking)
 
-
-SENSITIVITY_SAMPLES = 16
 
 
 class _Reader:

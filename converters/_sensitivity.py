@@ -1,10 +1,13 @@
-"""Per-layer sensitivity of an int8 ONNX model, with ONNX Runtime's own tool (``qdq_loss_debug``).
+"""Per-layer sensitivity of an int8 model: ONNX with ONNX Runtime's own tool (``qdq_loss_debug``), TFLite with
+the LiteRT interpreter keeping every intermediate tensor (``experimental_preserve_all_tensors``, what
+ai-edge-quantizer's own validation uses).
 
-Both the float model and its QDQ version are run on calibration samples with every intermediate tensor
+Both the float model and its quantized version are run on calibration samples with every intermediate tensor
 exposed; each node is scored by the quantization noise it *adds*: the SQNR of its inputs against its float
-twin minus the SQNR of its output. The nodes adding most noise are the first to keep in float. The ranking
-is cached per (float model, quantized model, samples) under ~/.cache/edgekit/sensitivity, so a repair loop
-or a later search (optimize) never computes it twice.
+twin minus the SQNR of its output. The nodes adding most noise are the first to keep in float (a TFLite node
+is named by its output tensors, which is how ai-edge-quantizer scopes an op). The ranking is cached per
+(float model, quantized model, samples) under ~/.cache/edgekit/sensitivity, so a repair loop or a later
+search (optimize) never computes it twice.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 import numpy as np
 from edgekit.runtimes._formats import hash_into
 
+#: calibration samples a ranking runs (both models keep every intermediate tensor: memory grows with it)
+SENSITIVITY_SAMPLES = 16
 CACHE = Path(os.environ.get("EDGEKIT_CACHE", Path.home() / ".cache" / "edgekit")) / "sensitivity"
 _QUANTIZED_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Mul", "Concat", "Sigmoid", "Softmax",
                   "HardSigmoid", "HardSwish", "Resize", "AveragePool", "GlobalAveragePool", "MaxPool", "Relu",
@@ -35,7 +40,8 @@ def rank_nodes(float_model: Path, quantized_model: Path, samples: Iterable[dict[
     cached = CACHE / f"{key}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
-    ranking = _rank(float_model, quantized_model, samples, work)
+    rank = _rank_tflite if quantized_model.suffix == ".tflite" else _rank
+    ranking = rank(float_model, quantized_model, samples, work)
     CACHE.mkdir(parents=True, exist_ok=True)
     partial = cached.with_suffix(".part")
     partial.write_text(json.dumps(ranking))
@@ -78,6 +84,63 @@ def _rank(float_model: Path, quantized_model: Path, samples: list[dict[str, np.n
         ranking.append({"node": node.name, "op_type": node.op_type, "added_noise_db": round(before - after, 3),
                         "output_sqnr_db": round(after, 3)})
     return sorted(ranking, key=lambda r: -r["added_noise_db"])
+
+
+# TFLite ops that compute (data movement and the Q/DQ bookkeeping add no noise of their own)
+_TFLITE_SKIPPED = {"QUANTIZE", "DEQUANTIZE", "RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS", "PACK", "UNPACK",
+                   "SPLIT", "SPLIT_V", "SLICE", "STRIDED_SLICE", "GATHER", "CONCATENATION", "PAD", "PADV2"}
+
+
+def _rank_tflite(float_model: Path, quantized_model: Path, samples: list[dict[str, np.ndarray]],
+                 work: Path) -> list[dict[str, Any]]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    float_acts, quant_acts = _activations(Interpreter, float_model, samples), _activations(Interpreter,
+                                                                                          quantized_model, samples)
+    sqnr = {name: _sqnr(float_acts[name], quant_acts[name]) for name in float_acts.keys() & quant_acts.keys()}
+    interpreter = Interpreter(model_path=str(float_model))
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    sqnr.update({d["name"]: EXACT_DB for d in interpreter.get_input_details()})
+    ranking = []
+    for op in interpreter._get_ops_details():
+        outputs = [sqnr[names[o]] for o in op["outputs"] if o >= 0 and names[o] in sqnr]
+        inputs = [sqnr[names[i]] for i in op["inputs"] if i >= 0 and names[i] in sqnr]
+        if not outputs or not inputs or op["op_name"] in _TFLITE_SKIPPED:
+            continue
+        before, after = min(inputs), min(outputs)
+        ranking.append({"node": ";".join(names[o] for o in op["outputs"] if o >= 0), "op_type": op["op_name"],
+                        "added_noise_db": round(before - after, 3), "output_sqnr_db": round(after, 3)})
+    return sorted(ranking, key=lambda r: -r["added_noise_db"])
+
+
+def _activations(interpreter_class: Any, path: Path, samples: list[dict[str, np.ndarray]]) -> dict[str, list]:
+    """Every tensor the model computes (integer ones dequantized), per sample, by name."""
+    interpreter = interpreter_class(model_path=str(path), experimental_preserve_all_tensors=True)
+    runner = interpreter.get_signature_runner()
+    inputs = runner.get_input_details()
+    computed = [d for d in interpreter.get_tensor_details() if d["name"]]
+    found: dict[str, list[np.ndarray]] = {}
+    for sample in samples:
+        feeds = {}
+        for name, value in sample.items():
+            detail = inputs[name]
+            scale, zero_point = detail["quantization"]
+            dtype = np.dtype(detail["dtype"])
+            if dtype.kind in "iu" and scale:
+                info = np.iinfo(dtype)
+                value = np.clip(np.rint(value / scale) + zero_point, info.min, info.max)
+            feeds[name] = np.asarray(value).astype(dtype)
+        runner(**feeds)
+        for detail in computed:
+            try:
+                value = interpreter.get_tensor(detail["index"])
+            except ValueError:  # tensors without data (scratch buffers)
+                continue
+            scale, zero_point = detail["quantization"]
+            if np.dtype(detail["dtype"]).kind in "iu" and scale:
+                value = (value.astype(np.float32) - zero_point) * scale
+            found.setdefault(detail["name"], []).append(np.array(value, dtype=np.float32))
+    return found
 
 
 EXACT_DB = 100.0  # what an unquantized tensor scores: far beyond anything int8 reaches

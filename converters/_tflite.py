@@ -10,6 +10,7 @@ quantized variants from it, without TensorFlow.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -21,6 +22,7 @@ from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source, load_
 from edgekit.runtimes._formats import ONNX, TFLITE
 from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
 
+log = logging.getLogger("edgekit")
 IO_TYPES = ("int8", "uint8", "float")
 
 
@@ -65,6 +67,7 @@ def convert(
     activations: str = "int8",
     channels_last: bool = False,
     keep_output_float: bool = False,
+    exclude_nodes: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Write ``target`` (a TFLite ``Target``) for ``source`` to ``output``; return the options used.
 
@@ -79,6 +82,8 @@ def convert(
             layout); by default every form keeps the source's layout. Recorded in the report and its recipe.
         keep_output_float: Leave the ops computing the outputs in float (a detector head that one scale cannot
             cover); done by ai-edge-quantizer on the float .tflite, for Keras/SavedModel sources too.
+        exclude_nodes: Ops to leave in float, named by their output tensors (the sensitivity ranking's
+            ``node``); as ``keep_output_float``, through ai-edge-quantizer.
     """
     if activations not in ("int8", "int16"):
         raise ConversionError(f"activations must be int8 or int16, got '{activations}'")
@@ -87,10 +92,12 @@ def convert(
 
         used = convert(source, TARGETS["tflite-int16x8"], output, calibration=calibration, io="float",
                        allow_float_ops=allow_float_ops, channels_last=channels_last,
-                       keep_output_float=keep_output_float)
+                       keep_output_float=keep_output_float, exclude_nodes=exclude_nodes)
         return {**used, "target": target.name, "activations": "int16 (16x8 fallback)"}
-    if source.kind not in (KERAS, SAVEDMODEL) or (keep_output_float and target.variant in ("int8", "int16x8")):
-        return _from_float_tflite(source, target, output, calibration, io, channels_last, keep_output_float)
+    partly_float = (keep_output_float or exclude_nodes) and target.variant in ("int8", "int16x8")
+    if source.kind not in (KERAS, SAVEDMODEL) or partly_float:
+        return _from_float_tflite(source, target, output, calibration, io, channels_last, keep_output_float,
+                                  exclude_nodes)
     if channels_last:
         raise ConversionError(f"--channels-last applies to PyTorch and ONNX sources; a {source.kind} model is "
                               "channels-last already")
@@ -181,7 +188,8 @@ def float_tflite(source: Source, work: Path, channels_last: bool = False) -> tup
         if audit_model(open_model_file(source.path)).integer_ops:
             raise UnsupportedModelError(f"'{source.path}' is already quantized; re-quantizing needs its float "
                                         ".tflite or the original model")
-        path, info = source.path, {"route": "float .tflite (the source itself)"}
+        shutil.copyfile(source.path, path)  # beside the attempt, where the repair's sensitivity ranking finds it
+        info = {"route": "float .tflite (the source itself)"}
     else:
         raise UnsupportedModelError(f"TFLite targets cannot read a {source.kind} source")
     if nhwc:
@@ -205,7 +213,8 @@ def _require_same_outputs(onnx_path: Path, tflite_path: Path) -> None:
 
 def _from_float_tflite(source: Source, target: Any, output: Path,
                        calibration: Callable[[], Iterable[dict[str, Any]]] | None, io: str | None,
-                       channels_last: bool, keep_output_float: bool = False) -> dict[str, Any]:
+                       channels_last: bool, keep_output_float: bool = False,
+                       exclude_nodes: tuple[str, ...] = ()) -> dict[str, Any]:
     from edgekit.converters._aeq import quantize
 
     float_path, info = float_tflite(source, work_folder(output), channels_last)
@@ -219,7 +228,7 @@ def _from_float_tflite(source: Source, target: Any, output: Path,
         shutil.copyfile(float_path, output)
         return used
     used.update(quantize(float_path, output, target.variant, calibration=calibration, io=io,
-                         keep_output_float=keep_output_float))
+                         keep_output_float=keep_output_float, exclude_nodes=exclude_nodes))
     used["route"] += f" -> {used['recipe']} (ai-edge-quantizer)"
     return used
 
@@ -239,9 +248,28 @@ def _transposed(samples: Callable[[], Iterable[dict[str, Any]]], names: list[str
 
 def remedies(first: Path, samples: Any):
     """What to try, cheapest first, when the default int8 model collapses: the output head in float (int8
-    elsewhere; XNNPACK runs that at int8 speed), then int16 activations (TFLite's 16x8 mode: XNNPACK has no fast
-    16x8 kernels, so expect it to run many times slower)."""
-    yield "outputs in float", {"keep_output_float": True, "allow_float_ops": True}, None
+    elsewhere, so int8 speed), then the most sensitive ops in float too, ranked per op on the output-head
+    attempt against its float model, then int16 activations (TFLite's 16x8 mode: XNNPACK has no fast 16x8
+    kernels, so expect it to run many times slower)."""
+    from itertools import islice
+
+    from edgekit.converters._sensitivity import SENSITIVITY_SAMPLES, rank_nodes
+
+    head = {"keep_output_float": True, "allow_float_ops": True}
+    yield "outputs in float", head, None
+    folder = first.parent.with_name(first.parent.name.rsplit("-", 1)[0] + "-1")  # that attempt's own folder
+    float_path, quantized = next(folder.glob(".*-work/float32.tflite"), None), folder / first.name
+    ranking = None
+    if float_path is not None and quantized.is_file():
+        try:
+            ranking = rank_nodes(float_path, quantized, islice(samples(), SENSITIVITY_SAMPLES), folder)
+        except (ValueError, KeyError, RuntimeError) as exc:  # feeds the model refuses: rank nothing, go on
+            log.warning("TFLite sensitivity ranking failed (%s); skipping the sensitive-ops remedies", exc)
+    for count in (1, 2, 4, 8, 16, 32):
+        if not ranking or count > max(1, len(ranking) // 4):
+            break
+        kept = tuple(r["node"] for r in ranking[:count])
+        yield f"outputs and the {count} most sensitive op(s) in float", {**head, "exclude_nodes": kept}, ranking
     yield "int16 activations, int8 weights (16x8)", {"activations": "int16"}, None
 
 

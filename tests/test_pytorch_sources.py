@@ -271,3 +271,41 @@ def test_onnx_to_tflite_needs_static_shapes_and_its_environment_before_any_work(
     assert done.stderr.strip().splitlines() == [f"Error: EDGEKIT_ONNX2TF={tmp_path / 'nowhere'} is not a python "
                                                 "interpreter or a venv folder"]
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_tflite_sensitivity_ranking_and_the_remedies_it_drives(converted, tmp_path):
+    """The per-op ranking (float vs int8 .tflite, every intermediate tensor kept) names real ops, worst first;
+    keeping the worst ops float is one option (``exclude_nodes``); and the TFLite remedies offer it after the
+    output head, before 16x8, laid out as the pipeline lays out its attempts."""
+    import shutil
+    from itertools import islice
+
+    from edgekit.converters._sensitivity import rank_nodes
+    from edgekit.converters._tflite import remedies
+
+    model, results = converted("mobilenet_v3")
+    data = torch_zoo.inputs_for("mobilenet_v3", 16, seed=1)
+    samples = [{"images": x[None]} for x in data["images"]]
+    float_path, int8_path = results["tflite-fp32"].artifact, results["tflite-int8"].artifact
+    ranking = rank_nodes(float_path, int8_path, samples, tmp_path)
+    assert len(ranking) > 20 and ranking == sorted(ranking, key=lambda r: -r["added_noise_db"])
+    assert {r["op_type"] for r in ranking} >= {"CONV_2D", "DEPTHWISE_CONV_2D", "HARD_SWISH"}
+    worst = tuple(r["node"] for r in ranking[:2])
+    import torch
+
+    (kept,) = edgekit.convert(model, "tflite-int8", example_inputs=torch.from_numpy(samples[0]["images"]),
+                              calibration=samples, calib_size=12, exclude_nodes=worst, allow_float_ops=True,
+                              repair=False, output_dir=tmp_path / "kept")
+    assert kept.report["options"]["excluded_nodes"] == list(worst)
+    assert sum(kept.report["audit"]["float_ops"].values()) >= 2
+    staging = tmp_path / "staging"  # attempt 0 = the default, attempt 1 = the output head in float
+    (staging / "tflite-int8-attempt-1" / ".m_int8.tflite-work").mkdir(parents=True)
+    (staging / "tflite-int8-attempt-0").mkdir()
+    shutil.copyfile(int8_path, staging / "tflite-int8-attempt-0" / "m_int8.tflite")
+    shutil.copyfile(int8_path, staging / "tflite-int8-attempt-1" / "m_int8.tflite")
+    shutil.copyfile(float_path, staging / "tflite-int8-attempt-1" / ".m_int8.tflite-work" / "float32.tflite")
+    offered = list(remedies(staging / "tflite-int8-attempt-0" / "m_int8.tflite", lambda: islice(samples, 16)))
+    labels = [label for label, _, _ in offered]
+    assert labels[0] == "outputs in float" and labels[-1] == "int16 activations, int8 weights (16x8)"
+    assert labels[1:4] == [f"outputs and the {k} most sensitive op(s) in float" for k in (1, 2, 4)]
+    assert offered[2][1]["exclude_nodes"] == worst and offered[2][2] == ranking

@@ -61,7 +61,7 @@ def _latency_ms(path: Any) -> float | None:
     from edgekit.profiling.profiler import profile
 
     try:
-        report = profile(path, runs=20, min_seconds=0.2, max_seconds=2.0, warmup_seconds=0.1)
+        report = profile(path, runs=20, min_seconds=0.2, max_seconds=2.0, warmup_seconds=0.1, energy=False)
     except EdgekitError:
         return None
     return round(report.latency_ms.p50, 4)
