@@ -18,6 +18,7 @@ def load(
     sha256: str | None = None,
     check_finite: bool = False,
     isolated: bool = False,
+    precision: str | None = None,
     **engine_options: Any,
 ) -> Runtime:
     """Load a .tflite, .onnx or OpenVINO .xml model for inference.
@@ -37,6 +38,9 @@ def load(
         check_finite: Refuse float feeds holding NaN or Inf (reads every element: off by default).
         isolated: Let the engine parse the file first in a subprocess with memory and time limits, so a
             native crash on a crafted file becomes an ``UnsupportedModelError`` instead of killing this process.
+        precision: The precision float layers execute in: ``"auto"`` (default: the engine's own choice —
+            OpenVINO runs bf16 on bf16-capable x86 and f16 on ARM, LiteRT and ONNX Runtime f32), ``"f32"``,
+            ``"bf16"`` or ``"f16"`` (OpenVINO hints). ``Runtime.precision`` says what really runs.
         **engine_options: Passed to the engine: ``delegate``/``delegate_options``/``implementation``/
             ``signature`` (LiteRT), ``providers``/``session_options`` (ONNX Runtime), ``config`` (OpenVINO).
 
@@ -49,4 +53,4 @@ def load(
         DeviceError: The requested device is not present; the message lists what is.
     """
     return open_runtime(path, backend=backend, device=device, threads=threads, sha256=sha256,
-                        check_finite=check_finite, isolated=isolated, **engine_options)
+                        check_finite=check_finite, isolated=isolated, precision=precision, **engine_options)

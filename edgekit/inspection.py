@@ -24,13 +24,14 @@ class ModelInfo:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     audit: QuantizationAudit
+    precision: str = "f32"  # what float layers run in with the engine's defaults
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path, "format": self.format, "backend": self.backend, "engine": self.engine,
             "size_bytes": self.size_bytes, "sha256": self.sha256,
             "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
-            "audit": self.audit.to_dict(),
+            "audit": self.audit.to_dict(), "precision": self.precision,
         }
 
 
@@ -46,5 +47,5 @@ def inspect_model(path: str | os.PathLike[str], *, backend: str | None = None, i
         return ModelInfo(
             path=str(Path(model.path)), format=model.format, backend=runtime.backend, engine=runtime.engine,
             size_bytes=model.size_bytes, sha256=model.sha256(), inputs=runtime.inputs, outputs=runtime.outputs,
-            audit=audit_model(model),
+            audit=audit_model(model), precision=runtime.precision,
         )

@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # base imports numpy; the package itself stays import-cheap
 __all__ = ["BACKENDS", "DEVICES", "Backend", "open_runtime", "resolve_backend"]
 
 DEVICES = ("cpu", "gpu", "npu", "auto")
+#: execution precisions ``precision=`` can ask for; "auto" (or None) is the engine's own default
+PRECISIONS = ("auto", "f32", "bf16", "f16")
 
 
 @dataclass(frozen=True)
@@ -87,9 +89,12 @@ def open_runtime(
     sha256: str | None = None,
     check_finite: bool = False,
     isolated: bool = False,
+    precision: str | None = None,
     **engine_options: Any,
 ) -> Runtime:
     """Validate, identify and load a model file. See ``edgekit.load`` for the arguments."""
+    if precision is not None and precision not in PRECISIONS:
+        raise EdgekitError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
     device = (device or "cpu").lower()
     if device not in DEVICES:
         raise DeviceError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}")
@@ -107,6 +112,11 @@ def open_runtime(
         from edgekit.runtimes._isolation import probe
 
         probe(model.path, chosen.name)
+    if chosen.name == "openvino":
+        engine_options["precision"] = precision
+    elif precision not in (None, "auto", "f32"):
+        raise EdgekitError(f"precision '{precision}' is an OpenVINO execution hint; {chosen.name} runs float layers "
+                           "in f32: drop precision= or load with backend='openvino'")
     runtime = runtime_class(model, device=device, threads=threads, **engine_options)
     runtime.check_finite = check_finite
     runtime.model_file = model

@@ -2,11 +2,11 @@
 
 One compiled model and one reused infer request per Runtime: creating a
 request or going through the per-call dict API costs several times the
-overhead budget on small models. On CPU edgekit asks for f32 inference
-precision unless ``config`` says otherwise, because the CPU plugin's default
-on bf16-capable x86 (and fp16 on ARM) changes a float model's answers by
-more than the other engines do; pass ``config={"INFERENCE_PRECISION_HINT": "bf16"}``
-to trade that for speed.
+overhead budget on small models. Float layers run in the precision OpenVINO
+picks by design (bf16 on bf16-capable x86, f16 on ARM: faster, with answers a
+little further from the other engines'), reported as ``Runtime.precision``;
+``precision="f32"`` (or ``config={"INFERENCE_PRECISION_HINT": ...}``) asks for
+another.
 """
 
 from __future__ import annotations
@@ -136,6 +136,14 @@ def _shareable(array: np.ndarray) -> bool:
     return flags.c_contiguous and flags.aligned and flags.writeable and array.dtype.kind in "fiub"
 
 
+def _execution_precision(compiled: Any) -> str:
+    """What float layers really run in (a hint the device cannot honour falls back: f16 becomes bf16 on x86)."""
+    try:
+        return compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    except (RuntimeError, AttributeError, TypeError):  # devices without the property report nothing to show
+        return "unknown"
+
+
 def engine_message(exc: BaseException) -> str:
     """OpenVINO puts a stack of 'Exception from <file>' and 'Check ... failed' lines first and the reason last."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -156,6 +164,7 @@ class OpenVINORuntime(Runtime):
         device: str = "cpu",
         threads: int | None = None,
         config: dict[str, Any] | None = None,
+        precision: str | None = None,
     ) -> None:
         super().__init__()
         keep_engine_telemetry_off()
@@ -166,7 +175,9 @@ class OpenVINORuntime(Runtime):
         ov_core = core()
         device_name = choose_device(device, ov_core.available_devices)
         self.device = device_name.split(".")[0].lower()
-        properties = {"INFERENCE_PRECISION_HINT": "f32"} if device_name == "CPU" else {}
+        properties: dict[str, Any] = {}
+        if precision not in (None, "auto"):
+            properties["INFERENCE_PRECISION_HINT"] = precision
         if threads is not None:
             properties["INFERENCE_NUM_THREADS"] = threads
         properties.update(config or {})
@@ -178,6 +189,7 @@ class OpenVINORuntime(Runtime):
             self._compiled = ov_core.compile_model(ov_model, device_name, properties)
         except (RuntimeError, ValueError, TypeError) as exc:
             raise UnsupportedModelError(f"OpenVINO cannot load '{self.path}': {engine_message(exc)}") from exc
+        self.precision = _execution_precision(self._compiled)
         inputs, outputs = self._compiled.inputs, self._compiled.outputs
         if model.format == TFLITE:
             input_names, output_names, quant = _tflite_signature(self.path, inputs, outputs)

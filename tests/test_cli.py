@@ -59,7 +59,9 @@ def test_inspect_text(invoke, tflite_int8):
 def test_run_from_npy_matches_reference(invoke, request, tmp_path, fixture):
     x = tiny.sample_inputs(1, seed=4)
     np.save(tmp_path / "x.npy", x)
-    result = invoke("run", request.getfixturevalue(fixture), "--input", f"input={tmp_path / 'x.npy'}", "--json")
+    # compared with the float reference at 1e-5, so at f32 (OpenVINO would pick bf16 on a bf16-capable CPU)
+    result = invoke("run", request.getfixturevalue(fixture), "--input", f"input={tmp_path / 'x.npy'}", "--json",
+                    "--precision", "f32")
     assert result.exit_code == 0, result.output
     (out,) = json.loads(result.stdout)["outputs"]
     expected = tiny.reference_output(x)[0]

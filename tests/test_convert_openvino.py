@@ -14,7 +14,7 @@ MAX_INT8_DROP = 1.5
 
 
 def _predict(path, x):
-    with edgekit.load(path) as rt:
+    with edgekit.load(path, precision="f32") as rt:
         return np.concatenate([rt.run(x[i : i + 1])[rt.outputs[0].name] for i in range(len(x))])
 
 
@@ -26,7 +26,7 @@ def test_every_openvino_target_from_keras(digits_openvino_all, digits_split):
         assert result.passed, result.report["failures"]
         assert result.artifact.name == f"digits_{variant}.xml"
         assert result.artifact.with_suffix(".bin").is_file()
-        with edgekit.load(result.artifact) as rt:
+        with edgekit.load(result.artifact, precision="f32") as rt:
             assert [s.name for s in rt.inputs] == ["image"] and [s.name for s in rt.outputs] == ["probs"]
     fp32 = _predict(digits_openvino_all["openvino-fp32"].artifact, x_test)
     fp16 = _predict(digits_openvino_all["openvino-fp16"].artifact, x_test)
@@ -40,7 +40,7 @@ def test_every_openvino_target_from_keras(digits_openvino_all, digits_split):
 
 
 def _reference_logits(path, x):
-    with edgekit.load(path) as rt:
+    with edgekit.load(path, precision="f32") as rt:
         return rt.run(x)[rt.outputs[0].name]
 
 
@@ -55,7 +55,7 @@ def test_openvino_from_onnx_and_tflite_sources(tmp_path, digits_onnx_all, digits
                                   validation_size=8, output_dir=tmp_path / name)
         fp32, int8 = results
         assert fp32.report["options"]["reader"] == f"openvino.convert_model ({name})"
-        with edgekit.load(fp32.artifact) as rt:
+        with edgekit.load(fp32.artifact, precision="f32") as rt:
             assert [s.name for s in rt.inputs] == ["image"] and [s.name for s in rt.outputs] == ["probs"]
         np.testing.assert_allclose(np.concatenate([_reference_logits(fp32.artifact, x[i : i + 1]) for i in range(8)]),
                                    np.concatenate([_reference_logits(source, x[i : i + 1]) for i in range(8)]),

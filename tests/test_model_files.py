@@ -83,7 +83,7 @@ def test_ir_without_its_bin_is_refused(copy_to, ir_fp32):
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_external_data_beside_the_model_loads(tmp_path, backend):
     x = tiny.sample_inputs(2)
-    with edgekit.load(tiny.save_with_external_data(tmp_path), backend=backend) as rt:
+    with edgekit.load(tiny.save_with_external_data(tmp_path), backend=backend, precision="f32") as rt:
         np.testing.assert_allclose(rt.run(x)["output"], tiny.reference_output(x), atol=1e-5)
 
 

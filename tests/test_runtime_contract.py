@@ -24,7 +24,8 @@ FORMS = [
 def runtime(request):
     fixture, backend = request.param
     path = request.getfixturevalue(fixture)
-    with edgekit.load(path, backend=backend) as rt:
+    # the suite compares engines with the float reference: OpenVINO at f32, not its bf16 default on this CPU
+    with edgekit.load(path, backend=backend, precision="f32") as rt:
         yield rt
 
 
@@ -93,7 +94,7 @@ def test_context_manager_closes(runtime):
 def test_threads_option_gives_the_same_answer(runtime, request):
     fixture, backend = request.node.callspec.params["runtime"]
     x = tiny.sample_inputs(4)
-    with edgekit.load(request.getfixturevalue(fixture), backend=backend, threads=1) as single:
+    with edgekit.load(request.getfixturevalue(fixture), backend=backend, threads=1, precision="f32") as single:
         np.testing.assert_allclose(single.run(x)["output"], runtime.run(x)["output"], atol=1e-6)
 
 
@@ -109,7 +110,7 @@ def test_missing_accelerator_lists_what_is_present(runtime, request, device):
 def test_auto_device_falls_back_to_cpu_and_says_so(runtime, request, caplog):
     fixture, backend = request.node.callspec.params["runtime"]
     with caplog.at_level(logging.WARNING, logger="edgekit"):
-        with edgekit.load(request.getfixturevalue(fixture), backend=backend, device="auto") as rt:
+        with edgekit.load(request.getfixturevalue(fixture), backend=backend, device="auto", precision="f32") as rt:
             assert rt.device == "cpu"
             np.testing.assert_allclose(rt.run(tiny.sample_inputs(1))["output"],
                                        tiny.reference_output(tiny.sample_inputs(1)), atol=1e-5)
@@ -191,7 +192,7 @@ def typed_onnx(tmp_path_factory):
 @pytest.mark.parametrize("count", [0, 7, 40_000], ids=["empty", "small", "large"])
 def test_scalars_int64_bool_and_float16_inputs_work(typed_onnx, backend, count):
     feeds = tiny.typed_feeds(count)
-    with edgekit.load(typed_onnx, backend=backend) as rt:
+    with edgekit.load(typed_onnx, backend=backend, precision="f32") as rt:
         assert rt.inputs[0] == TensorSpec("scale", (), np.dtype("float32"))
         out = rt.run(feeds)["y"]
         readonly = {name: _read_only(value) for name, value in feeds.items()}

@@ -25,6 +25,7 @@ from edgekit.cli._common import (
     image_feeds,
     json_option,
     npy_feeds,
+    precision_option,
     shape_text,
     threads_option,
 )
@@ -122,7 +123,8 @@ def inspect(model: Path, backend: str | None, isolated: bool, as_json: bool) -> 
     out = console()
     audit = info.audit
     out.print(f"[bold]{info.path}[/bold]")
-    out.print(f"format {info.format} · engine {info.engine} · {info.size_bytes:,} bytes")
+    out.print(f"format {info.format} · engine {info.engine} · float layers run in {info.precision} · "
+              f"{info.size_bytes:,} bytes")
     out.print(f"sha256 {info.sha256}")
     out.print(_spec_table("inputs", info.inputs))
     out.print(_spec_table("outputs", info.outputs))
@@ -160,9 +162,11 @@ def _summarise(name: str, value: Any) -> dict[str, Any]:
 @backend_option
 @device_option
 @threads_option
+@precision_option
 @json_option
 def run(model: Path, inputs: tuple[str, ...], image: Path | None, use_random: bool, seed: int, output: Path | None,
-        force: bool, raw: bool, backend: str | None, device: str, threads: int | None, as_json: bool) -> None:
+        force: bool, raw: bool, backend: str | None, device: str, threads: int | None, precision: str | None,
+        as_json: bool) -> None:
     """Run a model once and summarise its outputs."""
     import time
 
@@ -175,7 +179,7 @@ def run(model: Path, inputs: tuple[str, ...], image: Path | None, use_random: bo
         from edgekit._files import ensure_writable
 
         ensure_writable(output, force=force)
-    with edgekit.load(model, backend=backend, device=device, threads=threads) as runtime:
+    with edgekit.load(model, backend=backend, device=device, threads=threads, precision=precision) as runtime:
         if inputs:
             feeds = npy_feeds(inputs, runtime)
         elif image is not None:
@@ -187,7 +191,8 @@ def run(model: Path, inputs: tuple[str, ...], image: Path | None, use_random: bo
         start = time.perf_counter()
         results = runtime.run(feeds, raw=raw)
         latency_ms = (time.perf_counter() - start) * 1e3
-        backend_used, engine, device_used = runtime.backend, runtime.engine, runtime.device
+        backend_used, engine, device_used, precision_used = runtime.backend, runtime.engine, runtime.device, \
+            runtime.precision
     if output is not None:
         import numpy as np
 
@@ -199,12 +204,14 @@ def run(model: Path, inputs: tuple[str, ...], image: Path | None, use_random: bo
 
         write_atomic(output, save, force=force)
     report = {"model": str(model), "backend": backend_used, "engine": engine, "device": device_used,
-              "latency_ms": latency_ms, "outputs": [_summarise(k, v) for k, v in results.items()]}
+              "precision": precision_used, "latency_ms": latency_ms,
+              "outputs": [_summarise(k, v) for k, v in results.items()]}
     if as_json:
         emit_json(report)
         return
     out = console()
-    out.print(f"{model} · {engine} · {device_used} · {latency_ms:.2f} ms (first run, includes warm-up)")
+    out.print(f"{model} · {engine} · {device_used} · {precision_used} · {latency_ms:.2f} ms (first run, includes "
+              "warm-up)")
     for summary in report["outputs"]:
         stats = (f" min {summary['min']:.4g} max {summary['max']:.4g} mean {summary['mean']:.4g}"
                  if "min" in summary else "")

@@ -354,6 +354,7 @@ class _ChannelsLast:
 
     def __init__(self, runtime: Any, names: tuple[str, ...] | list[str]) -> None:
         self._runtime, self._names, self.outputs = runtime, tuple(names), runtime.outputs
+        self.precision = runtime.precision
 
     def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
         from edgekit.converters._tflite import channels_last_feeds

@@ -225,6 +225,7 @@ class ValidationReport:
     accept_loss: bool = False  # the user accepted a collapse: recorded, not failed
     floors: dict[str, float] = field(default_factory=lambda: {"decision_agreement": DECISION_FLOOR,
                                                               "sqnr_db": SQNR_FLOOR_DB})
+    precision: str = "f32"  # what the artifact's float layers ran in: the engine's default, as on the device
 
     @property
     def passed(self) -> bool:
@@ -303,7 +304,8 @@ def validate(
     if max_drop is not None and drop is not None and drop > max_drop:
         failures.append(f"drop {drop:.2f} exceeds --max-drop {max_drop:g} ({basis})")
     return ValidationReport(count, outputs, agreement, accuracy_ref, accuracy_cand, tuple(degenerate), synthetic,
-                            max_drop, drop, basis, tuple(failures), tuple(collapsed), accept_loss)
+                            max_drop, drop, basis, tuple(failures), tuple(collapsed), accept_loss,
+                            precision=getattr(candidate, "precision", "f32"))
 
 
 def _below_floors(name: str, judgement: Judgement, sqnr: float) -> list[str]:

@@ -96,8 +96,8 @@ def _json(reports: list[dict[str, Any]]) -> str:
     return json.dumps(reports[0] if len(reports) == 1 else reports, indent=2, default=str) + "\n"
 
 
-_CSV_COLUMNS = ["model", "backend", "engine", "device", "threads", "concurrency", "runs", "mean_ms", "std_ms", "cv",
-                "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "throughput_ips", "load_ms",
+_CSV_COLUMNS = ["model", "backend", "engine", "device", "precision", "threads", "concurrency", "runs", "mean_ms",
+                "std_ms", "cv", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "throughput_ips", "load_ms",
                 "first_inference_ms", "peak_rss_mb", "model_size_bytes", "unstable"]
 
 
@@ -127,7 +127,8 @@ def comparison_rows(reports: list[dict[str, Any]]) -> list[list[str]]:
         speedup = first / lat["p50"] if lat["p50"] else 0.0
         stability = "estimate" if r.get("estimated") else (
             ("UNSTABLE: " + "; ".join(r["unstable"])) if r["unstable"] else "stable")
-        rows.append([Path(r["model"]).name, r["backend"], r["device"], str(r["threads"] or "default"),
+        rows.append([Path(r["model"]).name, r["backend"], r["device"], r.get("precision", ""),
+                     str(r["threads"] or "default"),
                      f"{lat['p50']:.3f}",
                      f"{lat['p90']:.3f}", f"{lat['mean']:.3f} ± {lat['std']:.3f}", f"{lat['cv']:.1%}",
                      f"{r['throughput_ips']:.1f}", f"{r['load_ms']:.1f}", f"{r['peak_rss_mb']:.0f}",
@@ -135,8 +136,8 @@ def comparison_rows(reports: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
-COMPARISON_HEADER = ["model", "backend", "device", "threads", "p50 ms", "p90 ms", "mean ± std ms", "CV", "inf/s",
-                     "load ms", "peak MB", "size KB", "vs first", "stability"]
+COMPARISON_HEADER = ["model", "backend", "device", "precision", "threads", "p50 ms", "p90 ms", "mean ± std ms", "CV",
+                     "inf/s", "load ms", "peak MB", "size KB", "vs first", "stability"]
 
 
 def _markdown(reports: list[dict[str, Any]]) -> str:

@@ -64,6 +64,7 @@ class ProfileReport:
     engine: str
     device: str
     threads: int | None
+    precision: str  # what float layers ran in (OpenVINO: its own choice unless asked)
     latency_ms: LatencyStats
     throughput_ips: float
     runs: int
@@ -195,6 +196,7 @@ def profile(
     threads: int | None = None,
     device: str = "cpu",
     backend: str | None = None,
+    precision: str | None = None,
     inputs: dict[str, np.ndarray] | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     per_op: bool = False,
@@ -212,7 +214,7 @@ def profile(
         warmup_runs / warmup_seconds: Warm-up lasts at least this many runs and seconds.
         runs / min_seconds / max_seconds: The steady state lasts at least ``runs`` runs and
             ``min_seconds``, and at most ``max_seconds``.
-        threads, device, backend: As in ``edgekit.load`` (ignored for a Runtime).
+        threads, device, backend, precision: As in ``edgekit.load`` (ignored for a Runtime).
         inputs: Real feeds ``{name: array}`` (float data is quantized as usual); default seeded random
             data in each input's range.
         input_shapes: Shapes for dynamic inputs of the random data (default: 1 for each dynamic dim).
@@ -238,7 +240,7 @@ def profile(
     with _PeakRss() as load_sampler:
         start = _clock()
         runtime = model if isinstance(model, Runtime) else load(model, backend=backend, device=device,
-                                                               threads=threads)
+                                                               threads=threads, precision=precision)
         load_ms = (_clock() - start) * 1e3 if not isinstance(model, Runtime) else 0.0
     owned = not isinstance(model, Runtime)
     try:
@@ -272,7 +274,8 @@ def profile(
         size = runtime.model_file.size_bytes if runtime.model_file else Path(runtime.path).stat().st_size
         return ProfileReport(
             model=str(runtime.path), backend=runtime.backend, engine=runtime.engine, device=runtime.device,
-            threads=threads, latency_ms=stats, throughput_ips=len(latencies) / wall_s if wall_s else 0.0,
+            threads=threads, precision=runtime.precision, latency_ms=stats,
+            throughput_ips=len(latencies) / wall_s if wall_s else 0.0,
             runs=len(latencies), steady_seconds=wall_s, load_ms=load_ms, first_inference_ms=first_ms,
             warmup_runs=len(warm), peak_rss_mb=max(load_sampler.peak_mb, run_sampler.peak_mb),
             memory={"rss_before_mb": rss_before, "peak_load_mb": load_sampler.peak_mb,
@@ -363,7 +366,7 @@ def estimate(model: str | os.PathLike[str], npu_config: str, *, system_config: s
     npu.pop("output")
     return ProfileReport(
         model=str(model), backend="vela-estimate", engine=f"vela {result.vela_version}", device=npu_config,
-        threads=None, latency_ms=LatencyStats(ms, 0.0, 0.0, ms, ms, ms, ms, ms, ms),
+        threads=None, precision="int8 (NPU)", latency_ms=LatencyStats(ms, 0.0, 0.0, ms, ms, ms, ms, ms, ms),
         throughput_ips=result.inferences_per_second, runs=0, steady_seconds=0.0, load_ms=0.0, first_inference_ms=ms,
         warmup_runs=0, peak_rss_mb=0.0,
         memory={"sram_used_kib": result.sram_used_kib, "dram_used_kib": result.dram_used_kib,
