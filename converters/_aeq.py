@@ -114,11 +114,11 @@ def quantize(float_path: Path, output: Path, variant: str, *,
         used["kept_float_outputs"] = head
     if exclude_nodes:
         used["excluded_nodes"] = list(exclude_nodes)
-        head += [name for node in exclude_nodes for name in node.split(";") if name]
+    scopes = head + [name for node in exclude_nodes for name in node.split(";") if name]
     try:
-        quantized = _run(quantizer, recipe, float_path, variant, io, calibration, (), head)
+        quantized = _run(quantizer, recipe, float_path, variant, io, calibration, (), scopes)
     except _OpFailed as failed:  # one op the quantizer cannot handle: keep that op float and say so
-        quantized = _run(quantizer, recipe, float_path, variant, io, calibration, (failed.op,), head)
+        quantized = _run(quantizer, recipe, float_path, variant, io, calibration, (failed.op,), scopes)
         used["kept_float"] = {failed.op: f"ai-edge-quantizer fails on it: {failed.message}"}
     output.write_bytes(quantized)
     return used
