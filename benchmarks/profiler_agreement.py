@@ -3,7 +3,8 @@
     python benchmarks/profiler_agreement.py [--threads 2] [--rounds 3]
 
 On MobileNetV2 (224, random weights; built once with TensorFlow and cached):
-  OpenVINO: our p50 vs ``benchmark_app`` (sync API, 1 stream, same threads, f32 precision like edgekit),
+  OpenVINO: our p50 vs ``benchmark_app`` (sync API, 1 stream, same threads, both at OpenVINO's own default
+            precision: bf16 on bf16-capable x86),
   LiteRT:   our p50 vs ``litert-benchmark`` (shipped with ai-edge-litert; median),
   ONNX Runtime: our p50 vs a plain raw-API timing loop (ORT ships no benchmark tool in its wheel).
 Rounds alternate the tools so drift on a shared machine hits both. Goal (issue 6): within 5 %.
@@ -38,7 +39,7 @@ def ours(path: Path, backend: str, threads: int) -> float:
 
 def benchmark_app(path: Path, threads: int) -> float:
     out = subprocess.run([str(BIN / "benchmark_app"), "-m", str(path), "-d", "CPU", "-api", "sync", "-nstreams", "1",
-                          "-nthreads", str(threads), "-hint", "none", "-infer_precision", "f32", "-t", "3"],
+                          "-nthreads", str(threads), "-hint", "none", "-t", "3"],
                          capture_output=True, text=True, check=True).stdout
     return float(re.search(r"Median:\s+([\d.]+)\s*ms", out).group(1))
 
