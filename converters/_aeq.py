@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgekit.runtimes._litert import implementation_version
 from edgekit.runtimes.errors import ConversionError, MissingDependencyError, first_line
 
 #: ops that only move data: an output's float "head" follows them back to the op that computed it
@@ -97,7 +98,7 @@ def quantize(float_path: Path, output: Path, variant: str, *,
     ``keep_output_float`` leaves the ops computing the outputs (``output_head``) in float, ``exclude_nodes``
     the ops with these output tensors (names joined by ';' for an op with several)."""
     quantizer, recipe = _imports()
-    used: dict[str, Any] = {"quantizer": f"ai-edge-quantizer {_version()}"}
+    used: dict[str, Any] = {"quantizer": f"ai-edge-quantizer {implementation_version('ai-edge-quantizer')}"}
     if variant in ("int8", "int16x8"):
         io = io or ("int8" if variant == "int8" else "float")
         allowed = ("int8", "float") if variant == "int8" else ("int16", "float")
@@ -166,12 +167,3 @@ def _run(quantizer: Any, recipe: Any, float_path: Path, variant: str, io: str | 
         if op and op not in keep_float:
             raise _OpFailed(op, message) from exc
         raise ConversionError(f"ai-edge-quantizer cannot make tflite-{variant}: {message}") from exc
-
-
-def _version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("ai-edge-quantizer")
-    except metadata.PackageNotFoundError:
-        return "unknown"

@@ -74,14 +74,20 @@ def _rank(float_model: Path, quantized_model: Path, samples: list[dict[str, np.n
     sqnr = {name: _sqnr(float_acts[name], quant_acts[name]) for name in float_acts.keys() & quant_acts.keys()}
     graph = onnx.load(str(float_model), load_external_data=False).graph
     sqnr.update({value.name: EXACT_DB for value in graph.input})
+    return _by_added_noise(((n.name, n.op_type, n.input, n.output) for n in graph.node
+                            if n.op_type in _QUANTIZED_OPS), sqnr)
+
+
+def _by_added_noise(nodes: Iterable[tuple[str, str, Any, Any]], sqnr: dict[str, float]) -> list[dict[str, Any]]:
+    """Score (name, op type, input tensors, output tensors) by the noise each adds, worst first."""
     ranking = []
-    for node in graph.node:
-        outputs = [sqnr[o] for o in node.output if o in sqnr]
-        inputs = [sqnr[i] for i in node.input if i in sqnr]
-        if not outputs or not inputs or node.op_type not in _QUANTIZED_OPS:
+    for name, op_type, input_names, output_names in nodes:
+        outputs = [sqnr[o] for o in output_names if o in sqnr]
+        inputs = [sqnr[i] for i in input_names if i in sqnr]
+        if not outputs or not inputs:
             continue
         before, after = min(inputs), min(outputs)
-        ranking.append({"node": node.name, "op_type": node.op_type, "added_noise_db": round(before - after, 3),
+        ranking.append({"node": name, "op_type": op_type, "added_noise_db": round(before - after, 3),
                         "output_sqnr_db": round(after, 3)})
     return sorted(ranking, key=lambda r: -r["added_noise_db"])
 
@@ -101,16 +107,13 @@ def _rank_tflite(float_model: Path, quantized_model: Path, samples: list[dict[st
     interpreter = Interpreter(model_path=str(float_model))
     names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
     sqnr.update({d["name"]: EXACT_DB for d in interpreter.get_input_details()})
-    ranking = []
+    ops = []
     for op in interpreter._get_ops_details():
-        outputs = [sqnr[names[o]] for o in op["outputs"] if o >= 0 and names[o] in sqnr]
-        inputs = [sqnr[names[i]] for i in op["inputs"] if i >= 0 and names[i] in sqnr]
-        if not outputs or not inputs or op["op_name"] in _TFLITE_SKIPPED:
+        if op["op_name"] in _TFLITE_SKIPPED:
             continue
-        before, after = min(inputs), min(outputs)
-        ranking.append({"node": ";".join(names[o] for o in op["outputs"] if o >= 0), "op_type": op["op_name"],
-                        "added_noise_db": round(before - after, 3), "output_sqnr_db": round(after, 3)})
-    return sorted(ranking, key=lambda r: -r["added_noise_db"])
+        outputs, inputs = [names[o] for o in op["outputs"] if o >= 0], [names[i] for i in op["inputs"] if i >= 0]
+        ops.append((";".join(outputs), op["op_name"], inputs, outputs))  # named by its outputs, as AEQ scopes it
+    return _by_added_noise(ops, sqnr)
 
 
 def _activations(interpreter_class: Any, path: Path, samples: list[dict[str, np.ndarray]]) -> dict[str, list]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgekit.runtimes._litert import implementation_version
 from edgekit.runtimes.base import TensorSpec
 from edgekit.runtimes.errors import ConversionError, MissingDependencyError, UnsupportedModelError, first_line
 
@@ -288,19 +289,11 @@ def export_tflite(torch_model: dict[str, Any], output: Path, channels_last: tupl
         ) from exc
     narrowed = [k for k, v in torch_model["examples"].items() if v.dtype in (torch.int64, torch.float64)]
     info: dict[str, Any] = {"route": "torch -> TFLite (litert-torch)",
-                            "exporter": f"litert-torch {_version('litert-torch')}"}
+                            "exporter": f"litert-torch {implementation_version('litert-torch')}"}
     if narrowed:
         info["note"] = f"TFLite has no 64-bit I/O here: input(s) {narrowed} take int32/float32"
     return info
 
-
-def _version(distribution: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 class TorchReference:

@@ -353,13 +353,13 @@ class _ChannelsLast:
     """An artifact built with NHWC inputs, fed the samples the source takes (NCHW)."""
 
     def __init__(self, runtime: Any, names: tuple[str, ...] | list[str]) -> None:
-        self._runtime, self._names, self.outputs = runtime, tuple(names), runtime.outputs
-        self.precision = runtime.precision
-
-    def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
         from edgekit.converters._tflite import channels_last_feeds
 
-        return self._runtime.run(channels_last_feeds(feeds, self._names))
+        self._runtime, self._names, self.outputs = runtime, tuple(names), runtime.outputs
+        self.precision, self._transpose = runtime.precision, channels_last_feeds
+
+    def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        return self._runtime.run(self._transpose(feeds, self._names))
 
 
 def _validate(job: _Job, staged: Path, channels_last: tuple[str, ...] | list[str] = ()) -> ValidationReport:
