@@ -277,14 +277,9 @@ def remedies(first: Path, samples: Callable[[], Iterable[dict[str, Any]]]):
     """What to try, cheapest first, when the default int8 model collapses: yields (label, options, ranking).
     The per-node sensitivity ranking (ONNX Runtime's qdq_loss_debug) is computed only if the cheap remedies
     fail, from the default attempt's own files."""
-    from itertools import islice
-
-    from edgekit.converters._sensitivity import SENSITIVITY_SAMPLES, rank_nodes
-
     yield "outputs in float", {"keep_output_float": True}, None
     yield "outputs in float, percentile calibration", {"keep_output_float": True, "calib_method": "percentile"}, None
-    work = first.parent / f".{first.name}-work"
-    ranking = rank_nodes(work / "prepared.onnx", first, islice(samples(), SENSITIVITY_SAMPLES), work)
+    ranking = rank(first, samples())
     for count in (1, 2, 4, 8, 16, 32):
         if count > max(1, len(ranking) // 4):
             break
@@ -292,6 +287,21 @@ def remedies(first: Path, samples: Callable[[], Iterable[dict[str, Any]]]):
         yield (f"outputs and the {count} most sensitive node(s) in float",
                {"keep_output_float": True, "exclude_nodes": kept}, ranking)
 
+
+
+#: the options of the attempt ``rank`` ranks: the default int8 model
+RANK_OPTIONS: dict[str, Any] = {}
+
+
+def rank(quantized: Path, samples: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Nodes by the quantization noise they add (ONNX Runtime's qdq_loss_debug), worst first, from a staged
+    int8 model and the float model it was quantized from (its work folder's prepared.onnx)."""
+    from itertools import islice
+
+    from edgekit.converters._sensitivity import SENSITIVITY_SAMPLES, rank_nodes
+
+    work = quantized.parent / f".{quantized.name}-work"
+    return rank_nodes(work / "prepared.onnx", quantized, islice(samples, SENSITIVITY_SAMPLES), work)
 
 
 class _Reader:

@@ -246,25 +246,36 @@ def _transposed(samples: Callable[[], Iterable[dict[str, Any]]], names: list[str
     return feeds
 
 
+#: the options of the attempt ``rank`` ranks: the output head in float (what the remedies build on)
+RANK_OPTIONS: dict[str, Any] = {"keep_output_float": True, "allow_float_ops": True}
+
+
+def rank(quantized: Path, samples: Any) -> list[dict[str, Any]] | None:
+    """Ops by the quantization noise they add, worst first, from a staged int8 model and the float .tflite
+    ai-edge-quantizer quantized (its work folder's float32.tflite); None when that route was not taken."""
+    from itertools import islice
+
+    from edgekit.converters._sensitivity import SENSITIVITY_SAMPLES, rank_nodes
+
+    float_path = next(quantized.parent.glob(".*-work/float32.tflite"), None)
+    if float_path is None or not quantized.is_file():
+        return None
+    try:
+        return rank_nodes(float_path, quantized, islice(samples, SENSITIVITY_SAMPLES), quantized.parent)
+    except (ValueError, KeyError, RuntimeError) as exc:  # feeds the model refuses: rank nothing, go on
+        log.warning("TFLite sensitivity ranking failed (%s); skipping the sensitive-ops remedies", exc)
+        return None
+
+
 def remedies(first: Path, samples: Any):
     """What to try, cheapest first, when the default int8 model collapses: the output head in float (int8
     elsewhere, so int8 speed), then the most sensitive ops in float too, ranked per op on the output-head
     attempt against its float model, then int16 activations (TFLite's 16x8 mode: XNNPACK has no fast 16x8
     kernels, so expect it to run many times slower)."""
-    from itertools import islice
-
-    from edgekit.converters._sensitivity import SENSITIVITY_SAMPLES, rank_nodes
-
-    head = {"keep_output_float": True, "allow_float_ops": True}
+    head = RANK_OPTIONS
     yield "outputs in float", head, None
     folder = first.parent.with_name(first.parent.name.rsplit("-", 1)[0] + "-1")  # that attempt's own folder
-    float_path, quantized = next(folder.glob(".*-work/float32.tflite"), None), folder / first.name
-    ranking = None
-    if float_path is not None and quantized.is_file():
-        try:
-            ranking = rank_nodes(float_path, quantized, islice(samples(), SENSITIVITY_SAMPLES), folder)
-        except (ValueError, KeyError, RuntimeError) as exc:  # feeds the model refuses: rank nothing, go on
-            log.warning("TFLite sensitivity ranking failed (%s); skipping the sensitive-ops remedies", exc)
+    ranking = rank(folder / first.name, samples())
     for count in (1, 2, 4, 8, 16, 32):
         if not ranking or count > max(1, len(ranking) // 4):
             break

@@ -38,6 +38,7 @@ __all__ = [
     "convert",
     "inspect_model",
     "load",
+    "optimize",
     "profile",
 ]
 
@@ -52,11 +53,13 @@ _LAZY = {
     "build_dataset": "edgekit.pipeline.calibration",
     "profile": "edgekit.profiling.profiler",
     "ProfileReport": "edgekit.profiling.profiler",
+    "optimize": "edgekit.optimizing.study",
 }
 
 if TYPE_CHECKING:
     from edgekit._api import load
     from edgekit.inspection import inspect_model
+    from edgekit.optimizing.study import optimize
     from edgekit.pipeline.calibration import build_dataset
     from edgekit.pipeline.conversion import convert
     from edgekit.pipeline.preprocess import Recipe

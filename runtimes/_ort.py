@@ -75,6 +75,18 @@ def _spec(arg: Any, quant: dict[str, tuple[float, int]]) -> TensorSpec:
     return TensorSpec(arg.name, shape, dtype, scale, zero_point)
 
 
+#: ``graph_optimization=`` names -> ONNX Runtime's levels ("all" is its default)
+GRAPH_OPTIMIZATION_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+                             "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def _optimization_level(ort: Any, name: str) -> Any:
+    if name not in GRAPH_OPTIMIZATION_LEVELS:
+        raise DeviceError(f"graph_optimization '{name}' is not an ONNX Runtime level; choose from "
+                          f"{', '.join(GRAPH_OPTIMIZATION_LEVELS)}")
+    return getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVELS[name])
+
+
 class OrtRuntime(Runtime):
     backend = "onnxruntime"
 
@@ -86,6 +98,7 @@ class OrtRuntime(Runtime):
         threads: int | None = None,
         providers: list[Any] | None = None,
         session_options: Any = None,
+        graph_optimization: str | None = None,
     ) -> None:
         super().__init__()
         import onnxruntime as ort
@@ -96,6 +109,8 @@ class OrtRuntime(Runtime):
         options = session_options or ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
+        if graph_optimization is not None:
+            options.graph_optimization_level = _optimization_level(ort, graph_optimization)
         self._threads = threads
         if providers is None:
             providers, self.device = choose_providers(device, ort.get_available_providers())

@@ -31,6 +31,7 @@ from edgekit.cli._common import (
 )
 from edgekit.cli._convert import convert
 from edgekit.cli._demo import demo
+from edgekit.cli._optimize import optimize
 from edgekit.cli._profile import profile
 from edgekit.cli._report import report
 from edgekit.cli._setup import setup
@@ -257,6 +258,7 @@ def devices(as_json: bool) -> None:
 
 cli.add_command(convert)
 cli.add_command(demo)
+cli.add_command(optimize)
 cli.add_command(profile)
 cli.add_command(setup)
 cli.add_command(report)

@@ -49,24 +49,48 @@ def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
                                  param_hint=flag) from None
 
 
+#: the source and data options convert and optimize share (calibration, preprocessing, naming)
+DATA_OPTIONS = [
+    click.option("--calib", metavar="PATH|random", help="Calibration data: image folder, .npy, .npz, or 'random'."),
+    click.option("--calib-size", type=click.IntRange(min=1), default=200, show_default=True,
+                 help="Calibration samples (more are held out for validation)."),
+    click.option("--val-size", type=click.IntRange(min=1), help="Held-out validation samples [default: max(50, N/4)]."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration shuffle."),
+    click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:1,224,224,3",
+                 help="Fix an input's dynamic dimensions."),
+    click.option("--size", help="Resize images to HEIGHTxWIDTH [default: the model's input size]."),
+    click.option("--crop", help="Center-crop HEIGHTxWIDTH after resizing."),
+    click.option("--scale", type=float, default=1 / 255, show_default="1/255", help="Multiply pixels by this."),
+    click.option("--mean", help="Per-channel mean to subtract after scaling, e.g. 0.485,0.456,0.406."),
+    click.option("--std", help="Per-channel std to divide by, e.g. 0.229,0.224,0.225."),
+    click.option("--color", type=click.Choice(["rgb", "bgr", "gray"]), default="rgb", show_default=True),
+    click.option("--layout", type=click.Choice(["nhwc", "nchw"]), help="Image layout [default: from the input shape]."),
+    click.option("--name", help="Stem of the artifacts' names [default: the source's]."),
+    click.option("--trust-pickle", is_flag=True, help="PyTorch .pt2: load pickled objects beyond tensors (runs their "
+                 "code; only for files you trust)."),
+]
+
+
+def data_options(function: Any) -> Any:
+    for option in reversed(DATA_OPTIONS):
+        function = option(function)
+    return function
+
+
+def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | None, std: str | None, color: str,
+                layout: str | None) -> Any:
+    """The preprocessing recipe the data options describe."""
+    from edgekit.pipeline.preprocess import Recipe
+
+    return Recipe(size=_pair(size, "--size"), crop=_pair(crop, "--crop"), scale=scale, mean=_floats(mean, "--mean"),
+                  std=_floats(std, "--std"), color=color, layout=layout)
+
+
 @click.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--to", "targets", required=True, metavar="T1[,T2...]",
               help="Targets, e.g. tflite-int8,tflite-fp32 (see the README's conversions matrix).")
-@click.option("--calib", metavar="PATH|random", help="Calibration data: image folder, .npy, .npz, or 'random'.")
-@click.option("--calib-size", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Calibration samples (more are held out for validation).")
-@click.option("--val-size", type=click.IntRange(min=1), help="Held-out validation samples [default: max(50, N/4)].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration shuffle.")
-@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:1,224,224,3",
-              help="Fix an input's dynamic dimensions.")
-@click.option("--size", help="Resize images to HEIGHTxWIDTH [default: the model's input size].")
-@click.option("--crop", help="Center-crop HEIGHTxWIDTH after resizing.")
-@click.option("--scale", type=float, default=1 / 255, show_default="1/255", help="Multiply pixels by this.")
-@click.option("--mean", help="Per-channel mean to subtract after scaling, e.g. 0.485,0.456,0.406.")
-@click.option("--std", help="Per-channel std to divide by, e.g. 0.229,0.224,0.225.")
-@click.option("--color", type=click.Choice(["rgb", "bgr", "gray"]), default="rgb", show_default=True)
-@click.option("--layout", type=click.Choice(["nhwc", "nchw"]), help="Image layout [default: from the input shape].")
+@data_options
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("."),
               show_default=True, help="Where artifacts and their .json reports go.")
 @click.option("--max-drop", type=float, help="Fail (exit 1) when accuracy drops more than this many points.")
@@ -75,11 +99,8 @@ def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
               "agreement / SQNR floors) as ok, with a warning.")
 @click.option("--no-repair", is_flag=True, help="Do not try remedies when a quantized artifact collapses.")
 @click.option("--force", is_flag=True, help="Overwrite existing artifacts and reports.")
-@click.option("--name", help="Stem of the artifacts' names [default: the source's].")
 @click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write every target's report as one page (.html) or table (.md).")
-@click.option("--trust-pickle", is_flag=True, help="PyTorch .pt2: load pickled objects beyond tensors (runs their "
-              "code; only for files you trust).")
 @click.option("--io", type=click.Choice(["int8", "uint8", "float", "int16"]),
               help="TFLite: I/O type of integer targets [default: int8 for tflite-int8, float for tflite-int16x8].")
 @click.option("--allow-float-ops", is_flag=True, default=None,
@@ -132,13 +153,11 @@ def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_
     report each."""
     from edgekit._progress import rich_progress
     from edgekit.pipeline.conversion import convert as run_conversion
-    from edgekit.pipeline.preprocess import Recipe
 
     if options.get("io") == "uint8":
         click.echo("warning: uint8 I/O runs slower than int8 on XNNPACK and 32-bit ARM; prefer int8 unless the "
                    "device needs uint8", err=True)
-    recipe = Recipe(size=_pair(size, "--size"), crop=_pair(crop, "--crop"), scale=scale,
-                    mean=_floats(mean, "--mean"), std=_floats(std, "--std"), color=color, layout=layout)
+    recipe = recipe_from(size, crop, scale, mean, std, color, layout)
     with rich_progress() as progress:
         results = run_conversion(
             source, targets, calibration=calib, output_dir=output_dir, input_shapes=parse_input_shapes(input_shapes),

@@ -72,6 +72,8 @@ def _thread_counts(text: str | None) -> list[int | None]:
 @backend_option
 @device_option
 @precision_option
+@click.option("--graph-optimization", type=click.Choice(["disabled", "basic", "extended", "all"]),
+              help="ONNX Runtime: graph optimization level [default: ONNX Runtime's own, all].")
 @click.option("--save", "save_paths", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Write the report: .json, .csv, .md or .html (plots); may repeat.")
 @click.option("--baseline", type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -85,7 +87,7 @@ def profile(models: tuple[Path, ...], warmup_runs: int, warmup_seconds: float, r
             input_shapes: tuple[str, ...], inputs: tuple[str, ...], image: Path | None, seed: int,
             estimates: tuple[str, ...], estimate_only: bool, remotes: tuple[str, ...], identity: Path | None,
             remote_python: str, accept_new_host_key: bool, known_hosts: Path | None, ssh_timeout: float,
-            backend: str | None, device: str, precision: str | None,
+            backend: str | None, device: str, precision: str | None, graph_optimization: str | None,
             save_paths: tuple[Path, ...], baseline: Path | None, max_regression: str, conditions: tuple[str, ...],
             as_json: bool) -> None:
     """Benchmark MODEL(s): latency percentiles, throughput, memory, per-op time and device state."""
@@ -114,7 +116,7 @@ def profile(models: tuple[Path, ...], warmup_runs: int, warmup_seconds: float, r
                          timeout_s=ssh_timeout, python=remote_python)
         forwarded, files = _forwarded_args(warmup_runs, warmup_seconds, runs, min_seconds, max_seconds, threads_text,
                                            concurrency, per_op, top, input_shapes, inputs, image, seed, backend,
-                                           device, precision)
+                                           device, precision, graph_optimization)
         reports = _run_remotely(models, parsed, ssh, forwarded, files)
         models = ()  # nothing runs here
     for model in models:
@@ -125,7 +127,9 @@ def profile(models: tuple[Path, ...], warmup_runs: int, warmup_seconds: float, r
             reports.append(estimate(model, npu).to_dict())
         for threads in [] if estimate_only else _thread_counts(threads_text):
             click.echo(f"profiling {model} (threads {threads or 'default'})...", err=True)
-            with load(model, backend=backend, device=device, threads=threads, precision=precision) as runtime:
+            engine_options = {"graph_optimization": graph_optimization} if graph_optimization else {}
+            with load(model, backend=backend, device=device, threads=threads, precision=precision,
+                      **engine_options) as runtime:
                 feeds = npy_feeds(inputs, runtime) if inputs else image_feeds(image, model, runtime) if image else None
             report = run_profile(model, warmup_runs=warmup_runs, warmup_seconds=warmup_seconds, runs=runs,
                                  min_seconds=min_seconds, max_seconds=max_seconds, threads=threads, device=device,
@@ -150,7 +154,8 @@ def profile(models: tuple[Path, ...], warmup_runs: int, warmup_seconds: float, r
 def _forwarded_args(warmup_runs: int, warmup_seconds: float, runs: int, min_seconds: float, max_seconds: float,
                     threads_text: str | None, concurrency: int, per_op: bool, top: int, input_shapes: tuple[str, ...],
                     inputs: tuple[str, ...], image: Path | None, seed: int, backend: str | None,
-                    device: str, precision: str | None = None) -> tuple[list[str], list[Path]]:
+                    device: str, precision: str | None = None,
+                    graph_optimization: str | None = None) -> tuple[list[str], list[Path]]:
     """The local flags as arguments for the device's `edgekit profile`, and the files they need copied."""
     args = ["--warmup-runs", str(warmup_runs), "--warmup-seconds", str(warmup_seconds), "--runs", str(runs),
             "--min-seconds", str(min_seconds), "--max-seconds", str(max_seconds), "--concurrency", str(concurrency),
@@ -159,6 +164,7 @@ def _forwarded_args(warmup_runs: int, warmup_seconds: float, runs: int, min_seco
     args += ["--per-op"] if per_op else []
     args += ["--backend", backend] if backend else []
     args += ["--precision", precision] if precision else []
+    args += ["--graph-optimization", graph_optimization] if graph_optimization else []
     for shape in input_shapes:
         args += ["--input-shape", shape]
     files = []

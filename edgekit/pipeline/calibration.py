@@ -29,6 +29,8 @@ log = logging.getLogger("edgekit")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 DEFAULT_CALIB_SIZE = 200
 RANDOM_SOURCE = "random"
+#: calib_size asking for every sample in one split, none held out
+EVERY_SAMPLE = 1 << 62
 #: Synthetic data is made from the shapes a model declares, and model files are untrusted: a shape
 #: declaring petabytes must be a clear error, not a MemoryError. Real inputs are not capped.
 SYNTHETIC_LIMIT_BYTES = 2 * 2**30
@@ -80,6 +82,13 @@ class Provenance:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def every_sample(source: Any, inputs: Sequence[TensorSpec], *, recipe: Recipe | None = None,
+                 seed: int = 0) -> tuple[list[Sample], Provenance]:
+    """All of ``source``'s samples (loaded, in the seeded shuffle's order) with their provenance."""
+    dataset = build_dataset(source, inputs, recipe=recipe, calib_size=EVERY_SAMPLE, validation_size=0, seed=seed)
+    return list(dataset.calibration), dataset.provenance
 
 
 class Split:
@@ -161,6 +170,9 @@ def _take(count: int, calib_size: int, wanted_val: int, provenance: Provenance) 
     """Split ``count`` samples: calibration gets its size first, validation what is left (up to its size)."""
     if count == 0:
         raise CalibrationError(f"calibration data '{provenance.source}' holds no samples")
+    if calib_size == EVERY_SAMPLE:  # one split holding all of it (optimize's labeled --val data)
+        provenance.calibration_count = count
+        return count, 0
     calib = min(calib_size, count)
     if count < calib_size + wanted_val:
         # Small data: keep a quarter for validation rather than none, so accuracy can still be checked.

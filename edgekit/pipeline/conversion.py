@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import importlib
 import io
 import json
 import logging
@@ -163,6 +164,43 @@ def convert(
             reference.close()
     log.info("converted %s to %d target(s) in %.1f s", src.path, len(results), time.perf_counter() - started)
     return results
+
+
+def sensitivity_ranking(
+    source: Any,
+    target: str,
+    *,
+    calibration: Any,
+    work_dir: str | Path,
+    example_inputs: Any = None,
+    output_names: list[str] | tuple[str, ...] | None = None,
+    trust_pickle: bool = False,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    recipe: Recipe | None = None,
+    calib_size: int = 200,
+    validation_size: int | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> list[dict[str, Any]] | None:
+    """The per-layer sensitivity ranking of ``target``'s int8 model (``tflite-int8``, ``onnx-int8``): layers by
+    the quantization noise each adds, worst first, measured with the engine's own tooling on the calibration
+    samples (what the repair loop ranks, and what ``optimize`` keeps the top k of in float). None when the
+    target's route gives nothing to rank. Cached per model and calibration set (``_sensitivity``)."""
+    (chosen,) = resolve_targets(target)
+    ranker = importlib.import_module(f"edgekit.converters._{chosen.family}")
+    if not hasattr(ranker, "rank") or chosen.remedies is None:
+        raise ConversionError(f"{chosen.name} has no per-layer sensitivity ranking; tflite-int8 and onnx-int8 do")
+    src = open_source(source, input_shapes, example_inputs=example_inputs, output_names=output_names,
+                      trust_pickle=trust_pickle)
+    dataset = build_dataset(calibration, src.inputs, recipe=recipe or Recipe(), calib_size=calib_size,
+                            validation_size=validation_size, seed=seed)
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with staging_dir(work_dir) as staging:
+        job = _Job(src, chosen, src.path.stem, work_dir, staging, dataset, None, None, False, seed, options,
+                   _no_progress)
+        attempt = _attempt(job, 1, "ranking", ranker.RANK_OPTIONS)
+        return ranker.rank(attempt.staged, dataset.calibration.feeds())
 
 
 def _check_route(src: Source, targets: list[Target]) -> None:

@@ -1,0 +1,79 @@
+"""Content-addressed results, so a rerun, a resumed study or a second worker never redoes finished work.
+
+A key hashes everything the result depends on (model and data digests, target, options, tool versions; for a
+measurement also the artifact's sha256 and the runtime options). Entries are files written atomically
+(temporary name, then rename), and a per-key lock lets two workers on one machine wait for each other instead
+of converting the same thing twice. Hits and misses are counted per kind for the trial table and benchmark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+class Cache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.hits: Counter[str] = Counter()
+        self.misses: Counter[str] = Counter()
+
+    def folder(self, kind: str, key: str) -> Path:
+        folder = self.root / kind / key
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        entry = self.root / kind / key / "entry.json"
+        try:
+            value = json.loads(entry.read_text())
+        except (OSError, ValueError):
+            return None
+        self.hits[kind] += 1
+        return value
+
+    def put(self, kind: str, key: str, value: dict[str, Any]) -> dict[str, Any]:
+        self.misses[kind] += 1
+        entry = self.folder(kind, key) / "entry.json"
+        partial = entry.with_name(f".entry.{os.getpid()}.part")
+        partial.write_text(json.dumps(value, indent=1, default=str))
+        partial.replace(entry)
+        return value
+
+    def locked(self, kind: str, key: str) -> contextlib.AbstractContextManager[None]:
+        """Hold ``kind/key`` against other processes on this machine."""
+        return _flock(self.folder(kind, key) / ".lock")
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        kinds = sorted(set(self.hits) | set(self.misses))
+        return {kind: {"hits": self.hits[kind], "misses": self.misses[kind]} for kind in kinds}
+
+
+def device_lease(name: str) -> contextlib.AbstractContextManager[None]:
+    """One measurement at a time per device, across every worker process on this machine: two timings
+    sharing cores would each measure the other."""
+    folder = Path(os.environ.get("EDGEKIT_CACHE", Path.home() / ".cache" / "edgekit")) / "leases"
+    folder.mkdir(parents=True, exist_ok=True)
+    return _flock(folder / f"{digest(name)}.lock")
+
+
+@contextlib.contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    """An exclusive lock the kernel releases if its holder dies (no stale lock files to clean)."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,277 @@
+"""One trial's work: convert a candidate, measure its accuracy drop and its latency, each cached by content.
+
+Accuracy is judged per sample against the float original on a *search* split, and the budget is checked on
+the upper confidence bound of the drop (one-sided 95 %, normal approximation), so a lucky small sample does
+not pass. A second, *held-out* split that no trial is chosen on re-checks the final front. With labels the
+drop is in accuracy points (classifier outputs); otherwise it is (1 - cosine) x 100 per sample, the worst
+output counting — the same basis ``convert --max-drop`` uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit import __version__
+from edgekit.optimizing.cache import Cache, device_lease, digest
+from edgekit.optimizing.space import Candidate
+from edgekit.runtimes.errors import EdgekitError
+
+log = logging.getLogger("edgekit")
+
+Z_95 = 1.645  # one-sided 95 % normal quantile
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a trial depends on besides its candidate; JSON-safe, stored in the study so a ``--worker``
+    can join it with nothing but the storage URL and the study name."""
+
+    model: str
+    calibration: str
+    val: str | None = None
+    budget: float = 1.0
+    metric: str = "auto"  # auto: labels when the data and outputs allow, else cosine; or "cosine"
+    formats: tuple[str, ...] = ("tflite", "onnx", "openvino")
+    trials: int = 30
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    calib_size: int = 200
+    val_size: int | None = None
+    seed: int = 0
+    name: str | None = None
+    trust_pickle: bool = False
+    max_kept_float: int = 8
+    remote: str | None = None  # USER@HOST[:PORT]; None: this machine
+    ssh: dict[str, Any] = field(default_factory=dict)  # identity, known_hosts, accept_new_host_key, python
+    profile: dict[str, float] = field(default_factory=lambda: {"runs": 30, "warmup_seconds": 0.2,
+                                                                "min_seconds": 0.5, "max_seconds": 10.0})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Settings:
+        data = dict(data)
+        data["formats"] = tuple(data["formats"])
+        return cls(**data)
+
+    def search_key(self) -> dict[str, Any]:
+        """What makes two studies the same question (the trial count and devices' credentials do not)."""
+        data = self.to_dict()
+        for name in ("trials", "ssh"):
+            data.pop(name)
+        return data
+
+
+class Evaluator:
+    """Converts, validates and profiles candidates for one model and data set."""
+
+    def __init__(self, settings: Settings, cache: Cache, *, source: Any = None) -> None:
+        from edgekit.converters._source import open_source
+        from edgekit.pipeline.calibration import build_dataset, every_sample
+        from edgekit.pipeline.conversion import _source_info, _tool_versions
+        from edgekit.pipeline.preprocess import Recipe
+
+        self.settings, self.cache = settings, cache
+        self.source = source if source is not None else settings.model
+        self.recipe = Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.recipe.items()})
+        self.input_shapes = {k: tuple(v) for k, v in settings.input_shapes.items()} or None
+        src = open_source(self.source, self.input_shapes, name=settings.name, trust_pickle=settings.trust_pickle)
+        self.model_sha = _source_info(src)["sha256"]
+        self.tools = _tool_versions()
+        dataset = build_dataset(settings.calibration, src.inputs, recipe=self.recipe, calib_size=settings.calib_size,
+                                validation_size=settings.val_size, seed=settings.seed)
+        samples = every_sample(settings.val, src.inputs, recipe=self.recipe, seed=settings.seed)[0] \
+            if settings.val else list(dataset.validation)
+        if len(samples) < 4:
+            raise EdgekitError(f"only {len(samples)} validation sample(s): optimize needs at least 4 (half to "
+                               "search on, half held out); pass more data or --val")
+        # even samples steer the search, odd ones re-check the final front: no point is judged on its own data
+        self.splits = {"search": samples[0::2], "heldout": samples[1::2]}
+        self.data_sha = _samples_digest(list(dataset.calibration) + samples)
+        self.calibration_sha = _samples_digest(list(dataset.calibration))
+        self.reference = self._reference_outputs(src)
+        first = self.reference["search"][0]
+        self.labeled = settings.metric != "cosine" and all(s.label is not None for s in samples) \
+            and first.ndim == 2 and first.shape[1] > 1
+        self.basis = "accuracy points (labels)" if self.labeled else "(1 - cosine) x 100 (no labels)"
+        self.device = settings.remote or f"local:{socket.gethostname()}"
+
+    # -- the float original ------------------------------------------------------------------------------
+    def _reference_outputs(self, src: Any) -> dict[str, list[np.ndarray]]:
+        """The float model's outputs on both splits (first output per sample, and all outputs), cached."""
+        key = digest("reference", self.model_sha, self.data_sha, self.tools)
+        folder = self.cache.folder("reference", key)
+        stored = folder / "outputs.npz"
+        if self.cache.get("reference", key) is None:
+            from edgekit.pipeline.conversion import _float_reference, _no_progress
+
+            reference = _float_reference(src, folder, _no_progress)
+            try:
+                arrays = {}
+                for split, samples in self.splits.items():
+                    for index, sample in enumerate(samples):
+                        for position, value in enumerate(reference.run(sample.feeds).values()):
+                            arrays[f"{split}/{index}/{position}"] = np.asarray(value, dtype=np.float32)
+            finally:
+                reference.close()
+            with open(folder / "outputs.part.npz", "wb") as handle:
+                np.savez(handle, **arrays)
+            (folder / "outputs.part.npz").replace(stored)
+            self.cache.put("reference", key, {"samples": {k: len(v) for k, v in self.splits.items()}})
+        with np.load(stored) as loaded:
+            outputs = sum(1 for name in loaded.files if name.startswith("search/0/"))
+            self.reference_all = {split: [[loaded[f"{split}/{i}/{p}"] for p in range(outputs)]
+                                          for i in range(len(samples))] for split, samples in self.splits.items()}
+        return {split: [outputs[0] for outputs in per] for split, per in self.reference_all.items()}
+
+    # -- convert -------------------------------------------------------------------------------------------
+    def convert(self, candidate: Candidate) -> dict[str, Any]:
+        """The candidate's artifact (converted now, or found in the cache): path, sha256, size, options."""
+        from edgekit.pipeline.conversion import convert
+
+        options = dict(candidate.options)
+        if candidate.kept_float:
+            ranking = self.ranking(candidate.target)
+            options["exclude_nodes"] = tuple(r["node"] for r in ranking[: candidate.kept_float])
+        key = digest("artifact", self.model_sha, self.calibration_sha, candidate.target, options, self.tools,
+                     __version__, self.settings.input_shapes, self.settings.recipe,
+                     self.settings.calib_size, self.settings.seed)
+        with self.cache.locked("artifacts", key):
+            found = self.cache.get("artifacts", key)
+            if found is not None:
+                return {**found, "path": str(self.cache.root / found["path"]), "cached": True}
+            folder = self.cache.folder("artifacts", key)
+            started = time.perf_counter()
+            (result,) = convert(self.source, candidate.target, calibration=self.settings.calibration,
+                                output_dir=folder, input_shapes=self.input_shapes, recipe=self.recipe,
+                                calib_size=self.settings.calib_size, validation_size=self.settings.val_size,
+                                seed=self.settings.seed, name=self.settings.name,
+                                trust_pickle=self.settings.trust_pickle,
+                                validate_outputs=False, repair=False, force=True, **options)
+            entry = {"path": str(result.artifact.relative_to(self.cache.root)), "sha256":
+                     result.report["artifact"]["sha256"], "size_bytes": result.report["artifact"]["size_bytes"],
+                     "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+                     "convert_s": round(time.perf_counter() - started, 3),
+                     "report": str(result.report_path.relative_to(self.cache.root))}
+            self.cache.put("artifacts", key, entry)
+        return {**entry, "path": str(result.artifact), "cached": False}
+
+    def ranking(self, target: str) -> list[dict[str, Any]]:
+        """The target's per-layer sensitivity ranking, built once per model, target and calibration set."""
+        from edgekit.pipeline.conversion import sensitivity_ranking
+
+        key = digest("ranking", self.model_sha, self.calibration_sha, target, self.tools)
+        with self.cache.locked("ranking", key):
+            found = self.cache.get("ranking", key)
+            if found is None:
+                ranking = sensitivity_ranking(
+                    self.source, target, calibration=self.settings.calibration,
+                    work_dir=self.cache.folder("ranking", key), input_shapes=self.input_shapes, recipe=self.recipe,
+                    calib_size=self.settings.calib_size, validation_size=self.settings.val_size,
+                    seed=self.settings.seed, trust_pickle=self.settings.trust_pickle)
+                if not ranking:
+                    raise EdgekitError(f"{target}: this model's route gives no per-layer sensitivity ranking, so "
+                                       "no layer can be kept float by rank")
+                found = self.cache.put("ranking", key, {"ranking": ranking})
+        return found["ranking"]
+
+    # -- accuracy ------------------------------------------------------------------------------------------
+    def accuracy(self, candidate: Candidate, artifact: dict[str, Any], split: str = "search") -> dict[str, Any]:
+        """The candidate's drop on ``split``: mean, its upper 95 % bound and the basis, cached."""
+        runtime_options = {k: v for k, v in candidate.runtime_options().items() if k != "threads"}
+        key = digest("accuracy", artifact["sha256"], split, self.data_sha, runtime_options, self.settings.metric)
+        found = self.cache.get("accuracy", key)
+        if found is not None:
+            return found
+        from edgekit.pipeline.validation import cosine
+        from edgekit.runtimes import open_runtime
+
+        started = time.perf_counter()
+        per_sample, correct = [], []
+        with open_runtime(artifact["path"], **runtime_options) as runtime:
+            for index, sample in enumerate(self.splits[split]):
+                outputs = [np.asarray(v, dtype=np.float32) for v in runtime.run(sample.feeds).values()]
+                reference = self.reference_all[split][index]
+                if self.labeled:
+                    ref_right = int(reference[0].argmax() == sample.label)
+                    right = int(outputs[0].argmax() == sample.label)
+                    per_sample.append((ref_right - right) * 100.0)
+                    correct.append(right)
+                else:
+                    per_sample.append((1 - min(cosine(r, o) for r, o in zip(reference, outputs))) * 100)
+        drops = np.asarray(per_sample)
+        spread = float(drops.std(ddof=1) / np.sqrt(len(drops))) if len(drops) > 1 else 0.0
+        found = {"drop": round(float(drops.mean()), 4), "drop_ucb": round(float(drops.mean()) + Z_95 * spread, 4),
+                 "samples": len(drops), "basis": self.basis,
+                 "accuracy": round(100.0 * float(np.mean(correct)), 3) if correct else None,
+                 "validate_s": round(time.perf_counter() - started, 3), "execution": runtime.precision}
+        return self.cache.put("accuracy", key, found)
+
+    def float_accuracy(self, split: str) -> float | None:
+        if not self.labeled:
+            return None
+        right = [int(ref.argmax() == s.label) for ref, s in zip(self.reference[split], self.splits[split])]
+        return round(100.0 * float(np.mean(right)), 3)
+
+    # -- latency -------------------------------------------------------------------------------------------
+    def latency(self, candidate: Candidate, artifact: dict[str, Any], *, cached: bool = True,
+                short: bool = False) -> dict[str, Any]:
+        """p50/p90 on the device (this machine, or the remote one over SSH), one measurement at a time."""
+        settings = dict(self.settings.profile)
+        if short:  # a re-measurement round: several of these are interleaved and their medians taken
+            settings.update(min_seconds=min(0.3, settings["min_seconds"]), runs=min(20, int(settings["runs"])))
+        key = digest("latency", artifact["sha256"], candidate.runtime_options(), self.device, settings)
+        if cached:
+            found = self.cache.get("latency", key)
+            if found is not None:
+                return found
+        started = time.perf_counter()
+        with device_lease(self.device):
+            report = self._remote_profile(candidate, artifact, settings) if self.settings.remote \
+                else self._local_profile(candidate, artifact, settings)
+        found = {"p50_ms": report["latency_ms"]["p50"], "p90_ms": report["latency_ms"]["p90"],
+                 "engine": report.get("engine"), "threads": report.get("threads"),
+                 "execution": report.get("precision"), "device": self.device,
+                 "profile_s": round(time.perf_counter() - started, 3)}
+        return self.cache.put("latency", key, found) if cached else found
+
+    def _local_profile(self, candidate: Candidate, artifact: dict[str, Any], settings: dict[str, float]) -> dict:
+        from edgekit.profiling.profiler import profile
+        from edgekit.runtimes import open_runtime
+
+        with open_runtime(artifact["path"], **candidate.runtime_options()) as runtime:
+            return profile(runtime, runs=int(settings["runs"]), warmup_seconds=settings["warmup_seconds"],
+                           min_seconds=settings["min_seconds"], max_seconds=settings["max_seconds"],
+                           energy=False).to_dict(include_samples=False)
+
+    def _remote_profile(self, candidate: Candidate, artifact: dict[str, Any], settings: dict[str, float]) -> dict:
+        from edgekit.profiling.remote import SshOptions, parse_remote, profile_remote
+
+        ssh = dict(self.settings.ssh)
+        ssh["identity"] = Path(ssh["identity"]) if ssh.get("identity") else None
+        ssh["known_hosts"] = Path(ssh["known_hosts"]) if ssh.get("known_hosts") else None
+        args = ["--runs", str(int(settings["runs"])), "--warmup-seconds", str(settings["warmup_seconds"]),
+                "--min-seconds", str(settings["min_seconds"]), "--max-seconds", str(settings["max_seconds"])]
+        for name, value in candidate.runtime_options().items():
+            args += [f"--{name.replace('_', '-')}", str(value)]
+        report = profile_remote(Path(artifact["path"]), parse_remote(self.settings.remote), SshOptions(**ssh), args)
+        return report[0] if isinstance(report, list) else report
+
+
+def _samples_digest(samples: list[Any]) -> str:
+    found = hashlib.sha256()
+    for sample in samples:
+        for name in sorted(sample.feeds):
+            found.update(name.encode())
+            found.update(np.ascontiguousarray(sample.feeds[name]).tobytes())
+        found.update(str(sample.label).encode())
+    return found.hexdigest()[:24]

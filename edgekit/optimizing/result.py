@@ -1,0 +1,237 @@
+"""After the trials: settle the front, choose, and write what the user keeps.
+
+The feasible non-dominated trials and the baselines are re-measured in interleaved rounds (each round times
+every point once, so drift hits all alike); a point's latency is the median of its rounds and its noise floor
+the larger of their spread (1.4826 x MAD) and 2 % of that median. Each is re-checked on the held-out split.
+The chosen point is the fastest that holds the budget on held-out data; points within the noise floor of it
+count as tied, and among ties the smaller drop, then the smaller file wins.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.optimizing.space import Candidate, candidate_from_params
+
+SETTLE_ROUNDS = 5
+NOISE_FLOOR = 0.02  # relative: below this two latencies are not told apart on a shared machine
+
+
+@dataclass(frozen=True)
+class Point:
+    trial: int
+    target: str
+    candidate: dict[str, Any]
+    artifact: str
+    latency_ms: float
+    latency_p90_ms: float
+    drop: float
+    drop_ucb: float
+    size_bytes: int
+    feasible: bool
+    baseline: str | None = None
+    on_front: bool = False
+    noise_ms: float | None = None
+    heldout_drop: float | None = None
+    heldout_drop_ucb: float | None = None
+    command: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class OptimizeResult:
+    best: Point | None
+    front: list[Point]
+    trials: list[dict[str, Any]]
+    report_path: Path
+    trials_run_now: int
+    study: str
+    storage: str
+    budget: float
+    basis: str
+    cache: dict[str, dict[str, int]] = field(default_factory=dict)
+    why_none: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"best": self.best.to_dict() if self.best else None, "front": [p.to_dict() for p in self.front],
+                "trials_run_now": self.trials_run_now, "trials": len(self.trials), "study": self.study,
+                "storage": safe_url(self.storage), "budget": self.budget, "basis": self.basis,
+                "report": str(self.report_path), "cache": self.cache, "why_none": self.why_none}
+
+
+def write_outputs(study: Any, evaluator: Any, settings: Any, out: Path, *, run_id: str, storage: str,
+                  study_name: str) -> OptimizeResult:
+    from edgekit.optimizing.study import reproduce
+
+    trials = study.get_trials(deepcopy=False)
+    points = [_point(t, settings, reproduce) for t in trials if t.state.name == "COMPLETE"]
+    points = _unique(points)
+    front_ids = _non_dominated([p for p in points if p.feasible])
+    chosen_pool = [p for p in points if p.trial in front_ids or (p.baseline and p.feasible)]
+    settled = _settle(evaluator, chosen_pool + [p for p in points if p.baseline and not p.feasible])
+    points = [settled.get(p.trial, p) for p in points]
+    points = [_replace(p, on_front=p.trial in front_ids) for p in points]
+    by_trial = {p.trial: p for p in points}
+    front = sorted((by_trial[i] for i in front_ids), key=lambda p: p.latency_ms)
+    best, why_none = _choose([by_trial[p.trial] for p in chosen_pool], settings.budget)
+    if best is not None:  # the user's copy, beside the study (the cache keeps every other artifact)
+        best = _replace(best, artifact=str(_copy_best(best, out / "best")))
+    rows = [_row(t, by_trial.get(t.number)) for t in trials]
+    result = OptimizeResult(best, front, rows, out / "optimize.html",
+                            sum(1 for t in trials if t.user_attrs.get("run") == run_id
+                                and t.state.name in ("COMPLETE", "FAIL")),
+                            study_name, storage, settings.budget, evaluator.basis, evaluator.cache.counts(), why_none)
+    _write_tables(rows, out)
+    (out / "result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    from edgekit.report.optimize import render
+
+    rankings = {t: evaluator.ranking(t) for t in _ranked_targets(points)}
+    html = render(result, points, rankings, float_accuracy=evaluator.float_accuracy("search"),
+                  device=evaluator.device)
+    partial = out / ".optimize.html.part"
+    partial.write_text(html)
+    partial.replace(out / "optimize.html")
+    return result
+
+
+def _point(trial: Any, settings: Any, reproduce: Any) -> Point:
+    attrs = trial.user_attrs
+    artifact, accuracy, latency = attrs["artifact"], attrs["accuracy"], attrs["latency"]
+    candidate = attrs.get("candidate") or candidate_from_params(trial.params).to_dict()
+    return Point(trial.number, candidate["target"], candidate, artifact["path"], latency["p50_ms"],
+                 latency["p90_ms"], accuracy["drop"], accuracy["drop_ucb"], artifact["size_bytes"],
+                 all(c <= 0 for c in (trial.constraints or {}).values()), attrs.get("baseline"),
+                 command=reproduce(settings, candidate, artifact["options"], artifact["path"]))
+
+
+def _unique(points: list[Point]) -> list[Point]:
+    """One point per distinct candidate (a sampler may propose a point twice; the cache made it free)."""
+    seen: dict[str, Point] = {}
+    for point in points:
+        key = json.dumps(point.candidate, sort_keys=True)
+        if key not in seen or point.baseline:
+            seen[key] = point
+    return sorted(seen.values(), key=lambda p: p.trial)
+
+
+def _non_dominated(points: list[Point]) -> list[int]:
+    """Trials no other point beats on latency, drop and size at once (lower is better on each)."""
+    def objectives(p: Point) -> tuple[float, float, float]:
+        return p.latency_ms, p.drop, p.size_bytes
+
+    front = []
+    for p in points:
+        a = objectives(p)
+        if not any(all(x <= y for x, y in zip(objectives(q), a)) and objectives(q) != a for q in points):
+            front.append(p.trial)
+    return front
+
+
+def _settle(evaluator: Any, points: list[Point]) -> dict[int, Point]:
+    """Interleaved re-measurement and the held-out re-check of ``points``."""
+    if not points:
+        return {}
+    rounds: dict[int, list[float]] = {p.trial: [] for p in points}
+    candidates = {p.trial: Candidate.from_dict(p.candidate) for p in points}
+    artifacts = {p.trial: _artifact(evaluator, p) for p in points}
+    for _ in range(SETTLE_ROUNDS):
+        for p in points:
+            measured = evaluator.latency(candidates[p.trial], artifacts[p.trial], cached=False, short=True)
+            rounds[p.trial].append(measured["p50_ms"])
+    settled = {}
+    for p in points:
+        median = statistics.median(rounds[p.trial])
+        mad = statistics.median(abs(x - median) for x in rounds[p.trial])
+        heldout = evaluator.accuracy(candidates[p.trial], artifacts[p.trial], "heldout")
+        settled[p.trial] = _replace(p, latency_ms=round(median, 5), noise_ms=round(max(1.4826 * mad,
+                                    NOISE_FLOOR * median), 5), heldout_drop=heldout["drop"],
+                                    heldout_drop_ucb=heldout["drop_ucb"])
+    return settled
+
+
+def _artifact(evaluator: Any, point: Point) -> dict[str, Any]:
+    from edgekit.runtimes._formats import open_model_file
+
+    return {"path": point.artifact, "sha256": open_model_file(Path(point.artifact)).sha256()}
+
+
+def _choose(pool: list[Point], budget: float) -> tuple[Point | None, str | None]:
+    holding = [p for p in pool if p.heldout_drop_ucb is not None and p.heldout_drop_ucb <= budget]
+    if not holding:
+        if not pool:
+            return None, f"no trial held the budget of {budget:g} on the search data"
+        return None, f"no front point held the budget of {budget:g} on the held-out data"
+    fastest = min(holding, key=lambda p: p.latency_ms)
+    tied = [p for p in holding if p.latency_ms - fastest.latency_ms <= max(fastest.noise_ms or 0, p.noise_ms or 0)]
+    return min(tied, key=lambda p: (p.drop, p.size_bytes, p.latency_ms)), None
+
+
+def _replace(point: Point, **changes: Any) -> Point:
+    return Point(**{**point.__dict__, **changes})
+
+
+def _row(trial: Any, point: Point | None) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    artifact, accuracy, latency = attrs.get("artifact", {}), attrs.get("accuracy", {}), attrs.get("latency", {})
+    return {
+        "trial": trial.number, "state": trial.state.name.lower(), "baseline": attrs.get("baseline"),
+        "target": (attrs.get("candidate") or {}).get("target"), "candidate": attrs.get("candidate"),
+        "latency_ms": latency.get("p50_ms"), "latency_p90_ms": latency.get("p90_ms"),
+        "settled_latency_ms": point.latency_ms if point and point.noise_ms is not None else None,
+        "noise_ms": point.noise_ms if point else None,
+        "drop": accuracy.get("drop"), "drop_ucb": accuracy.get("drop_ucb"), "accuracy": accuracy.get("accuracy"),
+        "heldout_drop_ucb": point.heldout_drop_ucb if point else None,
+        "size_bytes": artifact.get("size_bytes"), "feasible": point.feasible if point else None,
+        "on_front": point.on_front if point else False, "artifact": artifact.get("path"),
+        "convert_s": artifact.get("convert_s") if not artifact.get("cached") else 0.0,
+        "validate_s": accuracy.get("validate_s"), "profile_s": latency.get("profile_s"),
+        "converted_now": artifact.get("cached") is False, "error": attrs.get("error"),
+        "worker": attrs.get("worker"), "run": attrs.get("run"), "command": point.command if point else None,
+    }
+
+
+def _write_tables(rows: list[dict[str, Any]], out: Path) -> None:
+    (out / ".trials.json.part").write_text(json.dumps(rows, indent=1, default=str) + "\n")
+    (out / ".trials.json.part").replace(out / "trials.json")
+    columns = [c for c in rows[0] if c != "candidate"] if rows else []
+    with open(out / ".trials.csv.part", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / ".trials.csv.part").replace(out / "trials.csv")
+
+
+def _copy_best(best: Point, folder: Path) -> Path:
+    """The winner and its conversion report into ``folder``; returns the artifact's new path."""
+    source = Path(best.artifact)
+    if folder.exists():
+        shutil.rmtree(folder)
+    staging = folder.with_name(".best.part")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for companion in [source, source.with_suffix(".bin"), Path(f"{source}.json")]:
+        if companion.is_file():
+            shutil.copy2(companion, staging / companion.name)
+    staging.replace(folder)
+    return folder / source.name
+
+
+def _ranked_targets(points: list[Point]) -> list[str]:
+    return sorted({p.target for p in points if p.candidate.get("kept_float")})
+
+
+def safe_url(url: str) -> str:
+    """A storage URL without its password, for messages and files."""
+    head, at, tail = url.rpartition("@")
+    if not at or head.count(":") < 2:
+        return url
+    scheme, user = head.split(":", 2)[:2]
+    return f"{scheme}:{user}:***@{tail}"

@@ -1,0 +1,314 @@
+"""``edgekit.optimize``: the fastest form of a model within an accuracy budget, measured on the device.
+
+An Optuna study (multi-objective: p50 latency, accuracy drop, size; the budget a constraint on the drop's upper
+confidence bound) lives in SQL storage — an SQLite file in the output folder by default, so Ctrl-C and a rerun
+continue where it stopped; PostgreSQL to share one study between worker processes or machines. Each format's
+default int8 and fp32 conversions are enqueued first (the baselines), a brute-force sweep replaces TPE when the
+space is no larger than the trial budget, and every conversion and measurement is cached by content, so no
+finished work is redone. At the end the feasible Pareto front and the baselines are re-measured interleaved
+(differences within the noise floor are ties) and re-checked on held-out data no trial was chosen on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from edgekit.optimizing.cache import Cache, digest
+from edgekit.optimizing.evaluate import Evaluator, Settings
+from edgekit.optimizing.result import OptimizeResult, safe_url, write_outputs
+from edgekit.optimizing.space import PRECISIONS, Space, candidate_from_params
+from edgekit.runtimes.errors import EdgekitError, MissingDependencyError
+
+log = logging.getLogger("edgekit")
+
+STUDY_FILE = "study.db"
+SETTINGS_ATTR = "edgekit_settings"
+RUN_ENV = "EDGEKIT_OPTIMIZE_RUN"  # the invocation a spawned worker's trials count for
+
+
+class TrialFailed(Exception):
+    """A candidate that could not be converted or run: recorded as a failed trial with its reason."""
+
+
+def optimize(
+    model: Any,
+    *,
+    calibration: Any,
+    output_dir: str | Path,
+    val: str | Path | None = None,
+    budget: float = 1.0,
+    cosine: float | None = None,
+    formats: tuple[str, ...] | list[str] = ("tflite", "onnx", "openvino"),
+    trials: int = 30,
+    timeout_s: float | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    workers: int = 1,
+    remote: str | None = None,
+    ssh: dict[str, Any] | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    recipe: Any = None,
+    calib_size: int = 200,
+    val_size: int | None = None,
+    seed: int = 0,
+    name: str | None = None,
+    trust_pickle: bool = False,
+    max_kept_float: int = 8,
+) -> OptimizeResult:
+    """Search formats, precisions, quantization and runtime options for the fastest artifact within ``budget``.
+
+    Args:
+        model: A model file ``edgekit convert`` takes (.pt2, .keras, SavedModel, .onnx, float .tflite) or a
+            torch ``nn.Module`` (one process only: workers rebuild the source from its path).
+        calibration: Calibration data as for ``convert`` (its held-out part judges accuracy unless ``val``).
+        output_dir: Where the study, the cache, the trial table, the report and the winning artifact go.
+        val: Labeled validation data (image folder with class sub-folders): the drop is then in accuracy points.
+        budget: The largest drop allowed: accuracy points with labels, else (1 - cosine) x 100.
+        cosine: Judge by cosine similarity with the float model instead: the budget becomes (1 - cosine) x 100.
+        formats: Any of ``tflite``, ``onnx``, ``openvino``.
+        trials: Trials the study ends with (a rerun continues up to this count).
+        timeout_s: Stop starting new trials after this many seconds.
+        storage: An Optuna storage URL (``postgresql://...`` to share the study); default an SQLite file in
+            ``output_dir``.
+        study: The study's name (default: the model's stem and a digest of the settings).
+        workers: Worker processes on this machine (more than one needs a server storage such as PostgreSQL).
+        remote: ``USER@HOST[:PORT]``: measure latency on that device over SSH; ``ssh`` holds ``identity``,
+            ``known_hosts``, ``accept_new_host_key`` and the device's ``python``.
+        input_shapes, recipe, calib_size, val_size, seed, name, trust_pickle: As for ``convert``.
+        max_kept_float: The most layers the search may keep in float, by sensitivity rank.
+
+    Returns:
+        An ``OptimizeResult``: the chosen point, the front, every trial and the report's path.
+    """
+    settings = _settings(model, calibration, val, budget, cosine, formats, trials, input_shapes, recipe, calib_size,
+                         val_size, seed, name, trust_pickle, max_kept_float, remote, ssh)
+    if timeout_s is not None and timeout_s <= 0:
+        raise EdgekitError(f"--timeout must be positive, got {timeout_s:g} s")
+    if workers < 1:
+        raise EdgekitError(f"--workers must be at least 1, got {workers}")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    url = storage or f"sqlite:///{(out / STUDY_FILE).resolve()}"
+    if workers > 1 and url.startswith("sqlite"):
+        raise EdgekitError(f"--workers {workers} needs a server storage: SQLite is not safe for parallel workers "
+                           "(Optuna's FAQ); pass --storage postgresql://USER@HOST/DB")
+    if workers > 1 and not isinstance(model, (str, os.PathLike)):
+        raise EdgekitError("--workers needs a model file: worker processes cannot share an in-memory module")
+    study_name = study or f"{_stem(model, name)}-{digest(settings.search_key())[:8]}"
+    run_id = uuid.uuid4().hex[:12]
+    optuna_study = _open_study(url, study_name, settings, create=True)
+    space = _space(settings)
+    evaluator = Evaluator(settings, Cache(out / "cache"), source=model)
+    if not optuna_study.trials:
+        for params in space.defaults():  # the coordinator alone enqueues (concurrent enqueues duplicate)
+            optuna_study.enqueue_trial(params, user_attrs={"baseline": _baseline_name(params)}, skip_if_exists=True)
+    helpers = [_spawn_worker(url, study_name, out, run_id) for _ in range(workers - 1)]
+    try:
+        _run_trials(optuna_study, evaluator, space, settings, run_id, timeout_s)
+    finally:
+        for helper in helpers:
+            if sys.exc_info()[0] is not None:
+                helper.terminate()
+            helper.wait()
+    failed_helpers = [h.returncode for h in helpers if h.returncode not in (0, None)]
+    if failed_helpers:
+        log.warning("worker process(es) exited with %s", failed_helpers)
+    return write_outputs(optuna_study, evaluator, settings, out, run_id=run_id, storage=url, study_name=study_name)
+
+
+def run_worker(storage: str, study_name: str, output_dir: str | Path) -> int:
+    """Join a study another ``optimize`` created: evaluate trials until it has its count. Returns how many
+    this worker evaluated."""
+    out = Path(output_dir)
+    optuna_study = _open_study(storage, study_name, None, create=False)
+    settings = Settings.from_dict(optuna_study.user_attrs[SETTINGS_ATTR])
+    evaluator = Evaluator(settings, Cache(out / "cache"))
+    run_id = os.environ.get(RUN_ENV) or uuid.uuid4().hex[:12]
+    return _run_trials(optuna_study, evaluator, _space(settings), settings, run_id, None)
+
+
+def _settings(model: Any, calibration: Any, val: Any, budget: float, cosine: float | None, formats: Any, trials: int,
+              input_shapes: Any, recipe: Any, calib_size: int, val_size: int | None, seed: int, name: str | None,
+              trust_pickle: bool, max_kept_float: int, remote: str | None, ssh: dict[str, Any] | None) -> Settings:
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
+    unknown = [f for f in formats if f not in PRECISIONS]
+    if unknown or not formats:
+        raise EdgekitError(f"--formats {','.join(unknown) or '(none)'}: choose from {', '.join(PRECISIONS)}")
+    if cosine is not None:
+        if not 0 < cosine <= 1:
+            raise EdgekitError(f"--cosine must be in (0, 1], got {cosine:g}")
+        budget = (1 - cosine) * 100
+    if budget < 0:
+        raise EdgekitError(f"--budget must be zero or more accuracy points, got {budget:g}")
+    if trials < 1:
+        raise EdgekitError(f"--trials must be at least 1, got {trials}")
+    if not isinstance(calibration, (str, os.PathLike)):
+        raise EdgekitError("optimize takes calibration data as a path (image folder, .npy, .npz)")
+    if remote:
+        from edgekit.profiling.remote import parse_remote
+
+        parse_remote(remote)
+    return Settings(
+        model=str(Path(model).resolve()) if isinstance(model, (str, os.PathLike)) else f"<{type(model).__name__}>",
+        calibration=str(Path(calibration).resolve()), val=str(Path(val).resolve()) if val else None,
+        budget=float(budget), metric="cosine" if cosine is not None else "auto", formats=formats, trials=trials,
+        input_shapes={k: list(v) for k, v in (input_shapes or {}).items()},
+        recipe=recipe.to_dict() if recipe is not None else {}, calib_size=calib_size, val_size=val_size, seed=seed,
+        name=name, trust_pickle=trust_pickle, max_kept_float=max_kept_float, remote=remote,
+        ssh={k: str(v) if isinstance(v, Path) else v for k, v in (ssh or {}).items()})
+
+
+def _stem(model: Any, name: str | None) -> str:
+    if name:
+        return name
+    return Path(model).stem if isinstance(model, (str, os.PathLike)) else type(model).__name__.lower()
+
+
+def _optuna() -> Any:
+    try:
+        import optuna
+    except ImportError as exc:
+        raise MissingDependencyError("optuna (needed for edgekit optimize)", "optimize") from exc
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def _open_study(url: str, study_name: str, settings: Settings | None, *, create: bool) -> Any:
+    optuna = _optuna()
+    try:
+        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}}
+                                             if url.startswith("sqlite") else {})
+        if not create:
+            return optuna.load_study(study_name=study_name, storage=storage)
+        found = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
+                                    directions=["minimize", "minimize", "minimize"])
+    except KeyError as exc:
+        raise EdgekitError(f"no study '{study_name}' in {safe_url(url)}; start it with edgekit optimize MODEL "
+                           f"--study {study_name} --storage URL first") from exc
+    except Exception as exc:  # SQLAlchemy's connection and schema errors have no common base worth naming here
+        if isinstance(exc, EdgekitError):
+            raise
+        raise EdgekitError(f"cannot open the study storage {safe_url(url)}: {str(exc).splitlines()[0]}") from exc
+    found.set_metric_names(["latency_p50_ms", "drop", "size_mb"])
+    stored = found.user_attrs.get(SETTINGS_ATTR)
+    if stored is None:
+        found.set_user_attr(SETTINGS_ATTR, settings.to_dict())
+    elif Settings.from_dict(stored).search_key() != settings.search_key():
+        changed = sorted(k for k, v in settings.search_key().items()
+                         if Settings.from_dict(stored).search_key().get(k) != v)
+        raise EdgekitError(f"study '{study_name}' was started with other settings ({', '.join(changed)} differ); "
+                           "pass another --study or the same settings")
+    return found
+
+
+def _space(settings: Settings) -> Space:
+    cores = os.cpu_count() or 1
+    counts = (1, 2, 4) if settings.remote else tuple(n for n in (1, 2, 4, 8) if n <= cores)
+    return Space(settings.formats, (0, *counts), settings.max_kept_float)
+
+
+def _baseline_name(params: dict[str, Any]) -> str:
+    fmt = params["format"]
+    return f"{fmt}-{params[f'{fmt}.precision']} default"
+
+
+def _spawn_worker(url: str, study_name: str, out: Path, run_id: str) -> subprocess.Popen:
+    command = [sys.executable, "-c", "from edgekit.cli import main; main()", "optimize", "--worker",
+               "--storage", url, "--study", study_name, "-o", str(out)]
+    return subprocess.Popen(command, env={**os.environ, RUN_ENV: run_id}, stdout=subprocess.DEVNULL)
+
+
+def finished(study: Any) -> list[Any]:
+    """Trials that count: complete ones, and those that failed for a reason of their own (not an interrupt)."""
+    states = study.get_trials(deepcopy=False)
+    return [t for t in states if t.state.name == "COMPLETE" or (t.state.name == "FAIL" and "error" in t.user_attrs)]
+
+
+def _run_trials(study: Any, evaluator: Evaluator, space: Space, settings: Settings, run_id: str,
+                timeout_s: float | None) -> int:
+    optuna = _optuna()
+    if len(finished(study)) >= settings.trials:
+        return 0
+    points = len(space.enumerate())
+    sampler = optuna.samplers.BruteForceSampler(seed=settings.seed) if points <= settings.trials else \
+        optuna.samplers.TPESampler(seed=settings.seed, multivariate=True, group=True, constant_liar=True)
+    study.sampler = sampler
+    evaluated = [0]
+
+    def objective(trial: Any) -> tuple[float, float, float]:
+        candidate = space.suggest(trial)
+        trial.set_user_attr("run", run_id)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("candidate", candidate.to_dict())
+        evaluated[0] += 1
+        try:
+            artifact = evaluator.convert(candidate)
+            accuracy = evaluator.accuracy(candidate, artifact)
+            latency = evaluator.latency(candidate, artifact)
+        except EdgekitError as exc:
+            trial.set_user_attr("error", str(exc))
+            raise TrialFailed(str(exc)) from exc
+        trial.set_user_attr("artifact", artifact)
+        trial.set_user_attr("accuracy", accuracy)
+        trial.set_user_attr("latency", latency)
+        trial.set_constraint("drop_ucb_minus_budget", accuracy["drop_ucb"] - settings.budget)
+        log.info("trial %d: %s -> %.4f ms, drop %.3f (ucb %.3f), %d bytes", trial.number, candidate.describe(),
+                 latency["p50_ms"], accuracy["drop"], accuracy["drop_ucb"], artifact["size_bytes"])
+        return latency["p50_ms"], accuracy["drop"], artifact["size_bytes"] / 1e6
+
+    def stop_when_done(study: Any, trial: Any) -> None:
+        if len(finished(study)) >= settings.trials:
+            study.stop()
+
+    started = time.monotonic()
+    study.optimize(objective, timeout=timeout_s, catch=(TrialFailed,), callbacks=[stop_when_done])
+    log.info("%d trial(s) evaluated in %.1f s", evaluated[0], time.monotonic() - started)
+    return evaluated[0]
+
+
+def reproduce(settings: Settings, candidate: dict[str, Any], options: dict[str, Any], artifact: str) -> str:
+    """The commands that rebuild and re-measure one point by hand."""
+    import shlex
+
+    flags = {"io": "--io", "calib_method": "--calib-method", "preset": "--preset"}
+    parts = ["edgekit", "convert", settings.model, "--to", candidate["target"], "--calib", settings.calibration,
+             "--calib-size", str(settings.calib_size), "--seed", str(settings.seed)]
+    parts += ["--val-size", str(settings.val_size)] if settings.val_size else []
+    for name, shape in settings.input_shapes.items():
+        parts += ["--input-shape", f"{name}:{','.join(map(str, shape))}"]
+    recipe = settings.recipe
+    for key in ("size", "crop"):
+        parts += [f"--{key}", "x".join(map(str, recipe[key]))] if recipe.get(key) else []
+    for key in ("mean", "std"):
+        parts += [f"--{key}", ",".join(map(str, recipe[key]))] if recipe.get(key) else []
+    parts += ["--scale", repr(recipe["scale"])] if "scale" in recipe else []
+    parts += ["--color", recipe["color"]] if recipe.get("color") else []
+    parts += ["--layout", recipe["layout"]] if recipe.get("layout") else []
+    parts += ["--name", settings.name] if settings.name else []
+    parts += ["--trust-pickle"] if settings.trust_pickle else []
+    for name, value in options.items():
+        if name in flags:
+            parts += [flags[name], str(value)]
+        elif name == "per_channel":
+            parts.append("--per-channel" if value else "--per-tensor")
+        elif name in ("keep_output_float", "allow_float_ops") and value:
+            parts.append("--" + name.replace("_", "-"))
+        elif name == "exclude_nodes":
+            parts += ["--exclude-nodes", ",".join(value)]
+    profile = ["edgekit", "profile", artifact]
+    for name in ("threads", "precision", "graph_optimization"):
+        if candidate.get(name) is not None:
+            profile += [f"--{name.replace('_', '-')}", str(candidate[name])]
+    profile += ["--remote", settings.remote] if settings.remote else []
+    return " ".join(map(shlex.quote, parts)) + " && " + " ".join(map(shlex.quote, profile))
+
+
+__all__ = ["optimize", "run_worker", "reproduce", "finished", "candidate_from_params"]
