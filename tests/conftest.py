@@ -24,6 +24,7 @@ ENGINE_MODULES = {
     "openvino": ("openvino",),
     "tensorflow": ("tensorflow",),
     "torch": ("torch",),
+    "optuna": ("optuna",),
 }
 
 
@@ -167,6 +168,27 @@ def digits_openvino_all(tmp_path_factory, digits_keras, digits_folder):
     """Every OpenVINO target of the digits CNN."""
     return _convert_digits(tmp_path_factory, digits_keras, digits_folder, "openvino",
                            "openvino-int8,openvino-fp16,openvino-fp32")
+
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+DIGITS_IMAGES = SAMPLES / "digits" / "images"  # the bundled labeled images the digits nets never trained on
+
+
+@pytest.fixture(scope="session")
+def digits_torch_onnx(tmp_path_factory) -> Path:
+    """samples/pytorch_to_edge.py's CNN, trained on sklearn's digits (not the bundled images), as ONNX [1,1,8,8]."""
+    import importlib.util as util
+
+    import edgekit
+
+    spec = util.spec_from_file_location("pytorch_to_edge", SAMPLES / "pytorch_to_edge.py")
+    sample = util.module_from_spec(spec)
+    spec.loader.exec_module(sample)
+    import torch
+
+    (result,) = edgekit.convert(sample.train(), "onnx-fp32", example_inputs=torch.zeros(1, 1, 8, 8), name="digits",
+                                output_dir=tmp_path_factory.mktemp("digits-torch"), validate_outputs=False)
+    return result.artifact
 
 
 def make_conv_onnx(path: Path, *, opset: int = 17, dynamic_hw: bool = False) -> Path:

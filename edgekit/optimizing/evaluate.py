@@ -51,6 +51,7 @@ class Settings:
     max_kept_float: int = 8
     remote: str | None = None  # USER@HOST[:PORT]; None: this machine
     ssh: dict[str, Any] = field(default_factory=dict)  # identity, known_hosts, accept_new_host_key, python
+    settle_rounds: int = 5  # interleaved re-measurements of the front at the end
     profile: dict[str, float] = field(default_factory=lambda: {"runs": 30, "warmup_seconds": 0.2,
                                                                 "min_seconds": 0.5, "max_seconds": 10.0})
 
@@ -66,7 +67,7 @@ class Settings:
     def search_key(self) -> dict[str, Any]:
         """What makes two studies the same question (the trial count and devices' credentials do not)."""
         data = self.to_dict()
-        for name in ("trials", "ssh"):
+        for name in ("trials", "ssh", "settle_rounds"):
             data.pop(name)
         return data
 

@@ -19,7 +19,6 @@ from typing import Any
 
 from edgekit.optimizing.space import Candidate, candidate_from_params
 
-SETTLE_ROUNDS = 5
 NOISE_FLOOR = 0.02  # relative: below this two latencies are not told apart on a shared machine
 
 
@@ -142,7 +141,7 @@ def _settle(evaluator: Any, points: list[Point]) -> dict[int, Point]:
     rounds: dict[int, list[float]] = {p.trial: [] for p in points}
     candidates = {p.trial: Candidate.from_dict(p.candidate) for p in points}
     artifacts = {p.trial: _artifact(evaluator, p) for p in points}
-    for _ in range(SETTLE_ROUNDS):
+    for _ in range(evaluator.settings.settle_rounds):
         for p in points:
             measured = evaluator.latency(candidates[p.trial], artifacts[p.trial], cached=False, short=True)
             rounds[p.trial].append(measured["p50_ms"])
@@ -194,7 +193,8 @@ def _row(trial: Any, point: Point | None) -> dict[str, Any]:
         "convert_s": artifact.get("convert_s") if not artifact.get("cached") else 0.0,
         "validate_s": accuracy.get("validate_s"), "profile_s": latency.get("profile_s"),
         "converted_now": artifact.get("cached") is False, "error": attrs.get("error"),
-        "worker": attrs.get("worker"), "run": attrs.get("run"), "command": point.command if point else None,
+        "device": latency.get("device"), "worker": attrs.get("worker"), "run": attrs.get("run"),
+        "command": point.command if point else None,
     }
 
 

@@ -11,6 +11,7 @@ finished work is redone. At the end the feasible Pareto front and the baselines 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -18,6 +19,8 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ log = logging.getLogger("edgekit")
 STUDY_FILE = "study.db"
 SETTINGS_ATTR = "edgekit_settings"
 RUN_ENV = "EDGEKIT_OPTIMIZE_RUN"  # the invocation a spawned worker's trials count for
+MAX_REPEATS = 25  # proposals in a row of points already evaluated before the search counts as exhausted
 
 
 class TrialFailed(Exception):
@@ -62,6 +66,7 @@ def optimize(
     name: str | None = None,
     trust_pickle: bool = False,
     max_kept_float: int = 8,
+    settle_rounds: int = 5,
 ) -> OptimizeResult:
     """Search formats, precisions, quantization and runtime options for the fastest artifact within ``budget``.
 
@@ -84,12 +89,13 @@ def optimize(
             ``known_hosts``, ``accept_new_host_key`` and the device's ``python``.
         input_shapes, recipe, calib_size, val_size, seed, name, trust_pickle: As for ``convert``.
         max_kept_float: The most layers the search may keep in float, by sensitivity rank.
+        settle_rounds: Interleaved re-measurements of the front and the baselines at the end.
 
     Returns:
         An ``OptimizeResult``: the chosen point, the front, every trial and the report's path.
     """
     settings = _settings(model, calibration, val, budget, cosine, formats, trials, input_shapes, recipe, calib_size,
-                         val_size, seed, name, trust_pickle, max_kept_float, remote, ssh)
+                         val_size, seed, name, trust_pickle, max_kept_float, remote, ssh, settle_rounds)
     if timeout_s is not None and timeout_s <= 0:
         raise EdgekitError(f"--timeout must be positive, got {timeout_s:g} s")
     if workers < 1:
@@ -137,7 +143,8 @@ def run_worker(storage: str, study_name: str, output_dir: str | Path) -> int:
 
 def _settings(model: Any, calibration: Any, val: Any, budget: float, cosine: float | None, formats: Any, trials: int,
               input_shapes: Any, recipe: Any, calib_size: int, val_size: int | None, seed: int, name: str | None,
-              trust_pickle: bool, max_kept_float: int, remote: str | None, ssh: dict[str, Any] | None) -> Settings:
+              trust_pickle: bool, max_kept_float: int, remote: str | None, ssh: dict[str, Any] | None,
+              settle_rounds: int) -> Settings:
     formats = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
     unknown = [f for f in formats if f not in PRECISIONS]
     if unknown or not formats:
@@ -150,6 +157,8 @@ def _settings(model: Any, calibration: Any, val: Any, budget: float, cosine: flo
         raise EdgekitError(f"--budget must be zero or more accuracy points, got {budget:g}")
     if trials < 1:
         raise EdgekitError(f"--trials must be at least 1, got {trials}")
+    if settle_rounds < 1:
+        raise EdgekitError(f"--settle-rounds must be at least 1, got {settle_rounds}")
     if not isinstance(calibration, (str, os.PathLike)):
         raise EdgekitError("optimize takes calibration data as a path (image folder, .npy, .npz)")
     if remote:
@@ -163,7 +172,7 @@ def _settings(model: Any, calibration: Any, val: Any, budget: float, cosine: flo
         input_shapes={k: list(v) for k, v in (input_shapes or {}).items()},
         recipe=recipe.to_dict() if recipe is not None else {}, calib_size=calib_size, val_size=val_size, seed=seed,
         name=name, trust_pickle=trust_pickle, max_kept_float=max_kept_float, remote=remote,
-        ssh={k: str(v) if isinstance(v, Path) else v for k, v in (ssh or {}).items()})
+        ssh={k: str(v) if isinstance(v, Path) else v for k, v in (ssh or {}).items()}, settle_rounds=settle_rounds)
 
 
 def _stem(model: Any, name: str | None) -> str:
@@ -179,6 +188,13 @@ def _optuna() -> Any:
         raise MissingDependencyError("optuna (needed for edgekit optimize)", "optimize") from exc
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
+
+
+@contextlib.contextmanager
+def _quiet_experimental(optuna: Any) -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 def _open_study(url: str, study_name: str, settings: Settings | None, *, create: bool) -> Any:
@@ -197,7 +213,8 @@ def _open_study(url: str, study_name: str, settings: Settings | None, *, create:
         if isinstance(exc, EdgekitError):
             raise
         raise EdgekitError(f"cannot open the study storage {safe_url(url)}: {str(exc).splitlines()[0]}") from exc
-    found.set_metric_names(["latency_p50_ms", "drop", "size_mb"])
+    with _quiet_experimental(optuna):
+        found.set_metric_names(["latency_p50_ms", "drop", "size_mb"])
     stored = found.user_attrs.get(SETTINGS_ATTR)
     if stored is None:
         found.set_user_attr(SETTINGS_ATTR, settings.to_dict())
@@ -238,13 +255,19 @@ def _run_trials(study: Any, evaluator: Evaluator, space: Space, settings: Settin
     if len(finished(study)) >= settings.trials:
         return 0
     points = len(space.enumerate())
-    sampler = optuna.samplers.BruteForceSampler(seed=settings.seed) if points <= settings.trials else \
-        optuna.samplers.TPESampler(seed=settings.seed, multivariate=True, group=True, constant_liar=True)
-    study.sampler = sampler
-    evaluated = [0]
+    with _quiet_experimental(optuna):  # TPE's group= is "experimental" since Optuna 2.8; used as its docs advise
+        study.sampler = optuna.samplers.BruteForceSampler(seed=settings.seed) if points <= settings.trials else \
+            optuna.samplers.TPESampler(seed=settings.seed, multivariate=True, group=True, constant_liar=True)
+    evaluated, repeats = [0], [0]
 
     def objective(trial: Any) -> tuple[float, float, float]:
         candidate = space.suggest(trial)
+        twin = _evaluated_twin(study, candidate, trial.number)
+        if twin is not None:  # a sampler may propose a point again: it costs a trial, not a measurement
+            repeats[0] += 1
+            trial.set_user_attr("duplicate_of", twin)
+            raise optuna.TrialPruned(f"same point as trial {twin}")
+        repeats[0] = 0
         trial.set_user_attr("run", run_id)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("candidate", candidate.to_dict())
@@ -267,11 +290,25 @@ def _run_trials(study: Any, evaluator: Evaluator, space: Space, settings: Settin
     def stop_when_done(study: Any, trial: Any) -> None:
         if len(finished(study)) >= settings.trials:
             study.stop()
+        elif repeats[0] >= MAX_REPEATS:
+            log.warning("the sampler proposed only points already evaluated %d times in a row: stopping with "
+                        "%d trials (the space is exhausted for it)", MAX_REPEATS, len(finished(study)))
+            study.stop()
 
     started = time.monotonic()
     study.optimize(objective, timeout=timeout_s, catch=(TrialFailed,), callbacks=[stop_when_done])
     log.info("%d trial(s) evaluated in %.1f s", evaluated[0], time.monotonic() - started)
     return evaluated[0]
+
+
+def _evaluated_twin(study: Any, candidate: Any, number: int) -> int | None:
+    """The trial that already evaluated (or is evaluating) this exact point, if any."""
+    key = candidate.to_dict()
+    for other in study.get_trials(deepcopy=False):
+        if other.number != number and other.state.name in ("COMPLETE", "RUNNING") \
+                and other.user_attrs.get("candidate") == key:
+            return other.number
+    return None
 
 
 def reproduce(settings: Settings, candidate: dict[str, Any], options: dict[str, Any], artifact: str) -> str:
@@ -303,7 +340,8 @@ def reproduce(settings: Settings, candidate: dict[str, Any], options: dict[str, 
             parts.append("--" + name.replace("_", "-"))
         elif name == "exclude_nodes":
             parts += ["--exclude-nodes", ",".join(value)]
-    profile = ["edgekit", "profile", artifact]
+    parts += ["-o", "reproduced"]
+    profile = ["edgekit", "profile", f"reproduced/{Path(artifact).name}"]
     for name in ("threads", "precision", "graph_optimization"):
         if candidate.get(name) is not None:
             profile += [f"--{name.replace('_', '-')}", str(candidate[name])]
