@@ -185,6 +185,7 @@ def test_two_workers_share_one_postgresql_study_and_it_resumes(digits_torch_onnx
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     assert len(complete) >= 8
     assert len({t.user_attrs["worker"] for t in complete}) == 2, "both workers evaluated trials"
+    assert {t.user_attrs["latency"]["lease"] for t in complete} == {"database"}, "the device is leased in the study"
     rows = json.loads((tmp_path / "trials.json").read_text())
     converted = [r["artifact"] for r in rows if r["converted_now"]]
     assert len(converted) == len(set(converted)), "two workers converted the same artifact"
@@ -215,3 +216,19 @@ def test_a_worker_needs_a_study_to_join(tmp_path):
     url = f"sqlite:///{tmp_path / 'none.db'}"
     done = CliRunner().invoke(cli, ["optimize", "--worker", "--storage", url, "--study", "nope", "-o", str(tmp_path)])
     assert done.exit_code == 1 and "no study 'nope'" in done.output, done.output
+
+
+def test_the_report_page_renders_in_a_browser(searched):
+    """The optimize page as a person sees it: no console errors, one row per trial, a drawn Pareto plot."""
+    import base64
+    import re
+
+    from browser import chromium, console_errors, non_blank
+
+    result, out = searched
+    done = chromium(out / "optimize.html", "--dump-dom")
+    assert done.returncode == 0 and not console_errors(done.stderr), done.stderr[-2000:]
+    trials_table = done.stdout.split("<h2>Trials</h2>", 1)[1].split("</table>", 1)[0]
+    assert trials_table.count("<tr>") == len(result.trials) + 1  # the header row and one per trial
+    (plot,) = re.findall(r"src=\"data:image/png;base64,([^\"]+)\"", done.stdout)
+    assert non_blank(base64.b64decode(plot))

@@ -180,3 +180,22 @@ def test_engine_missing_on_the_remote_device(pi_sshd, tmp_path, tflite_int8):
 def test_sys_is_not_mounted_in_the_root():
     """With the host's /sys visible, onnxruntime's CPU detection segfaults under qemu: keep it out."""
     assert subprocess.run(["mountpoint", "-q", str(ROOT / "sys")]).returncode != 0
+
+
+@pytest.mark.optuna
+def test_optimize_measures_its_trials_on_the_emulated_pi(pi_sshd, tmp_path, digits_torch_onnx):
+    """One trial round with latency measured on the arm64 device over SSH (the baselines: ONNX int8 and fp32)."""
+    images = Path(__file__).resolve().parent.parent / "samples" / "digits" / "images"
+    result = CliRunner().invoke(cli, [
+        "optimize", str(digits_torch_onnx), "--calib", str(images), "--color", "gray", "--layout", "nchw",
+        "--calib-size", "100", "--val-size", "100", "--formats", "onnx", "--trials", "2", "--settle-rounds", "1",
+        "--remote", f"root@127.0.0.1:{pi_sshd.port}", "--identity", str(pi_sshd.client_key),
+        "--known-hosts", str(tmp_path / "known_hosts"), "--accept-new-host-key", "--python", "/opt/venv/bin/python",
+        "-o", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    rows = json.loads((tmp_path / "out" / "trials.json").read_text())
+    assert [r["baseline"] for r in rows] == ["onnx-int8 default", "onnx-fp32 default"]
+    assert all(r["device"] == f"root@127.0.0.1:{pi_sshd.port}" and r["latency_ms"] > 0 for r in rows)
+    assert data["best"]["artifact"].endswith(".onnx") and f"--remote root@127.0.0.1:{pi_sshd.port}" in \
+        data["best"]["command"]

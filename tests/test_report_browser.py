@@ -5,16 +5,11 @@ not blank, one table row per artifact."""
 from __future__ import annotations
 
 import base64
-import io
-import os
 import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
-from pathlib import Path
 
-import numpy as np
 import pytest
+from browser import chromium, console_errors, non_blank, require_chromium
 from click.testing import CliRunner
 from conftest import make_conv_onnx
 
@@ -22,21 +17,7 @@ import edgekit
 from edgekit.cli import cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.onnxruntime]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-if CHROMIUM is None:
-    if os.environ.get("CI"):
-        pytest.fail("chromium is missing: .ci/run installs it (apt-get install chromium)", pytrace=False)
-    pytest.skip("chromium is not installed (apt-get install chromium)", allow_module_level=True)
-
-
-def chromium(page: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           "--enable-logging=stderr", "--v=0", *args, page.as_uri()],
-                          capture_output=True, text=True, timeout=120)
-
-
-def console_errors(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]
+require_chromium()  # skips this module where Chromium is absent (fails in CI)
 
 
 class _Page(HTMLParser):
@@ -61,13 +42,6 @@ class _Page(HTMLParser):
     def handle_endtag(self, tag):
         if tag == "table":
             self.in_comparison = self.in_body = False
-
-
-def _non_blank(png: bytes) -> bool:
-    from PIL import Image
-
-    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float32)
-    return pixels.std() > 5 and (pixels < 128).mean() > 0.002  # ink on the page, not one flat colour
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +70,13 @@ def test_the_report_renders_in_chromium_with_plots_and_one_row_per_artifact(repo
     assert parsed.rows == artifacts
     assert len(parsed.plots) == 1 + artifacts  # the comparison plot, then one strip per profiled artifact
     for source in parsed.plots:
-        assert source.startswith("data:image/png;base64,") and _non_blank(base64.b64decode(source.split(",", 1)[1]))
+        assert source.startswith("data:image/png;base64,") and non_blank(base64.b64decode(source.split(",", 1)[1]))
     assert "http://" not in page.read_text() and "https://" not in page.read_text()  # nothing fetched
     for name, size in (("desktop", "1200,1600"), ("phone", "390,844")):  # kept beside the page for a person
         shot = page.with_name(f"report-{name}.png")
         done = chromium(page, f"--screenshot={shot}", f"--window-size={size}")
         assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
-        assert _non_blank(shot.read_bytes())
+        assert non_blank(shot.read_bytes())
 
 
 def test_clicking_a_header_sorts_the_table(report_page, tmp_path):

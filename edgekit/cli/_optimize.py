@@ -43,6 +43,7 @@ def _seconds(text: str | None) -> float | None:
               help="Most layers kept in float, by sensitivity rank.")
 @click.option("--settle-rounds", type=click.IntRange(min=1), default=5, show_default=True,
               help="Interleaved re-measurements of the front and the baselines at the end.")
+@click.option("--search-seed", type=int, default=0, show_default=True, help="The sampler's seed.")
 @click.option("--remote", metavar="USER@HOST[:PORT]", help="Measure latency on this device over SSH.")
 @click.option("--identity", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="SSH private key for --remote.")
@@ -58,8 +59,9 @@ def optimize(model: Path | None, calib: str | None, calib_size: int, val_size: i
              std: str | None, color: str, layout: str | None, name: str | None, trust_pickle: bool,
              val: Path | None, budget: float, cosine: float | None, formats: str, trials: int,
              timeout_text: str | None, storage: str | None, study_name: str | None, workers: int, as_worker: bool,
-             max_kept_float: int, settle_rounds: int, remote: str | None, identity: Path | None, remote_python: str,
-             accept_new_host_key: bool, known_hosts: Path | None, output_dir: Path, as_json: bool) -> None:
+             max_kept_float: int, settle_rounds: int, search_seed: int, remote: str | None, identity: Path | None,
+             remote_python: str, accept_new_host_key: bool, known_hosts: Path | None, output_dir: Path,
+             as_json: bool) -> None:
     """Find the fastest form of MODEL within an accuracy budget: search formats, precisions, quantization and
     runtime options with Optuna, measuring latency on the device."""
     from edgekit.optimizing.study import optimize as run_optimize
@@ -82,7 +84,7 @@ def optimize(model: Path | None, calib: str | None, calib_size: int, val_size: i
             study=study_name, workers=workers, remote=remote, ssh=ssh, input_shapes=parse_input_shapes(input_shapes),
             recipe=recipe_from(size, crop, scale, mean, std, color, layout), calib_size=calib_size,
             val_size=val_size, seed=seed, name=name, trust_pickle=trust_pickle, max_kept_float=max_kept_float,
-            settle_rounds=settle_rounds)
+            settle_rounds=settle_rounds, search_seed=search_seed)
     except KeyboardInterrupt:
         click.echo(f"interrupted: finished trials are kept in the study; run the same command again to continue "
                    f"({output_dir})", err=True)

@@ -60,12 +60,29 @@ class Cache:
         return {kind: {"hits": self.hits[kind], "misses": self.misses[kind]} for kind in kinds}
 
 
-def device_lease(name: str) -> contextlib.AbstractContextManager[None]:
-    """One measurement at a time per device, across every worker process on this machine: two timings
-    sharing cores would each measure the other."""
+def device_lease(name: str, engine: Any = None) -> contextlib.AbstractContextManager[None]:
+    """One measurement at a time per device: two timings sharing cores would each measure the other. Workers
+    sharing a PostgreSQL study (``engine``: its SQLAlchemy engine) lease the device through the database, so
+    workers on other machines wait too; otherwise every worker process on this machine takes a file lock."""
+    if engine is not None and engine.dialect.name == "postgresql":
+        return _advisory_lock(engine, name)
     folder = Path(os.environ.get("EDGEKIT_CACHE", Path.home() / ".cache" / "edgekit")) / "leases"
     folder.mkdir(parents=True, exist_ok=True)
     return _flock(folder / f"{digest(name)}.lock")
+
+
+@contextlib.contextmanager
+def _advisory_lock(engine: Any, name: str) -> Iterator[None]:
+    """A PostgreSQL session-level advisory lock (released by the server if the worker's connection drops)."""
+    import sqlalchemy
+
+    key = int(digest(name)[:15], 16)  # 60 bits: fits PostgreSQL's bigint
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        try:
+            yield
+        finally:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
 
 
 @contextlib.contextmanager

@@ -52,6 +52,7 @@ class Settings:
     remote: str | None = None  # USER@HOST[:PORT]; None: this machine
     ssh: dict[str, Any] = field(default_factory=dict)  # identity, known_hosts, accept_new_host_key, python
     settle_rounds: int = 5  # interleaved re-measurements of the front at the end
+    search_seed: int = 0  # the sampler's (``seed`` is the data shuffle's, as in convert)
     profile: dict[str, float] = field(default_factory=lambda: {"runs": 30, "warmup_seconds": 0.2,
                                                                 "min_seconds": 0.5, "max_seconds": 10.0})
 
@@ -67,7 +68,7 @@ class Settings:
     def search_key(self) -> dict[str, Any]:
         """What makes two studies the same question (the trial count and devices' credentials do not)."""
         data = self.to_dict()
-        for name in ("trials", "ssh", "settle_rounds"):
+        for name in ("trials", "ssh", "settle_rounds", "search_seed"):
             data.pop(name)
         return data
 
@@ -105,6 +106,7 @@ class Evaluator:
             and first.ndim == 2 and first.shape[1] > 1
         self.basis = "accuracy points (labels)" if self.labeled else "(1 - cosine) x 100 (no labels)"
         self.device = settings.remote or f"local:{socket.gethostname()}"
+        self.lease_engine = None  # a shared study's database engine: devices are then leased through it
 
     # -- the float original ------------------------------------------------------------------------------
     def _reference_outputs(self, src: Any) -> dict[str, list[np.ndarray]]:
@@ -236,12 +238,13 @@ class Evaluator:
             if found is not None:
                 return found
         started = time.perf_counter()
-        with device_lease(self.device):
+        with device_lease(self.device, self.lease_engine):
             report = self._remote_profile(candidate, artifact, settings) if self.settings.remote \
                 else self._local_profile(candidate, artifact, settings)
         found = {"p50_ms": report["latency_ms"]["p50"], "p90_ms": report["latency_ms"]["p90"],
                  "engine": report.get("engine"), "threads": report.get("threads"),
                  "execution": report.get("precision"), "device": self.device,
+                 "lease": "database" if self.lease_engine is not None else "file lock",
                  "profile_s": round(time.perf_counter() - started, 3)}
         return self.cache.put("latency", key, found) if cached else found
 

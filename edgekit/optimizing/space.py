@@ -140,7 +140,7 @@ def _candidate(target: str, options: dict[str, Any], kept: int, threads: int, pr
     knobs = KNOBS.get(target, {})
     # a knob at the converter's default is left out: the artifact is then exactly what `convert` makes
     options = {k: v for k, v in options.items() if v != knobs[k][0]}
-    if kept and target == "tflite-int8":
+    if target == "tflite-int8" and (kept or options.get("keep_output_float")):
         options["allow_float_ops"] = True  # the layers kept float are float ops by design
     return Candidate(target, options, kept, threads or None, None if precision in (None, "auto") else precision,
                      None if graph in (None, "all") else graph)

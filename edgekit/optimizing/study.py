@@ -67,6 +67,7 @@ def optimize(
     trust_pickle: bool = False,
     max_kept_float: int = 8,
     settle_rounds: int = 5,
+    search_seed: int = 0,
 ) -> OptimizeResult:
     """Search formats, precisions, quantization and runtime options for the fastest artifact within ``budget``.
 
@@ -90,12 +91,13 @@ def optimize(
         input_shapes, recipe, calib_size, val_size, seed, name, trust_pickle: As for ``convert``.
         max_kept_float: The most layers the search may keep in float, by sensitivity rank.
         settle_rounds: Interleaved re-measurements of the front and the baselines at the end.
+        search_seed: The sampler's seed (``seed`` shuffles the data, as in ``convert``).
 
     Returns:
         An ``OptimizeResult``: the chosen point, the front, every trial and the report's path.
     """
     settings = _settings(model, calibration, val, budget, cosine, formats, trials, input_shapes, recipe, calib_size,
-                         val_size, seed, name, trust_pickle, max_kept_float, remote, ssh, settle_rounds)
+                         val_size, seed, name, trust_pickle, max_kept_float, remote, ssh, settle_rounds, search_seed)
     if timeout_s is not None and timeout_s <= 0:
         raise EdgekitError(f"--timeout must be positive, got {timeout_s:g} s")
     if workers < 1:
@@ -113,16 +115,19 @@ def optimize(
     optuna_study = _open_study(url, study_name, settings, create=True)
     space = _space(settings)
     evaluator = Evaluator(settings, Cache(out / "cache"), source=model)
+    evaluator.lease_engine = _shared_engine(optuna_study)
     if not optuna_study.trials:
         for params in space.defaults():  # the coordinator alone enqueues (concurrent enqueues duplicate)
             optuna_study.enqueue_trial(params, user_attrs={"baseline": _baseline_name(params)}, skip_if_exists=True)
     helpers = [_spawn_worker(url, study_name, out, run_id) for _ in range(workers - 1)]
     try:
         _run_trials(optuna_study, evaluator, space, settings, run_id, timeout_s)
+    except BaseException:  # Ctrl-C or an error here: the helpers stop too (their trial in flight is lost)
+        for helper in helpers:
+            helper.terminate()
+        raise
     finally:
         for helper in helpers:
-            if sys.exc_info()[0] is not None:
-                helper.terminate()
             helper.wait()
     failed_helpers = [h.returncode for h in helpers if h.returncode not in (0, None)]
     if failed_helpers:
@@ -137,6 +142,7 @@ def run_worker(storage: str, study_name: str, output_dir: str | Path) -> int:
     optuna_study = _open_study(storage, study_name, None, create=False)
     settings = Settings.from_dict(optuna_study.user_attrs[SETTINGS_ATTR])
     evaluator = Evaluator(settings, Cache(out / "cache"))
+    evaluator.lease_engine = _shared_engine(optuna_study)
     run_id = os.environ.get(RUN_ENV) or uuid.uuid4().hex[:12]
     return _run_trials(optuna_study, evaluator, _space(settings), settings, run_id, None)
 
@@ -144,7 +150,7 @@ def run_worker(storage: str, study_name: str, output_dir: str | Path) -> int:
 def _settings(model: Any, calibration: Any, val: Any, budget: float, cosine: float | None, formats: Any, trials: int,
               input_shapes: Any, recipe: Any, calib_size: int, val_size: int | None, seed: int, name: str | None,
               trust_pickle: bool, max_kept_float: int, remote: str | None, ssh: dict[str, Any] | None,
-              settle_rounds: int) -> Settings:
+              settle_rounds: int, search_seed: int) -> Settings:
     formats = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
     unknown = [f for f in formats if f not in PRECISIONS]
     if unknown or not formats:
@@ -172,7 +178,8 @@ def _settings(model: Any, calibration: Any, val: Any, budget: float, cosine: flo
         input_shapes={k: list(v) for k, v in (input_shapes or {}).items()},
         recipe=recipe.to_dict() if recipe is not None else {}, calib_size=calib_size, val_size=val_size, seed=seed,
         name=name, trust_pickle=trust_pickle, max_kept_float=max_kept_float, remote=remote,
-        ssh={k: str(v) if isinstance(v, Path) else v for k, v in (ssh or {}).items()}, settle_rounds=settle_rounds)
+        ssh={k: str(v) if isinstance(v, Path) else v for k, v in (ssh or {}).items()}, settle_rounds=settle_rounds,
+        search_seed=search_seed)
 
 
 def _stem(model: Any, name: str | None) -> str:
@@ -186,7 +193,8 @@ def _optuna() -> Any:
         import optuna
     except ImportError as exc:
         raise MissingDependencyError("optuna (needed for edgekit optimize)", "optimize") from exc
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna logs a failed trial with its traceback; edgekit logs the one-line reason itself
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     return optuna
 
 
@@ -237,6 +245,13 @@ def _baseline_name(params: dict[str, Any]) -> str:
     return f"{fmt}-{params[f'{fmt}.precision']} default"
 
 
+def _shared_engine(study: Any) -> Any:
+    """The SQLAlchemy engine of a study kept on a database server (None for SQLite: one machine only)."""
+    storage = getattr(study._storage, "_backend", study._storage)  # Optuna wraps RDBStorage in a cache
+    engine = getattr(storage, "engine", None)
+    return engine if engine is not None and engine.dialect.name == "postgresql" else None
+
+
 def _spawn_worker(url: str, study_name: str, out: Path, run_id: str) -> subprocess.Popen:
     command = [sys.executable, "-c", "from edgekit.cli import main; main()", "optimize", "--worker",
                "--storage", url, "--study", study_name, "-o", str(out)]
@@ -256,8 +271,9 @@ def _run_trials(study: Any, evaluator: Evaluator, space: Space, settings: Settin
         return 0
     points = len(space.enumerate())
     with _quiet_experimental(optuna):  # TPE's group= is "experimental" since Optuna 2.8; used as its docs advise
-        study.sampler = optuna.samplers.BruteForceSampler(seed=settings.seed) if points <= settings.trials else \
-            optuna.samplers.TPESampler(seed=settings.seed, multivariate=True, group=True, constant_liar=True)
+        seed = settings.search_seed
+        study.sampler = optuna.samplers.BruteForceSampler(seed=seed) if points <= settings.trials else \
+            optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
     evaluated, repeats = [0], [0]
 
     def objective(trial: Any) -> tuple[float, float, float]:
@@ -278,6 +294,7 @@ def _run_trials(study: Any, evaluator: Evaluator, space: Space, settings: Settin
             latency = evaluator.latency(candidate, artifact)
         except EdgekitError as exc:
             trial.set_user_attr("error", str(exc))
+            log.warning("trial %d (%s) failed: %s", trial.number, candidate.describe(), exc)
             raise TrialFailed(str(exc)) from exc
         trial.set_user_attr("artifact", artifact)
         trial.set_user_attr("accuracy", accuracy)
