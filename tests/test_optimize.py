@@ -61,7 +61,9 @@ def test_the_chosen_artifact_holds_the_budget_on_held_out_data(searched, digits_
     result, out = searched
     assert result.best is not None, result.why_none
     chosen = Path(result.best.artifact)
-    assert chosen.parent == out / "best" and Path(f"{chosen}.json").is_file()
+    assert chosen.parent == out / "best"
+    report = json.loads(Path(f"{chosen}.json").read_text())
+    assert report["artifact"]["path"] == str(chosen) and report["optimize"]["trial"] == result.best.trial
     # the held-out half of the validation split, rebuilt here and judged by the engines directly
     with edgekit.load(digits_torch_onnx) as source:
         dataset = edgekit.build_dataset(DIGITS_IMAGES, source.inputs, recipe=RECIPE, calib_size=100,
@@ -203,6 +205,7 @@ def test_two_workers_share_one_postgresql_study_and_it_resumes(digits_torch_onnx
     (["--cosine", "1.5"], "--cosine must be in (0, 1]"),
     (["--workers", "2"], "needs a server storage"),
     (["--timeout", "soon"], "write a duration like 90s"),
+    (["--val", "/nowhere/labeled"], "--val '/nowhere/labeled' does not exist"),
 ])
 def test_bad_settings_are_one_line_errors_before_any_work(digits_torch_onnx, tmp_path, args, fragment):
     done = CliRunner().invoke(cli, ["optimize", str(digits_torch_onnx), *DATA, *args, "-o", str(tmp_path)])

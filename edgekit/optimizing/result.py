@@ -217,9 +217,15 @@ def _copy_best(best: Point, folder: Path) -> Path:
     staging = folder.with_name(".best.part")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for companion in [source, source.with_suffix(".bin"), Path(f"{source}.json")]:
+    for companion in [source, source.with_suffix(".bin")]:
         if companion.is_file():
             shutil.copy2(companion, staging / companion.name)
+    report_path = Path(f"{source}.json")
+    if report_path.is_file():  # the conversion report, plus what the search measured and why it was chosen
+        report = json.loads(report_path.read_text())
+        report["artifact"]["path"] = str(folder / source.name)
+        report["optimize"] = {k: v for k, v in best.to_dict().items() if k != "artifact"}
+        (staging / report_path.name).write_text(json.dumps(report, indent=2, default=str) + "\n")
     staging.replace(folder)
     return folder / source.name
 

@@ -165,8 +165,12 @@ def _settings(model: Any, calibration: Any, val: Any, budget: float, cosine: flo
         raise EdgekitError(f"--trials must be at least 1, got {trials}")
     if settle_rounds < 1:
         raise EdgekitError(f"--settle-rounds must be at least 1, got {settle_rounds}")
-    if not isinstance(calibration, (str, os.PathLike)):
-        raise EdgekitError("optimize takes calibration data as a path (image folder, .npy, .npz)")
+    if not isinstance(calibration, (str, os.PathLike)) or str(calibration) == "random":
+        raise EdgekitError(f"--calib {calibration!s:.40}: optimize needs real data as a path (image folder, .npy, "
+                           ".npz), since it judges accuracy on its held-out part")
+    for flag, path in (("--calib", calibration), ("--val", val)):
+        if path is not None and not Path(path).exists():
+            raise EdgekitError(f"{flag} '{path}' does not exist; check the path")
     if remote:
         from edgekit.profiling.remote import parse_remote
 
