@@ -1,6 +1,7 @@
 """How well ``edgekit optimize`` searches, on a space small enough to brute-force.
 
-    python benchmarks/optimize.py [--formats onnx,openvino] [--fraction 0.3] [--seeds 3] [--out DIR]
+    python benchmarks/optimize.py [--model digits|mobilenet_v3|resnet] [--formats onnx,openvino] [--fraction 0.3]
+                                  [--seeds 3] [--out DIR]
 
 1. Brute force: every point of the space (no layers kept float, so a few hundred points at most) is
    converted, validated and profiled once — the reference front.
@@ -11,10 +12,13 @@
 3. Wall time per trial split into convert / validate / profile (from the brute-force run's trial table), and
    the cache hit rates of a rerun as a fresh study (every conversion and measurement should be a hit).
 
-The model is samples/pytorch_to_edge.py's CNN trained on sklearn's digits, calibrated and judged on the
-bundled images it never trained on. The drop is judged by cosine with the float model (``--cosine 0.99``):
-with labels every form of a model this easy ties at a drop of 0, which leaves a one-point front and nothing
-for a search to find; the cosine separates fp32, fp16 and each int8 setting, so the front has several points.
+``digits`` is samples/pytorch_to_edge.py's CNN trained on sklearn's digits, calibrated and judged on the
+bundled images it never trained on; ``mobilenet_v3`` and ``resnet`` are tests/models/torch_zoo.py's nets
+(64 x 64, BatchNorm statistics measured on rendered pages), calibrated and judged on more rendered pages. The
+drop is judged by cosine with the float model (``--cosine 0.99``): with labels every form of an easy model
+ties at a drop of 0, which leaves a one-point front and nothing for a search to find; the cosine separates
+fp32, fp16 and each int8 setting. A fourth row draws as many points at random from the brute-force run, to
+show what a search without a model of the space gets.
 """
 
 from __future__ import annotations
@@ -47,6 +51,23 @@ def digits_onnx(folder: Path) -> Path:
     return result.artifact
 
 
+def zoo_onnx(name: str, folder: Path) -> tuple[Path, Path]:
+    """A torch_zoo net as ONNX, and an .npy of rendered pages to calibrate and judge it with."""
+    import numpy as np
+
+    import edgekit
+
+    sys.path.insert(0, str(ROOT / "tests" / "models"))
+    import torch_zoo
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model, example = torch_zoo.build(name)
+    (result,) = edgekit.convert(model, "onnx-fp32", example_inputs=example, name=name, output_dir=folder,
+                                validate_outputs=False, force=True)
+    np.save(folder / "pages.npy", torch_zoo.images(400, seed=1))
+    return result.artifact, folder / "pages.npy"
+
+
 def hypervolume(points: list[tuple[float, ...]], reference: tuple[float, ...]) -> float:
     """Exact hypervolume dominated by ``points`` (minimisation) up to ``reference``, by slicing the first axis."""
     points = sorted(p for p in points if all(x < r for x, r in zip(p, reference)))
@@ -69,6 +90,7 @@ def feasible_objectives(rows: list[dict], budget: float) -> list[tuple[float, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="digits", choices=["digits", "mobilenet_v3", "resnet"])
     parser.add_argument("--formats", default="onnx,openvino")
     parser.add_argument("--fraction", type=float, default=0.3)
     parser.add_argument("--seeds", type=int, default=3)
@@ -80,12 +102,15 @@ def main() -> None:
     from edgekit.optimizing.study import _space
 
     out = args.out or Path(tempfile.mkdtemp(prefix="edgekit-optimize-bench-"))
-    model = digits_onnx(out / "model")
     formats = tuple(args.formats.split(","))
-    common = dict(calibration=IMAGES, output_dir=out, formats=formats, cosine=0.99, calib_size=100, val_size=200,
-                  recipe=edgekit.Recipe(scale=1 / 255, color="gray", layout="nchw"), max_kept_float=0,
-                  settle_rounds=1)
-    space = _space(Settings(model=str(model), calibration=str(IMAGES), formats=formats, max_kept_float=0))
+    if args.model == "digits":
+        model, data = digits_onnx(out / "model"), IMAGES
+        recipe = edgekit.Recipe(scale=1 / 255, color="gray", layout="nchw")
+    else:
+        (model, data), recipe = zoo_onnx(args.model, out / "model"), None
+    common = dict(calibration=data, output_dir=out, formats=formats, cosine=0.99, calib_size=100, val_size=200,
+                  recipe=recipe, max_kept_float=0, settle_rounds=1)
+    space = _space(Settings(model=str(model), calibration=str(data), formats=formats, max_kept_float=0))
     budget = 1.0  # (1 - 0.99) x 100
     size = len(space.enumerate())
     cpu = platform.processor() or platform.machine()

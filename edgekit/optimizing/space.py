@@ -23,7 +23,7 @@ PRECISIONS: dict[str, tuple[str, ...]] = {
 }
 #: quantization knobs per target: name -> choices, the converter's default first
 KNOBS: dict[str, dict[str, tuple[Any, ...]]] = {
-    "tflite-int8": {"io": ("int8", "float"), "keep_output_float": (False, True)},
+    "tflite-int8": {"io": ("int8", "float"), "keep_output_float": (False, True), "allow_float_ops": (False, True)},
     "onnx-int8": {"calib_method": ("minmax", "entropy", "percentile"), "per_channel": (True, False),
                   "keep_output_float": (False, True)},
     "openvino-int8": {"preset": ("performance", "mixed"), "keep_output_float": (False, True)},

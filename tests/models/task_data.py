@@ -40,13 +40,25 @@ def render_line(text: str, height: int, width: int, *, seed: int = 0) -> np.ndar
 
 def render_page(height: int, width: int, *, seed: int = 0) -> np.ndarray:
     """A document page: a title, paragraphs of text lines, a boxed figure. HxWx3 uint8."""
+    return render_page_with_lines(height, width, seed=seed)[0]
+
+
+def render_page_with_lines(height: int, width: int, *, seed: int = 0) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+    """``render_page``'s page and the box (x0, y0, x1, y1) of every text line drawn on it: a text detector's
+    ground truth."""
     from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(seed)
     image = Image.new("RGB", (width, height), (250, 250, 248))
     draw = ImageDraw.Draw(image)
+    boxes = []
+
+    def text(position: tuple[int, int], words: str, size: int, fill: tuple[int, int, int]) -> None:
+        draw.text(position, words, fill=fill, font=_font(size))
+        boxes.append(tuple(int(v) for v in draw.textbbox(position, words, font=_font(size))))
+
     y = int(height * 0.05)
-    draw.text((width // 6, y), _text(rng, 6, 14).upper(), fill=(10, 10, 10), font=_font(max(8, height // 22)))
+    text((width // 6, y), _text(rng, 6, 14).upper(), max(8, height // 22), (10, 10, 10))
     y += height // 12
     line = max(6, height // 45)
     while y < height * 0.9:
@@ -56,11 +68,37 @@ def render_page(height: int, width: int, *, seed: int = 0) -> np.ndarray:
             y += box_h + line
             continue
         for _ in range(int(rng.integers(2, 6))):
-            words = " ".join(_text(rng, 2, 9) for _ in range(int(rng.integers(3, 9))))
-            draw.text((width // 10, y), words, fill=(20, 20, 20), font=_font(line))
+            text((width // 10, y), " ".join(_text(rng, 2, 9) for _ in range(int(rng.integers(3, 9)))), line,
+                 (20, 20, 20))
             y += int(line * 1.5)
         y += line
-    return np.asarray(image, dtype=np.uint8)
+    return np.asarray(image, dtype=np.uint8), [b for b in boxes if b[1] < height and b[3] > b[1]]
+
+
+def text_boxes(probability: np.ndarray, threshold: float = 0.3) -> list[tuple[int, ...]]:
+    """A DB text detector's boxes, as PaddleOCR post-processes them in the simplest form: connected regions of
+    the probability map above ``threshold``, each region's bounding box (x0, y0, x1, y1)."""
+    from scipy import ndimage
+
+    regions, _ = ndimage.label(probability > threshold)
+    return [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in ndimage.find_objects(regions) if s is not None]
+
+
+def detection_f1(found: list[tuple[int, ...]], truth: list[tuple[int, ...]], iou: float = 0.5) -> float:
+    """F1 of greedy one-to-one matches at IoU >= ``iou`` (the detection benchmarks' h-mean)."""
+    def overlap(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+        w, h = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+        inter = max(w, 0) * max(h, 0)
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+        return inter / union if union else 0.0
+
+    unmatched, hits = list(truth), 0
+    for box in found:
+        best = max(unmatched, key=lambda t: overlap(box, t), default=None)
+        if best is not None and overlap(box, best) >= iou:
+            unmatched.remove(best)
+            hits += 1
+    return 2 * hits / (len(found) + len(truth)) if found or truth else 1.0
 
 
 def _nchw(images: list[np.ndarray], mean: float | tuple, std: float | tuple) -> np.ndarray:
