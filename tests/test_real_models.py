@@ -159,6 +159,35 @@ def test_int8_ocr_reads_within_two_points_of_float_or_fails_saying_why(tmp_path,
         assert report["repair"]["attempts"][0]["collapsed"], "every remedy tried is recorded"
 
 
+@pytest.mark.parametrize("target", ["onnx-int8", "openvino-int8"])
+def test_int8_text_detector_finds_the_lines_within_two_points_of_float_or_fails_saying_why(tmp_path, target):
+    """The task metric of the PP-OCR text detector on rendered 640 x 640 pages: F1 of its boxes (DB's
+    probability map, thresholded and unclipped) against the text lines drawn. Each int8 form, repaired by
+    default, finds them within 2 points of the float model, or its report says failed and what collapsed."""
+    source = wheels.fetch("ppocr_det")
+    np.save(tmp_path / "calib.npy", task_data.pages(24, 640, 640, seed=1))
+    (result,) = edgekit.convert(source, target, calibration=tmp_path / "calib.npy", calib_size=16, validation_size=8,
+                                input_shapes={"x": (1, 3, 640, 640)}, output_dir=tmp_path / "out")
+    pages = [task_data.render_page_with_lines(640, 640, seed=900 + i) for i in range(16)]
+    feeds = [{"x": task_data.pages_from([image])} for image, _ in pages]
+    backend = "openvino" if target.startswith("openvino") else "onnxruntime"
+    f1 = {form: 100 * np.mean([task_data.detection_f1(task_data.text_boxes(o[0][0, 0]), boxes)
+                               for o, (_, boxes) in zip(outputs, pages)])
+          for form, outputs in (("float", _runs(source, "onnxruntime", feeds)),
+                                ("int8", _runs(result.artifact, backend, feeds)))}
+    report = result.report
+    repair = report["repair"]
+    tried = repair and [(a["remedy"], a["latency_ms"]) for a in repair["attempts"]]
+    print(f"{target}: F1 float {f1['float']:.1f}, int8 {f1['int8']:.1f}, status {report['status']}, remedy "
+          f"{repair and repair['chosen']}, attempts (remedy, p50 ms) {tried}")
+    assert f1["float"] >= 95, "the float detector should find the rendered lines: the task data is not text"
+    if f1["float"] - f1["int8"] > 2:
+        assert report["status"] == "failed" and any("collapsed" in f for f in report["failures"]), \
+            (f1, report["failures"])
+    elif repair:
+        assert repair["chosen"] and not repair["attempts"][-1]["collapsed"], "the kept attempt holds the floors"
+
+
 def test_silero_int8_openvino_is_one_clear_error(tmp_path):
     source = wheels.fetch("silero_vad")
     np.savez(tmp_path / "calib.npz", **task_data.voiced_audio(16, seed=3))

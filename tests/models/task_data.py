@@ -75,13 +75,20 @@ def render_page_with_lines(height: int, width: int, *, seed: int = 0) -> tuple[n
     return np.asarray(image, dtype=np.uint8), [b for b in boxes if b[1] < height and b[3] > b[1]]
 
 
-def text_boxes(probability: np.ndarray, threshold: float = 0.3) -> list[tuple[int, ...]]:
+def text_boxes(probability: np.ndarray, threshold: float = 0.3) -> list[tuple[float, ...]]:
     """A DB text detector's boxes, as PaddleOCR post-processes them in the simplest form: connected regions of
-    the probability map above ``threshold``, each region's bounding box (x0, y0, x1, y1)."""
+    the probability map above ``threshold``, each region's bounding box (x0, y0, x1, y1) grown back by the
+    unclip offset."""
     from scipy import ndimage
 
     regions, _ = ndimage.label(probability > threshold)
-    return [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in ndimage.find_objects(regions) if s is not None]
+    boxes = []
+    for found in ndimage.find_objects(regions):
+        x0, y0, x1, y1 = found[1].start, found[0].start, found[1].stop, found[0].stop
+        # DB predicts shrunk text kernels; PaddleOCR grows them back ("unclip", ratio 1.5): offset = A r / L
+        grow = (x1 - x0) * (y1 - y0) * 1.5 / (2 * ((x1 - x0) + (y1 - y0)))
+        boxes.append((x0 - grow, y0 - grow, x1 + grow, y1 + grow))
+    return boxes
 
 
 def detection_f1(found: list[tuple[int, ...]], truth: list[tuple[int, ...]], iou: float = 0.5) -> float:
@@ -133,7 +140,12 @@ def ocr_lines_upside_down(count: int, *, height: int = 48, width: int = 192,
 
 def pages(count: int, height: int, width: int, *, seed: int = 0, imagenet: bool = True) -> np.ndarray:
     images = [render_page(height, width, seed=seed * 10_000 + i) for i in range(count)]
-    return _nchw(images, *IMAGENET) if imagenet else _nchw(images, 0.0, 1.0)
+    return pages_from(images) if imagenet else _nchw(images, 0.0, 1.0)
+
+
+def pages_from(images: list[np.ndarray]) -> np.ndarray:
+    """Rendered pages normalised as ImageNet-trained models (PaddleOCR's detector among them) take them."""
+    return _nchw(images, *IMAGENET)
 
 
 def voiced_audio(count: int, *, samples: int = 512, rate: int = 16_000, seed: int = 0) -> dict[str, np.ndarray]:
