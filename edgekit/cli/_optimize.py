@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,9 @@ def optimize(model: Path | None, calib: str | None, calib_size: int, val_size: i
     """Find the fastest form of MODEL within an accuracy budget: search formats, precisions, quantization and
     runtime options with Optuna, measuring latency on the device."""
     from edgekit.optimizing.study import optimize as run_optimize
-    from edgekit.optimizing.study import run_worker
+    from edgekit.optimizing.study import run_worker, trial_log
+
+    trial_log.setLevel(logging.INFO)  # a search takes minutes: one line per trial on stderr
 
     if as_worker:
         if not (storage and study_name):

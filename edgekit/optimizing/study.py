@@ -27,10 +27,11 @@ from typing import Any
 from edgekit.optimizing.cache import Cache, digest
 from edgekit.optimizing.evaluate import Evaluator, Settings
 from edgekit.optimizing.result import OptimizeResult, safe_url, write_outputs
-from edgekit.optimizing.space import PRECISIONS, Space, candidate_from_params
+from edgekit.optimizing.space import PRECISIONS, Space
 from edgekit.runtimes.errors import EdgekitError, MissingDependencyError
 
 log = logging.getLogger("edgekit")
+trial_log = logging.getLogger("edgekit.optimize")  # one line per trial; the CLI shows it on stderr
 
 STUDY_FILE = "study.db"
 SETTINGS_ATTR = "edgekit_settings"
@@ -298,14 +299,15 @@ def _run_trials(study: Any, evaluator: Evaluator, space: Space, settings: Settin
             latency = evaluator.latency(candidate, artifact)
         except EdgekitError as exc:
             trial.set_user_attr("error", str(exc))
-            log.warning("trial %d (%s) failed: %s", trial.number, candidate.describe(), exc)
+            trial_log.warning("trial %d (%s) failed: %s", trial.number, candidate.describe(), exc)
             raise TrialFailed(str(exc)) from exc
         trial.set_user_attr("artifact", artifact)
         trial.set_user_attr("accuracy", accuracy)
         trial.set_user_attr("latency", latency)
         trial.set_constraint("drop_ucb_minus_budget", accuracy["drop_ucb"] - settings.budget)
-        log.info("trial %d: %s -> %.4f ms, drop %.3f (ucb %.3f), %d bytes", trial.number, candidate.describe(),
-                 latency["p50_ms"], accuracy["drop"], accuracy["drop_ucb"], artifact["size_bytes"])
+        trial_log.info("trial %d: %s -> %.4f ms, drop %.3f (bound %.3f, budget %g), %d bytes", trial.number,
+                       candidate.describe(), latency["p50_ms"], accuracy["drop"], accuracy["drop_ucb"],
+                       settings.budget, artifact["size_bytes"])
         return latency["p50_ms"], accuracy["drop"], artifact["size_bytes"] / 1e6
 
     def stop_when_done(study: Any, trial: Any) -> None:
@@ -370,4 +372,4 @@ def reproduce(settings: Settings, candidate: dict[str, Any], options: dict[str, 
     return " ".join(map(shlex.quote, parts)) + " && " + " ".join(map(shlex.quote, profile))
 
 
-__all__ = ["optimize", "run_worker", "reproduce", "finished", "candidate_from_params"]
+__all__ = ["TrialFailed", "optimize", "reproduce", "run_worker"]
