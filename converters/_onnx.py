@@ -288,7 +288,6 @@ def remedies(first: Path, samples: Callable[[], Iterable[dict[str, Any]]]):
                {"keep_output_float": True, "exclude_nodes": kept}, ranking)
 
 
-
 #: the options of the attempt ``rank`` ranks: the default int8 model
 RANK_OPTIONS: dict[str, Any] = {}
 

@@ -295,7 +295,6 @@ def export_tflite(torch_model: dict[str, Any], output: Path, channels_last: tupl
     return info
 
 
-
 class TorchReference:
     """The PyTorch model itself, run like a Runtime: validation compares every artifact with it."""
 

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from edgekit.errors import EdgekitError
+from edgekit.runtimes import PRECISIONS
 
 
 def emit_json(data: Any) -> None:
@@ -33,7 +34,7 @@ backend_option = click.option("--backend", type=click.Choice(["litert", "onnxrun
 device_option = click.option("--device", type=click.Choice(["cpu", "gpu", "npu", "auto"]), default="cpu",
                              show_default=True, help="Where to run.")
 threads_option = click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads.")
-precision_option = click.option("--precision", type=click.Choice(["auto", "f32", "bf16", "f16"]),
+precision_option = click.option("--precision", type=click.Choice(list(PRECISIONS)),
                                 help="Precision float layers run in (an OpenVINO hint; LiteRT and ONNX Runtime "
                                      "run f32) [default: auto, the engine's own choice].")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -98,10 +98,11 @@ class Evaluator:
                                "search on, half held out); pass more data or --val")
         # even samples steer the search, odd ones re-check the final front: no point is judged on its own data
         self.splits = {"search": samples[0::2], "heldout": samples[1::2]}
-        self.data_sha = _samples_digest(list(dataset.calibration) + samples)
-        self.calibration_sha = _samples_digest(list(dataset.calibration))
-        self.reference = self._reference_outputs(src)
-        first = self.reference["search"][0]
+        calibration = list(dataset.calibration)  # loaded once: both digests need it
+        self.data_sha = _samples_digest(calibration + samples)
+        self.calibration_sha = _samples_digest(calibration)
+        self.reference = self._reference_outputs(src)  # split -> per sample -> every output
+        first = self.reference["search"][0][0]
         self.labeled = settings.metric != "cosine" and all(s.label is not None for s in samples) \
             and first.ndim == 2 and first.shape[1] > 1
         self.basis = "accuracy points (labels)" if self.labeled else "(1 - cosine) x 100 (no labels)"
@@ -109,8 +110,8 @@ class Evaluator:
         self.lease_engine = None  # a shared study's database engine: devices are then leased through it
 
     # -- the float original ------------------------------------------------------------------------------
-    def _reference_outputs(self, src: Any) -> dict[str, list[np.ndarray]]:
-        """The float model's outputs on both splits (first output per sample, and all outputs), cached."""
+    def _reference_outputs(self, src: Any) -> dict[str, list[list[np.ndarray]]]:
+        """The float model's outputs on both splits, per sample, cached."""
         key = digest("reference", self.model_sha, self.data_sha, self.tools)
         folder = self.cache.folder("reference", key)
         stored = folder / "outputs.npz"
@@ -132,9 +133,8 @@ class Evaluator:
             self.cache.put("reference", key, {"samples": {k: len(v) for k, v in self.splits.items()}})
         with np.load(stored) as loaded:
             outputs = sum(1 for name in loaded.files if name.startswith("search/0/"))
-            self.reference_all = {split: [[loaded[f"{split}/{i}/{p}"] for p in range(outputs)]
-                                          for i in range(len(samples))] for split, samples in self.splits.items()}
-        return {split: [outputs[0] for outputs in per] for split, per in self.reference_all.items()}
+            return {split: [[loaded[f"{split}/{i}/{p}"] for p in range(outputs)] for i in range(len(samples))]
+                    for split, samples in self.splits.items()}
 
     # -- convert -------------------------------------------------------------------------------------------
     def convert(self, candidate: Candidate) -> dict[str, Any]:
@@ -203,7 +203,7 @@ class Evaluator:
         with open_runtime(artifact["path"], **runtime_options) as runtime:
             for index, sample in enumerate(self.splits[split]):
                 outputs = [np.asarray(v, dtype=np.float32) for v in runtime.run(sample.feeds).values()]
-                reference = self.reference_all[split][index]
+                reference = self.reference[split][index]
                 if self.labeled:
                     ref_right = int(reference[0].argmax() == sample.label)
                     right = int(outputs[0].argmax() == sample.label)
@@ -222,7 +222,7 @@ class Evaluator:
     def float_accuracy(self, split: str) -> float | None:
         if not self.labeled:
             return None
-        right = [int(ref.argmax() == s.label) for ref, s in zip(self.reference[split], self.splits[split])]
+        right = [int(ref[0].argmax() == s.label) for ref, s in zip(self.reference[split], self.splits[split])]
         return round(100.0 * float(np.mean(right)), 3)
 
     # -- latency -------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.optimizing.space import Candidate, candidate_from_params
+from edgekit.optimizing.space import Candidate
 
 NOISE_FLOOR = 0.02  # relative: below this two latencies are not told apart on a shared machine
 
@@ -75,7 +75,8 @@ def write_outputs(study: Any, evaluator: Any, settings: Any, out: Path, *, run_i
     points = _unique(points)
     front_ids = _non_dominated([p for p in points if p.feasible])
     chosen_pool = [p for p in points if p.trial in front_ids or (p.baseline and p.feasible)]
-    settled = _settle(evaluator, chosen_pool + [p for p in points if p.baseline and not p.feasible])
+    artifacts = {t.number: t.user_attrs["artifact"] for t in trials if t.state.name == "COMPLETE"}
+    settled = _settle(evaluator, chosen_pool + [p for p in points if p.baseline and not p.feasible], artifacts)
     points = [settled.get(p.trial, p) for p in points]
     points = [_replace(p, on_front=p.trial in front_ids) for p in points]
     by_trial = {p.trial: p for p in points}
@@ -104,7 +105,7 @@ def write_outputs(study: Any, evaluator: Any, settings: Any, out: Path, *, run_i
 def _point(trial: Any, settings: Any, reproduce: Any) -> Point:
     attrs = trial.user_attrs
     artifact, accuracy, latency = attrs["artifact"], attrs["accuracy"], attrs["latency"]
-    candidate = attrs.get("candidate") or candidate_from_params(trial.params).to_dict()
+    candidate = attrs["candidate"]
     return Point(trial.number, candidate["target"], candidate, artifact["path"], latency["p50_ms"],
                  latency["p90_ms"], accuracy["drop"], accuracy["drop_ucb"], artifact["size_bytes"],
                  all(c <= 0 for c in (trial.constraints or {}).values()), attrs.get("baseline"),
@@ -134,13 +135,12 @@ def _non_dominated(points: list[Point]) -> list[int]:
     return front
 
 
-def _settle(evaluator: Any, points: list[Point]) -> dict[int, Point]:
+def _settle(evaluator: Any, points: list[Point], artifacts: dict[int, dict[str, Any]]) -> dict[int, Point]:
     """Interleaved re-measurement and the held-out re-check of ``points``."""
     if not points:
         return {}
     rounds: dict[int, list[float]] = {p.trial: [] for p in points}
     candidates = {p.trial: Candidate.from_dict(p.candidate) for p in points}
-    artifacts = {p.trial: _artifact(evaluator, p) for p in points}
     for _ in range(evaluator.settings.settle_rounds):
         for p in points:
             measured = evaluator.latency(candidates[p.trial], artifacts[p.trial], cached=False, short=True)
@@ -154,12 +154,6 @@ def _settle(evaluator: Any, points: list[Point]) -> dict[int, Point]:
                                     NOISE_FLOOR * median), 5), heldout_drop=heldout["drop"],
                                     heldout_drop_ucb=heldout["drop_ucb"])
     return settled
-
-
-def _artifact(evaluator: Any, point: Point) -> dict[str, Any]:
-    from edgekit.runtimes._formats import open_model_file
-
-    return {"path": point.artifact, "sha256": open_model_file(Path(point.artifact)).sha256()}
 
 
 def _choose(pool: list[Point], budget: float) -> tuple[Point | None, str | None]:

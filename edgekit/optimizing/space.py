@@ -126,15 +126,6 @@ class Space:
         return points
 
 
-def candidate_from_params(params: dict[str, Any]) -> Candidate:
-    """The point a finished trial's parameters describe."""
-    fmt = params["format"]
-    target = f"{fmt}-{params[f'{fmt}.precision']}"
-    options = {name: params[f"{target}.{name}"] for name in KNOBS.get(target, {}) if f"{target}.{name}" in params}
-    return _candidate(target, options, params.get(f"{target}.kept_float", 0), params.get("threads", 0),
-                      params.get(f"{fmt}.execution"), params.get("onnx.graph_optimization"))
-
-
 def _candidate(target: str, options: dict[str, Any], kept: int, threads: int, precision: str | None,
                graph: str | None) -> Candidate:
     knobs = KNOBS.get(target, {})

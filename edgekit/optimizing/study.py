@@ -231,9 +231,8 @@ def _open_study(url: str, study_name: str, settings: Settings | None, *, create:
     stored = found.user_attrs.get(SETTINGS_ATTR)
     if stored is None:
         found.set_user_attr(SETTINGS_ATTR, settings.to_dict())
-    elif Settings.from_dict(stored).search_key() != settings.search_key():
-        changed = sorted(k for k, v in settings.search_key().items()
-                         if Settings.from_dict(stored).search_key().get(k) != v)
+    elif (before := Settings.from_dict(stored).search_key()) != settings.search_key():
+        changed = sorted(k for k, v in settings.search_key().items() if before.get(k) != v)
         raise EdgekitError(f"study '{study_name}' was started with other settings ({', '.join(changed)} differ); "
                            "pass another --study or the same settings")
     return found
