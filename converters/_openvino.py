@@ -65,6 +65,8 @@ def read_source(source: Source, work: Path) -> Any:
     _match_names(model.outputs, list(source.output_names))
     model.reshape({port: ov.PartialShape([-1 if d is None else d for d in spec.shape])
                    for port, spec in zip(model.inputs, _by_name(model.inputs, source))})
+    if not is_onnx:
+        _name_layers_by_position(model)
     return model
 
 
@@ -76,6 +78,15 @@ def conversion_failure(exc: BaseException) -> str:
         return f"ops that OpenVINO cannot convert: {summary.group(1).strip()}; try another source form or fix " \
                "the input shapes with --input-shape"
     return engine_message(exc)[:300]
+
+
+def _name_layers_by_position(model: Any) -> None:
+    """The TensorFlow and TFLite readers name many layers from a process-wide counter (``Convolution_66``, an
+    Add called ``Transpose_503``; read again: ``Convolution_3756``): rename those by type and position in the
+    graph, so ``--ignored-names`` and the sensitivity ranking name the same layer in every conversion."""
+    for position, op in enumerate(model.get_ordered_ops()):
+        if re.fullmatch(r"[A-Za-z][A-Za-z0-9]*_\d+", op.get_friendly_name()):
+            op.set_friendly_name(f"{op.get_type_name()}_{position}")
 
 
 def _by_name(ports: Any, source: Source) -> list[Any]:
@@ -156,6 +167,8 @@ def convert(
         if keep_output_float:  # the layers computing the outputs (a detector's concat, a final softmax) stay float
             ignored_names = tuple(ignored_names) + tuple(_output_producers(model))
             used["keep_output_float"] = True
+        # what NNCF was given, beside the attempt: the sensitivity ranking compares the int8 IR with it
+        ov.save_model(model, str(work / FLOAT_IR), compress_to_fp16=False)
         quantized, details = _quantize(model, calibration, calibration_count, validation, max_drop,
                                        preset=preset, model_type=model_type, ignored_names=ignored_names,
                                        ignored_types=ignored_types, ignored_patterns=ignored_patterns,
@@ -177,10 +190,35 @@ def _output_producers(model: Any) -> list[str]:
 
 
 def remedies(first: Path, samples: Any):
-    """What to try when NNCF's default int8 model collapses, cheapest first."""
+    """What to try when NNCF's default int8 model collapses, cheapest first: yields (label, options, ranking).
+    The per-layer ranking is computed only if the cheap remedies fail, from the default attempt's own files."""
     yield "outputs in float", {"keep_output_float": True}, None
     yield "outputs in float, mixed preset (asymmetric activations)", \
         {"keep_output_float": True, "preset": "mixed"}, None
+    ranking = rank(first, samples())
+    for count in (1, 2, 4, 8, 16, 32):
+        if count > max(1, len(ranking) // 4):
+            break
+        kept = tuple(r["node"] for r in ranking[:count])
+        yield (f"outputs and the {count} most sensitive layer(s) in float",
+               {"keep_output_float": True, "ignored_names": kept}, ranking)
+
+
+#: the float model NNCF quantized, kept in the attempt's work folder
+FLOAT_IR = "float.xml"
+#: the options of the attempt ``rank`` ranks: the default int8 model
+RANK_OPTIONS: dict[str, Any] = {}
+
+
+def rank(quantized: Path, samples: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Layers by the quantization noise they add, worst first, from a staged int8 IR and the float model NNCF
+    was given (its work folder's float.xml), both run by OpenVINO at f32 with every layer's output exposed."""
+    from itertools import islice
+
+    from edgekit.converters._sensitivity import SENSITIVITY_SAMPLES, rank_nodes
+
+    work = quantized.parent / f".{quantized.name}-work"
+    return rank_nodes(work / FLOAT_IR, quantized, islice(samples, SENSITIVITY_SAMPLES), work)
 
 
 def _runs_on_arm(for_cpu: str) -> bool:

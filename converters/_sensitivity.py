@@ -1,11 +1,12 @@
 """Per-layer sensitivity of an int8 model: ONNX with ONNX Runtime's own tool (``qdq_loss_debug``), TFLite with
 the LiteRT interpreter keeping every intermediate tensor (``experimental_preserve_all_tensors``, what
-ai-edge-quantizer's own validation uses).
+ai-edge-quantizer's own validation uses), OpenVINO with every layer's output made a model output (the float IR
+NNCF was given against NNCF's int8 IR, matched by layer name, both compiled at f32).
 
 Both the float model and its quantized version are run on calibration samples with every intermediate tensor
-exposed; each node is scored by the quantization noise it *adds*: the SQNR of its inputs against its float
-twin minus the SQNR of its output. The nodes adding most noise are the first to keep in float (a TFLite node
-is named by its output tensors, which is how ai-edge-quantizer scopes an op). The ranking is cached per
+exposed; each node is scored by the quantization noise it *adds*: its output's noise-to-signal power ratio
+against its float twin minus that of its inputs. The nodes adding most noise are the first to keep in float (a
+TFLite node is named by its output tensors, which is how ai-edge-quantizer scopes an op). The ranking is cached per
 (float model, quantized model, samples) under ~/.cache/edgekit/sensitivity, so a repair loop or a later
 search (optimize) never computes it twice.
 """
@@ -40,7 +41,7 @@ def rank_nodes(float_model: Path, quantized_model: Path, samples: Iterable[dict[
     cached = CACHE / f"{key}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
-    rank = _rank_tflite if quantized_model.suffix == ".tflite" else _rank
+    rank = {".tflite": _rank_tflite, ".xml": _rank_openvino}.get(quantized_model.suffix, _rank)
     ranking = rank(float_model, quantized_model, samples, work)
     CACHE.mkdir(parents=True, exist_ok=True)
     partial = cached.with_suffix(".part")
@@ -49,10 +50,16 @@ def rank_nodes(float_model: Path, quantized_model: Path, samples: Iterable[dict[
     return ranking
 
 
+#: changes whenever how a ranking is computed changes, so a cached ranking of an older method is not reused
+_METHOD = "added noise power ratio; fused activations followed; float ops left out"
+
+
 def _key(float_model: Path, quantized_model: Path, samples: list[dict[str, np.ndarray]]) -> str:
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(_METHOD.encode())
     for path in (float_model, quantized_model):
         hash_into(digest, path)
+        if path.with_suffix(".bin").is_file():  # an OpenVINO IR's weights
+            hash_into(digest, path.with_suffix(".bin"))
     for sample in samples:
         for name in sorted(sample):
             digest.update(name.encode())
@@ -74,12 +81,35 @@ def _rank(float_model: Path, quantized_model: Path, samples: list[dict[str, np.n
     sqnr = {name: _sqnr(float_acts[name], quant_acts[name]) for name in float_acts.keys() & quant_acts.keys()}
     graph = onnx.load(str(float_model), load_external_data=False).graph
     sqnr.update({value.name: EXACT_DB for value in graph.input})
-    return _by_added_noise(((n.name, n.op_type, n.input, n.output) for n in graph.node
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return _by_added_noise(((n.name, n.op_type, n.input, _visible_outputs(n, consumers, sqnr)) for n in graph.node
                             if n.op_type in _QUANTIZED_OPS), sqnr)
 
 
+_FUSED_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid"}
+
+
+def _visible_outputs(node: Any, consumers: dict[str, list[Any]], sqnr: dict[str, float]) -> list[str]:
+    """A node's outputs, or, where the quantizer fused the activation after it (a Conv's Relu: the Conv's own
+    output no longer exists in the QDQ model), the outputs of that activation."""
+    outputs = list(node.output)
+    while outputs and not any(o in sqnr for o in outputs):
+        following = consumers.get(outputs[0], [])
+        if len(following) != 1 or following[0].op_type not in _FUSED_ACTIVATIONS:
+            break
+        outputs = list(following[0].output)
+    return outputs
+
+
 def _by_added_noise(nodes: Iterable[tuple[str, str, Any, Any]], sqnr: dict[str, float]) -> list[dict[str, Any]]:
-    """Score (name, op type, input tensors, output tensors) by the noise each adds, worst first."""
+    """Score (name, op type, input tensors, output tensors) by the noise each adds, worst first.
+
+    The score is the noise power the node adds, relative to its output's power (``added_noise``: the noise
+    ratio after minus before). A difference of dB would put the first layer on top whatever it does (its
+    input is exact: 100 dB), while a layer taking 20 dB down to 5 dB is the one wrecking the output."""
     ranking = []
     for name, op_type, input_names, output_names in nodes:
         outputs = [sqnr[o] for o in output_names if o in sqnr]
@@ -87,9 +117,14 @@ def _by_added_noise(nodes: Iterable[tuple[str, str, Any, Any]], sqnr: dict[str, 
         if not outputs or not inputs:
             continue
         before, after = min(inputs), min(outputs)
-        ranking.append({"node": name, "op_type": op_type, "added_noise_db": round(before - after, 3),
-                        "output_sqnr_db": round(after, 3)})
-    return sorted(ranking, key=lambda r: -r["added_noise_db"])
+        ranking.append({"node": name, "op_type": op_type, "added_noise": round(_noise(after) - _noise(before), 6),
+                        "added_noise_db": round(before - after, 3), "output_sqnr_db": round(after, 3)})
+    return sorted(ranking, key=lambda r: -r["added_noise"])
+
+
+def _noise(sqnr_db: float) -> float:
+    """Noise power relative to signal power."""
+    return 10 ** (-sqnr_db / 10)
 
 
 # TFLite ops that compute (data movement and the Q/DQ bookkeeping add no noise of their own)
@@ -107,11 +142,16 @@ def _rank_tflite(float_model: Path, quantized_model: Path, samples: list[dict[st
     interpreter = Interpreter(model_path=str(float_model))
     names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
     sqnr.update({d["name"]: EXACT_DB for d in interpreter.get_input_details()})
+    # ops the quantizer left float compute the same either way: keeping them float is no remedy
+    integer = {t["name"] for t in Interpreter(model_path=str(quantized_model)).get_tensor_details()
+               if np.dtype(t["dtype"]).kind in "iu"}
     ops = []
     for op in interpreter._get_ops_details():
         if op["op_name"] in _TFLITE_SKIPPED:
             continue
         outputs, inputs = [names[o] for o in op["outputs"] if o >= 0], [names[i] for i in op["inputs"] if i >= 0]
+        if not integer.intersection(outputs):
+            continue
         ops.append((";".join(outputs), op["op_name"], inputs, outputs))  # named by its outputs, as AEQ scopes it
     return _by_added_noise(ops, sqnr)
 
@@ -146,6 +186,71 @@ def _activations(interpreter_class: Any, path: Path, samples: list[dict[str, np.
     return found
 
 
+# OpenVINO ops that carry NNCF's quantization or only move data: what remains are the layers ignored_scope names
+_DATA_MOVEMENT = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Split", "VariadicSplit", "StridedSlice",
+                  "Gather", "ShapeOf"}
+_OPENVINO_SKIPPED = {"Parameter", "Constant", "Result", "FakeQuantize", "Convert"} | _DATA_MOVEMENT
+
+
+def _rank_openvino(float_model: Path, quantized_model: Path, samples: list[dict[str, np.ndarray]],
+                   work: Path) -> list[dict[str, Any]]:
+    """Layers NNCF quantized (a FakeQuantize feeds them), by the noise they add; tensors named layer:port."""
+    from edgekit.runtimes._telemetry import keep_engine_telemetry_off
+
+    keep_engine_telemetry_off()
+    import openvino as ov
+
+    core = ov.Core()
+    float_net, quant_net = core.read_model(str(float_model)), core.read_model(str(quantized_model))
+    quantized = {op.get_friendly_name() for op in quant_net.get_ops()
+                 if any(_producer(op.input_value(i)).get_node().get_type_name() == "FakeQuantize"
+                        for i in range(op.get_input_size()))}
+    layers = {op.get_friendly_name(): op for op in float_net.get_ordered_ops()
+              if op.get_type_name() not in _OPENVINO_SKIPPED}
+    quant_layers = {op.get_friendly_name(): op for op in quant_net.get_ordered_ops()
+                    if op.get_friendly_name() in layers}
+    shared = [name for name in layers if name in quant_layers and layers[name].get_output_size() == 1
+              and layers[name].get_output_element_type(0) == ov.Type.f32]
+    runs = []
+    for net, ops in ((float_net, layers), (quant_net, quant_layers)):
+        net.add_outputs([ops[name].output(0) for name in shared])
+        # results keep the model's output order: find each probed layer's position among them
+        fed_by = {r.input_value(0).get_node().get_friendly_name(): i for i, r in enumerate(net.get_results())
+                  if r.input_value(0).get_index() == 0}
+        compiled = core.compile_model(net, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        runs.append((compiled, [fed_by[name] for name in shared]))
+    signal, noise = dict.fromkeys(shared, 0.0), dict.fromkeys(shared, 0.0)
+    for sample in samples:
+        (float_run, float_at), (quant_run, quant_at) = runs
+        expected, found = float_run(sample).to_tuple(), quant_run(sample).to_tuple()
+        for name, i, j in zip(shared, float_at, quant_at):
+            a = np.asarray(expected[i], np.float64)
+            signal[name] += float(np.sum(a**2))
+            noise[name] += float(np.sum((a - found[j]) ** 2))
+    sqnr = {f"{name}:0": _ratio_db(signal[name], noise[name]) for name in shared}
+    sqnr.update({f"{p.get_friendly_name()}:0": EXACT_DB for p in float_net.get_parameters()})
+    nodes = []
+    for name in shared:
+        if name not in quantized:
+            continue
+        op = layers[name]
+        inputs = [_tensor(op.input_value(i)) for i in range(op.get_input_size())]
+        nodes.append((name, op.get_type_name(), inputs, [f"{name}:0"]))
+    return _by_added_noise(nodes, sqnr)
+
+
+def _producer(value: Any) -> Any:
+    """The output feeding an input, looking through data movement (a FakeQuantize ends the walk)."""
+    while value.get_node().get_type_name() in _DATA_MOVEMENT and value.get_node().get_input_size():
+        value = value.get_node().input_value(0)
+    return value
+
+
+def _tensor(value: Any) -> str:
+    found = _producer(value)
+    return f"{found.get_node().get_friendly_name()}:{found.get_index()}"
+
+
 EXACT_DB = 100.0  # what an unquantized tensor scores: far beyond anything int8 reaches
 
 
@@ -154,5 +259,8 @@ def _sqnr(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
     b = np.concatenate([np.ravel(x) for x in candidate]).astype(np.float64)
     if a.shape != b.shape:
         return EXACT_DB
-    noise = float(np.sum((a - b) ** 2))
-    return EXACT_DB if noise == 0 else min(EXACT_DB, float(10 * np.log10(max(float(np.sum(a**2)), 1e-30) / noise)))
+    return _ratio_db(float(np.sum(a**2)), float(np.sum((a - b) ** 2)))
+
+
+def _ratio_db(signal: float, noise: float) -> float:
+    return EXACT_DB if noise == 0 else min(EXACT_DB, float(10 * np.log10(max(signal, 1e-30) / noise)))

@@ -11,6 +11,7 @@ quantized variants from it, without TensorFlow.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -217,7 +218,10 @@ def _from_float_tflite(source: Source, target: Any, output: Path,
                        exclude_nodes: tuple[str, ...] = ()) -> dict[str, Any]:
     from edgekit.converters._aeq import quantize
 
-    float_path, info = float_tflite(source, work_folder(output), channels_last)
+    work = work_folder(output)
+    float_path, info = float_tflite(source, work, channels_last)
+    if float_path.parent != work:  # made by an earlier attempt: link it here, where this attempt's ranking looks
+        os.link(float_path, work / float_path.name)
     nhwc = info.get("channels_last_inputs", [])
     if nhwc and calibration is not None:  # the samples arrive in the source's layout
         calibration = _transposed(calibration, nhwc)

@@ -92,3 +92,18 @@ def test_ir_source_and_broken_ir_are_clear_errors(tmp_path, copy_to, ir_fp32):
     broken.with_suffix(".bin").write_bytes(b"\0" * 10)
     with pytest.raises(UnsupportedModelError, match="truncated"):
         edgekit.inspect_model(broken)
+
+
+@pytest.mark.litert
+def test_layers_read_from_tflite_have_the_same_names_in_every_conversion(tmp_path, tflite_fp32):
+    """OpenVINO's TFLite reader names layers from a process-wide counter; edgekit renames them by position, so
+    ``--ignored-names`` and the sensitivity ranking name the same layer in the second conversion as the first."""
+    import openvino as ov
+
+    names = []
+    for attempt in ("first", "second"):
+        (result,) = edgekit.convert(tflite_fp32, "openvino-fp32", output_dir=tmp_path / attempt, validate_outputs=False)
+        ops = ov.Core().read_model(result.artifact).get_ordered_ops()
+        names.append([(op.get_type_name(), op.get_friendly_name()) for op in ops])
+    assert names[0] == names[1]
+    assert any(kind == "MatMul" or kind == "Convolution" for kind, _ in names[0])

@@ -288,7 +288,7 @@ def test_tflite_sensitivity_ranking_and_the_remedies_it_drives(converted, tmp_pa
     samples = [{"images": x[None]} for x in data["images"]]
     float_path, int8_path = results["tflite-fp32"].artifact, results["tflite-int8"].artifact
     ranking = rank_nodes(float_path, int8_path, samples, tmp_path)
-    assert len(ranking) > 20 and ranking == sorted(ranking, key=lambda r: -r["added_noise_db"])
+    assert len(ranking) > 20 and ranking == sorted(ranking, key=lambda r: -r["added_noise"])
     assert {r["op_type"] for r in ranking} >= {"CONV_2D", "DEPTHWISE_CONV_2D", "HARD_SWISH"}
     worst = tuple(r["node"] for r in ranking[:2])
     import torch

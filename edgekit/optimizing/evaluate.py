@@ -21,7 +21,7 @@ import numpy as np
 
 from edgekit import __version__
 from edgekit.optimizing.cache import Cache, device_lease, digest
-from edgekit.optimizing.space import Candidate
+from edgekit.optimizing.space import KEEP_FLOAT_OPTION, Candidate
 from edgekit.runtimes.errors import EdgekitError
 
 log = logging.getLogger("edgekit")
@@ -144,7 +144,7 @@ class Evaluator:
         options = dict(candidate.options)
         if candidate.kept_float:
             ranking = self.ranking(candidate.target)
-            options["exclude_nodes"] = tuple(r["node"] for r in ranking[: candidate.kept_float])
+            options[KEEP_FLOAT_OPTION[candidate.target]] = tuple(r["node"] for r in ranking[: candidate.kept_float])
         key = digest("artifact", self.model_sha, self.calibration_sha, candidate.target, options, self.tools,
                      __version__, self.settings.input_shapes, self.settings.recipe,
                      self.settings.calib_size, self.settings.seed)

@@ -28,8 +28,9 @@ KNOBS: dict[str, dict[str, tuple[Any, ...]]] = {
                   "keep_output_float": (False, True)},
     "openvino-int8": {"preset": ("performance", "mixed"), "keep_output_float": (False, True)},
 }
-#: targets whose most sensitive layers can be kept float (their converters take exclude_nodes)
-RANKED = ("tflite-int8", "onnx-int8")
+#: targets whose most sensitive layers can be kept float, and the converter option that names those layers
+KEEP_FLOAT_OPTION = {"tflite-int8": "exclude_nodes", "onnx-int8": "exclude_nodes", "openvino-int8": "ignored_names"}
+RANKED = tuple(KEEP_FLOAT_OPTION)
 #: execution precisions a runtime can be asked for ("auto" = the engine's own default)
 EXECUTION = {"openvino": ("auto", "f32")}
 #: ONNX Runtime graph optimization levels ("all" is ONNX Runtime's default)
@@ -41,7 +42,7 @@ class Candidate:
     """One point of the space: what to convert and how to run it."""
 
     target: str
-    options: dict[str, Any] = field(default_factory=dict)  # convert options (exclude_nodes filled in later)
+    options: dict[str, Any] = field(default_factory=dict)  # convert options (kept layers filled in later)
     kept_float: int = 0  # the k most sensitive layers kept in float
     threads: int | None = None  # None: the engine's default
     precision: str | None = None  # execution precision; None: the engine's default

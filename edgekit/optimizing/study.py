@@ -360,8 +360,8 @@ def reproduce(settings: Settings, candidate: dict[str, Any], options: dict[str, 
             parts.append("--per-channel" if value else "--per-tensor")
         elif name in ("keep_output_float", "allow_float_ops") and value:
             parts.append("--" + name.replace("_", "-"))
-        elif name == "exclude_nodes":
-            parts += ["--exclude-nodes", ",".join(value)]
+        elif name in ("exclude_nodes", "ignored_names"):
+            parts += ["--" + name.replace("_", "-"), ",".join(value)]
     parts += ["-o", "reproduced"]
     profile = ["edgekit", "profile", f"reproduced/{Path(artifact).name}"]
     for name in ("threads", "precision", "graph_optimization"):
