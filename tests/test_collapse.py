@@ -110,6 +110,38 @@ def test_a_collapse_fails_by_default_and_is_recorded_when_accepted():
     assert accepted.passed and accepted.collapsed and failed.floors["decision_agreement"] == DECISION_FLOOR
 
 
+def test_the_applications_own_decisions_judge_what_no_output_shape_shows():
+    """An embedding ([N, 1, 1, 96]: no decision to read) whose small error flips the decisions a later model
+    makes: cosine is near 1 and SQNR good, yet ``decide`` sees a third of the decisions change."""
+    rng = np.random.default_rng(3)
+    ref = [rng.normal(0, 1, (1, 1, 1, 96)).astype(np.float32) for _ in range(12)]
+    for r in ref[::2]:
+        r[..., 0] = 0.02  # a decision the float model only just makes: noise may flip it
+    near = [r + rng.normal(0, 0.05, r.shape).astype(np.float32) for r in ref]
+    flipped = [r.copy() for r in ref]
+    for f in flipped[1:9:2]:
+        f[..., 0] = -f[..., 0]
+
+    def decide(outputs):  # e.g. a head firing on the embedding's first component, one decision per sample
+        return outputs["y"][:, 0, 0, 0] > 0.0
+
+    samples = [type("Sample", (), {"feeds": {}, "label": None})() for _ in range(12)]
+    plain = validate(_Fixed(ref), _Fixed(flipped), samples)
+    assert plain.passed and plain.outputs["y"]["judged_by"] == "tensor" and plain.outputs["y"]["sqnr_db"] > 14
+    judged = validate(_Fixed(ref), _Fixed(flipped), samples, decide=decide)
+    assert judged.decisions["count"] == 12 and judged.decisions["agreement"] == pytest.approx(8 / 12)
+    assert not judged.passed and "decide() " in judged.failures[0] and "67%" in judged.failures[0]
+    assert judged.drop == pytest.approx(100 * 4 / 12) and judged.drop_basis.startswith("decisions changed")
+    budget = validate(_Fixed(ref), _Fixed(flipped), samples, decide=decide, max_drop=20, accept_loss=True)
+    assert budget.over_budget and "exceeds --max-drop 20 (decisions changed" in budget.failures[-1]
+    kept = validate(_Fixed(ref), _Fixed(near), samples, decide=decide)
+    same = np.mean([(r[..., 0] > 0) == (n[..., 0] > 0) for r, n in zip(ref, near)])
+    assert kept.decisions["agreement"] == pytest.approx(same) and kept.passed == (same >= DECISION_FLOOR)
+    calls = iter([np.zeros(12), np.zeros(3)])
+    with pytest.raises(edgekit.ConversionError, match=r"decide\(\) .* shape \[12\] .* \[3\]"):
+        validate(_Fixed(ref), _Fixed(near), samples, decide=lambda outputs: next(calls))
+
+
 def _detector_head(path):
     """A conv feature map read out by two 1x1 convs: boxes (sigmoid x 640) and class scores (sigmoid),
     concatenated into [N, anchors, 4 + 3] as YOLO exports do."""
@@ -153,6 +185,60 @@ def test_a_detector_head_built_to_collapse_is_caught_and_repaired(tmp_path):
     (plain,) = edgekit.convert(model, "onnx-int8", calibration=tmp_path / "calib.npy", calib_size=40,
                                validation_size=20, output_dir=tmp_path / "plain", repair=False)
     assert not plain.passed and "collapsed" in plain.report["failures"][0]
+
+
+def _outlier_net(path):
+    """conv1's channel 0 spans a range 400 times the others'; conv2 reads only the others. One per-tensor int8
+    scale at conv2's input wipes them out: neither the output head in float nor asymmetric ranges help, keeping
+    conv2 float does. Global average pool and a fully connected layer give 10 classes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.normal(0, 0.5, (8, 3, 3, 3)), rng.normal(0, 0.5, (16, 8, 3, 3))
+    w1[0] *= 400
+    w2[:, 0] = 0
+    weights = {"w1": w1, "w2": w2, "wf": rng.normal(0, 0.5, (10, 16))}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Conv", ["c1", "w2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("GlobalAveragePool", ["r2"], ["g"], name="pool"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "wf"], ["logits"], transB=1, name="fc")]
+    graph = helper.make_graph(nodes, "outliers",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.openvino
+def test_an_openvino_collapse_is_repaired_by_the_layer_its_ranking_puts_first(tmp_path):
+    """OpenVINO's ranking (every layer's output of NNCF's int8 IR against the float IR NNCF was given) puts
+    conv2 first, by the noise power it adds, not conv1 (whose exact input made a dB difference look worst);
+    the repair tries the cheap remedies, then keeps conv2 float, and the report's table says so."""
+    from edgekit.pipeline.conversion import sensitivity_ranking
+
+    model = _outlier_net(tmp_path / "outliers.onnx")
+    np.save(tmp_path / "calib.npy", np.random.default_rng(2).normal(0, 1, (80, 3, 16, 16)).astype(np.float32))
+    ranking = sensitivity_ranking(model, "openvino-int8", calibration=tmp_path / "calib.npy", calib_size=48,
+                                  validation_size=32, work_dir=tmp_path / "rank")
+    assert ranking[0]["node"] == "conv2" and ranking[0]["added_noise"] > 0.5
+    assert {r["node"] for r in ranking} >= {"conv1", "conv2"}
+    (result,) = edgekit.convert(model, "openvino-int8", calibration=tmp_path / "calib.npy", calib_size=48,
+                                validation_size=32, output_dir=tmp_path / "out")
+    repair = result.report["repair"]
+    assert [a["remedy"] for a in repair["attempts"]] == [
+        "default", "outputs in float", "outputs in float, mixed preset (asymmetric activations)",
+        "outputs and the 1 most sensitive layer(s) in float"]
+    assert all(a["collapsed"] for a in repair["attempts"][:3]) and not repair["attempts"][3]["collapsed"]
+    assert result.passed and repair["chosen"] == repair["attempts"][3]["remedy"]
+    assert repair["sensitivity"][0] == {**ranking[0], "kept_in_float": True}
+    assert "conv2" in result.report["options"]["ignored_scope"]["names"]
+    assert result.validation["outputs"]["logits"]["decision_agreement"] >= DECISION_FLOOR
 
 
 @pytest.mark.tensorflow

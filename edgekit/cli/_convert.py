@@ -93,7 +93,11 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
 @data_options
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("."),
               show_default=True, help="Where artifacts and their .json reports go.")
-@click.option("--max-drop", type=float, help="Fail (exit 1) when accuracy drops more than this many points.")
+@click.option("--max-drop", type=float, help="Fail (exit 1) when accuracy drops more than this many points (with "
+              "--decide: this % of its decisions change; without labels: (1 - cosine) x 100); remedies are tried "
+              "first.")
+@click.option("--decide", metavar="FILE.py:FUNCTION", help="Your application's decisions from the outputs, judged "
+              "like any output's (FUNCTION gets {output: array} of every validation sample, returns an array).")
 @click.option("--no-validate", is_flag=True, help="Skip comparing each artifact with the float original.")
 @click.option("--accept-loss", is_flag=True, help="Keep an artifact whose outputs collapsed (below the decision "
               "agreement / SQNR floors) as ok, with a warning.")
@@ -144,7 +148,7 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
 def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_size: int | None, seed: int,
             input_shapes: tuple[str, ...], size: str | None, crop: str | None, scale: float, mean: str | None,
             std: str | None, color: str, layout: str | None, output_dir: Path, max_drop: float | None,
-            no_validate: bool, accept_loss: bool, no_repair: bool, force: bool, name: str | None,
+            no_validate: bool, accept_loss: bool, no_repair: bool, force: bool, name: str | None, decide: str | None,
             trust_pickle: bool, report_path: Path | None, as_json: bool,
             exclude_nodes: str | None, exclude_op_types: str | None,
             ignored_names: str | None, ignored_types: str | None, ignored_patterns: str | None,
@@ -162,7 +166,8 @@ def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_
         results = run_conversion(
             source, targets, calibration=calib, output_dir=output_dir, input_shapes=parse_input_shapes(input_shapes),
             recipe=recipe, calib_size=calib_size, validation_size=val_size, seed=seed, max_drop=max_drop,
-            validate_outputs=not no_validate, accept_loss=accept_loss, repair=not no_repair, force=force,
+            validate_outputs=not no_validate, accept_loss=accept_loss, decide=load_function(decide, "--decide"),
+            repair=not no_repair, force=force,
             name=name, trust_pickle=trust_pickle, progress=progress,
             exclude_nodes=_names(exclude_nodes), exclude_op_types=_names(exclude_op_types),
             ignored_names=_names(ignored_names), ignored_types=_names(ignored_types),
@@ -180,6 +185,29 @@ def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_
         reasons = "; ".join(f"{r.target}: {', '.join(r.report['failures'])}" for r in failed)
         click.echo(f"Error: {reasons} (artifacts kept, marked failed in their reports)", err=True)
         sys.exit(1)
+
+
+def load_function(spec: str | None, flag: str) -> Any:
+    """``FILE.py:FUNCTION`` -> the function (the user's own file, run as an import would run it)."""
+    if spec is None:
+        return None
+    import importlib.util
+
+    path, _, attribute = spec.rpartition(":")
+    if not path.endswith(".py") or not attribute:
+        raise click.BadParameter(f"'{spec}': write FILE.py:FUNCTION", param_hint=flag)
+    if not Path(path).is_file():
+        raise click.BadParameter(f"'{path}' does not exist", param_hint=flag)
+    module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - the user's file: any failure is theirs, said in one line
+        raise click.BadParameter(f"'{path}' fails to load: {type(exc).__name__}: {exc}", param_hint=flag) from exc
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise click.BadParameter(f"'{path}' has no function '{attribute}'", param_hint=flag)
+    return function
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -209,8 +237,9 @@ def _print_conversions(results: list) -> None:
         repair = r.report.get("repair")
         if repair:
             tried = ", ".join(a["remedy"] + (" (failed)" if "error" in a else "") for a in repair["attempts"][1:])
-            outcome = f"kept: {repair['chosen']}" if repair["chosen"] else "none held the floors"
-            out.print(f"{r.target}: the default int8 collapsed; tried {tried}; {outcome}")
+            outcome = f"kept: {repair['chosen']}" if repair["chosen"] else "none held"
+            failed = "collapsed" if repair["attempts"][0]["collapsed"] else "exceeded --max-drop"
+            out.print(f"{r.target}: the default int8 {failed}; tried {tried}; {outcome}")
     for r in results:
         npu = r.report["options"].get("npu")
         if npu:

@@ -22,6 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgekit import __version__
 from edgekit._files import ensure_writable, publish, staging_dir
 from edgekit.audit import audit_model
@@ -82,6 +84,7 @@ def convert(
     seed: int = 0,
     max_drop: float | None = None,
     accept_loss: bool = False,
+    decide: Callable[[dict[str, Any]], Any] | None = None,
     repair: bool = True,
     validate_outputs: bool = True,
     force: bool = False,
@@ -107,12 +110,17 @@ def convert(
         recipe: Image preprocessing for image-folder calibration; stored in every report.
         calib_size: Calibration samples; ``validation_size`` more are held out for validation.
         max_drop: Fail (report status "failed") when accuracy drops more than this many points
-            (with labels) or (1 - cosine) x 100 exceeds it (without).
+            (with labels), more than this percentage of ``decide``'s decisions change (with it), or
+            (1 - cosine) x 100 exceeds it (otherwise).
         accept_loss: Keep an artifact whose outputs collapsed (decision agreement or SQNR below the floors in
             ``edgekit.pipeline.validation``) as "ok", with a warning; by default it is "failed".
-        repair: When a quantized artifact collapses, try the target's remedies (outputs in float, other
-            calibration, the most sensitive layers in float, int16 activations) and keep the first that holds
-            the floors; every attempt is in the report's ``repair`` section.
+        decide: Your application's reading of the outputs, for decisions no output shape shows (an embedding
+            a later model classifies, windows your code joins): called with every validation sample's outputs
+            stacked in order (``{output name: array}``), it returns an array of decisions; the share each
+            artifact keeps is judged like any decision (see ``edgekit.pipeline.validation.validate``).
+        repair: When a quantized artifact collapses or exceeds ``max_drop``, try the target's remedies (outputs
+            in float, other calibration, the most sensitive layers in float, int16 activations) and keep the
+            first that holds; every attempt is in the report's ``repair`` section.
         validate_outputs: Compare every artifact with the float original (on by default).
         force: Overwrite existing artifacts and reports.
         progress: ``progress(description, total)`` context manager factory for long loops.
@@ -156,10 +164,9 @@ def convert(
     with staging_dir(out_dir) as staging:
         reference = _float_reference(src, staging, progress) if validate_outputs else None
         for target in targets:
-            results.append(_convert_one(src, target, stem, out_dir, staging, dataset, reference, source_info,
-                                        recipe=recipe, max_drop=max_drop, accept_loss=accept_loss, repair=repair,
-                                        force=force, seed=seed,
-                                        options=options, progress=progress))
+            job = _Job(src, target, stem, out_dir, staging, dataset, reference, max_drop, accept_loss, seed, options,
+                       progress, decide)
+            results.append(_convert_one(job, source_info, recipe=recipe, repair=repair, force=force))
         if reference is not None:
             reference.close()
     log.info("converted %s to %d target(s) in %.1f s", src.path, len(results), time.perf_counter() - started)
@@ -182,14 +189,16 @@ def sensitivity_ranking(
     seed: int = 0,
     **options: Any,
 ) -> list[dict[str, Any]] | None:
-    """The per-layer sensitivity ranking of ``target``'s int8 model (``tflite-int8``, ``onnx-int8``): layers by
-    the quantization noise each adds, worst first, measured with the engine's own tooling on the calibration
-    samples (what the repair loop ranks, and what ``optimize`` keeps the top k of in float). None when the
-    target's route gives nothing to rank. Cached per model and calibration set (``_sensitivity``)."""
+    """The per-layer sensitivity ranking of ``target``'s int8 model (``tflite-int8``, ``onnx-int8``,
+    ``openvino-int8``): layers by the quantization noise each adds, worst first, measured with the engine's own
+    tooling on the calibration samples (what the repair loop ranks, and what ``optimize`` keeps the top k of in
+    float). None when the target's route gives nothing to rank. Cached per model and calibration set
+    (``_sensitivity``)."""
     (chosen,) = resolve_targets(target)
     ranker = importlib.import_module(f"edgekit.converters._{chosen.family}")
     if not hasattr(ranker, "rank") or chosen.remedies is None:
-        raise ConversionError(f"{chosen.name} has no per-layer sensitivity ranking; tflite-int8 and onnx-int8 do")
+        raise ConversionError(f"{chosen.name} has no per-layer sensitivity ranking; tflite-int8, onnx-int8 and "
+                              "openvino-int8 do")
     src = open_source(source, input_shapes, example_inputs=example_inputs, output_names=output_names,
                       trust_pickle=trust_pickle)
     dataset = build_dataset(calibration, src.inputs, recipe=recipe or Recipe(), calib_size=calib_size,
@@ -223,7 +232,7 @@ def _float_reference(src: Source, staging: Path, progress: Progress):
     if src.kind == PYTORCH:
         from edgekit.converters._torch import TorchReference
 
-        return TorchReference(src.torch_model)
+        return _Remembered(TorchReference(src.torch_model))
     if src.kind in (KERAS, SAVEDMODEL):
         from edgekit.converters._tflite import export_float
 
@@ -231,7 +240,29 @@ def _float_reference(src: Source, staging: Path, progress: Progress):
             path = export_float(src, staging / "reference_fp32.tflite")
     else:
         path = src.path
-    return open_runtime(path)
+    return _Remembered(open_runtime(path))
+
+
+class _Remembered:
+    """The float reference, run once per held-out sample: every target and every repair attempt is validated
+    on the same samples, and the reference's outputs do not change between them."""
+
+    def __init__(self, runtime: Any) -> None:
+        self._runtime, self.outputs, self._seen = runtime, runtime.outputs, {}
+
+    def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        digest = hashlib.blake2b(digest_size=16)
+        for name in sorted(feeds):
+            value = np.ascontiguousarray(feeds[name])
+            digest.update(f"{name}:{value.dtype}:{value.shape}".encode())
+            digest.update(value.tobytes())
+        key = digest.digest()
+        if key not in self._seen:
+            self._seen[key] = self._runtime.run(feeds)
+        return self._seen[key]
+
+    def close(self) -> None:
+        self._runtime.close()
 
 
 def _calibration_feeds(dataset: Dataset, target: Target, progress: Progress, counter: list[int]):
@@ -262,6 +293,7 @@ class _Job:
     seed: int
     options: dict[str, Any]
     progress: Progress
+    decide: Callable[[dict[str, Any]], Any] | None = None
 
 
 @dataclass
@@ -280,6 +312,11 @@ class _Attempt:
     @property
     def collapsed(self) -> bool:
         return bool(self.validation and self.validation.collapsed)
+
+    @property
+    def needs_repair(self) -> bool:
+        """Collapsed, or beyond the drop the user allowed: what the target's remedies are tried for."""
+        return self.collapsed or bool(self.validation and self.validation.over_budget)
 
 
 def _attempt(job: _Job, index: int, label: str, extra: dict[str, Any]) -> _Attempt:
@@ -334,15 +371,14 @@ def _attempt(job: _Job, index: int, label: str, extra: dict[str, Any]) -> _Attem
     return _Attempt(label, extra, folder, staged, used, model, audit, validation, convert_s, warnings)
 
 
-def _convert_one(src: Source, target: Target, stem: str, out_dir: Path, staging: Path, dataset: Dataset | None,
-                 reference, source_info: dict[str, Any], *, recipe: Recipe, max_drop: float | None,
-                 accept_loss: bool, repair: bool, force: bool, seed: int, options: dict[str, Any],
-                 progress: Progress) -> ConversionResult:
+def _convert_one(job: _Job, source_info: dict[str, Any], *, recipe: Recipe, repair: bool,
+                 force: bool) -> ConversionResult:
     started = time.perf_counter()
-    job = _Job(src, target, stem, out_dir, staging, dataset, reference, max_drop, accept_loss, seed, options, progress)
+    target, out_dir, dataset, stem, options = job.target, job.out_dir, job.dataset, job.stem, job.options
+    accept_loss, progress = job.accept_loss, job.progress
     first = _attempt(job, 0, "default", {})
     chosen, repaired = first, None
-    if first.collapsed and repair and not accept_loss and target.remedies:
+    if first.needs_repair and repair and not accept_loss and target.remedies:
         chosen, repaired = try_remedies(target, first, lambda i, label, extra: _attempt(job, i, label, extra),
                                       job.dataset.calibration.feeds if job.dataset else (lambda: iter(())),
                                       progress)
@@ -415,7 +451,7 @@ def _validate(job: _Job, staged: Path, channels_last: tuple[str, ...] | list[str
         with job.progress(f"validating {target.name}", len(dataset.validation)) as advance:
             fed = _ChannelsLast(candidate, channels_last) if channels_last else candidate
             return validate(job.reference, fed, dataset.validation, max_drop=job.max_drop,
-                            synthetic=synthetic, accept_loss=job.accept_loss, on_sample=advance)
+                            synthetic=synthetic, accept_loss=job.accept_loss, decide=job.decide, on_sample=advance)
 
 
 def _artifact_recipe(recipe: dict[str, Any], used: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Repair a collapsed int8 artifact: try its target's remedies, cheapest first, keep the first that holds.
+"""Repair a collapsed int8 artifact (or one beyond the user's --max-drop): try its target's remedies, cheapest
+first, keep the first that holds.
 
 A target names its remedies (``Target.remedies``: output layers in float, other calibration, the most
 sensitive layers in float, int16 activations); each is a full attempt, converted, audited and validated like
@@ -19,7 +20,7 @@ log = logging.getLogger("edgekit")
 
 def try_remedies(target: Any, first: Any, attempt: Callable[[int, str, dict[str, Any]], Any],
                  samples: Callable[[], Iterable[dict[str, Any]]], progress: Any) -> tuple[Any, dict[str, Any]]:
-    """``first`` is the collapsed default attempt; ``attempt(index, label, options)`` makes another.
+    """``first`` is the failing default attempt; ``attempt(index, label, options)`` makes another.
     Returns the attempt to publish and the report's ``repair`` record."""
     remedies = target.remedy_function()
     attempts, refused, chosen, ranking = [first], [], first, None
@@ -34,12 +35,13 @@ def try_remedies(target: Any, first: Any, attempt: Callable[[int, str, dict[str,
             refused.append({"remedy": label, "options": _plain(extra), "error": str(exc)})
             continue
         attempts.append(candidate)
-        if not candidate.collapsed:
+        if not candidate.needs_repair:
             chosen = candidate
             break
     record = {
         "chosen": chosen.label if chosen is not first else None,
         "attempts": [{"remedy": a.label, "options": _plain(a.extra), "collapsed": list(a.validation.collapsed),
+                      "drop": a.validation.drop,
                       "size_bytes": a.model.size_bytes, "latency_ms": _latency_ms(a.model.path),
                       "convert_s": round(a.convert_s, 2)} for a in attempts] + refused,
         "sensitivity": _sensitivity_table(ranking, chosen.extra) if ranking else None,
@@ -52,7 +54,7 @@ def _plain(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sensitivity_table(ranking: list[dict[str, Any]], chosen: dict[str, Any]) -> list[dict[str, Any]]:
-    kept = set(chosen.get("exclude_nodes", ()))
+    kept = set(chosen.get("exclude_nodes", ())) | set(chosen.get("ignored_names", ()))  # ONNX/TFLite | NNCF
     return [dict(row, kept_in_float=row["node"] in kept) for row in ranking[:32]]
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.runtimes.base import Runtime
+from edgekit.runtimes.errors import ConversionError
 
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {}
 
@@ -226,10 +227,15 @@ class ValidationReport:
     floors: dict[str, float] = field(default_factory=lambda: {"decision_agreement": DECISION_FLOOR,
                                                               "sqnr_db": SQNR_FLOOR_DB})
     precision: str = "f32"  # what the artifact's float layers ran in: the engine's default, as on the device
+    decisions: dict[str, Any] | None = None  # the application's own decisions (``decide``): by, count, agreement
 
     @property
     def passed(self) -> bool:
         return not self.failures
+
+    @property
+    def over_budget(self) -> bool:
+        return self.max_drop is not None and self.drop is not None and self.drop > self.max_drop
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -247,13 +253,18 @@ def validate(
     max_drop: float | None = None,
     synthetic: bool = False,
     accept_loss: bool = False,
+    decide: Callable[[dict[str, np.ndarray]], Any] | None = None,
     on_sample: Callable[[], None] | None = None,
 ) -> ValidationReport:
     """Run both models on every sample (objects with ``.feeds`` and ``.label``) and compare.
 
     Every output is judged by the decision its shape calls for (``judge``) and by SQNR; one below the
     floors (``DECISION_FLOOR``, ``SQNR_FLOOR_DB``) has collapsed, which fails the artifact unless
-    ``accept_loss``."""
+    ``accept_loss``. ``decide`` is the application's own reading of the outputs, for what no output shape
+    shows (an embedding a later model classifies, windows a tracker joins): it gets every validation
+    sample's outputs stacked in order (``{reference output name: array}``) and returns an array of
+    decisions; the share the candidate keeps is judged by the same floor, and without labels the drop is
+    the percentage of decisions changed."""
     ref_out: dict[str, list[np.ndarray]] = {s.name: [] for s in reference.outputs}
     cand_out: dict[str, list[np.ndarray]] = {s.name: [] for s in candidate.outputs}
     labels: list[int | None] = []
@@ -281,6 +292,13 @@ def validate(
             degenerate.append(f"output '{cand_name}' is constant across samples")
         elif np.any(ref) and not np.any(cand):
             degenerate.append(f"output '{cand_name}' is all zeros (stuck at the zero point)")
+    decisions = None
+    if decide is not None and count:
+        decisions = _decisions(decide, {ref: np.concatenate(ref_out[ref]) for ref, _ in pairs},
+                               {ref: np.concatenate(cand_out[cand]) for ref, cand in pairs})
+        if decisions["agreement"] < DECISION_FLOOR:
+            collapsed.append(f"{decisions['by']} keeps {decisions['agreement']:.0%} of the float model's decisions "
+                             f"(floor {DECISION_FLOOR:.0%})")
     agreement = accuracy_ref = accuracy_cand = None
     if pairs and ref_out[pairs[0][0]]:
         ref, cand = np.concatenate(ref_out[pairs[0][0]]), np.concatenate(cand_out[pairs[0][1]])
@@ -292,6 +310,8 @@ def validate(
                 accuracy_cand = float(np.mean(cand.argmax(1) == truth) * 100)
     if accuracy_ref is not None:
         drop, basis = accuracy_ref - accuracy_cand, "accuracy points (labels)"
+    elif decisions is not None:
+        drop, basis = (1 - decisions["agreement"]) * 100, f"decisions changed, % ({decisions['by']})"
     elif outputs:
         drop, basis = (1 - min(m["cosine"] for m in outputs.values())) * 100, "(1 - cosine) x 100 (no labels)"
     else:
@@ -305,7 +325,22 @@ def validate(
         failures.append(f"drop {drop:.2f} exceeds --max-drop {max_drop:g} ({basis})")
     return ValidationReport(count, outputs, agreement, accuracy_ref, accuracy_cand, tuple(degenerate), synthetic,
                             max_drop, drop, basis, tuple(failures), tuple(collapsed), accept_loss,
-                            precision=getattr(candidate, "precision", "f32"))
+                            precision=getattr(candidate, "precision", "f32"), decisions=decisions)
+
+
+def _decisions(decide: Callable[[dict[str, np.ndarray]], Any], reference: dict[str, np.ndarray],
+               candidate: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Run the application's decision function on both models' outputs and compare what it decides."""
+    by = f"decide() {getattr(decide, '__qualname__', type(decide).__name__)}"
+    try:
+        expected, found = np.asarray(decide(reference)), np.asarray(decide(candidate))
+    except Exception as exc:  # noqa: BLE001 - the user's own code: any failure is reported as theirs
+        raise ConversionError(f"{by} failed on the validation outputs: {type(exc).__name__}: {exc}") from exc
+    if expected.shape != found.shape or expected.size == 0:
+        raise ConversionError(f"{by} returned decisions of shape {list(expected.shape)} for the float model and "
+                              f"{list(found.shape)} for the converted one; it must return one non-empty array of "
+                              "the same shape for both")
+    return {"by": by, "count": int(expected.size), "agreement": float(np.mean(expected == found))}
 
 
 def _below_floors(name: str, judgement: Judgement, sqnr: float) -> list[str]:
