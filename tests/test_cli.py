@@ -153,3 +153,29 @@ def test_run_text_output(invoke, tflite_fp32):
 def test_devices_text_output(invoke):
     result = invoke("devices")
     assert result.exit_code == 0 and "onnxruntime" in result.stdout and "cores" in result.stdout
+
+
+def test_convert_judges_with_the_users_decide_function(invoke, onnx_fp32, tmp_path):
+    script = tmp_path / "app.py"
+    script.write_text("def decide(outputs):\n    (y,) = outputs.values()\n"
+                      "    return y.reshape(len(y), -1).argmax(1)\n\n"
+                      "def broken(outputs):\n    raise KeyError('logits')\n")
+    result = invoke("convert", onnx_fp32, "--to", "onnx-int8", "--calib", "random", "--calib-size", "16",
+                    "--val-size", "12", "--decide", f"{script}:decide", "-o", tmp_path / "out", "--json")
+    (report,) = json.loads(result.stdout)
+    decisions = report["validation"]["decisions"]
+    assert decisions["by"] == "decide() decide" and decisions["count"] == 12 and 0 <= decisions["agreement"] <= 1
+    assert report["validation"]["drop_basis"] == "decisions changed, % (decide() decide)"
+    usage = [(f"{script}", "write FILE.py:FUNCTION"), (f"{tmp_path / 'none.py'}:decide", "does not exist"),
+             (f"{script}:missing", "has no function 'missing'")]
+    for spec, fragment in usage:
+        refused = invoke("convert", onnx_fp32, "--to", "onnx-int8", "--calib", "random", "--decide", spec,
+                         "-o", tmp_path / "refused")
+        assert refused.exit_code == 2 and fragment in refused.stderr and "--decide" in refused.stderr
+        assert not (tmp_path / "refused").exists()
+    failing = invoke("convert", onnx_fp32, "--to", "onnx-int8", "--calib", "random", "--decide", f"{script}:broken",
+                     "-o", tmp_path / "failing")
+    errors = [line for line in failing.stderr.splitlines() if line.startswith("Error")]
+    assert failing.exit_code == 1 and "Traceback" not in failing.stderr
+    assert errors == ["Error: decide() broken failed on the validation outputs: KeyError: 'logits'"]
+    assert not any((tmp_path / "failing").glob("*.onnx")), "a failed conversion leaves no artifact"
