@@ -55,19 +55,29 @@ def cpu_has_vnni(cpuinfo: str | None = None) -> bool:
     return any(flag in cpuinfo.split() for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
-def int8_defaults(for_cpu: str, cpuinfo: str | None = None) -> dict[str, Any]:
-    """Activation/weight types and reduce_range for the CPU the model is converted for."""
+X86_WITHOUT_VNNI = "x86 (no VNNI)"
+
+
+def describe_cpu(for_cpu: str, cpuinfo: str | None = None) -> str:
+    """The CPU a model is converted for: ``arm64``, ``x86`` or ``x86 (no VNNI)`` (whose int8 dot products
+    saturate a 16-bit intermediate); ``auto`` is this machine, an explicit ``x86`` one with VNNI."""
     cpu = for_cpu
     if cpu == "auto":
         machine = platform.machine().lower()
-        cpu = "arm64" if machine in ("aarch64", "arm64") else "x86"
+        cpu = "arm64" if machine in ("aarch64", "arm64") or machine.startswith("arm") else "x86"
+    if cpu not in ("x86", "arm64"):
+        raise ConversionError(f"--for must be x86, arm64 or auto, got '{for_cpu}'")
+    if cpu == "x86" and for_cpu == "auto" and not cpu_has_vnni(cpuinfo):
+        return X86_WITHOUT_VNNI
+    return cpu
+
+
+def int8_defaults(for_cpu: str, cpuinfo: str | None = None) -> dict[str, Any]:
+    """Activation/weight types and reduce_range for the CPU the model is converted for."""
+    cpu = describe_cpu(for_cpu, cpuinfo)
     if cpu == "arm64":
         return {"for_cpu": "arm64", "activation_type": "int8", "weight_type": "int8", "reduce_range": False}
-    if cpu != "x86":
-        raise ConversionError(f"--for must be x86, arm64 or auto, got '{for_cpu}'")
-    vnni = cpu_has_vnni(cpuinfo) if for_cpu == "auto" else True
-    return {"for_cpu": "x86" + ("" if vnni else " (no VNNI)"), "activation_type": "uint8", "weight_type": "int8",
-            "reduce_range": not vnni}
+    return {"for_cpu": cpu, "activation_type": "uint8", "weight_type": "int8", "reduce_range": cpu == X86_WITHOUT_VNNI}
 
 
 def export_onnx(source: Source, output: Path, opset: int | None = None) -> dict[str, Any]:

@@ -9,14 +9,15 @@ TensorFlow backend. openvino and nncf are imported inside these functions only.
 from __future__ import annotations
 
 import logging
-import platform
 import re
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from edgekit.converters import work_folder
+from edgekit.converters._onnx import X86_WITHOUT_VNNI, describe_cpu
 from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source
 from edgekit.runtimes._formats import ONNX, TFLITE
 from edgekit.runtimes._openvino import engine_message
@@ -26,6 +27,7 @@ from edgekit.runtimes.errors import ConversionError, EdgekitError, MissingDepend
 log = logging.getLogger("edgekit")
 
 PRESETS = ("performance", "mixed")
+OVERFLOW_FIXES = ("enable", "first_layer_only", "disable")
 _COMPUTE_TYPES = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData"}
 
 
@@ -134,6 +136,19 @@ class _Samples:
         return self._count
 
 
+@dataclass(frozen=True)
+class NncfOptions:
+    """What NNCF is asked for, as the report records it."""
+
+    preset: str = "performance"
+    model_type: str | None = None
+    ignored_names: tuple[str, ...] = ()
+    ignored_types: tuple[str, ...] = ()
+    ignored_patterns: tuple[str, ...] = ()
+    fast_bias_correction: bool = True
+    overflow_fix: str | None = None  # None: NNCF's default (the first layer's weights in 7 bits)
+
+
 def convert(
     source: Source,
     target: Any,
@@ -149,10 +164,15 @@ def convert(
     ignored_types: tuple[str, ...] = (),
     ignored_patterns: tuple[str, ...] = (),
     fast_bias_correction: bool = True,
+    overflow_fix: str | None = None,
     for_cpu: str = "auto",
     keep_output_float: bool = False,
 ) -> dict[str, Any]:
-    """Write an OpenVINO IR ``target`` (.xml + .bin) for ``source``; return the options used and notes."""
+    """Write an OpenVINO IR ``target`` (.xml + .bin) for ``source``; return the options used and notes.
+
+    ``overflow_fix`` (NNCF's: ``enable``, ``first_layer_only``, ``disable``) defaults from the CPU the model is
+    for: x86 without VNNI gets every layer's weights in 7 bits (``enable``), since its int8 dot products
+    saturate a 16-bit intermediate (OpenVINO's "saturation issue"); elsewhere NNCF's own default."""
     ov = _openvino()
     work = work_folder(output)
     model = read_source(source, work)
@@ -169,20 +189,26 @@ def convert(
             used["keep_output_float"] = True
         # what NNCF was given, beside the attempt: the sensitivity ranking compares the int8 IR with it
         ov.save_model(model, str(work / FLOAT_IR), compress_to_fp16=False)
-        quantized, details = _quantize(model, calibration, calibration_count, validation, max_drop,
-                                       preset=preset, model_type=model_type, ignored_names=ignored_names,
-                                       ignored_types=ignored_types, ignored_patterns=ignored_patterns,
-                                       fast_bias_correction=fast_bias_correction)
+        cpu = describe_cpu(for_cpu)
+        options = NncfOptions(preset, model_type, tuple(ignored_names), tuple(ignored_types), tuple(ignored_patterns),
+                              fast_bias_correction, overflow_fix or overflow_fix_for(cpu))
+        quantized, details = _quantize(model, calibration, calibration_count, validation, max_drop, options)
         ov.save_model(quantized, str(output), compress_to_fp16=False)
         used.update(details)
-        if _runs_on_arm(for_cpu):
+        if cpu == "arm64":
             notes.append("OpenVINO's ARM CPU plugin runs int8 models in fp16: expect no speed-up over an fp16 IR "
                          "on this device")
-        used["for_cpu"] = for_cpu
+        used["for_cpu"] = cpu
     else:
         raise ConversionError(f"unknown OpenVINO target {target.name}")
     used["notes"] = notes
     return used
+
+
+def overflow_fix_for(cpu: str) -> str | None:
+    """NNCF's overflow fix for a CPU description (``describe_cpu``): every layer on x86 without VNNI, NNCF's
+    own default (None: the first layer only) elsewhere."""
+    return "enable" if cpu == X86_WITHOUT_VNNI else None
 
 
 def _output_producers(model: Any) -> list[str]:
@@ -221,16 +247,9 @@ def rank(quantized: Path, samples: Iterable[dict[str, Any]]) -> list[dict[str, A
     return rank_nodes(work / FLOAT_IR, quantized, islice(samples, SENSITIVITY_SAMPLES), work)
 
 
-def _runs_on_arm(for_cpu: str) -> bool:
-    if for_cpu == "auto":
-        return platform.machine().lower() in ("aarch64", "arm64") or platform.machine().lower().startswith("arm")
-    return for_cpu == "arm64"
-
-
 def _quantize(model: Any, calibration: Callable[[], Iterable[dict[str, Any]]] | None, count: int | None,
-              validation: Iterable[Any] | None, max_drop: float | None, *, preset: str, model_type: str | None,
-              ignored_names: tuple[str, ...], ignored_types: tuple[str, ...], ignored_patterns: tuple[str, ...],
-              fast_bias_correction: bool) -> tuple[Any, dict[str, Any]]:
+              validation: Iterable[Any] | None, max_drop: float | None,
+              options: NncfOptions) -> tuple[Any, dict[str, Any]]:
     keep_engine_telemetry_off()
     try:
         import nncf
@@ -238,27 +257,36 @@ def _quantize(model: Any, calibration: Callable[[], Iterable[dict[str, Any]]] | 
         raise MissingDependencyError("nncf (needed for openvino-int8)", "convert") from exc
     if calibration is None:
         raise ConversionError("openvino-int8 needs calibration data: pass --calib PATH (or --calib random)")
-    if preset not in PRESETS:
-        raise ConversionError(f"--preset must be one of {', '.join(PRESETS)}, got '{preset}'")
-    if model_type not in (None, "transformer"):
-        raise ConversionError(f"--model-type must be 'transformer' or unset, got '{model_type}'")
+    if options.preset not in PRESETS:
+        raise ConversionError(f"--preset must be one of {', '.join(PRESETS)}, got '{options.preset}'")
+    if options.model_type not in (None, "transformer"):
+        raise ConversionError(f"--model-type must be 'transformer' or unset, got '{options.model_type}'")
+    if options.overflow_fix not in (None, *OVERFLOW_FIXES):
+        raise ConversionError(f"--overflow-fix must be one of {', '.join(OVERFLOW_FIXES)}, got "
+                              f"'{options.overflow_fix}'")
     dataset = nncf.Dataset(_Samples(calibration, count))
     common = {
-        "preset": nncf.QuantizationPreset(preset),
+        "preset": nncf.QuantizationPreset(options.preset),
         # NNCF silently caps calibration at 300 samples unless told: use all of them.
         "subset_size": count or 300,
-        "fast_bias_correction": fast_bias_correction,
-        "model_type": nncf.ModelType.TRANSFORMER if model_type == "transformer" else None,
+        "fast_bias_correction": options.fast_bias_correction,
+        "model_type": nncf.ModelType.TRANSFORMER if options.model_type == "transformer" else None,
     }
-    if ignored_names or ignored_types or ignored_patterns:
-        common["ignored_scope"] = nncf.IgnoredScope(names=list(ignored_names), types=list(ignored_types),
-                                                    patterns=list(ignored_patterns))
-    details = {"preset": preset, "subset_size": common["subset_size"], "fast_bias_correction": fast_bias_correction,
-               "model_type": model_type, "ignored_scope": {"names": list(ignored_names),
-                                                            "types": list(ignored_types),
-                                                            "patterns": list(ignored_patterns)}}
+    if options.ignored_names or options.ignored_types or options.ignored_patterns:
+        common["ignored_scope"] = nncf.IgnoredScope(names=list(options.ignored_names),
+                                                    types=list(options.ignored_types),
+                                                    patterns=list(options.ignored_patterns))
+    advanced = {}
+    if options.overflow_fix:
+        advanced["overflow_fix"] = nncf.OverflowFix(options.overflow_fix)
+    details = {"preset": options.preset, "subset_size": common["subset_size"],
+               "fast_bias_correction": options.fast_bias_correction, "model_type": options.model_type,
+               "overflow_fix": options.overflow_fix or "first_layer_only (NNCF's default)",
+               "ignored_scope": {"names": list(options.ignored_names), "types": list(options.ignored_types),
+                                 "patterns": list(options.ignored_patterns)}}
     try:
-        plain = nncf.quantize(model, dataset, **common)
+        plain = nncf.quantize(model, dataset, advanced_parameters=nncf.AdvancedQuantizationParameters(**advanced),
+                              **common)
         if max_drop is None:
             return plain, details
         labeled = [s for s in (validation or []) if s.label is not None]
@@ -267,7 +295,8 @@ def _quantize(model: Any, calibration: Callable[[], Iterable[dict[str, Any]]] | 
             return plain, details
         controlled = nncf.quantize_with_accuracy_control(
             model, dataset, nncf.Dataset(labeled, lambda s: s.feeds), _accuracy_fn(labeled),
-            max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE, **common)
+            max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE,
+            advanced_quantization_parameters=nncf.AdvancedQuantizationParameters(**advanced), **common)
     except EdgekitError:
         raise  # our own (a calibration sample that cannot be read): already says what to do
     except nncf.ValidationError as exc:

@@ -107,3 +107,26 @@ def test_layers_read_from_tflite_have_the_same_names_in_every_conversion(tmp_pat
         names.append([(op.get_type_name(), op.get_friendly_name()) for op in ops])
     assert names[0] == names[1]
     assert any(kind == "MatMul" or kind == "Convolution" for kind, _ in names[0])
+
+
+def test_the_overflow_fix_follows_the_cpu_the_model_is_for(tmp_path, onnx_fp32):
+    """x86 without VNNI saturates int8 dot products (OpenVINO's saturation issue): every layer's weights go to
+    7 bits there; with VNNI, on ARM, or for an explicit x86 (VNNI assumed, as ONNX's --for), NNCF's default.
+    The report records the CPU and the fix; an explicit --overflow-fix wins."""
+    from edgekit.converters._onnx import X86_WITHOUT_VNNI, describe_cpu
+    from edgekit.converters._openvino import overflow_fix_for
+
+    described = {flags: describe_cpu("auto", cpuinfo=f"flags : fpu {flags}") for flags in
+                 ("avx2", "avx2 avx512f avx512_vnni", "avx2 avx_vnni", "avx512f amx_int8")}
+    assert described["avx2"] == X86_WITHOUT_VNNI and {described[f] for f in list(described)[1:]} == {"x86"}
+    assert describe_cpu("x86") == "x86" and describe_cpu("arm64") == "arm64"
+    assert [overflow_fix_for(c) for c in (X86_WITHOUT_VNNI, "x86", "arm64")] == ["enable", None, None]
+    (here,) = edgekit.convert(onnx_fp32, "openvino-int8", calibration="random", calib_size=8, validation_size=4,
+                              output_dir=tmp_path / "here")
+    cpu = describe_cpu("auto")
+    assert here.report["options"]["for_cpu"] == cpu
+    assert here.report["options"]["overflow_fix"] == (overflow_fix_for(cpu) or "first_layer_only (NNCF's default)")
+    (forced,) = edgekit.convert(onnx_fp32, "openvino-int8", calibration="random", calib_size=8, validation_size=4,
+                                output_dir=tmp_path / "forced", overflow_fix="disable", for_cpu="arm64")
+    assert forced.report["options"]["overflow_fix"] == "disable" and forced.report["options"]["for_cpu"] == "arm64"
+    assert any("ARM CPU plugin" in note for note in forced.report["options"]["notes"])

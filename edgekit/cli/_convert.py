@@ -127,7 +127,8 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
 @click.option("--onnx-format", type=click.Choice(["qdq", "qoperator"]),
               help="ONNX int8: QDQ (portable, default) or QOperator (com.microsoft ops, ONNX Runtime only).")
 @click.option("--for", "for_cpu", type=click.Choice(["x86", "arm64", "auto"]),
-              help="ONNX int8: the CPU the model is for; picks types and reduce_range [default: this machine].")
+              help="int8 (ONNX, OpenVINO): the CPU the model is for; picks ONNX's types and reduce_range, NNCF's "
+              "overflow fix [default: this machine; x86 = with VNNI].")
 @click.option("--reduce-range/--full-range", default=None, help="ONNX int8: 7-bit weights (x86 without VNNI) "
               "[default: from --for].")
 @click.option("--opset", type=click.IntRange(min=7), help="ONNX: opset of the export [default: 17].")
@@ -142,6 +143,9 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
 @click.option("--system-config", help="ethos-u: Vela system configuration (e.g. Ethos_U55_High_End_Embedded).")
 @click.option("--memory-mode", help="ethos-u: Vela memory mode (e.g. Shared_Sram, Dedicated_Sram).")
 @click.option("--require-full-npu", is_flag=True, default=None, help="ethos-u: fail when any op falls back to the CPU.")
+@click.option("--overflow-fix", type=click.Choice(["enable", "first_layer_only", "disable"]),
+              help="OpenVINO int8: NNCF's 7-bit weights against int8 saturation [default: enable for x86 without "
+              "VNNI, else NNCF's first_layer_only].")
 @click.option("--fast-bias-correction/--bias-correction", default=None,
               help="OpenVINO int8: NNCF's fast bias correction [default] or the slower full one.")
 @json_option
