@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgekit.runtimes._formats import hash_into
+from edgekit.runtimes._formats import hash_feeds, hash_into
 
 #: calibration samples a ranking runs (both models keep every intermediate tensor: memory grows with it)
 SENSITIVITY_SAMPLES = 16
@@ -61,9 +61,7 @@ def _key(float_model: Path, quantized_model: Path, samples: list[dict[str, np.nd
         if path.with_suffix(".bin").is_file():  # an OpenVINO IR's weights
             hash_into(digest, path.with_suffix(".bin"))
     for sample in samples:
-        for name in sorted(sample):
-            digest.update(name.encode())
-            digest.update(np.ascontiguousarray(sample[name]).tobytes())
+        hash_feeds(digest, sample)
     return digest.hexdigest()[:32]
 
 

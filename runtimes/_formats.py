@@ -56,6 +56,15 @@ def hash_into(digest: Any, path: Path) -> None:
             digest.update(block)
 
 
+def hash_feeds(digest: Any, feeds: dict[str, Any]) -> None:
+    """Feed one sample's arrays to a hashlib digest, by input name in sorted order."""
+    import numpy as np
+
+    for name in sorted(feeds):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(feeds[name]).tobytes())
+
+
 @contextmanager
 def _mapped(path: Path):
     with open(path, "rb") as handle:

@@ -22,6 +22,7 @@ import numpy as np
 from edgekit import __version__
 from edgekit.optimizing.cache import Cache, device_lease, digest
 from edgekit.optimizing.space import KEEP_FLOAT_OPTION, Candidate
+from edgekit.runtimes._formats import hash_feeds
 from edgekit.runtimes.errors import EdgekitError
 
 log = logging.getLogger("edgekit")
@@ -274,8 +275,6 @@ class Evaluator:
 def _samples_digest(samples: list[Any]) -> str:
     found = hashlib.sha256()
     for sample in samples:
-        for name in sorted(sample.feeds):
-            found.update(name.encode())
-            found.update(np.ascontiguousarray(sample.feeds[name]).tobytes())
+        hash_feeds(found, sample.feeds)
         found.update(str(sample.label).encode())
     return found.hexdigest()[:24]

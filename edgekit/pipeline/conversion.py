@@ -22,8 +22,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgekit import __version__
 from edgekit._files import ensure_writable, publish, staging_dir
 from edgekit.audit import audit_model
@@ -34,7 +32,7 @@ from edgekit.pipeline.preprocess import Recipe
 from edgekit.pipeline.repair import try_remedies
 from edgekit.pipeline.validation import ValidationReport, validate
 from edgekit.runtimes import open_runtime
-from edgekit.runtimes._formats import ONNX, hash_into, open_model_file
+from edgekit.runtimes._formats import ONNX, hash_feeds, hash_into, open_model_file
 from edgekit.runtimes.errors import ConversionError, EdgekitError
 
 log = logging.getLogger("edgekit")
@@ -252,10 +250,7 @@ class _Remembered:
 
     def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
         digest = hashlib.blake2b(digest_size=16)
-        for name in sorted(feeds):
-            value = np.ascontiguousarray(feeds[name])
-            digest.update(f"{name}:{value.dtype}:{value.shape}".encode())
-            digest.update(value.tobytes())
+        hash_feeds(digest, feeds)
         key = digest.digest()
         if key not in self._seen:
             self._seen[key] = self._runtime.run(feeds)
