@@ -289,13 +289,9 @@ def remedies(first: Path, samples: Callable[[], Iterable[dict[str, Any]]]):
     fail, from the default attempt's own files."""
     yield "outputs in float", {"keep_output_float": True}, None
     yield "outputs in float, percentile calibration", {"keep_output_float": True, "calib_method": "percentile"}, None
-    ranking = rank(first, samples())
-    for count in (1, 2, 4, 8, 16, 32):
-        if count > max(1, len(ranking) // 4):
-            break
-        kept = tuple(r["node"] for r in ranking[:count])
-        yield (f"outputs and the {count} most sensitive node(s) in float",
-               {"keep_output_float": True, "exclude_nodes": kept}, ranking)
+    from edgekit.converters._sensitivity import keep_most_sensitive
+
+    yield from keep_most_sensitive(rank(first, samples()), {"keep_output_float": True}, "exclude_nodes", "node(s)")
 
 
 #: the options of the attempt ``rank`` ranks: the default int8 model

@@ -221,13 +221,9 @@ def remedies(first: Path, samples: Any):
     yield "outputs in float", {"keep_output_float": True}, None
     yield "outputs in float, mixed preset (asymmetric activations)", \
         {"keep_output_float": True, "preset": "mixed"}, None
-    ranking = rank(first, samples())
-    for count in (1, 2, 4, 8, 16, 32):
-        if count > max(1, len(ranking) // 4):
-            break
-        kept = tuple(r["node"] for r in ranking[:count])
-        yield (f"outputs and the {count} most sensitive layer(s) in float",
-               {"keep_output_float": True, "ignored_names": kept}, ranking)
+    from edgekit.converters._sensitivity import keep_most_sensitive
+
+    yield from keep_most_sensitive(rank(first, samples()), {"keep_output_float": True}, "ignored_names", "layer(s)")
 
 
 #: the float model NNCF quantized, kept in the attempt's work folder

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,17 @@ def rank_nodes(float_model: Path, quantized_model: Path, samples: Iterable[dict[
 _METHOD = "added noise power ratio; fused activations followed; float ops left out"
 
 
+def keep_most_sensitive(ranking: list[dict[str, Any]] | None, base: dict[str, Any], option: str,
+                        what: str) -> Iterator[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
+    """The remedies keeping the 1, 2, 4 ... most sensitive nodes of ``ranking`` in float (at most a quarter of
+    them), on top of the ``base`` options: (label, options with ``option`` naming the nodes, ranking)."""
+    for count in (1, 2, 4, 8, 16, 32):
+        if not ranking or count > max(1, len(ranking) // 4):
+            return
+        kept = tuple(r["node"] for r in ranking[:count])
+        yield f"outputs and the {count} most sensitive {what} in float", {**base, option: kept}, ranking
+
+
 def _key(float_model: Path, quantized_model: Path, samples: list[dict[str, np.ndarray]]) -> str:
     digest = hashlib.sha256(_METHOD.encode())
     for path in (float_model, quantized_model):
@@ -68,15 +79,14 @@ def _key(float_model: Path, quantized_model: Path, samples: list[dict[str, np.nd
 def _rank(float_model: Path, quantized_model: Path, samples: list[dict[str, np.ndarray]],
           work: Path) -> list[dict[str, Any]]:
     import onnx
-    from onnxruntime.quantization.qdq_loss_debug import collect_activations, modify_model_output_intermediate_tensors
+    from onnxruntime.quantization.qdq_loss_debug import modify_model_output_intermediate_tensors
 
-    float_aug, quant_aug = work / "float_debug.onnx", work / "qdq_debug.onnx"
-    modify_model_output_intermediate_tensors(str(float_model), str(float_aug))
-    modify_model_output_intermediate_tensors(str(quantized_model), str(quant_aug))
-    float_acts = collect_activations(str(float_aug), iter(samples))
-    quant_acts = collect_activations(str(quant_aug), iter(samples))
+    runs = []
+    for model, augmented in ((float_model, work / "float_debug.onnx"), (quantized_model, work / "qdq_debug.onnx")):
+        modify_model_output_intermediate_tensors(str(model), str(augmented))
+        runs.append(_onnx_tensors(augmented))
     # every tensor both models expose under the same name (the QDQ model keeps the float node's output names)
-    sqnr = {name: _sqnr(float_acts[name], quant_acts[name]) for name in float_acts.keys() & quant_acts.keys()}
+    sqnr = _compare(runs[0], runs[1], samples)
     graph = onnx.load(str(float_model), load_external_data=False).graph
     sqnr.update({value.name: EXACT_DB for value in graph.input})
     consumers: dict[str, list[Any]] = {}
@@ -85,6 +95,43 @@ def _rank(float_model: Path, quantized_model: Path, samples: list[dict[str, np.n
             consumers.setdefault(name, []).append(node)
     return _by_added_noise(((n.name, n.op_type, n.input, _visible_outputs(n, consumers, sqnr)) for n in graph.node
                             if n.op_type in _QUANTIZED_OPS), sqnr)
+
+
+def _onnx_tensors(augmented: Path) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """One sample -> every tensor qdq_loss_debug's augmented model saves, by name. A session run as its
+    ``collect_activations`` runs it (no graph optimization), one sample at a time: keeping every sample's
+    tensors, as that function does, took 13 GB on a 640 x 640 text detector."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = onnxruntime.InferenceSession(str(augmented), sess_options=options, providers=["CPUExecutionProvider"])
+    saved = [(i, o.name[: -len(_SAVED)]) for i, o in enumerate(session.get_outputs()) if o.name.endswith(_SAVED)]
+
+    def tensors(sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = session.run(None, sample)
+        return {name: values[i] for i, name in saved}
+
+    return tensors
+
+
+_SAVED = "_ReshapedSavedOutput"  # what modify_model_output_intermediate_tensors appends to a saved tensor's name
+
+
+def _compare(reference: Callable[[Any], dict[str, np.ndarray]], candidate: Callable[[Any], dict[str, np.ndarray]],
+             samples: Iterable[Any]) -> dict[str, float]:
+    """SQNR of every tensor both models compute, summed over the samples one at a time."""
+    signal: dict[str, float] = {}
+    noise: dict[str, float] = {}
+    for sample in samples:
+        expected, found = reference(sample), candidate(sample)
+        for name in expected.keys() & found.keys():
+            a, b = np.asarray(expected[name], np.float64).ravel(), np.asarray(found[name], np.float64).ravel()
+            if a.shape != b.shape:
+                continue
+            signal[name] = signal.get(name, 0.0) + float(a @ a)
+            noise[name] = noise.get(name, 0.0) + float((a - b) @ (a - b))
+    return {name: _ratio_db(signal[name], noise[name]) for name in signal}
 
 
 _FUSED_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid"}
@@ -134,9 +181,7 @@ def _rank_tflite(float_model: Path, quantized_model: Path, samples: list[dict[st
                  work: Path) -> list[dict[str, Any]]:
     from ai_edge_litert.interpreter import Interpreter
 
-    float_acts, quant_acts = _activations(Interpreter, float_model, samples), _activations(Interpreter,
-                                                                                          quantized_model, samples)
-    sqnr = {name: _sqnr(float_acts[name], quant_acts[name]) for name in float_acts.keys() & quant_acts.keys()}
+    sqnr = _compare(_tflite_tensors(Interpreter, float_model), _tflite_tensors(Interpreter, quantized_model), samples)
     interpreter = Interpreter(model_path=str(float_model))
     names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
     sqnr.update({d["name"]: EXACT_DB for d in interpreter.get_input_details()})
@@ -154,14 +199,14 @@ def _rank_tflite(float_model: Path, quantized_model: Path, samples: list[dict[st
     return _by_added_noise(ops, sqnr)
 
 
-def _activations(interpreter_class: Any, path: Path, samples: list[dict[str, np.ndarray]]) -> dict[str, list]:
-    """Every tensor the model computes (integer ones dequantized), per sample, by name."""
+def _tflite_tensors(interpreter_class: Any, path: Path) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """One sample -> every tensor the model computes (integer ones dequantized), by name."""
     interpreter = interpreter_class(model_path=str(path), experimental_preserve_all_tensors=True)
     runner = interpreter.get_signature_runner()
     inputs = runner.get_input_details()
     computed = [d for d in interpreter.get_tensor_details() if d["name"]]
-    found: dict[str, list[np.ndarray]] = {}
-    for sample in samples:
+
+    def tensors(sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {}
         for name, value in sample.items():
             detail = inputs[name]
@@ -172,6 +217,7 @@ def _activations(interpreter_class: Any, path: Path, samples: list[dict[str, np.
                 value = np.clip(np.rint(value / scale) + zero_point, info.min, info.max)
             feeds[name] = np.asarray(value).astype(dtype)
         runner(**feeds)
+        found = {}
         for detail in computed:
             try:
                 value = interpreter.get_tensor(detail["index"])
@@ -180,8 +226,10 @@ def _activations(interpreter_class: Any, path: Path, samples: list[dict[str, np.
             scale, zero_point = detail["quantization"]
             if np.dtype(detail["dtype"]).kind in "iu" and scale:
                 value = (value.astype(np.float32) - zero_point) * scale
-            found.setdefault(detail["name"], []).append(np.array(value, dtype=np.float32))
-    return found
+            found[detail["name"]] = np.array(value, dtype=np.float32)
+        return found
+
+    return tensors
 
 
 # OpenVINO ops that carry NNCF's quantization or only move data: what remains are the layers ignored_scope names
@@ -215,17 +263,9 @@ def _rank_openvino(float_model: Path, quantized_model: Path, samples: list[dict[
         # results keep the model's output order: find each probed layer's position among them
         fed_by = {r.input_value(0).get_node().get_friendly_name(): i for i, r in enumerate(net.get_results())
                   if r.input_value(0).get_index() == 0}
-        compiled = core.compile_model(net, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        runs.append((compiled, [fed_by[name] for name in shared]))
-    signal, noise = dict.fromkeys(shared, 0.0), dict.fromkeys(shared, 0.0)
-    for sample in samples:
-        (float_run, float_at), (quant_run, quant_at) = runs
-        expected, found = float_run(sample).to_tuple(), quant_run(sample).to_tuple()
-        for name, i, j in zip(shared, float_at, quant_at):
-            a = np.asarray(expected[i], np.float64)
-            signal[name] += float(np.sum(a**2))
-            noise[name] += float(np.sum((a - found[j]) ** 2))
-    sqnr = {f"{name}:0": _ratio_db(signal[name], noise[name]) for name in shared}
+        runs.append(_openvino_tensors(core.compile_model(net, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}),
+                                      {f"{name}:0": fed_by[name] for name in shared}))
+    sqnr = _compare(runs[0], runs[1], samples)
     sqnr.update({f"{p.get_friendly_name()}:0": EXACT_DB for p in float_net.get_parameters()})
     nodes = []
     for name in shared:
@@ -235,6 +275,14 @@ def _rank_openvino(float_model: Path, quantized_model: Path, samples: list[dict[
         inputs = [_tensor(op.input_value(i)) for i in range(op.get_input_size())]
         nodes.append((name, op.get_type_name(), inputs, [f"{name}:0"]))
     return _by_added_noise(nodes, sqnr)
+
+
+def _openvino_tensors(compiled: Any, positions: dict[str, int]) -> Callable[[dict[str, np.ndarray]], dict]:
+    def tensors(sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = compiled(sample).to_tuple()
+        return {name: values[i] for name, i in positions.items()}
+
+    return tensors
 
 
 def _producer(value: Any) -> Any:
@@ -250,14 +298,6 @@ def _tensor(value: Any) -> str:
 
 
 EXACT_DB = 100.0  # what an unquantized tensor scores: far beyond anything int8 reaches
-
-
-def _sqnr(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
-    a = np.concatenate([np.ravel(x) for x in reference]).astype(np.float64)
-    b = np.concatenate([np.ravel(x) for x in candidate]).astype(np.float64)
-    if a.shape != b.shape:
-        return EXACT_DB
-    return _ratio_db(float(np.sum(a**2)), float(np.sum((a - b) ** 2)))
 
 
 def _ratio_db(signal: float, noise: float) -> float:

@@ -279,12 +279,9 @@ def remedies(first: Path, samples: Any):
     head = RANK_OPTIONS
     yield "outputs in float", head, None
     folder = first.parent.with_name(first.parent.name.rsplit("-", 1)[0] + "-1")  # that attempt's own folder
-    ranking = rank(folder / first.name, samples())
-    for count in (1, 2, 4, 8, 16, 32):
-        if not ranking or count > max(1, len(ranking) // 4):
-            break
-        kept = tuple(r["node"] for r in ranking[:count])
-        yield f"outputs and the {count} most sensitive op(s) in float", {**head, "exclude_nodes": kept}, ranking
+    from edgekit.converters._sensitivity import keep_most_sensitive
+
+    yield from keep_most_sensitive(rank(folder / first.name, samples()), head, "exclude_nodes", "op(s)")
     yield "int16 activations, int8 weights (16x8)", {"activations": "int16"}, None
 
 

@@ -145,8 +145,7 @@ def test_the_applications_own_decisions_judge_what_no_output_shape_shows():
 def _detector_head(path):
     """A conv feature map read out by two 1x1 convs: boxes (sigmoid x 640) and class scores (sigmoid),
     concatenated into [N, anchors, 4 + 3] as YOLO exports do."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(1)
     weights = {"w": rng.normal(0, 0.5, (8, 3, 3, 3)), "wb": rng.normal(0, 0.5, (4, 8, 1, 1)),
@@ -162,8 +161,18 @@ def _detector_head(path):
         helper.make_node("Concat", ["bf", "sf"], ["cat"], axis=1),
         helper.make_node("Transpose", ["cat"], ["detections"], perm=[0, 2, 1]),
     ]
-    graph = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("detections", TensorProto.FLOAT, [1, 64, 7])], inits)
+    return _save_onnx(path, nodes, ("images", [1, 3, 8, 8]), ("detections", [1, 64, 7]), inits)
+
+
+def _save_onnx(path, nodes, model_input, model_output, initializers):
+    """An opset-17 model of ``nodes`` with one float input and output, each given as (name, shape)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(nodes, path.stem,
+                              [helper.make_tensor_value_info(model_input[0], TensorProto.FLOAT, model_input[1])],
+                              [helper.make_tensor_value_info(model_output[0], TensorProto.FLOAT, model_output[1])],
+                              initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, path)
@@ -191,8 +200,7 @@ def _outlier_net(path):
     """conv1's channel 0 spans a range 400 times the others'; conv2 reads only the others. One per-tensor int8
     scale at conv2's input wipes them out: neither the output head in float nor asymmetric ranges help, keeping
     conv2 float does. Global average pool and a fully connected layer give 10 classes."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(0)
     w1, w2 = rng.normal(0, 0.5, (8, 3, 3, 3)), rng.normal(0, 0.5, (16, 8, 3, 3))
@@ -205,14 +213,8 @@ def _outlier_net(path):
              helper.make_node("GlobalAveragePool", ["r2"], ["g"], name="pool"),
              helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
              helper.make_node("Gemm", ["f", "wf"], ["logits"], transB=1, name="fc")]
-    graph = helper.make_graph(nodes, "outliers",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
-                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
+    return _save_onnx(path, nodes, ("x", [1, 3, 16, 16]), ("logits", [1, 10]),
+                      [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()])
 
 
 @pytest.mark.openvino
