@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import task_data
 import wheels
+from edgekit.converters._onnx import X86_WITHOUT_VNNI, describe_cpu
 
 import edgekit
 from edgekit import ConversionError
@@ -29,6 +30,8 @@ TARGETS = ("onnx-fp32", "onnx-fp16", "onnx-int8", "openvino-fp32", "openvino-fp1
 # (model, target) -> cosine measured here with the default options (min over outputs and engines)
 COLLAPSES = {("ppocr_rec", "onnx-int8"): 0.91, ("ppocr_det", "onnx-int8"): 0.84,
              ("layout", "onnx-int8"): 0.61}
+if describe_cpu("auto") == X86_WITHOUT_VNNI:  # measured on an AVX2 EPYC; with VNNI it holds >= 0.95
+    COLLAPSES[("silero_vad", "onnx-int8")] = 0.88  # the speech probability; 7-bit or full-range weights alike
 
 
 @dataclass(frozen=True)
@@ -137,13 +140,22 @@ def test_ocr_float_forms_read_the_same_text_as_the_source(tmp_path_factory):
 @pytest.mark.parametrize("target", ["onnx-int8", "openvino-int8"])
 def test_int8_ocr_reads_within_two_points_of_float_or_fails_saying_why(tmp_path, target):
     """The task metric (exact-match strings read from rendered text): each int8 form, repaired by default,
-    reads within 2 points of the float model, or its report says failed and what collapsed."""
+    reads within 2 points of the float model, or its report says failed and why. The application's decision
+    (the string each line reads) and the 2-point budget are given to edgekit as ``decide`` and ``max_drop``:
+    the default floor (90 % of strings kept) is a collapse detector, and on x86 without VNNI openvino-int8
+    reads 90 % of held-out lines where float reads 98 % while keeping >= 90 % of the validation strings."""
     source = wheels.fetch("ppocr_rec")
     images, texts = task_data.ocr_lines(72, seed=11)
     np.save(tmp_path / "calib.npy", images)
-    (result,) = edgekit.convert(source, target, calibration=tmp_path / "calib.npy", calib_size=48,
-                                validation_size=24, input_shapes={"x": (1, 3, 48, 320)}, output_dir=tmp_path / "out")
     charset = task_data.ocr_charset(source)
+
+    def strings(outputs):
+        (probabilities,) = outputs.values()
+        return np.array([task_data.ctc_decode(line, charset) for line in probabilities])
+
+    (result,) = edgekit.convert(source, target, calibration=tmp_path / "calib.npy", calib_size=48,
+                                validation_size=24, input_shapes={"x": (1, 3, 48, 320)}, output_dir=tmp_path / "out",
+                                decide=strings, max_drop=2)
     held_out, truth = task_data.ocr_lines(60, seed=12)
     feeds = [{"x": held_out[i : i + 1]} for i in range(len(truth))]
     backend = "openvino" if target.startswith("openvino") else "onnxruntime"
@@ -153,10 +165,10 @@ def test_int8_ocr_reads_within_two_points_of_float_or_fails_saying_why(tmp_path,
     report = result.report
     print(f"{target}: float {accuracy['float']:.1f} %, int8 {accuracy['int8']:.1f} %, status {report['status']}, "
           f"repair {report['repair'] and report['repair']['chosen']}")
+    assert report["validation"]["decisions"]["count"] == 24
     if accuracy["float"] - accuracy["int8"] > 2:
-        assert report["status"] == "failed" and any("collapsed" in f for f in report["failures"]), \
-            (accuracy, report["failures"])
-        assert report["repair"]["attempts"][0]["collapsed"], "every remedy tried is recorded"
+        assert report["status"] == "failed" and report["failures"], (accuracy, report["failures"])
+        assert len(report["repair"]["attempts"]) > 1, "every remedy tried is recorded"
 
 
 @pytest.mark.parametrize("target", ["onnx-int8", "openvino-int8"])
@@ -184,8 +196,11 @@ def test_int8_text_detector_finds_the_lines_within_two_points_of_float_or_fails_
     if f1["float"] - f1["int8"] > 2:
         assert report["status"] == "failed" and any("collapsed" in f for f in report["failures"]), \
             (f1, report["failures"])
-    elif repair:
+    elif report["status"] == "ok" and repair:
         assert repair["chosen"] and not repair["attempts"][-1]["collapsed"], "the kept attempt holds the floors"
+    else:  # within 2 points yet failed: the pixel floor is stricter than box F1 (on x86 without VNNI, onnx-int8's
+        # 7-bit weights keep 63-76 % of the map's pixels above 0.5 while the boxes hold): it must say why
+        assert report["status"] == "ok" or any("collapsed" in f for f in report["failures"]), report["failures"]
 
 
 def test_silero_int8_openvino_is_one_clear_error(tmp_path):
