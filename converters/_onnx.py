@@ -64,7 +64,7 @@ def describe_cpu(for_cpu: str, cpuinfo: str | None = None) -> str:
     cpu = for_cpu
     if cpu == "auto":
         machine = platform.machine().lower()
-        cpu = "arm64" if machine in ("aarch64", "arm64") or machine.startswith("arm") else "x86"
+        cpu = "arm64" if machine == "aarch64" or machine.startswith("arm") else "x86"
     if cpu not in ("x86", "arm64"):
         raise ConversionError(f"--for must be x86, arm64 or auto, got '{for_cpu}'")
     if cpu == "x86" and for_cpu == "auto" and not cpu_has_vnni(cpuinfo):

@@ -221,7 +221,10 @@ def _from_float_tflite(source: Source, target: Any, output: Path,
     work = work_folder(output)
     float_path, info = float_tflite(source, work, channels_last)
     if float_path.parent != work:  # made by an earlier attempt: link it here, where this attempt's ranking looks
-        os.link(float_path, work / float_path.name)
+        try:
+            os.link(float_path, work / float_path.name)
+        except OSError:  # a file system without hard links (FAT, some network shares)
+            shutil.copyfile(float_path, work / float_path.name)
     nhwc = info.get("channels_last_inputs", [])
     if nhwc and calibration is not None:  # the samples arrive in the source's layout
         calibration = _transposed(calibration, nhwc)
