@@ -5,14 +5,13 @@ functions only. Static int8 defaults depend on the CPU the model is built for
 (``for_cpu``): on x86, uint8 activations with int8 weights (ONNX Runtime's fast
 U8S8 kernels; int8 activations run about as slow as float there), with
 ``reduce_range`` when the CPU lacks VNNI so results do not depend on the CPU;
-on arm64, int8 activations and weights (S8S8).
+on arm64, int8 activations and weights (S8S8). ``runtimes/_cpu.py`` names the CPUs.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import platform
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 from edgekit.converters import work_folder
 from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source
+from edgekit.runtimes._cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu, is_arm
 from edgekit.runtimes._formats import ONNX, TFLITE
 from edgekit.runtimes._ort import engine_errors
 from edgekit.runtimes.errors import ConversionError, MissingDependencyError, UnsupportedModelError, first_line
@@ -46,38 +46,16 @@ def _imports() -> tuple[Any, Any]:
     return onnx, onnxruntime
 
 
-def cpu_has_vnni(cpuinfo: str | None = None) -> bool:
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            return False
-    return any(flag in cpuinfo.split() for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
-
-
-X86_WITHOUT_VNNI = "x86 (no VNNI)"
-
-
-def describe_cpu(for_cpu: str, cpuinfo: str | None = None) -> str:
-    """The CPU a model is converted for: ``arm64``, ``x86`` or ``x86 (no VNNI)`` (whose int8 dot products
-    saturate a 16-bit intermediate); ``auto`` is this machine, an explicit ``x86`` one with VNNI."""
-    cpu = for_cpu
-    if cpu == "auto":
-        machine = platform.machine().lower()
-        cpu = "arm64" if machine == "aarch64" or machine.startswith("arm") else "x86"
-    if cpu not in ("x86", "arm64"):
-        raise ConversionError(f"--for must be x86, arm64 or auto, got '{for_cpu}'")
-    if cpu == "x86" and for_cpu == "auto" and not cpu_has_vnni(cpuinfo):
-        return X86_WITHOUT_VNNI
-    return cpu
-
-
 def int8_defaults(for_cpu: str, cpuinfo: str | None = None) -> dict[str, Any]:
-    """Activation/weight types and reduce_range for the CPU the model is converted for."""
+    """Activation/weight types and reduce_range for the CPU the model is converted for (``describe_cpu``):
+    S8S8 on arm64 (its sdot/smmla and NEON kernels take signed pairs), U8S8 on x86 (vpmaddubsw/vpdpbusd take
+    u8 x s8; S8S8 runs about as slow as float there), 7-bit weights where vpmaddubsw's int16 saturates."""
     cpu = describe_cpu(for_cpu, cpuinfo)
-    if cpu == "arm64":
-        return {"for_cpu": "arm64", "activation_type": "int8", "weight_type": "int8", "reduce_range": False}
-    return {"for_cpu": cpu, "activation_type": "uint8", "weight_type": "int8", "reduce_range": cpu == X86_WITHOUT_VNNI}
+    if is_arm(cpu):
+        return {"for_cpu": cpu, "activation_type": "int8", "weight_type": "int8", "reduce_range": False,
+                "int8_instructions": INT8_INSTRUCTIONS[cpu]}
+    return {"for_cpu": cpu, "activation_type": "uint8", "weight_type": "int8", "reduce_range": cpu == X86_WITHOUT_VNNI,
+            "int8_instructions": INT8_INSTRUCTIONS[cpu]}
 
 
 def export_onnx(source: Source, output: Path, opset: int | None = None) -> dict[str, Any]:
@@ -485,7 +463,8 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
         raise ConversionError(f"ONNX Runtime could not quantize the model: {first[:300]}") from exc
     used.update(format=onnx_format, calib_method=calib_method, per_channel=per_channel,
                 activation_type=activation_type, weight_type=weight_type, reduce_range=reduce_range,
-                symmetric_activations=symmetric, for_cpu=defaults["for_cpu"], excluded_nodes=excluded,
+                symmetric_activations=symmetric, for_cpu=defaults["for_cpu"],
+                int8_instructions=defaults["int8_instructions"], excluded_nodes=excluded,
                 excluded_op_types=list(exclude_op_types), calibration_sample_cap=limit)
     return used
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 from edgekit.converters import work_folder
-from edgekit.converters._onnx import X86_WITHOUT_VNNI, describe_cpu
 from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source
+from edgekit.runtimes._cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu, is_arm
 from edgekit.runtimes._formats import ONNX, TFLITE
 from edgekit.runtimes._openvino import engine_message
 from edgekit.runtimes._telemetry import keep_engine_telemetry_off
@@ -195,10 +195,10 @@ def convert(
         quantized, details = _quantize(model, calibration, calibration_count, validation, max_drop, options)
         ov.save_model(quantized, str(output), compress_to_fp16=False)
         used.update(details)
-        if cpu == "arm64":
+        if is_arm(cpu):
             notes.append("OpenVINO's ARM CPU plugin runs int8 models in fp16: expect no speed-up over an fp16 IR "
                          "on this device")
-        used["for_cpu"] = cpu
+        used["for_cpu"], used["int8_instructions"] = cpu, INT8_INSTRUCTIONS[cpu]
     else:
         raise ConversionError(f"unknown OpenVINO target {target.name}")
     used["notes"] = notes

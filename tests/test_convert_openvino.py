@@ -118,7 +118,7 @@ def test_the_overflow_fix_follows_the_cpu_the_model_is_for(tmp_path, onnx_fp32):
 
     described = {flags: describe_cpu("auto", cpuinfo=f"flags : fpu {flags}") for flags in
                  ("avx2", "avx2 avx512f avx512_vnni", "avx2 avx_vnni", "avx512f amx_int8")}
-    assert described["avx2"] == X86_WITHOUT_VNNI and {described[f] for f in list(described)[1:]} == {"x86"}
+    assert described["avx2"] == X86_WITHOUT_VNNI and X86_WITHOUT_VNNI not in list(described.values())[1:]
     assert describe_cpu("x86") == "x86" and describe_cpu("arm64") == "arm64"
     assert [overflow_fix_for(c) for c in (X86_WITHOUT_VNNI, "x86", "arm64")] == ["enable", None, None]
     (here,) = edgekit.convert(onnx_fp32, "openvino-int8", calibration="random", calib_size=8, validation_size=4,
