@@ -136,9 +136,10 @@ def resolve_targets(names: str | list[str] | tuple[str, ...]) -> list[Target]:
 
 
 def work_folder(output: Path) -> Path:
-    """A scratch folder beside an artifact being built in staging (removed with the staging folder)."""
+    """A scratch folder beside an artifact being built in staging (removed with the staging folder); shared by
+    the passes of one conversion (tflite-int8 quantizes twice when XNNPACK lacks an int8 kernel)."""
     folder = output.parent / f".{output.name}-work"
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     return folder
 
 

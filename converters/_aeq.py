@@ -20,7 +20,7 @@ from edgekit.runtimes._litert import implementation_version
 from edgekit.runtimes.errors import ConversionError, MissingDependencyError, first_line
 
 #: ops that only move data: an output's float "head" follows them back to the op that computed it
-_DATA_MOVEMENT = {"RESHAPE", "TRANSPOSE", "CONCATENATION", "SQUEEZE", "EXPAND_DIMS", "PACK", "UNPACK", "SPLIT",
+DATA_MOVEMENT = {"RESHAPE", "TRANSPOSE", "CONCATENATION", "SQUEEZE", "EXPAND_DIMS", "PACK", "UNPACK", "SPLIT",
                   "SPLIT_V", "SLICE", "STRIDED_SLICE", "GATHER", "DEQUANTIZE", "QUANTIZE"}
 #: weights ai-edge-quantizer casts to float16 for tflite-fp16 (other float constants stay float32)
 _FP16_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE", "EMBEDDING_LOOKUP")
@@ -63,7 +63,7 @@ def output_head(float_path: Path) -> list[str]:
             continue
         seen.add(op["index"])
         head += [names[o] for o in op["outputs"] if o >= 0]
-        if op["op_name"] in _DATA_MOVEMENT:
+        if op["op_name"] in DATA_MOVEMENT:
             stack += [i for i in op["inputs"] if i >= 0]
     return head
 
@@ -93,11 +93,16 @@ def _configure(engine: Any, recipe: Any, variant: str, io: str, keep_float: tupl
 
 def quantize(float_path: Path, output: Path, variant: str, *,
              calibration: Callable[[], Iterable[dict[str, Any]]] | None, io: str | None,
-             keep_output_float: bool = False, exclude_nodes: tuple[str, ...] = ()) -> dict[str, Any]:
+             keep_output_float: bool = False, exclude_nodes: tuple[str, ...] = (),
+             keep_float_ops: tuple[str, ...] = ()) -> dict[str, Any]:
     """Write ``variant`` (fp16, dynamic, int8 or int16x8) of the float model at ``float_path`` to ``output``;
     ``keep_output_float`` leaves the ops computing the outputs (``output_head``) in float, ``exclude_nodes``
-    the ops with these output tensors (names joined by ';' for an op with several)."""
+    the ops with these output tensors (names joined by ';' for an op with several), ``keep_float_ops`` every
+    op of these types."""
     quantizer, recipe = _imports()
+    from ai_edge_quantizer import qtyping
+
+    keep_float_ops = tuple(op for op in keep_float_ops if hasattr(qtyping.TFLOperationName, op))  # others stay float
     used: dict[str, Any] = {"quantizer": f"ai-edge-quantizer {implementation_version('ai-edge-quantizer')}"}
     if variant in ("int8", "int16x8"):
         io = io or ("int8" if variant == "int8" else "float")
@@ -117,9 +122,10 @@ def quantize(float_path: Path, output: Path, variant: str, *,
         used["excluded_nodes"] = list(exclude_nodes)
     scopes = head + [name for node in exclude_nodes for name in node.split(";") if name]
     try:
-        quantized = _run(quantizer, recipe, float_path, variant, io, calibration, (), scopes)
+        quantized = _run(quantizer, recipe, float_path, variant, io, calibration, keep_float_ops, scopes)
     except _OpFailed as failed:  # one op the quantizer cannot handle: keep that op float and say so
-        quantized = _run(quantizer, recipe, float_path, variant, io, calibration, (failed.op,), scopes)
+        quantized = _run(quantizer, recipe, float_path, variant, io, calibration, (*keep_float_ops, failed.op),
+                         scopes)
         used["kept_float"] = {failed.op: f"ai-edge-quantizer fails on it: {failed.message}"}
     output.write_bytes(quantized)
     return used

@@ -39,7 +39,9 @@ def convert(
 
         if calibration is None:
             raise ConversionError("ethos-u needs calibration data for its int8 model: pass --calib PATH")
-        convert_tflite(source, TARGETS["tflite-int8"], int8, calibration=calibration, io=io)
+        # every op int8: the NPU runs nothing else (what XNNPACK lacks is no reason to keep an op float here)
+        convert_tflite(source, TARGETS["tflite-int8"], int8, calibration=calibration, io=io,
+                       int8_placement="everywhere")
     else:
         shutil.copyfile(source.path, int8)
     _require_full_int8(int8, source)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from edgekit.converters import work_folder
 from edgekit.converters._quiet import import_tensorflow, native_stderr_silenced
 from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source, load_keras, load_savedmodel
@@ -25,6 +26,7 @@ from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
 
 log = logging.getLogger("edgekit")
 IO_TYPES = ("int8", "uint8", "float")
+INT8_PLACEMENTS = ("engine", "everywhere")
 
 
 def serving_function(tf: Any, source: Source) -> tuple[Any, list[Any], Any]:
@@ -69,6 +71,7 @@ def convert(
     channels_last: bool = False,
     keep_output_float: bool = False,
     exclude_nodes: tuple[str, ...] = (),
+    int8_placement: str = "engine",
 ) -> dict[str, Any]:
     """Write ``target`` (a TFLite ``Target``) for ``source`` to ``output``; return the options used.
 
@@ -85,15 +88,25 @@ def convert(
             cover); done by ai-edge-quantizer on the float .tflite, for Keras/SavedModel sources too.
         exclude_nodes: Ops to leave in float, named by their output tensors (the sensitivity ranking's
             ``node``); as ``keep_output_float``, through ai-edge-quantizer.
+        int8_placement: ``engine`` (tflite-int8's default) keeps in float the op types LiteRT's XNNPACK
+            delegate runs no int8 kernel for, when they sit mid-graph (each one splits the delegate and runs a
+            slow reference kernel: MobileNetV3's HARD_SWISH made int8 3x slower than float); ``everywhere``
+            quantizes every op the quantizer can, as the TFLite converter does.
     """
     if activations not in ("int8", "int16"):
         raise ConversionError(f"activations must be int8 or int16, got '{activations}'")
+    if int8_placement not in INT8_PLACEMENTS:
+        raise ConversionError(f"--int8-placement must be one of {', '.join(INT8_PLACEMENTS)}, got '{int8_placement}'")
+    if target.variant == "int8" and activations == "int8" and int8_placement == "engine":
+        return _placed_for_xnnpack(source, target, output, calibration, io, allow_float_ops, channels_last,
+                                   keep_output_float, exclude_nodes)
     if target.variant == "int8" and activations == "int16":
         from edgekit.converters import TARGETS
 
         used = convert(source, TARGETS["tflite-int16x8"], output, calibration=calibration, io="float",
                        allow_float_ops=allow_float_ops, channels_last=channels_last,
-                       keep_output_float=keep_output_float, exclude_nodes=exclude_nodes)
+                       keep_output_float=keep_output_float, exclude_nodes=exclude_nodes,
+                       int8_placement=int8_placement)
         return {**used, "target": target.name, "activations": "int16 (16x8 fallback)"}
     partly_float = (keep_output_float or exclude_nodes) and target.variant in ("int8", "int16x8")
     if source.kind not in (KERAS, SAVEDMODEL) or partly_float:
@@ -102,6 +115,15 @@ def convert(
     if channels_last:
         raise ConversionError(f"--channels-last applies to PyTorch and ONNX sources; a {source.kind} model is "
                               "channels-last already")
+    return _with_tensorflow(source, target, output, calibration, io, allow_float_ops)
+
+
+def _with_tensorflow(source: Source, target: Any, output: Path,
+                     calibration: Callable[[], Iterable[dict[str, Any]]] | None, io: str | None,
+                     allow_float_ops: bool, float_ops: tuple[str, ...] = ()) -> dict[str, Any]:
+    """TensorFlow's TFLiteConverter on a Keras/SavedModel source; ``float_ops`` (int8 only) are op types left
+    in float through TensorFlow's own selective quantization (its QuantizationDebugger's denylist), so the
+    rest keeps the converter's calibration and its quality."""
     tf = import_tensorflow()
     function, _, holder = serving_function(tf, source)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], holder)
@@ -138,9 +160,11 @@ def convert(
             ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
         converter.target_spec.supported_ops = ops
         used.update(io=io, allow_float_ops=allow_float_ops)
+        if float_ops:
+            used["quantizer"] = "TFLiteConverter, selective (QuantizationDebugger's denylisted_ops)"
     try:
         with native_stderr_silenced():
-            flatbuffer = converter.convert()
+            flatbuffer = _selectively_quantized(tf, converter, float_ops, io) if float_ops else converter.convert()
     except Exception as exc:  # noqa: BLE001 - TF raises ConverterError, ValueError, RuntimeError and more: translate all
         # Ops without an integer kernel do not fail here (the converter keeps them float); the
         # pipeline's audit catches those. What fails here is unsupported ops or broken graphs.
@@ -148,6 +172,107 @@ def convert(
         raise ConversionError(f"TFLite conversion to {target.name} failed: {first[:300]}") from exc
     output.write_bytes(flatbuffer)
     return used
+
+
+def _selectively_quantized(tf: Any, converter: Any, float_ops: tuple[str, ...], io: str) -> bytes:
+    """The int8 model with ``float_ops`` in float; its I/O int8 (``fully_quantize``) or float."""
+    converter.inference_input_type = converter.inference_output_type = tf.float32  # the debugger sets them
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops),
+                                                            fully_quantize=io == "int8")
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter,
+                                                         debug_dataset=converter.representative_dataset,
+                                                         debug_options=options)
+    return debugger.get_nondebug_quantized_model()
+
+
+def _placed_for_xnnpack(source: Source, target: Any, output: Path,
+                        calibration: Callable[[], Iterable[dict[str, Any]]] | None, io: str | None,
+                        allow_float_ops: bool, channels_last: bool, keep_output_float: bool,
+                        exclude_nodes: tuple[str, ...]) -> dict[str, Any]:
+    """tflite-int8 with ``int8_placement="engine"``: quantize everything, see which int8 op types XNNPACK
+    leaves mid-graph, and if any, quantize again with those op types in float (TensorFlow's selective
+    quantization for Keras/SavedModel, so its calibration is kept; ai-edge-quantizer for the rest).
+
+    What XNNPACK takes is a fact of the LiteRT build, not of the CPU, so it is measured by loading the
+    model, not assumed from a list; the answer is kept per source for the repair's later attempts."""
+    from edgekit.converters._aeq import DATA_MOVEMENT
+
+    options = {"calibration": calibration, "io": io, "allow_float_ops": allow_float_ops,
+               "channels_last": channels_last, "keep_output_float": keep_output_float, "exclude_nodes": exclude_nodes}
+    if (io or "int8") == "uint8":  # TensorFlow's selective quantizer writes int8 or float I/O only
+        used = convert(source, target, output, int8_placement="everywhere", **options)
+        return {**used, "int8_placement": "everywhere (uint8 I/O: no selective quantization for it)"}
+
+    def with_float(ops: dict[str, int]) -> dict[str, Any]:
+        if not ops:
+            return convert(source, target, output, int8_placement="everywhere", **options)
+        if source.kind in (KERAS, SAVEDMODEL) and not (keep_output_float or exclude_nodes):
+            return _with_tensorflow(source, target, output, calibration, io, allow_float_ops, tuple(ops))
+        return _from_float_tflite(source, target, output, calibration, io, channels_last, keep_output_float,
+                                  exclude_nodes, keep_float_ops=tuple(ops))
+
+    placed = source.cache.get("xnnpack_float_ops")
+    if placed is None:
+        used = with_float({})
+        # data movement costs a copy wherever it runs (a reshape to a computed shape stays outside XNNPACK
+        # in float too): only compute ops are worth a float island
+        candidates = {op: n for op, n in ops_outside_xnnpack(output).items() if op not in DATA_MOVEMENT}
+        placed = candidates
+        if candidates:
+            used = with_float(candidates)
+            still_outside = ops_outside_xnnpack(output, int8_only=False)
+            placed = {op: n for op, n in candidates.items() if op not in still_outside}
+            if placed != candidates:  # XNNPACK refused them for another reason than int8: no use in float
+                used = with_float(placed)
+        source.cache["xnnpack_float_ops"] = placed
+    else:
+        used = with_float(placed)
+    used["int8_placement"] = "engine"
+    if placed:
+        engine = _litert_engine()
+        used["kept_float_for_engine"] = {
+            op: f"{engine}'s XNNPACK delegate runs no int8 {op}: {count} op(s) would run outside it, mid-graph"
+            for op, count in placed.items()}
+    return used
+
+
+def _litert_engine() -> str:
+    from edgekit.runtimes._litert import implementation_version
+
+    try:
+        import ai_edge_litert  # noqa: F401
+    except ImportError:
+        return f"tensorflow {implementation_version('tensorflow')}"
+    return f"ai-edge-litert {implementation_version('ai-edge-litert')}"
+
+
+def ops_outside_xnnpack(path: Path, int8_only: bool = True) -> dict[str, int]:
+    """The (int8) op types LiteRT's default XNNPACK delegate did not take although delegated ops follow them
+    (so each one splits the delegate), with their counts; empty when LiteRT cannot be loaded here."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            Interpreter = import_tensorflow().lite.Interpreter  # noqa: N806 - a class
+        except ImportError:
+            return {}
+    with native_stderr_silenced():
+        interpreter = Interpreter(str(path), num_threads=1)  # XNNPACK is applied here, by default
+        interpreter.allocate_tensors()
+    ops = interpreter._get_ops_details()  # noqa: SLF001 - the only view of which nodes the delegate replaced
+    delegated = [op for op in ops if op["op_name"] == "DELEGATE"]
+    made_inside = {t for op in delegated for t in op["outputs"]}
+    read_inside = {t for op in delegated for t in op["inputs"]}
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    outside: dict[str, int] = {}
+    for op in ops:
+        if op["op_name"] == "DELEGATE" or any(t in made_inside for t in op["outputs"]):
+            continue  # the delegate itself, or an op it replaced
+        feeds_delegate = any(t in read_inside for t in op["outputs"])
+        int8 = any(tensors[t]["dtype"] == np.int8 for t in op["outputs"] if t in tensors)
+        if feeds_delegate and (int8 or not int8_only) and op["op_name"] not in ("QUANTIZE", "DEQUANTIZE"):
+            outside[op["op_name"]] = outside.get(op["op_name"], 0) + 1
+    return outside
 
 
 def channels_last_inputs(source: Source) -> list[str]:
@@ -215,12 +340,13 @@ def _require_same_outputs(onnx_path: Path, tflite_path: Path) -> None:
 def _from_float_tflite(source: Source, target: Any, output: Path,
                        calibration: Callable[[], Iterable[dict[str, Any]]] | None, io: str | None,
                        channels_last: bool, keep_output_float: bool = False,
-                       exclude_nodes: tuple[str, ...] = ()) -> dict[str, Any]:
+                       exclude_nodes: tuple[str, ...] = (), keep_float_ops: tuple[str, ...] = ()) -> dict[str, Any]:
     from edgekit.converters._aeq import quantize
 
     work = work_folder(output)
     float_path, info = float_tflite(source, work, channels_last)
-    if float_path.parent != work:  # made by an earlier attempt: link it here, where this attempt's ranking looks
+    # made by an earlier attempt: link it here, where this attempt's ranking looks (once: placement quantizes twice)
+    if float_path.parent != work and not (work / float_path.name).exists():
         try:
             os.link(float_path, work / float_path.name)
         except OSError:  # a file system without hard links (FAT, some network shares)
@@ -235,7 +361,8 @@ def _from_float_tflite(source: Source, target: Any, output: Path,
         shutil.copyfile(float_path, output)
         return used
     used.update(quantize(float_path, output, target.variant, calibration=calibration, io=io,
-                         keep_output_float=keep_output_float, exclude_nodes=exclude_nodes))
+                         keep_output_float=keep_output_float, exclude_nodes=exclude_nodes,
+                         keep_float_ops=keep_float_ops))
     used["route"] += f" -> {used['recipe']} (ai-edge-quantizer)"
     return used
 

@@ -15,8 +15,9 @@ from typing import Any
 
 from edgekit.runtimes._formats import ONNX, OPENVINO, TFLITE, ModelFile, check_onnx
 
-# Ops that only move, convert or describe data; they neither help nor hurt "integer-ness".
-_BOUNDARY_TFLITE = {"QUANTIZE", "DEQUANTIZE"}
+# Ops that only move, convert or describe data; they neither help nor hurt "integer-ness" (SHAPE reads a
+# tensor's shape, not its values, whatever its dtype).
+_BOUNDARY_TFLITE = {"QUANTIZE", "DEQUANTIZE", "SHAPE"}
 _QDQ = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 # Ops that only move or reshape data, or compute shapes: no arithmetic to make integer.
 _ONNX_DATA_MOVEMENT = {"Shape", "Gather", "Cast", "Slice", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Transpose",

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from edgekit.cli._common import console, emit_json, json_option
+from edgekit.runtimes._cpu import FOR_CPU
 from edgekit.runtimes._vela import NPU_CONFIGS
 
 
@@ -109,6 +110,9 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
               help="TFLite: I/O type of integer targets [default: int8 for tflite-int8, float for tflite-int16x8].")
 @click.option("--allow-float-ops", is_flag=True, default=None,
               help="TFLite: keep ops that cannot be quantized in float.")
+@click.option("--int8-placement", type=click.Choice(["engine", "everywhere"]),
+              help="TFLite int8: 'engine' keeps in float the op types XNNPACK has no int8 kernel for (they made int8 "
+              "slower than float), 'everywhere' quantizes all, as the TFLite converter does [default: engine].")
 @click.option("--channels-last", is_flag=True, default=None,
               help="TFLite from PyTorch/ONNX: make 4-D NCHW inputs NHWC (default: keep the source's layout).")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]),
@@ -126,9 +130,9 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
               "heads).")
 @click.option("--onnx-format", type=click.Choice(["qdq", "qoperator"]),
               help="ONNX int8: QDQ (portable, default) or QOperator (com.microsoft ops, ONNX Runtime only).")
-@click.option("--for", "for_cpu", type=click.Choice(["x86", "arm64", "auto"]),
-              help="int8 (ONNX, OpenVINO): the CPU the model is for; picks ONNX's types and reduce_range, NNCF's "
-              "overflow fix [default: this machine; x86 = with VNNI].")
+@click.option("--for", "for_cpu", type=click.Choice(["auto", *FOR_CPU]),
+              help="int8 (ONNX, OpenVINO): the CPU the model is for, by its int8 instructions; picks ONNX's types "
+              "and reduce_range, NNCF's overflow fix [default: auto = this machine; x86 = with VNNI].")
 @click.option("--reduce-range/--full-range", default=None, help="ONNX int8: 7-bit weights (x86 without VNNI) "
               "[default: from --for].")
 @click.option("--opset", type=click.IntRange(min=7), help="ONNX: opset of the export [default: 17].")

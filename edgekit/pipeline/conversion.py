@@ -350,9 +350,14 @@ def _attempt(job: _Job, index: int, label: str, extra: dict[str, Any]) -> _Attem
     except EdgekitError as exc:
         raise ConversionError(f"{target.name}: the converter wrote an unusable file: {exc}") from exc
     audit = audit_model(checked)
-    warnings = []
-    if target.integer_only and not audit.integer_compute:
-        floats = ", ".join(f"{op}x{count}" for op, count in audit.float_ops.items())
+    warnings: list[str] = []
+    kept_for_engine = used.get("kept_float_for_engine", {})
+    if kept_for_engine:
+        warnings.append(f"{target.name}: {', '.join(kept_for_engine)} kept in float, as its engine runs them fastest "
+                        f"({next(iter(kept_for_engine.values()))}); --int8-placement everywhere quantizes them")
+    unplanned = {op: count for op, count in audit.float_ops.items() if op not in kept_for_engine}
+    if target.integer_only and unplanned:
+        floats = ", ".join(f"{op}x{count}" for op, count in unplanned.items())
         if not options.get("allow_float_ops"):
             raise ConversionError(
                 f"{target.name}: these ops cannot be quantized and would stay float: {floats}; pass "
