@@ -1,8 +1,12 @@
-"""``edgekit demo``: the whole product on the bundled digits CNN in under three minutes.
+"""``edgekit demo``: the whole product on the bundled digits MobileNet in under a minute.
 
 Convert to TFLite, ONNX and OpenVINO int8 plus their float baselines, validate
 accuracy with the bundled labeled images, profile every artifact, print one
 comparison table and write the full report (markdown, html with plots, json).
+
+The model is a MobileNetV2-style net (inverted residuals, depthwise, ReLU6) trained on
+sklearn's handwritten digits read at 32x32 (samples/digits/build_sample.py): about a
+millisecond in float on 2 cores, big enough that int8's gain and the timings are real.
 """
 
 from __future__ import annotations
@@ -19,15 +23,17 @@ from edgekit.runtimes.errors import EdgekitError
 FAMILIES = ("tflite", "onnx", "openvino")
 TARGETS = [f"{family}-{kind}" for family in FAMILIES for kind in ("fp32", "int8")]
 MARKER = ".edgekit-demo"
+MODEL = "digits_mobilenet.keras"
+TITLE = "edgekit demo: digits MobileNet (32x32 gray, 123k parameters)"
 
 
 def find_sample(sample: Path | None = None) -> tuple[Path, Path]:
     """The bundled model and labeled images: ``samples/digits`` of a source checkout, or ``sample``."""
     folder = sample or Path(__file__).resolve().parents[1] / "samples" / "digits"
-    model, images = folder / "digits_cnn.keras", folder / "images"
+    model, images = folder / MODEL, folder / "images"
     if not model.is_file() or not images.is_dir():
         raise EdgekitError(
-            f"the demo sample is not at '{folder}' (it needs digits_cnn.keras and images/); run from a source "
+            f"the demo sample is not at '{folder}' (it needs {MODEL} and images/); run from a source "
             "checkout of edgekit, or pass --sample DIR (rebuild it with samples/digits/build_sample.py)"
         )
     return model, images
@@ -43,6 +49,7 @@ class DemoRow:
     p50_ms: float
     p90_ms: float
     speedup: float
+    model_mb: float  # the model's own memory: peak while loading and running minus the process before it
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -86,30 +93,63 @@ def run_demo(output_dir: Path, *, sample: Path | None = None, force: bool = Fals
         validation = result.validation or {}
         rows.append(DemoRow(result.target, result.artifact, result.report["artifact"]["size_bytes"],
                             validation.get("accuracy_converted"), validation.get("drop"), lat["p50"], lat["p90"],
-                            base / lat["p50"] if lat["p50"] else 0.0))
+                            base / lat["p50"] if lat["p50"] else 0.0, model_memory_mb(profiles[result.target])))
     ordered = [profiles[t] for t in TARGETS]
     files = {
         "json": write_atomic(output_dir / "report.json", lambda tmp: tmp.write_text(json.dumps(
-            {"rows": [r.to_dict() for r in rows], "conversions": [r.report for r in results], "profiles": ordered,
-             "seconds": time.perf_counter() - started}, indent=2, default=str)), force=True),
+            {"rows": [r.to_dict() for r in rows], "notes": cpu_notes(rows), "conversions": [r.report for r in results],
+             "profiles": ordered, "seconds": time.perf_counter() - started}, indent=2, default=str)), force=True),
         "md": write_atomic(output_dir / "report.md", lambda tmp: tmp.write_text(
-            markdown_table(rows) + "\n" + profile_output.render(ordered, ".md")), force=True),
+            markdown_table(rows) + "\n" + "".join(f"- {note}\n" for note in cpu_notes(rows)) + "\n"
+            + profile_output.render(ordered, ".md")), force=True),
         "html": write_report([r.report for r in results] + ordered, output_dir / "report.html",
-                             title="edgekit demo: digits CNN"),
+                             title=TITLE),
     }
     return rows, files
 
 
-HEADER = ["form", "size KB", "accuracy %", "drop vs float", "p50 ms", "p90 ms", "speed-up vs float"]
+#: why an engine's int8 can trail its float on a CPU, measured (benchmarks/int8_speedup.py's one-conv check)
+SLOW_INT8 = {
+    ("tflite", "x86 (no VNNI)"): "XNNPACK's int8 kernels widen to 16 bits on AVX2 without VNNI, so its int8 "
+                                 "convolution runs no faster than float there (measured: one 3x3 conv, 64 channels "
+                                 "at 56x56, 0.94x, where ONNX Runtime's is 2.0x); on a Raspberry Pi (NEON) or a "
+                                 "VNNI/AMX x86 it runs faster than float",
+}
+
+
+def cpu_notes(rows: list[DemoRow], cpu: str | None = None) -> list[str]:
+    """This CPU (or ``cpu``, a ``describe_cpu`` description) by its int8 instructions, and for every int8 form
+    slower than its float, the reason."""
+    from edgekit.devices import read_cpu_name
+    from edgekit.runtimes._cpu import INT8_INSTRUCTIONS, describe_cpu
+
+    cpu = cpu or describe_cpu("auto")
+    notes = [f"CPU: {read_cpu_name()} = {cpu}: int8 dot products by {INT8_INSTRUCTIONS[cpu]}"]
+    for row in rows:
+        if row.target.endswith("int8") and row.speedup < 1.0:
+            family = row.target.split("-")[0]
+            why = SLOW_INT8.get((family, cpu), "not expected on this CPU: please report it with report.json")
+            notes.append(f"{row.target} is {row.speedup:.2f}x its float form here: {why}")
+    return notes
+
+
+def model_memory_mb(profile: dict[str, Any]) -> float:
+    """What loading and running the model added to the process (the demo's process also holds TensorFlow
+    and three engines, so its own peak says nothing about the model)."""
+    memory = profile["memory"]
+    return max(memory["peak_load_mb"], memory["peak_run_mb"]) - memory["rss_before_mb"]
+
+
+HEADER = ["form", "size KB", "accuracy %", "drop vs float", "p50 ms", "p90 ms", "speed-up vs float", "model MB"]
 
 
 def table_cells(row: DemoRow) -> list[str]:
     return [row.target, f"{row.size_bytes / 1024:.1f}", "" if row.accuracy is None else f"{row.accuracy:.1f}",
             "" if row.drop is None else f"{row.drop:.2f}", f"{row.p50_ms:.3f}", f"{row.p90_ms:.3f}",
-            f"{row.speedup:.2f}x"]
+            f"{row.speedup:.2f}x", f"{row.model_mb:.1f}"]
 
 
 def markdown_table(rows: list[DemoRow]) -> str:
-    lines = ["# edgekit demo: digits CNN", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines = [f"# {TITLE}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(table_cells(r)) + " |" for r in rows]
     return "\n".join(lines) + "\n"
