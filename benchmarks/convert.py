@@ -50,7 +50,8 @@ def _child_convert(args: argparse.Namespace) -> None:
     # ops without an int8 kernel stay float (listed in the audit) rather than failing the row
     options = {"allow_float_ops": True} if args.target == "tflite-int8" else {}
     (result,) = edgekit.convert(args.source, args.target, calibration=args.calib, calib_size=args.calib_size,
-                                validation_size=args.val_size, output_dir=args.out, force=True, **options)
+                                validation_size=args.val_size, output_dir=args.out, force=True,
+                                repair=not args.no_repair, **options)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     validation = result.validation or {}
     print(json.dumps({"target": args.target, "seconds": time.perf_counter() - start, "peak_rss_mb": peak_mb,
@@ -60,9 +61,11 @@ def _child_convert(args: argparse.Namespace) -> None:
                       "cosine": min((m["cosine"] for m in validation.get("outputs", {}).values()), default=None)}))
 
 
-def convert_in_subprocess(source: Path, target: str, calib: str, out: Path, calib_size: int, val_size: int) -> dict:
+def convert_in_subprocess(source: Path, target: str, calib: str, out: Path, calib_size: int, val_size: int,
+                          repair: bool = True) -> dict:
     command = [sys.executable, __file__, "--child", "--source", str(source), "--target", target, "--calib", calib,
                "--calib-size", str(calib_size), "--val-size", str(val_size), "--out", str(out)]
+    command += [] if repair else ["--no-repair"]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if done.returncode:
         return {"target": target, "error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -192,6 +195,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--families", default=",".join(TARGETS))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-repair", action="store_true", help=argparse.SUPPRESS)
     for option in ("--source", "--target", "--calib", "--out"):
         parser.add_argument(option, help=argparse.SUPPRESS)
     parser.add_argument("--calib-size", type=int, default=200, help=argparse.SUPPRESS)

@@ -1,0 +1,346 @@
+"""int8 against float and against each engine's own quantizer, per architecture, side by side in one run.
+
+For each architecture (built the way its users build it, in Keras or, ``torch_*``, in PyTorch (torchvision's
+MobileNetV3 blocks: HardSwish/HardSigmoid ops in ONNX); BatchNorm statistics measured on data)
+this converts with edgekit's defaults to fp32 and int8 on every engine, quantizes the same float model with
+the engine's own quantizer at its defaults and at the other settings people try, then times every artifact
+through ``edgekit.load`` at the same thread count, interleaved in rounds (median of per-round medians), and
+reports each int8 form's speed-up over its fp32 sibling and its cosine to the float model on held-out inputs.
+
+    python benchmarks/int8_speedup.py                          # all six at 160x160 (about 15 min on 2 cores)
+    python benchmarks/int8_speedup.py --models mobilenet_v3 --engines onnx --image 224
+
+Raw settings compared (each on the float artifact edgekit made, the same calibration samples):
+- LiteRT: ``TFLiteConverter`` full-integer with float I/O (its default for a representative dataset) and int8 I/O
+- ONNX Runtime: ``quantize_static`` defaults (S8S8 QDQ, per-tensor, on the plain export), and after
+  ``quant_pre_process``: S8S8 QDQ per-channel, U8S8 QDQ per-tensor and per-channel, U8S8 per-channel with
+  reduce_range, U8S8 QOperator per-channel
+- OpenVINO: ``nncf.quantize`` defaults (performance preset) and the mixed preset
+
+Goals (issue 15): no int8 form slower than fp32; edgekit's default at least as fast as the best raw setting;
+ResNet >= 2x on every engine; MobileNetV2 >= 1.5x on LiteRT and OpenVINO, >= 2x on ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT.parent / "tests" / "models"))
+
+from convert import convert_in_subprocess, latencies_ms  # noqa: E402
+
+MODELS = ("resnet", "mobilenet_v2", "mobilenet_v3", "efficientnet", "yolo", "encoder", "torch_mobilenet_v3")
+ENGINES = ("tflite", "onnx", "openvino")
+CALIB, HELD_OUT = 64, 16
+COSINE_SLACK = 0.01
+
+
+def _build(name: str, image: int, folder: Path) -> None:
+    """Child: the source (Keras, or ``torch_*``: a PyTorch .pt2), its calibration .npz and held-out inputs
+    with the float model's outputs."""
+    import zoo
+
+    zoo.IMAGE = image
+    if name.startswith("torch_"):
+        _build_torch(name, folder)
+        return
+    if name == "mobilenet_v2":  # keras.applications, as its users build it
+        zoo.BUILDERS[name] = lambda keras: keras.applications.MobileNetV2(
+            weights=None, input_tensor=keras.Input((image, image, 3), name="pixels"), classes=10)
+    source = zoo.build(name, folder)
+    np.savez(folder / "calib.npz", **zoo.inputs_for(name, CALIB, seed=1))
+    held_out = zoo.inputs_for(name, HELD_OUT, seed=2)
+    np.savez(folder / "held_out.npz", **held_out)
+    np.save(folder / "expected.npy", zoo.predict(source, held_out))
+
+
+def _build_torch(name: str, folder: Path) -> None:
+    import torch
+    import torch_zoo
+
+    model, example = torch_zoo.build(name[len("torch_"):])
+    torch.export.save(torch.export.export(model, (), kwargs=example), folder / f"{name}.pt2")
+    np.savez(folder / "calib.npz", **torch_zoo.inputs_for(name[len("torch_"):], CALIB, seed=1))
+    held_out = torch_zoo.inputs_for(name[len("torch_"):], HELD_OUT, seed=2)
+    np.savez(folder / "held_out.npz", **held_out)
+    np.save(folder / "expected.npy", torch_zoo.predict(model, held_out))
+
+
+def source_of(folder: Path) -> Path:
+    return folder / f"{folder.name}.pt2" if folder.name.startswith("torch_") else folder / f"{folder.name}.keras"
+
+
+def _calibration(folder: Path):
+    data = np.load(folder / "calib.npz")
+    return [{k: data[k][i:i + 1] for k in data.files} for i in range(CALIB)]
+
+
+def _raw_tflite(folder: Path) -> dict[str, Path]:
+    import tensorflow as tf
+    import zoo
+
+    model = zoo._keras().models.load_model(folder / f"{folder.name}.keras", compile=False)
+    samples = _calibration(folder)
+    made = {}
+    for label, io_type in (("TFLiteConverter int8, float I/O", None), ("TFLiteConverter int8, int8 I/O", tf.int8)):
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([s[i.name] for i in model.inputs] for s in samples)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io_type is not None:
+            converter.inference_input_type = converter.inference_output_type = io_type
+        path = folder / f"raw-{len(made)}.tflite"
+        path.write_bytes(converter.convert())
+        made[label] = path
+    return made
+
+
+class _Reader:
+    def __init__(self, samples):
+        self.samples = iter(samples)
+
+    def get_next(self):
+        return next(self.samples, None)
+
+
+def _raw_onnx(folder: Path) -> dict[str, Path]:
+    """ORT's quantizer on the plain export (what tf2onnx writes; edgekit's onnx-fp32 is ORT-optimized, with
+    fused ops the quantizer does not know)."""
+    from edgekit.converters._onnx import export_onnx
+    from edgekit.converters._source import open_source
+    from onnxruntime import quantization as q
+
+    float_model = folder / "raw-export.onnx"
+    export_onnx(open_source(source_of(folder)), float_model)
+    prepared = folder / "raw-prepared.onnx"
+    q.quant_pre_process(str(float_model), str(prepared))
+    u8 = {"activation_type": q.QuantType.QUInt8}
+    settings = {  # ORT 1.2x+ defaults: S8S8 (int8 activations and weights), QDQ, per-tensor
+        "quantize_static defaults (S8S8 QDQ, per-tensor)": (float_model, {}),
+        "S8S8 QDQ per-channel": (prepared, {"per_channel": True}),
+        "U8S8 QDQ per-tensor": (prepared, u8),
+        "U8S8 QDQ per-channel": (prepared, {**u8, "per_channel": True}),
+        "U8S8 QDQ per-channel reduce_range": (prepared, {**u8, "per_channel": True, "reduce_range": True}),
+        "U8S8 QOperator per-channel": (prepared, {**u8, "quant_format": q.QuantFormat.QOperator, "per_channel": True}),
+    }
+    made = {}
+    for label, (model, options) in settings.items():
+        path = folder / f"raw-{len(made)}.onnx"
+        try:
+            q.quantize_static(str(model), str(path), _Reader(_calibration(folder)), **options)
+            made[label] = path
+        except Exception as exc:  # noqa: BLE001 - a raw setting that does not apply to this model is a row, not a crash
+            print(f"  {label}: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}", file=sys.stderr)
+    return made
+
+
+def _raw_openvino(folder: Path, float_model: Path) -> dict[str, Path]:
+    import nncf
+    import openvino as ov
+
+    core = ov.Core()
+    made = {}
+    for label, preset in (("nncf.quantize defaults (performance)", None),
+                          ("nncf.quantize mixed preset", nncf.QuantizationPreset.MIXED)):
+        model = core.read_model(float_model)
+        dataset = nncf.Dataset(_calibration(folder), lambda sample: list(sample.values()))  # inputs in order
+        options = {"preset": preset} if preset else {}
+        if folder.name == "encoder":
+            options["model_type"] = nncf.ModelType.TRANSFORMER
+        quantized = nncf.quantize(model, dataset, subset_size=CALIB, **options)
+        path = folder / f"raw-{len(made)}.xml"
+        ov.save_model(quantized, path)
+        made[label] = path
+    return made
+
+
+def _child(args: argparse.Namespace) -> None:
+    folder = Path(args.folder)
+    if args.child == "build":
+        _build(args.model, args.image, folder)
+        return
+    if args.child == "conv":
+        _conv_child(folder)
+        return
+    float_model = Path(args.float_model) if args.float_model else None
+    made = {"tflite": lambda: _raw_tflite(folder), "onnx": lambda: _raw_onnx(folder),
+            "openvino": lambda: _raw_openvino(folder, float_model)}[args.child]()
+    print(json.dumps({label: str(path) for label, path in made.items()}))
+
+
+def _run_child(*options: str) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, __file__, *options], capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise RuntimeError((done.stderr.strip().splitlines() or ["failed"])[-1])
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]  # the engines print too
+    return json.loads(lines[-1]) if lines else {}
+
+
+def cosine_to_float(path: Path, folder: Path) -> float:
+    """Worst cosine between the artifact's and the Keras model's outputs over the held-out inputs."""
+    import edgekit
+
+    held_out, expected = np.load(folder / "held_out.npz"), np.load(folder / "expected.npy")
+    worst = 1.0
+    with edgekit.load(path) as rt:
+        for i in range(len(expected)):
+            got = np.asarray(next(iter(rt.run({k: held_out[k][i:i + 1] for k in held_out.files}).values())),
+                             dtype=np.float64).ravel()
+            want = expected[i].astype(np.float64).ravel()
+            worst = min(worst, float(got @ want / (np.linalg.norm(got) * np.linalg.norm(want) + 1e-30)))
+    return worst
+
+
+def bench_model(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
+    folder = work / name
+    folder.mkdir()
+    _run_child("--child", "build", "--model", name, "--image", str(args.image), "--folder", str(folder))
+    source, calib = source_of(folder), str(folder / "calib.npz")
+    rows: list[dict] = []
+    for engine in args.engines:
+        made = {}
+        for kind in ("fp32", "int8"):
+            # repair off: the raw quantizers get no second attempt either (and a random-weight net's flimsy
+            # decisions would send some to 16x8, which no CPU engine runs fast)
+            row = convert_in_subprocess(source, f"{engine}-{kind}", calib, folder / "edgekit", CALIB, HELD_OUT,
+                                        repair=False)
+            if "error" in row:
+                print(f"  {engine}-{kind}: edgekit failed: {row['error']}")
+                continue
+            made[f"edgekit {kind}"] = Path(row["artifact"])
+        if "edgekit fp32" not in made:
+            continue
+        try:
+            if engine == "tflite" and name.startswith("torch_"):
+                raise RuntimeError("no raw TFLite quantizer for a PyTorch source (edgekit's route: litert-torch, "
+                                   "then ai-edge-quantizer)")
+            raw = _run_child("--child", engine, "--folder", str(folder), "--float-model", str(made["edgekit fp32"]))
+            made.update({label: Path(path) for label, path in raw.items()})
+        except RuntimeError as exc:
+            print(f"  {engine}: raw quantizer failed: {exc}")
+        latency = latencies_ms(made, args.threads, args.rounds, args.calls)
+        for label, path in made.items():
+            size = sum(f.stat().st_size for f in (path, path.with_suffix(".bin")) if f.is_file())  # IR: xml + bin
+            rows.append({"model": name, "engine": engine, "form": label, "size_kb": size / 1024,
+                         "p50_ms": latency[label], "speedup": latency["edgekit fp32"] / latency[label],
+                         "cosine": cosine_to_float(path, folder)})
+    return rows
+
+
+def cpu_flags() -> str:
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimddp", "i8mm")
+    return " ".join(f for f in flags.split() if f in wanted) or "none of the int8/bf16 extensions"
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"\n{'model':<13}{'engine':<9}{'form':<50}{'size KB':>9}{'p50 ms':>9}{'vs fp32':>9}{'cosine':>8}")
+    for row in rows:
+        print(f"{row['model']:<13}{row['engine']:<9}{row['form']:<50}{row['size_kb']:>9.0f}{row['p50_ms']:>9.3f}"
+              f"{row['speedup']:>8.2f}x{row['cosine']:>8.4f}")
+    print(f"\nedgekit int8 against the fastest raw int8 setting whose cosine is within {COSINE_SLACK} of edgekit's "
+          "(a faster raw form that lost accuracy is named beside it):")
+    for (model, engine) in dict.fromkeys((r["model"], r["engine"]) for r in rows):
+        group = [r for r in rows if (r["model"], r["engine"]) == (model, engine)]
+        ours = next((r for r in group if r["form"] == "edgekit int8"), None)
+        raw = [r for r in group if not r["form"].startswith("edgekit")]
+        if not ours or not raw:
+            continue
+        fair = [r for r in raw if r["cosine"] >= ours["cosine"] - COSINE_SLACK]
+        line = (f"  {model:<13}{engine:<9} int8 {ours['speedup']:.2f}x fp32"
+                f" ({'SLOWER THAN FP32' if ours['speedup'] < 1 else 'ok'})")
+        if fair:
+            best = min(fair, key=lambda r: r["p50_ms"])
+            ratio = best["p50_ms"] / ours["p50_ms"]
+            line += f"; best raw {best['form']} {best['speedup']:.2f}x -> edgekit/raw {ratio:.2f}"
+        fastest = min(raw, key=lambda r: r["p50_ms"])
+        if fastest not in fair:
+            line += f"; (faster but cosine {fastest['cosine']:.3f}: {fastest['form']} {fastest['speedup']:.2f}x)"
+        print(line)
+
+
+def _conv_child(folder: Path) -> None:
+    """Child: one 3x3 convolution, 64 -> 64 channels on 56x56 (ResNet's first stage), as fp32 and int8 files."""
+    import tensorflow as tf
+    import zoo
+
+    keras = zoo._keras()
+    model = keras.Sequential([keras.Input((56, 56, 64), name="x"), keras.layers.Conv2D(64, 3, padding="same")])
+    rng = np.random.default_rng(0)
+    samples = [rng.standard_normal((1, 56, 56, 64), dtype=np.float32) for _ in range(8)]
+    for name, quantize in (("conv_fp32.tflite", False), ("conv_int8.tflite", True)):
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        if quantize:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([s] for s in samples)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        (folder / name).write_bytes(converter.convert())
+    model.export(folder / "conv_saved", verbose=False)
+
+
+def kernel_check(args: argparse.Namespace, work: Path) -> None:
+    """int8 against fp32 on one convolution, per engine: what the CPU's int8 instructions give before any
+    model-level choice (Q/DQ placement, fused activations, float-only ops) enters."""
+    folder = work / "conv"
+    folder.mkdir()
+    _run_child("--child", "conv", "--folder", str(folder))
+    made = {"litert fp32": folder / "conv_fp32.tflite", "litert int8": folder / "conv_int8.tflite"}
+    for engine in ("onnx", "openvino"):
+        for kind in ("fp32", "int8"):
+            row = convert_in_subprocess(folder / "conv_saved", f"{engine}-{kind}", "random", folder / "out", 16, 4,
+                                        repair=False)
+            if "error" not in row:
+                made[f"{'onnxruntime' if engine == 'onnx' else engine} {kind}"] = Path(row["artifact"])
+    latency = latencies_ms(made, args.threads, args.rounds, args.calls * 5)
+    print("one 3x3 conv 64->64 on 56x56, int8 vs fp32 per engine: "
+          + ", ".join(f"{e} {latency[e + ' fp32'] / latency[e + ' int8']:.2f}x"
+                      for e in ("litert", "onnxruntime", "openvino") if f"{e} int8" in latency))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--image", type=int, default=160)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--calls", type=int, default=10)
+    parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--float-model", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args)
+        return
+    args.engines = args.engines.split(",")
+    print(f"CPU: {cpu_flags()}; {args.threads} threads; images {args.image}x{args.image}")
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        kernel_check(args, Path(work))
+        for name in args.models.split(","):
+            print(f"\n# {name}", flush=True)
+            rows += bench_model(name, args, Path(work))
+            print_table([r for r in rows if r["model"] == name])
+    print_table(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
