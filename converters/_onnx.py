@@ -51,11 +51,8 @@ def int8_defaults(for_cpu: str, cpuinfo: str | None = None) -> dict[str, Any]:
     S8S8 on arm64 (its sdot/smmla and NEON kernels take signed pairs), U8S8 on x86 (vpmaddubsw/vpdpbusd take
     u8 x s8; S8S8 runs about as slow as float there), 7-bit weights where vpmaddubsw's int16 saturates."""
     cpu = describe_cpu(for_cpu, cpuinfo)
-    if is_arm(cpu):
-        return {"for_cpu": cpu, "activation_type": "int8", "weight_type": "int8", "reduce_range": False,
-                "int8_instructions": INT8_INSTRUCTIONS[cpu]}
-    return {"for_cpu": cpu, "activation_type": "uint8", "weight_type": "int8", "reduce_range": cpu == X86_WITHOUT_VNNI,
-            "int8_instructions": INT8_INSTRUCTIONS[cpu]}
+    return {"for_cpu": cpu, "activation_type": "int8" if is_arm(cpu) else "uint8", "weight_type": "int8",
+            "reduce_range": cpu == X86_WITHOUT_VNNI, "int8_instructions": INT8_INSTRUCTIONS[cpu]}
 
 
 def export_onnx(source: Source, output: Path, opset: int | None = None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from edgekit.converters import work_folder
 from edgekit.converters._quiet import import_tensorflow, native_stderr_silenced
 from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source, load_keras, load_savedmodel
 from edgekit.runtimes._formats import ONNX, TFLITE
+from edgekit.runtimes._litert import implementation_version, import_interpreter
 from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
 
 log = logging.getLogger("edgekit")
@@ -108,14 +109,20 @@ def convert(
                        keep_output_float=keep_output_float, exclude_nodes=exclude_nodes,
                        int8_placement=int8_placement)
         return {**used, "target": target.name, "activations": "int16 (16x8 fallback)"}
-    partly_float = (keep_output_float or exclude_nodes) and target.variant in ("int8", "int16x8")
-    if source.kind not in (KERAS, SAVEDMODEL) or partly_float:
+    if _through_float_tflite(source, target, keep_output_float, exclude_nodes):
         return _from_float_tflite(source, target, output, calibration, io, channels_last, keep_output_float,
                                   exclude_nodes)
     if channels_last:
         raise ConversionError(f"--channels-last applies to PyTorch and ONNX sources; a {source.kind} model is "
                               "channels-last already")
     return _with_tensorflow(source, target, output, calibration, io, allow_float_ops)
+
+
+def _through_float_tflite(source: Source, target: Any, keep_output_float: bool, exclude_nodes: tuple[str, ...]) -> bool:
+    """Whether ``target`` is made from a float .tflite by ai-edge-quantizer rather than by TensorFlow's
+    converter: every non-TensorFlow source, and a quantized target with ops picked to stay float."""
+    partly_float = (keep_output_float or exclude_nodes) and target.variant in ("int8", "int16x8")
+    return source.kind not in (KERAS, SAVEDMODEL) or bool(partly_float)
 
 
 def _with_tensorflow(source: Source, target: Any, output: Path,
@@ -206,10 +213,10 @@ def _placed_for_xnnpack(source: Source, target: Any, output: Path,
     def with_float(ops: dict[str, int]) -> dict[str, Any]:
         if not ops:
             return convert(source, target, output, int8_placement="everywhere", **options)
-        if source.kind in (KERAS, SAVEDMODEL) and not (keep_output_float or exclude_nodes):
-            return _with_tensorflow(source, target, output, calibration, io, allow_float_ops, tuple(ops))
-        return _from_float_tflite(source, target, output, calibration, io, channels_last, keep_output_float,
-                                  exclude_nodes, keep_float_ops=tuple(ops))
+        if _through_float_tflite(source, target, keep_output_float, exclude_nodes):
+            return _from_float_tflite(source, target, output, calibration, io, channels_last, keep_output_float,
+                                      exclude_nodes, keep_float_ops=tuple(ops))
+        return _with_tensorflow(source, target, output, calibration, io, allow_float_ops, tuple(ops))
 
     placed = source.cache.get("xnnpack_float_ops")
     if placed is None:
@@ -229,35 +236,20 @@ def _placed_for_xnnpack(source: Source, target: Any, output: Path,
         used = with_float(placed)
     used["int8_placement"] = "engine"
     if placed:
-        engine = _litert_engine()
+        name, _ = import_interpreter()
+        engine = f"{name} {implementation_version(name)}"
         used["kept_float_for_engine"] = {
             op: f"{engine}'s XNNPACK delegate runs no int8 {op}: {count} op(s) would run outside it, mid-graph"
             for op, count in placed.items()}
     return used
 
 
-def _litert_engine() -> str:
-    from edgekit.runtimes._litert import implementation_version
-
-    try:
-        import ai_edge_litert  # noqa: F401
-    except ImportError:
-        return f"tensorflow {implementation_version('tensorflow')}"
-    return f"ai-edge-litert {implementation_version('ai-edge-litert')}"
-
-
 def ops_outside_xnnpack(path: Path, int8_only: bool = True) -> dict[str, int]:
     """The (int8) op types LiteRT's default XNNPACK delegate did not take although delegated ops follow them
-    (so each one splits the delegate), with their counts; empty when LiteRT cannot be loaded here."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            Interpreter = import_tensorflow().lite.Interpreter  # noqa: N806 - a class
-        except ImportError:
-            return {}
+    (so each one splits the delegate), with their counts."""
+    _, module = import_interpreter()
     with native_stderr_silenced():
-        interpreter = Interpreter(str(path), num_threads=1)  # XNNPACK is applied here, by default
+        interpreter = module.Interpreter(str(path), num_threads=1)  # XNNPACK is applied here, by default
         interpreter.allocate_tensors()
     ops = interpreter._get_ops_details()  # noqa: SLF001 - the only view of which nodes the delegate replaced
     delegated = [op for op in ops if op["op_name"] == "DELEGATE"]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit._files import write_atomic
+from edgekit.runtimes._cpu import X86_WITHOUT_VNNI
 from edgekit.runtimes.errors import EdgekitError
 
 FAMILIES = ("tflite", "onnx", "openvino")
@@ -95,12 +96,13 @@ def run_demo(output_dir: Path, *, sample: Path | None = None, force: bool = Fals
                             validation.get("accuracy_converted"), validation.get("drop"), lat["p50"], lat["p90"],
                             base / lat["p50"] if lat["p50"] else 0.0, model_memory_mb(profiles[result.target])))
     ordered = [profiles[t] for t in TARGETS]
+    notes = cpu_notes(rows)
     files = {
         "json": write_atomic(output_dir / "report.json", lambda tmp: tmp.write_text(json.dumps(
-            {"rows": [r.to_dict() for r in rows], "notes": cpu_notes(rows), "conversions": [r.report for r in results],
+            {"rows": [r.to_dict() for r in rows], "notes": notes, "conversions": [r.report for r in results],
              "profiles": ordered, "seconds": time.perf_counter() - started}, indent=2, default=str)), force=True),
         "md": write_atomic(output_dir / "report.md", lambda tmp: tmp.write_text(
-            markdown_table(rows) + "\n" + "".join(f"- {note}\n" for note in cpu_notes(rows)) + "\n"
+            markdown_table(rows) + "\n" + "".join(f"- {note}\n" for note in notes) + "\n"
             + profile_output.render(ordered, ".md")), force=True),
         "html": write_report([r.report for r in results] + ordered, output_dir / "report.html",
                              title=TITLE),
@@ -110,10 +112,10 @@ def run_demo(output_dir: Path, *, sample: Path | None = None, force: bool = Fals
 
 #: why an engine's int8 can trail its float on a CPU, measured (benchmarks/int8_speedup.py's one-conv check)
 SLOW_INT8 = {
-    ("tflite", "x86 (no VNNI)"): "XNNPACK's int8 kernels widen to 16 bits on AVX2 without VNNI, so its int8 "
-                                 "convolution runs no faster than float there (measured: one 3x3 conv, 64 channels "
-                                 "at 56x56, 0.94x, where ONNX Runtime's is 2.0x); on a Raspberry Pi (NEON) or a "
-                                 "VNNI/AMX x86 it runs faster than float",
+    ("tflite", X86_WITHOUT_VNNI): "XNNPACK's int8 kernels widen to 16 bits on AVX2 without VNNI, so its int8 "
+                                  "convolution runs no faster than float there (measured: one 3x3 conv, 64 channels "
+                                  "at 56x56, 0.94x, where ONNX Runtime's is 2.0x); on a Raspberry Pi (NEON) or a "
+                                  "VNNI/AMX x86 it runs faster than float",
 }
 
 

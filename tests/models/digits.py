@@ -105,6 +105,7 @@ def train_mobilenet(path: Path, epochs: int = 8, size: int = MOBILENET_SIZE) -> 
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
+    import zoo
 
     keras.utils.set_random_seed(SEED)
     x_train, y_train, x_test, y_test = load_split()
@@ -112,15 +113,11 @@ def train_mobilenet(path: Path, epochs: int = 8, size: int = MOBILENET_SIZE) -> 
     augment = keras.Sequential([keras.layers.RandomTranslation(2 / size, 2 / size, fill_mode="constant")])
     train = keras.Sequential([keras.Input((size, size, 1)), augment, model])
     train.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    train.fit(_upscaled(x_train, size), y_train, epochs=epochs, batch_size=64, verbose=0)
+    pixels = _upscaled(x_train, size)
+    train.fit(pixels, y_train, epochs=epochs, batch_size=64, verbose=0)
     # A few hundred steps leave BatchNorm's moving averages far from the trained weights' statistics (seen:
     # 98 % in training mode, 12 % in inference): measure them on the whole training set, in one pass.
-    batchnorms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in batchnorms:
-        layer.momentum = 0.0
-    model(_upscaled(x_train, size), training=True)
-    for layer in batchnorms:
-        layer.momentum = 0.99
+    zoo.measure_batchnorm(model, {"image": pixels})
     accuracy = float(np.mean(np.argmax(model.predict(_upscaled(x_test, size), verbose=0), axis=1) == y_test))
     print(f"digits_mobilenet: {accuracy:.1%} on the {len(y_test)} held-out digits")
     # saved uncompiled (the optimizer's state would double the file for nothing) and deflated: Keras stores
