@@ -17,6 +17,9 @@ from typing import Any
 
 from edgekit.runtimes.errors import ConversionError
 
+#: ``int8_placement`` values (TFLite and ONNX int8): around what the engine runs in float, or wherever the
+#: quantizer can (its own behaviour)
+INT8_PLACEMENTS = ("engine", "everywhere")
 #: Converter parameters the pipeline fills in itself (calibration data, held-out samples, the drop budget).
 PIPELINE_ARGUMENTS = frozenset({"calibration", "calibration_count", "validation", "max_drop"})
 
@@ -141,6 +144,11 @@ def work_folder(output: Path) -> Path:
     folder = output.parent / f".{output.name}-work"
     folder.mkdir(exist_ok=True)
     return folder
+
+
+def check_int8_placement(value: str) -> None:
+    if value not in INT8_PLACEMENTS:
+        raise ConversionError(f"--int8-placement must be one of {', '.join(INT8_PLACEMENTS)}, got '{value}'")
 
 
 def check_options(targets: list[Target], options: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgekit.converters import work_folder
+from edgekit.converters import check_int8_placement, work_folder
 from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source
 from edgekit.runtimes._cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu, is_arm
 from edgekit.runtimes._formats import ONNX, TFLITE
@@ -353,8 +353,13 @@ def convert(
     for_cpu: str = "auto",
     reduce_range: bool | None = None,
     opset: int | None = None,
+    int8_placement: str = "engine",
 ) -> dict[str, Any]:
-    """Write an ONNX ``target`` for ``source`` to ``output``; return the options used and notes."""
+    """Write an ONNX ``target`` for ``source`` to ``output``; return the options used and notes.
+
+    ``int8_placement`` (onnx-int8): ``engine`` keeps in float the gated activations ONNX Runtime has no int8
+    kernel for, with the convolution it fuses them into (``_ort_placement``); ``everywhere`` quantizes every
+    op ``quantize_static`` can, as ONNX Runtime's quantizer does."""
     onnx, ort = _imports()
     from onnxruntime import quantization
 
@@ -393,7 +398,8 @@ def convert(
                                      activation_type=activation_type, weight_type=weight_type, symmetric=symmetric,
                                      exclude_nodes=exclude_nodes, exclude_op_types=exclude_op_types,
                                      keep_output_float=keep_output_float, onnx_format=onnx_format,
-                                     for_cpu=for_cpu, reduce_range=reduce_range))
+                                     for_cpu=for_cpu, reduce_range=reduce_range, int8_placement=int8_placement,
+                                     placement_cache=source.cache.setdefault("ort_float_islands", {})))
     else:
         raise ConversionError(f"unknown ONNX target {target.name}")
     used["notes"] = notes
@@ -404,14 +410,15 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
                      calibration: Callable[[], Iterable[dict[str, Any]]] | None, notes: list[str], *,
                      calib_method: str, per_channel: bool, activation_type: str | None, weight_type: str | None,
                      symmetric: bool, exclude_nodes: tuple[str, ...], exclude_op_types: tuple[str, ...],
-                     keep_output_float: bool, onnx_format: str, for_cpu: str,
-                     reduce_range: bool | None) -> dict[str, Any]:
+                     keep_output_float: bool, onnx_format: str, for_cpu: str, reduce_range: bool | None,
+                     int8_placement: str, placement_cache: dict[Any, Any]) -> dict[str, Any]:
     if calibration is None:
         raise ConversionError("onnx-int8 needs calibration data: pass --calib PATH (or --calib random)")
     if calib_method not in CALIB_METHODS:
         raise ConversionError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, got '{calib_method}'")
     if onnx_format not in ("qdq", "qoperator"):
         raise ConversionError(f"--onnx-format must be qdq or qoperator, got '{onnx_format}'")
+    check_int8_placement(int8_placement)
     defaults = int8_defaults(for_cpu)
     activation_type = activation_type or defaults["activation_type"]
     weight_type = weight_type or defaults["weight_type"]
@@ -447,17 +454,26 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
                "percentile": quantization.CalibrationMethod.Percentile}
     extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
     fmt = quantization.QuantFormat.QDQ if onnx_format == "qdq" else quantization.QuantFormat.QOperator
-    try:
-        quantization.quantize_static(
-            str(prepared), str(output), _Reader(calibration(), limit), quant_format=fmt,
-            op_types_to_quantize=op_types, per_channel=per_channel, reduce_range=reduce_range,
-            activation_type=_quant_type(quantization, activation_type, "--activation-type"),
-            weight_type=_quant_type(quantization, weight_type, "--weight-type"),
-            nodes_to_exclude=excluded or None, calibrate_method=methods[calib_method], extra_options=extra,
-        )
-    except (ValueError, RuntimeError, KeyError, AssertionError) as exc:
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise ConversionError(f"ONNX Runtime could not quantize the model: {first[:300]}") from exc
+
+    def quantize(float_nodes: list[str]) -> None:
+        try:
+            quantization.quantize_static(
+                str(prepared), str(output), _Reader(calibration(), limit), quant_format=fmt,
+                op_types_to_quantize=op_types, per_channel=per_channel, reduce_range=reduce_range,
+                activation_type=_quant_type(quantization, activation_type, "--activation-type"),
+                weight_type=_quant_type(quantization, weight_type, "--weight-type"),
+                nodes_to_exclude=float_nodes or None, calibrate_method=methods[calib_method], extra_options=extra,
+            )
+        except (ValueError, RuntimeError, KeyError, AssertionError) as exc:
+            first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise ConversionError(f"ONNX Runtime could not quantize the model: {first[:300]}") from exc
+
+    if int8_placement == "engine":
+        used.update(_placed_for_ort(quantize, excluded, prepared_model.graph, work, output, placement_cache,
+                                    (activation_type, weight_type, onnx_format, per_channel)))
+    else:
+        quantize(excluded)
+        used["int8_placement"] = "everywhere"
     used.update(format=onnx_format, calib_method=calib_method, per_channel=per_channel,
                 activation_type=activation_type, weight_type=weight_type, reduce_range=reduce_range,
                 symmetric_activations=symmetric, for_cpu=defaults["for_cpu"],
@@ -465,3 +481,25 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
                 excluded_op_types=list(exclude_op_types), calibration_sample_cap=limit)
     return used
 
+
+
+def _placed_for_ort(quantize: Callable[[list[str]], None], excluded: list[str], graph: Any, work: Path,
+                    output: Path, cache: dict[Any, Any], key: tuple[Any, ...]) -> dict[str, Any]:
+    """Quantize everywhere, read which gated activations ONNX Runtime runs in float, and if any, quantize
+    again with those islands in float. The islands are kept per source and quantization types, for the
+    repair's later attempts."""
+    import onnxruntime
+    from edgekit.converters._ort_placement import float_islands, ops_run_in_float
+
+    if key not in cache:
+        quantize(excluded)
+        cache[key] = float_islands(graph, ops_run_in_float(output, work))
+        if not cache[key]:
+            return {"int8_placement": "engine"}
+    islands = cache[key]
+    float_nodes = [n for gates in islands.values() for island in gates for n in island if n not in excluded]
+    quantize(excluded + float_nodes)
+    engine = f"ONNX Runtime {onnxruntime.__version__}"
+    return {"int8_placement": "engine", "float_islands": float_nodes, "kept_float_for_engine": {
+        op: f"{engine} runs no int8 {op}: {len(gates)} x*{op}(x) gate(s) kept in float with the convolution "
+            "ORT fuses them into" for op, gates in islands.items()}}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgekit.converters import work_folder
+from edgekit.converters import check_int8_placement, work_folder
 from edgekit.converters._quiet import import_tensorflow, native_stderr_silenced
 from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source, load_keras, load_savedmodel
 from edgekit.runtimes._formats import ONNX, TFLITE
@@ -27,7 +27,6 @@ from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
 
 log = logging.getLogger("edgekit")
 IO_TYPES = ("int8", "uint8", "float")
-INT8_PLACEMENTS = ("engine", "everywhere")
 
 
 def serving_function(tf: Any, source: Source) -> tuple[Any, list[Any], Any]:
@@ -96,8 +95,7 @@ def convert(
     """
     if activations not in ("int8", "int16"):
         raise ConversionError(f"activations must be int8 or int16, got '{activations}'")
-    if int8_placement not in INT8_PLACEMENTS:
-        raise ConversionError(f"--int8-placement must be one of {', '.join(INT8_PLACEMENTS)}, got '{int8_placement}'")
+    check_int8_placement(int8_placement)
     if target.variant == "int8" and activations == "int8" and int8_placement == "engine":
         return _placed_for_xnnpack(source, target, output, calibration, io, allow_float_ops, channels_last,
                                    keep_output_float, exclude_nodes)

@@ -312,3 +312,33 @@ def test_tflite_sensitivity_ranking_and_the_remedies_it_drives(converted, tmp_pa
     assert labels[0] == "outputs in float" and labels[-1] == "int16 activations, int8 weights (16x8)"
     assert labels[1:4] == [f"outputs and the {k} most sensitive op(s) in float" for k in (1, 2, 4)]
     assert offered[2][1]["exclude_nodes"] == worst and offered[2][2] == ranking
+
+
+def test_onnx_int8_keeps_hard_swish_gates_float_with_their_conv(converted, tmp_path):
+    """ONNX Runtime has no int8 HardSigmoid: quantized, each of MobileNetV3's x*hardsigmoid(x) ran in float
+    between a DequantizeLinear and a QuantizeLinear (measured at 160x160: int8 0.43-0.55x float). edgekit keeps
+    those gates, their Mul and the conv ORT fuses them into in float and says so; a net without such gates is
+    untouched; ``int8_placement="everywhere"`` is ONNX Runtime's quantizer's behaviour."""
+    import onnx
+    from edgekit.converters._ort_placement import ops_run_in_float
+
+    model, results = converted("mobilenet_v3")
+    placed = results["onnx-int8"]
+    options = placed.report["options"]
+    assert options["int8_placement"] == "engine" and set(options["kept_float_for_engine"]) == {"HardSigmoid"}
+    assert any("HardSigmoid kept in float" in w for w in placed.report["warnings"])
+    placed_types = {n.op_type for n in onnx.load(str(placed.artifact)).graph.node if n.name in options["float_islands"]}
+    assert placed_types == {"HardSigmoid", "Mul", "Conv", "Gemm"}  # the classifier has Linear -> Hardswish
+    still_float = ops_run_in_float(placed.artifact, tmp_path)  # squeeze-excite's gates (x*f(s)) stay quantized
+    assert not set(still_float) & set(options["float_islands"])
+    data = torch_zoo.inputs_for("mobilenet_v3", 80, seed=1)
+    samples = [{k: v[i : i + 1] for k, v in data.items()} for i in range(80)]
+    (everywhere,) = edgekit.convert(model, "onnx-int8", example_inputs=torch_zoo.build("mobilenet_v3")[1],
+                                    calibration=samples, calib_size=64, validation_size=16, name="mobilenet_v3",
+                                    output_dir=tmp_path / "everywhere", repair=False, int8_placement="everywhere")
+    assert everywhere.report["options"]["int8_placement"] == "everywhere"
+    gates = list(ops_run_in_float(everywhere.artifact, tmp_path).values()).count("HardSigmoid")
+    assert gates >= list(still_float.values()).count("HardSigmoid") + 10
+    got, want = (r.report["validation"]["outputs"]["output_0"]["cosine"] for r in (placed, everywhere))
+    assert got >= want - 0.002, (got, want)
+    assert "kept_float_for_engine" not in converted("resnet")[1]["onnx-int8"].report["options"]

@@ -111,8 +111,9 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
 @click.option("--allow-float-ops", is_flag=True, default=None,
               help="TFLite: keep ops that cannot be quantized in float.")
 @click.option("--int8-placement", type=click.Choice(["engine", "everywhere"]),
-              help="TFLite int8: 'engine' keeps in float the op types XNNPACK has no int8 kernel for (they made int8 "
-              "slower than float), 'everywhere' quantizes all, as the TFLite converter does [default: engine].")
+              help="TFLite and ONNX int8: 'engine' keeps in float what the engine has no int8 kernel for (XNNPACK's "
+              "missing op types; ONNX Runtime's x*HardSigmoid(x) gates with their conv), as those made int8 slower "
+              "than float; 'everywhere' quantizes all, as the engine's own quantizer does [default: engine].")
 @click.option("--channels-last", is_flag=True, default=None,
               help="TFLite from PyTorch/ONNX: make 4-D NCHW inputs NHWC (default: keep the source's layout).")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]),
