@@ -120,13 +120,18 @@ def _raw_onnx(folder: Path) -> dict[str, Path]:
     from edgekit.converters._source import open_source
     from onnxruntime import quantization as q
 
+    folder = folder.resolve()
     float_model = folder / "raw-export.onnx"
     export_onnx(open_source(source_of(folder)), float_model)
     prepared = folder / "raw-prepared.onnx"
+    cwd = os.getcwd()
+    os.chdir(folder)  # a failed symbolic shape inference dumps its model into the current directory
     try:
         q.quant_pre_process(str(float_model), str(prepared))
     except Exception:  # noqa: BLE001 - symbolic shape inference asserts on attention masks; ORT's own fallback
         q.quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=True)
+    finally:
+        os.chdir(cwd)
     u8 = {"activation_type": q.QuantType.QUInt8}
     settings = {  # ORT 1.2x+ defaults: S8S8 (int8 activations and weights), QDQ, per-tensor
         "quantize_static defaults (S8S8 QDQ, per-tensor)": (float_model, {}),

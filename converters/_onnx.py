@@ -393,6 +393,7 @@ def convert(
                                       weight_type=_quant_type(quantization, weight_type or "int8", "--weight-type"))
         used.update(per_channel=per_channel, weight_type=weight_type or "int8")
     elif variant == "int8":
+        used["speed_reference"] = str(float_path)
         used.update(_quantize_static(onnx, quantization, float_path, output, work, calibration, notes,
                                      calib_method=calib_method, per_channel=per_channel,
                                      activation_type=activation_type, weight_type=weight_type, symmetric=symmetric,
@@ -491,12 +492,18 @@ def _placed_for_ort(quantize: Callable[[list[str]], None], excluded: list[str], 
     import onnxruntime
     from edgekit.converters._ort_placement import float_islands, ops_run_in_float
 
-    if key not in cache:
+    fresh = key not in cache
+    if fresh:
         quantize(excluded)
-        cache[key] = float_islands(graph, ops_run_in_float(output, work))
-        if not cache[key]:
-            return {"int8_placement": "engine"}
+        try:
+            cache[key] = float_islands(graph, ops_run_in_float(output, work))
+        except engine_errors():  # ORT cannot load its own quantizer's output: validation will say so
+            cache[key] = {}
     islands = cache[key]
+    if not islands:
+        if not fresh:
+            quantize(excluded)
+        return {"int8_placement": "engine"}
     float_nodes = [n for gates in islands.values() for island in gates for n in island if n not in excluded]
     quantize(excluded + float_nodes)
     engine = f"ONNX Runtime {onnxruntime.__version__}"

@@ -189,6 +189,7 @@ def convert(
             used["keep_output_float"] = True
         # what NNCF was given, beside the attempt: the sensitivity ranking compares the int8 IR with it
         ov.save_model(model, str(work / FLOAT_IR), compress_to_fp16=False)
+        used["speed_reference"] = str(work / FLOAT_IR)
         cpu = describe_cpu(for_cpu)
         options = NncfOptions(preset, model_type, tuple(ignored_names), tuple(ignored_types), tuple(ignored_patterns),
                               fast_bias_correction, overflow_fix or overflow_fix_for(cpu))

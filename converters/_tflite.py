@@ -354,6 +354,7 @@ def _from_float_tflite(source: Source, target: Any, output: Path,
                          keep_output_float=keep_output_float, exclude_nodes=exclude_nodes,
                          keep_float_ops=keep_float_ops))
     used["route"] += f" -> {used['recipe']} (ai-edge-quantizer)"
+    used["speed_reference"] = str(work / float_path.name)
     return used
 
 

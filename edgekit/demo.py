@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit._files import write_atomic
-from edgekit.runtimes._cpu import X86_WITHOUT_VNNI
+from edgekit.pipeline.speed import why_int8_is_slower
 from edgekit.runtimes.errors import EdgekitError
 
 FAMILIES = ("tflite", "onnx", "openvino")
@@ -80,7 +80,8 @@ def run_demo(output_dir: Path, *, sample: Path | None = None, force: bool = Fals
     started = time.perf_counter()
     say(f"converting {model.name} to {', '.join(TARGETS)} (calibration and validation: {images})")
     results = edgekit.convert(model, TARGETS, calibration=images, calib_size=200, validation_size=100,
-                              output_dir=output_dir / "models", force=True, progress=progress)
+                              output_dir=output_dir / "models", force=True, progress=progress,
+                              check_speed=False)  # profiled below, properly
     profiles: dict[str, dict[str, Any]] = {}
     for result in results:
         say(f"profiling {result.artifact.name}")
@@ -110,15 +111,6 @@ def run_demo(output_dir: Path, *, sample: Path | None = None, force: bool = Fals
     return rows, files
 
 
-#: why an engine's int8 can trail its float on a CPU, measured (benchmarks/int8_speedup.py's one-conv check)
-SLOW_INT8 = {
-    ("tflite", X86_WITHOUT_VNNI): "XNNPACK's int8 kernels widen to 16 bits on AVX2 without VNNI, so its int8 "
-                                  "convolution runs no faster than float there (measured: one 3x3 conv, 64 channels "
-                                  "at 56x56, 0.94x, where ONNX Runtime's is 2.0x); on a Raspberry Pi (NEON) or a "
-                                  "VNNI/AMX x86 it runs faster than float",
-}
-
-
 def cpu_notes(rows: list[DemoRow], cpu: str | None = None) -> list[str]:
     """This CPU (or ``cpu``, a ``describe_cpu`` description) by its int8 instructions, and for every int8 form
     slower than its float, the reason."""
@@ -130,7 +122,7 @@ def cpu_notes(rows: list[DemoRow], cpu: str | None = None) -> list[str]:
     for row in rows:
         if row.target.endswith("int8") and row.speedup < 1.0:
             family = row.target.split("-")[0]
-            why = SLOW_INT8.get((family, cpu), "not expected on this CPU: please report it with report.json")
+            why = why_int8_is_slower(family, cpu, "report.json")
             notes.append(f"{row.target} is {row.speedup:.2f}x its float form here: {why}")
     return notes
 

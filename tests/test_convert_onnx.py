@@ -135,6 +135,9 @@ def test_cli_convert_onnx_with_flags(tmp_path):
     options = report["options"]
     assert options["calib_method"] == "entropy" and options["calibration_sample_cap"] == 100
     assert options["activation_type"] == "int8" and options["per_channel"] is False
+    # built for another CPU than this x86 one: no speed verdict from here, and the report says why
+    speed = report["speed_vs_float_here"]
+    assert speed["measured"] is False and "built for arm64" in speed["why"]
 
 
 def test_a_failed_shape_inference_leaves_nothing_in_the_working_directory(tmp_path, monkeypatch):

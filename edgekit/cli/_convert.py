@@ -100,6 +100,8 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
 @click.option("--decide", metavar="FILE.py:FUNCTION", help="Your application's decisions from the outputs, judged "
               "like any output's (FUNCTION gets {output: array} of every validation sample, returns an array).")
 @click.option("--no-validate", is_flag=True, help="Skip comparing each artifact with the float original.")
+@click.option("--no-speed-check", is_flag=True, help="Skip timing each int8 artifact against its float sibling on "
+              "this machine (about a second each; done only for artifacts built for this CPU).")
 @click.option("--accept-loss", is_flag=True, help="Keep an artifact whose outputs collapsed (below the decision "
               "agreement / SQNR floors) as ok, with a warning.")
 @click.option("--no-repair", is_flag=True, help="Do not try remedies when a quantized artifact collapses.")
@@ -157,8 +159,8 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
 def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_size: int | None, seed: int,
             input_shapes: tuple[str, ...], size: str | None, crop: str | None, scale: float, mean: str | None,
             std: str | None, color: str, layout: str | None, output_dir: Path, max_drop: float | None,
-            no_validate: bool, accept_loss: bool, no_repair: bool, force: bool, name: str | None, decide: str | None,
-            trust_pickle: bool, report_path: Path | None, as_json: bool,
+            no_validate: bool, no_speed_check: bool, accept_loss: bool, no_repair: bool, force: bool,
+            name: str | None, decide: str | None, trust_pickle: bool, report_path: Path | None, as_json: bool,
             exclude_nodes: str | None, exclude_op_types: str | None,
             ignored_names: str | None, ignored_types: str | None, ignored_patterns: str | None,
             **options: Any) -> None:
@@ -175,8 +177,8 @@ def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_
         results = run_conversion(
             source, targets, calibration=calib, output_dir=output_dir, input_shapes=parse_input_shapes(input_shapes),
             recipe=recipe, calib_size=calib_size, validation_size=val_size, seed=seed, max_drop=max_drop,
-            validate_outputs=not no_validate, accept_loss=accept_loss, decide=load_function(decide, "--decide"),
-            repair=not no_repair, force=force,
+            validate_outputs=not no_validate, check_speed=not no_speed_check, accept_loss=accept_loss,
+            decide=load_function(decide, "--decide"), repair=not no_repair, force=force,
             name=name, trust_pickle=trust_pickle, progress=progress,
             exclude_nodes=_names(exclude_nodes), exclude_op_types=_names(exclude_op_types),
             ignored_names=_names(ignored_names), ignored_types=_names(ignored_types),
@@ -227,7 +229,8 @@ def _print_conversions(results: list) -> None:
     from rich.table import Table
 
     table = Table()
-    for column in ("target", "artifact", "size", "vs source", "accuracy", "drop", "top-1 agree", "integer", "status"):
+    for column in ("target", "artifact", "size", "vs source", "accuracy", "drop", "top-1 agree", "integer",
+                   "speed vs float", "status"):
         table.add_column(column)
     for r in results:
         report, v = r.report, r.report.get("validation") or {}
@@ -237,8 +240,10 @@ def _print_conversions(results: list) -> None:
         agree = "" if v.get("top1_agreement") is None else f"{v['top1_agreement']:.1f}%"
         audit = report["audit"]
         integer = f"{audit['integer_ops']}/{audit['compute_ops']}" + (" full" if audit["fully_integer"] else "")
+        speed = report.get("speed_vs_float_here") or {}
+        speed = f"{speed['speedup']:.2f}x here" if speed.get("measured") else ""
         table.add_row(r.target, r.artifact.name, f"{report['artifact']['size_bytes']:,}",
-                      f"{report['artifact']['size_ratio']:.2f}x", accuracy, drop, agree, integer,
+                      f"{report['artifact']['size_ratio']:.2f}x", accuracy, drop, agree, integer, speed,
                       report["status"] + (" (synthetic data)" if v.get("synthetic") else ""))
     out = console()
     out.print(table)

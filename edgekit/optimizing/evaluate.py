@@ -160,7 +160,7 @@ class Evaluator:
                                 calib_size=self.settings.calib_size, validation_size=self.settings.val_size,
                                 seed=self.settings.seed, name=self.settings.name,
                                 trust_pickle=self.settings.trust_pickle,
-                                validate_outputs=False, repair=False, force=True, **options)
+                                validate_outputs=False, check_speed=False, repair=False, force=True, **options)
             entry = {"path": str(result.artifact.relative_to(self.cache.root)), "sha256":
                      result.report["artifact"]["sha256"], "size_bytes": result.report["artifact"]["size_bytes"],
                      "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},

@@ -30,6 +30,7 @@ from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source, open_
 from edgekit.pipeline.calibration import RANDOM_SOURCE, Dataset, build_dataset, fail_if_empty
 from edgekit.pipeline.preprocess import Recipe
 from edgekit.pipeline.repair import try_remedies
+from edgekit.pipeline.speed import slower_warning, speed_check
 from edgekit.pipeline.validation import ValidationReport, validate
 from edgekit.runtimes import open_runtime
 from edgekit.runtimes._formats import ONNX, hash_feeds, hash_into, open_model_file
@@ -85,6 +86,7 @@ def convert(
     decide: Callable[[dict[str, Any]], Any] | None = None,
     repair: bool = True,
     validate_outputs: bool = True,
+    check_speed: bool = True,
     force: bool = False,
     progress: Progress | None = None,
     **options: Any,
@@ -120,6 +122,8 @@ def convert(
             in float, other calibration, the most sensitive layers in float, int16 activations) and keep the
             first that holds; every attempt is in the report's ``repair`` section.
         validate_outputs: Compare every artifact with the float original (on by default).
+        check_speed: Time every int8 artifact built for this machine's CPU against its float sibling (about a
+            second each; the report's ``speed_vs_float_here``, a warning when int8 is slower).
         force: Overwrite existing artifacts and reports.
         progress: ``progress(description, total)`` context manager factory for long loops.
         **options: Converter options, passed to the targets that take them; one that no chosen
@@ -164,7 +168,8 @@ def convert(
         for target in targets:
             job = _Job(src, target, stem, out_dir, staging, dataset, reference, max_drop, accept_loss, seed, options,
                        progress, decide)
-            results.append(_convert_one(job, source_info, recipe=recipe, repair=repair, force=force))
+            results.append(_convert_one(job, source_info, recipe=recipe, repair=repair, force=force,
+                                        check_speed=check_speed))
         if reference is not None:
             reference.close()
     log.info("converted %s to %d target(s) in %.1f s", src.path, len(results), time.perf_counter() - started)
@@ -238,15 +243,15 @@ def _float_reference(src: Source, staging: Path, progress: Progress):
             path = export_float(src, staging / "reference_fp32.tflite")
     else:
         path = src.path
-    return _Remembered(open_runtime(path))
+    return _Remembered(open_runtime(path), path)
 
 
 class _Remembered:
     """The float reference, run once per held-out sample: every target and every repair attempt is validated
     on the same samples, and the reference's outputs do not change between them."""
 
-    def __init__(self, runtime: Any) -> None:
-        self._runtime, self.outputs, self._seen = runtime, runtime.outputs, {}
+    def __init__(self, runtime: Any, path: Path | None = None) -> None:
+        self._runtime, self.outputs, self._seen, self.path = runtime, runtime.outputs, {}, path
 
     def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
         digest = hashlib.blake2b(digest_size=16)
@@ -303,6 +308,7 @@ class _Attempt:
     validation: ValidationReport | None
     convert_s: float
     warnings: list[str]
+    speed_reference: str | None = None  # the converter's float model of the same engine, for ``_speed_here``
 
     @property
     def collapsed(self) -> bool:
@@ -368,11 +374,13 @@ def _attempt(job: _Job, index: int, label: str, extra: dict[str, Any]) -> _Attem
     if job.reference is not None:
         validation = _validate(job, checked.path, used.get("channels_last_inputs", ()))
     used.pop("validated_artifact", None)  # a staging path, gone after this call: not for the report
-    return _Attempt(label, extra, folder, staged, used, model, audit, validation, convert_s, warnings)
+    speed_reference = used.pop("speed_reference", None)
+    return _Attempt(label, extra, folder, staged, used, model, audit, validation, convert_s, warnings,
+                    speed_reference)
 
 
 def _convert_one(job: _Job, source_info: dict[str, Any], *, recipe: Recipe, repair: bool,
-                 force: bool) -> ConversionResult:
+                 force: bool, check_speed: bool) -> ConversionResult:
     started = time.perf_counter()
     target, out_dir, dataset, stem, options = job.target, job.out_dir, job.dataset, job.stem, job.options
     accept_loss, progress = job.accept_loss, job.progress
@@ -386,6 +394,9 @@ def _convert_one(job: _Job, source_info: dict[str, Any], *, recipe: Recipe, repa
     name = chosen.staged.name
     failures = list(validation.failures) if validation else []
     warnings = list(chosen.warnings)
+    speed = _speed_here(job, chosen) if check_speed and not failures else None
+    if speed and slower_warning(target, speed):
+        warnings.append(slower_warning(target, speed))
     if validation and validation.collapsed and accept_loss:
         warnings.append("collapse accepted (--accept-loss): " + "; ".join(validation.collapsed))
     artifact_size = model.size_bytes
@@ -406,6 +417,7 @@ def _convert_one(job: _Job, source_info: dict[str, Any], *, recipe: Recipe, repa
         "validation": validation.to_dict() if validation else None,
         "repair": repaired,
         "audit": chosen.audit.to_dict(),
+        "speed_vs_float_here": speed,
         "tools": _tool_versions(),
         "durations_s": {"convert": round(chosen.convert_s, 3), "total": round(time.perf_counter() - started, 3)},
     }
@@ -418,6 +430,8 @@ def _convert_one(job: _Job, source_info: dict[str, Any], *, recipe: Recipe, repa
         publish(chosen.folder / companion, out_dir / companion, force=force)
     artifact = publish(chosen.staged, out_dir / name, force=force)
     report_path = publish(chosen.folder / report_name, out_dir / report_name, force=force)
+    for warning in warnings:  # the data's own warnings were logged when it was read
+        log.warning("%s", warning)
     if failures:
         log.warning("%s: %s", target.name, "; ".join(failures))
     return ConversionResult(target.name, artifact, report_path, report)
@@ -436,11 +450,39 @@ class _ChannelsLast:
         return self._runtime.run(self._transpose(feeds, self._names))
 
 
+def _speed_here(job: _Job, attempt: _Attempt) -> dict[str, Any] | None:
+    """An int8 artifact against its float sibling (the converter's float model, or the float .tflite the
+    reference runs) on this machine, when it was built for this CPU (``speed``)."""
+    target, used = job.target, attempt.used
+    if target.variant != "int8" or target.family not in ("tflite", "onnx", "openvino"):
+        return None
+    float_path = attempt.speed_reference
+    if float_path is None and target.family == "tflite" and job.reference is not None:
+        float_path = job.reference.path if job.reference.path and job.reference.path.suffix == ".tflite" else None
+    if float_path is None:
+        return {"measured": False, "why": "no float model of this engine at hand (validation off?)"}
+    channels_last = used.get("channels_last_inputs", ())
+    feeds = next(iter(_held_out(job).validation)).feeds
+    try:
+        with open_runtime(attempt.staged) as runtime:
+            adapt = (lambda r: _ChannelsLast(r, channels_last)) if channels_last else None
+            return speed_check(adapt(runtime) if adapt else runtime, Path(float_path), feeds, used.get("for_cpu"),
+                               adapt)
+    except EdgekitError as exc:
+        return {"measured": False, "why": str(exc)}
+
+
+def _held_out(job: _Job) -> Dataset:
+    """The job's data, or synthetic inputs when none was given (flagged as such by the validation)."""
+    if job.dataset is not None:
+        return job.dataset
+    return build_dataset(RANDOM_SOURCE, job.src.inputs, calib_size=1, validation_size=50, seed=job.seed)
+
+
 def _validate(job: _Job, staged: Path, channels_last: tuple[str, ...] | list[str] = ()) -> ValidationReport:
-    dataset, target = job.dataset, job.target
-    synthetic = dataset is None or dataset.provenance.synthetic
-    if dataset is None:  # no data given: compare outputs on synthetic inputs (flagged as such)
-        dataset = build_dataset(RANDOM_SOURCE, job.src.inputs, calib_size=1, validation_size=50, seed=job.seed)
+    target = job.target
+    synthetic = job.dataset is None or job.dataset.provenance.synthetic
+    dataset = _held_out(job)
     try:
         candidate = open_runtime(staged)
     except EdgekitError as exc:

@@ -1,0 +1,84 @@
+"""Is an int8 artifact faster than its float sibling here? Measured after each int8 conversion built for this
+CPU: an int8 form slower than float is a bug to show the user, not a figure to find later on the device.
+
+Both models run through edgekit's runtime with the engine's own defaults (threads, precision), on one held-out
+sample, in interleaved rounds so that a busy machine slows both alike; the fastest round of each is compared
+(what the machine can do: other load only adds time, and ONNX Runtime's timings here swing by 30 % between
+rounds). A quick check (about a second), not a profile: ``edgekit profile`` is the measurement.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from edgekit.runtimes import open_runtime
+from edgekit.runtimes._cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu
+from edgekit.runtimes.errors import EdgekitError
+
+#: why an engine's int8 can trail its float on a CPU, measured (benchmarks/int8_speedup.py's one-conv check)
+SLOW_INT8 = {
+    ("tflite", X86_WITHOUT_VNNI): "XNNPACK's int8 kernels widen to 16 bits on AVX2 without VNNI, so its int8 "
+                                  "convolution runs no faster than float there (measured: one 3x3 conv, 64 channels "
+                                  "at 56x56, 0.94x, where ONNX Runtime's is 2.0x); on a Raspberry Pi (NEON) or a "
+                                  "VNNI/AMX x86 it runs faster than float",
+}
+
+
+def why_int8_is_slower(family: str, cpu: str, report: str = "this report") -> str:
+    """The measured reason an engine's int8 trails its float on a CPU description, or a request to report it."""
+    return SLOW_INT8.get((family, cpu), f"not expected on this CPU: ship the float form for it and please report "
+                                        f"this with {report}")
+
+
+ROUNDS = 7
+ROUND_SECONDS = 0.04  # per model and round: enough calls that a microsecond model is not all timer overhead
+#: below this ratio a warning says int8 is slower (a few percent of slack for the timing itself)
+SLOWER_BELOW = 0.95
+
+
+def int8_against_float(int8: Any, float_: Any, feeds: dict[str, Any], for_cpu: str | None) -> dict[str, Any]:
+    """``int8`` and ``float_`` are runtimes (or anything with ``run(feeds)``); returns the measurement or why
+    there is none (the artifact is for another CPU than this one)."""
+    here = describe_cpu("auto")
+    if for_cpu and for_cpu != here:
+        return {"measured": False, "why": f"built for {for_cpu}; this machine is {here}"}
+    for runtime in (int8, float_):
+        runtime.run(feeds)  # first calls allocate and pick kernels
+    per_round = max(1, int(ROUND_SECONDS / max(_one_call(float_, feeds), 1e-7)))
+    times: dict[str, list[float]] = {"int8": [], "float": []}
+    for _ in range(ROUNDS):
+        for label, runtime in (("int8", int8), ("float", float_)):
+            started = time.perf_counter()
+            for _ in range(per_round):
+                runtime.run(feeds)
+            times[label].append((time.perf_counter() - started) / per_round * 1000)
+    int8_ms, float_ms = (min(times[k]) for k in ("int8", "float"))
+    return {"measured": True, "cpu": here, "int8_instructions": INT8_INSTRUCTIONS[here],
+            "int8_ms": round(int8_ms, 4), "float_ms": round(float_ms, 4), "speedup": round(float_ms / int8_ms, 3),
+            "how": f"fastest of {ROUNDS} interleaved rounds of {per_round} call(s), engine defaults, one sample"}
+
+
+def _one_call(runtime: Any, feeds: dict[str, Any]) -> float:
+    started = time.perf_counter()
+    runtime.run(feeds)
+    return time.perf_counter() - started
+
+
+def speed_check(int8_runtime: Any, float_path: Path, feeds: dict[str, Any], for_cpu: str | None,
+                adapt: Any = None) -> dict[str, Any]:
+    """Open the float sibling and measure; an engine that cannot open it gives a reason, never an exception."""
+    try:
+        with open_runtime(float_path) as float_runtime:
+            sibling = adapt(float_runtime) if adapt else float_runtime
+            return int8_against_float(int8_runtime, sibling, feeds, for_cpu)
+    except EdgekitError as exc:
+        return {"measured": False, "why": f"the float sibling did not run: {exc}"}
+
+
+def slower_warning(target: Any, speed: dict[str, Any]) -> str | None:
+    if not speed.get("measured") or speed["speedup"] >= SLOWER_BELOW:
+        return None
+    return (f"{target.name} runs {speed['speedup']:.2f}x the speed of its float sibling on this CPU ({speed['cpu']}; "
+            f"{speed['int8_ms']:.3g} vs {speed['float_ms']:.3g} ms): {why_int8_is_slower(target.family, speed['cpu'])}")

@@ -1,0 +1,59 @@
+"""The int8-against-float check every int8 conversion makes on the machine converting it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import make_conv_onnx
+from edgekit.converters import TARGETS
+from edgekit.runtimes._cpu import describe_cpu
+
+import edgekit
+from edgekit.pipeline.speed import int8_against_float, slower_warning
+
+
+class _Sleeper:
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.calls = seconds, 0
+
+    def run(self, feeds):
+        self.calls += 1
+        time.sleep(self.seconds)
+        return {}
+
+
+def test_an_int8_form_slower_than_its_float_is_named_with_both_times():
+    slow, fast = _Sleeper(0.002), _Sleeper(0.0005)
+    speed = int8_against_float(slow, fast, {}, describe_cpu("auto"))
+    assert speed["measured"] and speed["speedup"] < 0.6, speed  # sleeping only adds: 0.25x give or take
+    assert speed["int8_ms"] >= 2.0 and speed["float_ms"] >= 0.5
+    assert abs(slow.calls - fast.calls) <= 1 and slow.calls >= 7  # interleaved rounds of the same calls
+    warning = slower_warning(TARGETS["tflite-int8"], speed)
+    assert warning.startswith(f"tflite-int8 runs {speed['speedup']:.2f}x the speed of its float sibling")
+    assert f"{speed['int8_ms']:.3g} vs {speed['float_ms']:.3g} ms" in warning
+    assert slower_warning(TARGETS["tflite-int8"], int8_against_float(fast, slow, {}, None)) is None
+
+
+def test_an_artifact_for_another_cpu_is_not_judged_here():
+    other = "arm64" if describe_cpu("auto").startswith("x86") else "x86"
+    speed = int8_against_float(_Sleeper(0), _Sleeper(0), {}, describe_cpu(other))
+    assert speed["measured"] is False and speed["why"].startswith(f"built for {describe_cpu(other)}")
+
+
+@pytest.mark.onnxruntime
+@pytest.mark.openvino
+def test_every_int8_conversion_reports_its_speed_against_float_here(tmp_path):
+    source = make_conv_onnx(tmp_path / "convnet.onnx")
+    results = edgekit.convert(source, ["onnx-int8", "openvino-int8", "onnx-fp32"], calibration="random",
+                              calib_size=8, validation_size=4, output_dir=tmp_path / "out")
+    for result in results:
+        speed = result.report["speed_vs_float_here"]
+        if result.target == "onnx-fp32":
+            assert speed is None
+            continue
+        assert speed["measured"] and speed["cpu"] == describe_cpu("auto"), speed
+        assert speed["int8_ms"] > 0 and speed["float_ms"] > 0
+        assert speed["speedup"] == pytest.approx(speed["float_ms"] / speed["int8_ms"], rel=1e-2)
+        slower = any("the speed of its float sibling" in w for w in result.report["warnings"])
+        assert slower == (speed["speedup"] < 0.95)
