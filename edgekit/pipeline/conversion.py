@@ -395,8 +395,9 @@ def _convert_one(job: _Job, source_info: dict[str, Any], *, recipe: Recipe, repa
     failures = list(validation.failures) if validation else []
     warnings = list(chosen.warnings)
     speed = _speed_here(job, chosen) if check_speed and not failures else None
-    if speed and slower_warning(target, speed):
-        warnings.append(slower_warning(target, speed))
+    slower = slower_warning(target, speed) if speed else None
+    if slower:
+        warnings.append(slower)
     if validation and validation.collapsed and accept_loss:
         warnings.append("collapse accepted (--accept-loss): " + "; ".join(validation.collapsed))
     artifact_size = model.size_bytes
@@ -452,7 +453,7 @@ class _ChannelsLast:
 
 def _speed_here(job: _Job, attempt: _Attempt) -> dict[str, Any] | None:
     """An int8 artifact against its float sibling (the converter's float model, or the float .tflite the
-    reference runs) on this machine, when it was built for this CPU (``speed``)."""
+    reference runs) on this machine, when it was built for this CPU (``edgekit.pipeline.speed``)."""
     target, used = job.target, attempt.used
     if target.variant != "int8" or target.family not in ("tflite", "onnx", "openvino"):
         return None
@@ -461,13 +462,14 @@ def _speed_here(job: _Job, attempt: _Attempt) -> dict[str, Any] | None:
         float_path = job.reference.path if job.reference.path and job.reference.path.suffix == ".tflite" else None
     if float_path is None:
         return {"measured": False, "why": "no float model of this engine at hand (validation off?)"}
+    sample = next(iter(_held_out(job).validation), None)
+    if sample is None:
+        return {"measured": False, "why": "no held-out sample to run"}
     channels_last = used.get("channels_last_inputs", ())
-    feeds = next(iter(_held_out(job).validation)).feeds
+    adapt = (lambda r: _ChannelsLast(r, channels_last)) if channels_last else (lambda r: r)
     try:
         with open_runtime(attempt.staged) as runtime:
-            adapt = (lambda r: _ChannelsLast(r, channels_last)) if channels_last else None
-            return speed_check(adapt(runtime) if adapt else runtime, Path(float_path), feeds, used.get("for_cpu"),
-                               adapt)
+            return speed_check(adapt(runtime), Path(float_path), sample.feeds, used.get("for_cpu"), adapt)
     except EdgekitError as exc:
         return {"measured": False, "why": str(exc)}
 

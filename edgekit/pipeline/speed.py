@@ -3,13 +3,14 @@ CPU: an int8 form slower than float is a bug to show the user, not a figure to f
 
 Both models run through edgekit's runtime with the engine's own defaults (threads, precision), on one held-out
 sample, in interleaved rounds so that a busy machine slows both alike; the fastest round of each is compared
-(what the machine can do: other load only adds time, and ONNX Runtime's timings here swing by 30 % between
-rounds). A quick check (about a second), not a profile: ``edgekit profile`` is the measurement.
+(what the machine can do: other load only adds time). A quick check (about a second), not a profile:
+``edgekit profile`` is the measurement.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,15 @@ SLOW_INT8 = {
 }
 
 
-def why_int8_is_slower(family: str, cpu: str, report: str = "this report") -> str:
+def why_int8_is_slower(family: str, cpu: str, report: str = "the artifact's .json report") -> str:
     """The measured reason an engine's int8 trails its float on a CPU description, or a request to report it."""
-    return SLOW_INT8.get((family, cpu), f"not expected on this CPU: ship the float form for it and please report "
-                                        f"this with {report}")
+    return SLOW_INT8.get((family, cpu), f"not expected on this CPU: ship the float form for it, and please report "
+                                        f"it with {report}")
 
 
 ROUNDS = 7
-ROUND_SECONDS = 0.04  # per model and round: enough calls that a microsecond model is not all timer overhead
+SETTLE_SECONDS = 0.01
+ROUND_SECONDS = 0.03  # per model and round: enough calls that a microsecond model is not all timer overhead
 #: below this ratio a warning says int8 is slower (a few percent of slack for the timing itself)
 SLOWER_BELOW = 0.95
 
@@ -50,6 +52,10 @@ def int8_against_float(int8: Any, float_: Any, feeds: dict[str, Any], for_cpu: s
     times: dict[str, list[float]] = {"int8": [], "float": []}
     for _ in range(ROUNDS):
         for label, runtime in (("int8", int8), ("float", float_)):
+            # an engine's worker threads spin for a while after a call: let the other model's go idle and
+            # re-warm this one, or each slows the other (ONNX Runtime: 2-3x, seen in benchmarks/convert.py)
+            time.sleep(SETTLE_SECONDS)
+            runtime.run(feeds)
             started = time.perf_counter()
             for _ in range(per_round):
                 runtime.run(feeds)
@@ -67,12 +73,12 @@ def _one_call(runtime: Any, feeds: dict[str, Any]) -> float:
 
 
 def speed_check(int8_runtime: Any, float_path: Path, feeds: dict[str, Any], for_cpu: str | None,
-                adapt: Any = None) -> dict[str, Any]:
-    """Open the float sibling and measure; an engine that cannot open it gives a reason, never an exception."""
+                adapt: Callable[[Any], Any] = lambda runtime: runtime) -> dict[str, Any]:
+    """Open the float sibling (fed like the int8 one, through ``adapt``) and measure; an engine that cannot
+    open it gives a reason, never an exception."""
     try:
         with open_runtime(float_path) as float_runtime:
-            sibling = adapt(float_runtime) if adapt else float_runtime
-            return int8_against_float(int8_runtime, sibling, feeds, for_cpu)
+            return int8_against_float(int8_runtime, adapt(float_runtime), feeds, for_cpu)
     except EdgekitError as exc:
         return {"measured": False, "why": f"the float sibling did not run: {exc}"}
 
