@@ -483,7 +483,6 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
     return used
 
 
-
 def _placed_for_ort(quantize: Callable[[list[str]], None], excluded: list[str], graph: Any, work: Path,
                     output: Path, cache: dict[Any, Any], key: tuple[Any, ...]) -> dict[str, Any]:
     """Quantize everywhere, read which gated activations ONNX Runtime runs in float, and if any, quantize
