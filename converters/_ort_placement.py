@@ -4,9 +4,9 @@ ONNX Runtime turns DequantizeLinear -> op -> QuantizeLinear into one integer ker
 QLinear kernels for (Conv, MatMul, Add, Mul, Sigmoid, pooling...). An op without one (HardSigmoid, the gate of
 PyTorch's hard-swish ``x * hardsigmoid(x)``) runs in float between a DequantizeLinear and a QuantizeLinear: two
 extra passes over the tensor for every activation, while in float ORT fuses the whole activation into the
-convolution before it. Measured on a PyTorch MobileNetV3 (160x160, U8S8, AVX2 without VNNI, quiet machine):
-int8 everywhere 0.44-0.65x the speed of float; the gate and its Mul in float about 0.65x; the gate, its Mul
-and the convolution feeding them in float ("float islands") 0.74-0.90x, at a higher cosine to the float
+convolution before it. Measured on a PyTorch MobileNetV3 (160x160, U8S8, AVX2 without VNNI, medians of 13
+quiet runs): int8 everywhere 0.50x the speed of float; the gate and its Mul in float about 0.65x; the gate,
+its Mul and the convolution feeding them in float ("float islands") 0.90x, at a higher cosine to the float
 model. (On that CPU ORT's int8 depthwise and 1x1 convolutions run no faster than its float ones, so the
 islands remove the slowdown the Q/DQ pairs added, not more.)
 

@@ -28,7 +28,7 @@ def test_an_int8_form_slower_than_its_float_is_named_with_both_times():
     speed = int8_against_float(slow, fast, {}, describe_cpu("auto"))
     assert speed["measured"] and speed["speedup"] < 0.6, speed  # sleeping only adds: 0.25x give or take
     assert speed["int8_ms"] >= 2.0 and speed["float_ms"] >= 0.5
-    assert abs(slow.calls - fast.calls) <= 1 and slow.calls >= 7  # interleaved rounds of the same calls
+    assert abs(slow.calls - fast.calls) <= 1 and slow.calls >= 5  # interleaved rounds of the same calls
     warning = slower_warning(TARGETS["tflite-int8"], speed)
     assert warning.startswith(f"tflite-int8 runs {speed['speedup']:.2f}x the speed of its float sibling")
     assert f"{speed['int8_ms']:.3g} vs {speed['float_ms']:.3g} ms" in warning

@@ -33,9 +33,9 @@ def why_int8_is_slower(family: str, cpu: str, report: str = "the artifact's .jso
                                         f"it with {report}")
 
 
-ROUNDS = 7
+ROUNDS = 5
 SETTLE_SECONDS = 0.01
-ROUND_SECONDS = 0.03  # per model and round: enough calls that a microsecond model is not all timer overhead
+ROUND_SECONDS = 0.02  # per model and round: enough calls that a microsecond model is not all timer overhead
 #: below this ratio a warning says int8 is slower (a few percent of slack for the timing itself)
 SLOWER_BELOW = 0.95
 
