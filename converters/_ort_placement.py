@@ -36,20 +36,26 @@ def ops_run_in_float(quantized: Path, work: Path) -> dict[str, str]:
     options.optimized_model_filepath = str(work / "ort-optimized.onnx")
     ort.InferenceSession(str(quantized), options, providers=["CPUExecutionProvider"])
     graph = onnx.load(options.optimized_model_filepath).graph
-    made_by = {out: node.op_type for node in graph.node for out in node.output}
-    read_by = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            read_by[name].append(node.op_type)
+    made_by, read_by = _links(graph)
     wrapped = {}
     for node in graph.node:
         if node.op_type in _QDQ or node.domain not in ("", "ai.onnx"):
             continue
-        readers = [op for out in node.output for op in read_by[out]]
-        if "DequantizeLinear" in (made_by.get(i) for i in node.input) and readers \
+        readers = [reader.op_type for out in node.output for reader in read_by[out]]
+        if "DequantizeLinear" in (made_by[i].op_type for i in node.input if i in made_by) and readers \
                 and all(op == "QuantizeLinear" for op in readers):
             wrapped[node.name] = node.op_type
     return wrapped
+
+
+def _links(graph: Any) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """Tensor name -> the node making it, and -> the nodes reading it."""
+    made_by = {out: node for node in graph.node for out in node.output}
+    read_by = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            read_by[name].append(node)
+    return made_by, read_by
 
 
 def float_islands(graph: Any, run_in_float: Iterable[str]) -> dict[str, list[list[str]]]:
@@ -58,11 +64,7 @@ def float_islands(graph: Any, run_in_float: Iterable[str]) -> dict[str, list[lis
     An op ORT runs in float that gates nothing keeps its Q/DQ: in float its neighbours would pay the same
     two passes."""
     nodes = {node.name: node for node in graph.node}
-    made_by = {out: node for node in graph.node for out in node.output}
-    read_by = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            read_by[name].append(node)
+    made_by, read_by = _links(graph)
     islands: dict[str, list[list[str]]] = defaultdict(list)
     for name in run_in_float:
         gate = nodes.get(name)

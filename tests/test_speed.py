@@ -10,7 +10,7 @@ from edgekit.converters import TARGETS
 from edgekit.runtimes._cpu import describe_cpu
 
 import edgekit
-from edgekit.pipeline.speed import int8_against_float, slower_warning
+from edgekit.pipeline.speed import int8_against_float, slower_warning, speed_check
 
 
 class _Sleeper:
@@ -25,19 +25,20 @@ class _Sleeper:
 
 def test_an_int8_form_slower_than_its_float_is_named_with_both_times():
     slow, fast = _Sleeper(0.002), _Sleeper(0.0005)
-    speed = int8_against_float(slow, fast, {}, describe_cpu("auto"))
+    speed = int8_against_float(slow, fast, {})
     assert speed["measured"] and speed["speedup"] < 0.6, speed  # sleeping only adds: 0.25x give or take
     assert speed["int8_ms"] >= 2.0 and speed["float_ms"] >= 0.5
     assert abs(slow.calls - fast.calls) <= 1 and slow.calls >= 5  # interleaved rounds of the same calls
     warning = slower_warning(TARGETS["tflite-int8"], speed)
     assert warning.startswith(f"tflite-int8 runs {speed['speedup']:.2f}x the speed of its float sibling")
     assert f"{speed['int8_ms']:.3g} vs {speed['float_ms']:.3g} ms" in warning
-    assert slower_warning(TARGETS["tflite-int8"], int8_against_float(fast, slow, {}, None)) is None
+    assert slower_warning(TARGETS["tflite-int8"], int8_against_float(fast, slow, {})) is None
 
 
-def test_an_artifact_for_another_cpu_is_not_judged_here():
+def test_an_artifact_for_another_cpu_is_not_judged_here(tmp_path):
+    """Not even loaded: the files do not exist, and the answer is the CPU, not a load error."""
     other = "arm64" if describe_cpu("auto").startswith("x86") else "x86"
-    speed = int8_against_float(_Sleeper(0), _Sleeper(0), {}, describe_cpu(other))
+    speed = speed_check(tmp_path / "absent_int8.onnx", tmp_path / "absent_fp32.onnx", {}, describe_cpu(other))
     assert speed["measured"] is False and speed["why"].startswith(f"built for {describe_cpu(other)}")
 
 

@@ -40,12 +40,8 @@ ROUND_SECONDS = 0.02  # per model and round: enough calls that a microsecond mod
 SLOWER_BELOW = 0.95
 
 
-def int8_against_float(int8: Any, float_: Any, feeds: dict[str, Any], for_cpu: str | None) -> dict[str, Any]:
-    """``int8`` and ``float_`` are runtimes (or anything with ``run(feeds)``); returns the measurement or why
-    there is none (the artifact is for another CPU than this one)."""
-    here = describe_cpu("auto")
-    if for_cpu and for_cpu != here:
-        return {"measured": False, "why": f"built for {for_cpu}; this machine is {here}"}
+def int8_against_float(int8: Any, float_: Any, feeds: dict[str, Any]) -> dict[str, Any]:
+    """``int8`` and ``float_`` are runtimes (or anything with ``run(feeds)``), timed on this machine."""
     for runtime in (int8, float_):
         runtime.run(feeds)  # first calls allocate and pick kernels
     per_round = max(1, int(ROUND_SECONDS / max(_one_call(float_, feeds), 1e-7)))
@@ -61,6 +57,7 @@ def int8_against_float(int8: Any, float_: Any, feeds: dict[str, Any], for_cpu: s
                 runtime.run(feeds)
             times[label].append((time.perf_counter() - started) / per_round * 1000)
     int8_ms, float_ms = (min(times[k]) for k in ("int8", "float"))
+    here = describe_cpu("auto")
     return {"measured": True, "cpu": here, "int8_instructions": INT8_INSTRUCTIONS[here],
             "int8_ms": round(int8_ms, 4), "float_ms": round(float_ms, 4), "speedup": round(float_ms / int8_ms, 3),
             "how": f"fastest of {ROUNDS} interleaved rounds of {per_round} call(s), engine defaults, one sample"}
@@ -72,15 +69,18 @@ def _one_call(runtime: Any, feeds: dict[str, Any]) -> float:
     return time.perf_counter() - started
 
 
-def speed_check(int8_runtime: Any, float_path: Path, feeds: dict[str, Any], for_cpu: str | None,
+def speed_check(int8_path: Path, float_path: Path, feeds: dict[str, Any], for_cpu: str | None,
                 adapt: Callable[[Any], Any] = lambda runtime: runtime) -> dict[str, Any]:
-    """Open the float sibling (fed like the int8 one, through ``adapt``) and measure; an engine that cannot
-    open it gives a reason, never an exception."""
+    """Time the int8 artifact against its float sibling (both fed through ``adapt``), or say why not: it is
+    for another CPU than this one (then no model is loaded at all), or an engine cannot run one of them."""
+    here = describe_cpu("auto")
+    if for_cpu and for_cpu != here:
+        return {"measured": False, "why": f"built for {for_cpu}; this machine is {here}"}
     try:
-        with open_runtime(float_path) as float_runtime:
-            return int8_against_float(int8_runtime, adapt(float_runtime), feeds, for_cpu)
+        with open_runtime(int8_path) as int8, open_runtime(float_path) as float_:
+            return int8_against_float(adapt(int8), adapt(float_), feeds)
     except EdgekitError as exc:
-        return {"measured": False, "why": f"the float sibling did not run: {exc}"}
+        return {"measured": False, "why": f"a model did not run: {exc}"}
 
 
 def slower_warning(target: Any, speed: dict[str, Any]) -> str | None:
