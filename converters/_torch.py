@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgekit.converters._pt2 import load_program
 from edgekit.runtimes._litert import implementation_version
 from edgekit.runtimes.base import TensorSpec
-from edgekit.runtimes.errors import ConversionError, MissingDependencyError, UnsupportedModelError, first_line
+from edgekit.runtimes.errors import ConversionError, MissingDependencyError, first_line
 
 PYTORCH = "pytorch"
 
@@ -111,35 +112,6 @@ def _examples_by_name(module: Any, example_inputs: Any) -> dict[str, Any]:
     return examples
 
 
-def refuse_unsafe_pickles(path: Path) -> None:
-    """A .pt2 is a zip whose pickled members ``torch.export.load`` unpickles with ``weights_only=False``: a
-    crafted file runs code. Refuse the file unless every pickled member loads with ``weights_only=True``
-    (tensors and plain containers only)."""
-    import io
-    import zipfile
-
-    torch = import_torch()
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise UnsupportedModelError(f"'{path}' is not a .pt2 archive (a zip file): {exc}") from exc
-    with archive:
-        for member in archive.infolist():
-            with archive.open(member) as handle:
-                head = handle.read(4)
-            nested_save = head == b"PK\x03\x04"  # a torch.save payload
-            raw_pickle = head[:1] == b"\x80" and 2 <= head[1:2][0] <= 5 if len(head) > 1 else False
-            if not (nested_save or raw_pickle):
-                continue
-            try:
-                torch.load(io.BytesIO(archive.read(member)), weights_only=True)
-            except Exception as exc:  # noqa: BLE001 - UnpicklingError and whatever a crafted payload raises
-                raise UnsupportedModelError(
-                    f"'{path}' holds a pickled object beyond tensors ('{member.filename}': {first_line(exc)[:120]}), "
-                    "and loading it would run its code; convert it only if you trust where it came from, with "
-                    "--trust-pickle (trust_pickle=True)") from exc
-
-
 def describe(module_or_path: Any, example_inputs: Any = None, output_names: tuple[str, ...] | None = None,
              name: str | None = None, trust_pickle: bool = False) -> dict[str, Any]:
     """What the pipeline needs of a PyTorch source: input specs, output names, the wrapper, the examples.
@@ -151,13 +123,7 @@ def describe(module_or_path: Any, example_inputs: Any = None, output_names: tupl
     torch = import_torch()
     if isinstance(module_or_path, (str, Path)):
         path = Path(module_or_path)
-        if not trust_pickle:
-            refuse_unsafe_pickles(path)
-        try:
-            program = torch.export.load(str(path))
-        except Exception as exc:  # noqa: BLE001 - zip, pickle and schema errors of many types: translate all
-            raise UnsupportedModelError(f"torch cannot read '{path}' as an ExportedProgram (.pt2): "
-                                        f"{first_line(exc)[:200]}") from exc
+        program = load_program(torch, path, trust_pickle=trust_pickle)
         module = program.module()
         positional = tuple(program.graph_signature.user_inputs[: len(program.example_inputs[0])]) \
             if program.example_inputs else ()

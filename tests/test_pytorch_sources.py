@@ -214,28 +214,6 @@ def test_a_pt2_file_converts_from_the_command_line(tmp_path):
         assert inputs == ["images"] and cosine(expected, got) >= 0.9999
 
 
-def test_a_pt2_file_whose_pickles_would_run_code_is_refused(tmp_path):
-    import pickle
-    import zipfile
-
-    import torch
-
-    model, example = torch_zoo.build("yolo")
-    path = tmp_path / "crafted.pt2"
-    torch.export.save(torch.export.export(model, (), kwargs=example), path)
-
-    class Payload:
-        def __reduce__(self):
-            return os.system, (f"touch {tmp_path / 'ran'}",)
-
-    with zipfile.ZipFile(path, "a") as archive:
-        archive.writestr("crafted/data/constants/custom_obj_0", pickle.dumps(Payload()))
-    with pytest.raises(edgekit.UnsupportedModelError, match=r"holds a pickled object beyond tensors "
-                                                            r"\('crafted/data/constants/custom_obj_0'.*--trust-pickle"):
-        edgekit.convert(path, "onnx-fp32", output_dir=tmp_path / "out")
-    assert not (tmp_path / "ran").exists()
-
-
 def test_pytorch_mistakes_get_one_line_errors_before_any_work(tmp_path):
     import torch
 
