@@ -19,11 +19,12 @@ def _check_stop() -> None:
 @contextmanager
 def rich_progress() -> Iterator[Callable]:
     """Yield a ``progress(description, total)`` factory drawing on stderr (plain lines when not a terminal)."""
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
-    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    from edgekit._escape import terminal_console, visible
+
+    console = terminal_console(stderr=True)
+    columns = [SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as bars:
 
@@ -31,8 +32,8 @@ def rich_progress() -> Iterator[Callable]:
         def task(description: str, total: int | None) -> Iterator[Callable[[], None]]:
             _check_stop()
             if not console.is_terminal:
-                console.print(f"{description}...", highlight=False)
-            task_id = bars.add_task(description, total=total)
+                console.print(f"{description}...")
+            task_id = bars.add_task(visible(description), total=total)
             def advance() -> None:
                 _check_stop()
                 bars.advance(task_id)

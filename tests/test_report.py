@@ -23,9 +23,17 @@ def _conversion(name: str, drop: float, size: int) -> dict:
 
 
 def _profile(name: str, p50: float, threads: int | None = None) -> dict:
+    """A complete profile report, as ``ProfileReport.to_dict`` writes it (reports read back are checked)."""
+    latency = {"mean": p50, "std": 0.0, "cv": 0.0, "min": p50, "p50": p50, "p90": p50 * 1.1, "p95": p50 * 1.2,
+               "p99": p50 * 1.3, "max": p50 * 1.3}
     return {"model": f"/home/pi/models/{name}", "backend": "litert", "engine": "ai_edge_litert 2.3.0",
-            "device": "cpu", "threads": threads, "latency_ms": {"p50": p50, "p90": p50 * 1.1, "p99": p50 * 1.3},
-            "model_size_bytes": 1000, "unstable": [], "energy": {"energy_mj_per_inference": None}}
+            "device": "cpu", "threads": threads, "precision": "f32", "latency_ms": latency, "runs": 3,
+            "latencies_ms": [p50, p50, p50 * 1.3], "throughput_ips": 1000 / p50, "load_ms": 1.0,
+            "first_inference_ms": p50, "peak_rss_mb": 50.0, "model_size_bytes": 1000, "per_op": [],
+            "per_op_note": "not measured", "unstable": [], "energy": {"energy_mj_per_inference": None},
+            "system": {"os": "Debian 12", "arch": "aarch64", "cpu": "Cortex-A76", "cores": 4, "board": None,
+                       "governor": "performance", "frequencies_mhz": [2400.0],
+                       "temperatures": {"before_c": {"cpu": 45.0}, "after_c": {"cpu": 47.0}}}}
 
 
 def test_reports_join_per_file_name_across_machines():

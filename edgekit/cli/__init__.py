@@ -17,8 +17,10 @@ from typing import Any
 import click
 
 from edgekit import __version__, _progress
+from edgekit._escape import visible
 from edgekit.cli._common import (
     backend_option,
+    bold,
     console,
     device_option,
     emit_json,
@@ -80,7 +82,7 @@ class _Group(click.Group):
             if ctx.meta.get("edgekit.debug"):
                 raise
             message = str(exc) if isinstance(exc, EdgekitError) else f"{exc.strerror or exc}: {exc.filename or ''}"
-            click.echo(f"Error: {message}", err=True)
+            click.echo(f"Error: {visible(message)}", err=True)
             ctx.exit(1)
 
 
@@ -92,8 +94,17 @@ class _Group(click.Group):
 def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """Convert, run and profile neural networks on edge devices."""
     ctx.meta["edgekit.debug"] = debug
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_TextFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+                        handlers=[handler])
+
+
+class _TextFormatter(logging.Formatter):
+    """Log lines quote names from model files and devices: their control characters are shown, not obeyed."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return visible(super().formatMessage(record))
 
 
 def _spec_table(title: str, specs: Any):
@@ -123,7 +134,7 @@ def inspect(model: Path, backend: str | None, isolated: bool, as_json: bool) -> 
         return
     out = console()
     audit = info.audit
-    out.print(f"[bold]{info.path}[/bold]")
+    out.print(bold(info.path))
     out.print(f"format {info.format} · engine {info.engine} · float layers run in {info.precision} · "
               f"{info.size_bytes:,} bytes")
     out.print(f"sha256 {info.sha256}")
@@ -216,7 +227,7 @@ def run(model: Path, inputs: tuple[str, ...], image: Path | None, use_random: bo
     for summary in report["outputs"]:
         stats = (f" min {summary['min']:.4g} max {summary['max']:.4g} mean {summary['mean']:.4g}"
                  if "min" in summary else "")
-        out.print(f"[bold]{summary['name']}[/bold] {shape_text(summary['shape'])} {summary['dtype']}{stats}")
+        out.print(bold(summary["name"]), f"{shape_text(summary['shape'])} {summary['dtype']}{stats}")
         for rank, entry in enumerate(summary.get("top5", []), 1):
             out.print(f"  top{rank}: class {entry['index']}  {entry['score']:.4f}")
     if output is not None:
@@ -234,12 +245,13 @@ def devices(as_json: bool) -> None:
         emit_json({"system": system.to_dict(), "engines": [e.to_dict() for e in engines]})
         return
     from rich.table import Table
+    from rich.text import Text
 
     out = console()
-    out.print(f"[bold]{system.board or 'machine'}[/bold]: {system.os} · {system.arch} "
+    out.print(bold(f"{system.board or 'machine'}:"), f"{system.os} · {system.arch} "
               f"(kernel {system.kernel_arch}) · {system.cpu} · {system.cores} cores · Python {system.python}")
     for warning in system.warnings:
-        out.print(f"[yellow]warning:[/yellow] {warning}")
+        out.print(Text("warning:", style="yellow"), warning)
     table = Table()
     for column in ("engine", "installed", "implementation", "version", "accelerators / how to install", "NPU"):
         table.add_column(column)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from edgekit._escape import terminal_console, visible
 from edgekit.errors import EdgekitError
 from edgekit.runtimes import PRECISIONS
 
@@ -17,12 +18,17 @@ def emit_json(data: Any) -> None:
 
 
 def console():
-    from rich.console import Console
-
-    console = Console(highlight=False, soft_wrap=True)
+    """stdout for results; names from model files are printed as text (``terminal_console``)."""
+    console = terminal_console(soft_wrap=True)
     if not console.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
-        console = Console(highlight=False, soft_wrap=True, width=160)
+        console = terminal_console(soft_wrap=True, width=160)
     return console
+
+
+def bold(text: object) -> Any:
+    from rich.text import Text
+
+    return Text(visible(text), style="bold")
 
 
 def shape_text(shape: Any) -> str:

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from edgekit._escape import markdown_code, markdown_text
 from edgekit._files import write_atomic
 from edgekit.runtimes.errors import EdgekitError
 
@@ -62,11 +63,9 @@ def parse_percent(text: str) -> float:
 
 def check_regression(reports: list[dict[str, Any]], baseline_path: Path, max_regression: float) -> str | None:
     """Compare each report's p50 with the baseline's (matched by model file name, else by position)."""
-    try:
-        baseline = json.loads(baseline_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise EdgekitError(f"cannot read baseline '{baseline_path}': {exc}") from exc
-    baseline = baseline if isinstance(baseline, list) else [baseline]
+    from edgekit.report.schema import read_reports
+
+    baseline = read_reports(baseline_path)
     by_name = {Path(b["model"]).name: b for b in baseline if "model" in b}
     for index, report in enumerate(reports):
         old = by_name.get(Path(report["model"]).name) or (baseline[index] if index < len(baseline) else None)
@@ -143,16 +142,16 @@ COMPARISON_HEADER = ["model", "backend", "device", "precision", "threads", "p50 
 def _markdown(reports: list[dict[str, Any]]) -> str:
     lines = ["# edgekit profile", "", "| " + " | ".join(COMPARISON_HEADER) + " |",
              "|" + "---|" * len(COMPARISON_HEADER)]
-    lines += ["| " + " | ".join(row) + " |" for row in comparison_rows(reports)]
+    lines += ["| " + " | ".join(map(markdown_text, row)) + " |" for row in comparison_rows(reports)]
     system = reports[0]["system"]
-    lines += ["", f"Device: {system.get('board') or system['cpu']} · {system['os']} · {system['arch']} · "
-              f"{system['cores']} cores · governor {system.get('governor') or 'unknown'}", ""]
+    lines += ["", markdown_text(f"Device: {system.get('board') or system['cpu']} · {system['os']} · {system['arch']} "
+                                f"· {system['cores']} cores · governor {system.get('governor') or 'unknown'}"), ""]
     for r in reports:
         if r["per_op"]:
-            lines += [f"## Per-op time: {Path(r['model']).name} ({r['per_op_note']})", "",
+            lines += ["## Per-op time: " + markdown_text(f"{Path(r['model']).name} ({r['per_op_note']})"), "",
                       "| op | type | ms | % | count |", "|---|---|---|---|---|"]
-            lines += [f"| {o['name']} | {o['type']} | {o['total_ms']:.4f} | {o['percent']:.1f} | {o['count']} |"
-                      for o in r["per_op"][:15]]
+            lines += [f"| {markdown_code(o['name'])} | {markdown_text(o['type'])} | {o['total_ms']:.4f} | "
+                      f"{o['percent']:.1f} | {o['count']} |" for o in r["per_op"][:15]]
             lines.append("")
     return "\n".join(lines) + "\n"
 

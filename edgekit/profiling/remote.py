@@ -9,16 +9,19 @@ new device needs ``--accept-new-host-key`` (``accept-new``), never a silent trus
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekit._escape import visible
+from edgekit.report.schema import MAX_REPORT_BYTES, parse_reports
 from edgekit.runtimes.errors import EdgekitError
 
+MAX_REPLY_BYTES = MAX_REPORT_BYTES
 _REMOTE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:\s]+)(?::(?P<port>\d+))?$")
 
 
@@ -42,8 +45,8 @@ class Remote:
 
 def parse_remote(text: str) -> Remote:
     match = _REMOTE.match(text.strip())
-    if not match:
-        raise RemoteError(f"--remote '{text}' is not user@host[:port]")
+    if not match or text.strip().startswith("-") or (match.group("host") or "").startswith("-"):
+        raise RemoteError(f"--remote '{visible(text)}' is not user@host[:port]")  # '-o…' would be an ssh option
     port = int(match.group("port")) if match.group("port") else None
     return Remote(match.group("host").strip("[]"), match.group("user"), port)
 
@@ -73,7 +76,7 @@ class _Session:
 
     def ssh(self, command: str, *, timeout: float | None = None, stdin: Any = None) -> subprocess.CompletedProcess:
         args = ["ssh", *self.options.common()] + (["-p", str(self.remote.port)] if self.remote.port else [])
-        return self._run([*args, self.remote.target, command], timeout, stdin)
+        return self._run([*args, "--", self.remote.target, command], timeout, stdin)
 
     def copy(self, files: list[Path], folder: str) -> None:
         """Stream each file through the ssh connection into ``cat``: modern ``scp`` speaks SFTP, which
@@ -86,13 +89,33 @@ class _Session:
                 raise self._explain(done, f"copying {file.name}")
 
     def _run(self, command: list[str], timeout: float | None, stdin: Any = None) -> subprocess.CompletedProcess:
+        """Run ssh, keeping at most ``MAX_REPLY_BYTES`` of each stream: a device's answer is untrusted, and an
+        endless one is stopped rather than read into memory."""
         try:
-            return subprocess.run(command, capture_output=True, text=True, timeout=timeout or self.options.timeout_s,
-                                  stdin=stdin if stdin is not None else subprocess.DEVNULL)
-        except subprocess.TimeoutExpired as exc:
-            raise RemoteError(f"{self.remote}: no answer within {exc.timeout:.0f} s") from exc
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       stdin=stdin if stdin is not None else subprocess.DEVNULL)
         except FileNotFoundError as exc:
             raise RemoteError(f"the '{command[0]}' command is not installed here; install OpenSSH's client") from exc
+        streams = {"stdout": bytearray(), "stderr": bytearray()}
+        readers = [threading.Thread(target=_read_capped, args=(getattr(process, name), streams[name], process),
+                                    daemon=True) for name in streams]
+        for reader in readers:
+            reader.start()
+        limit = timeout or self.options.timeout_s
+        try:
+            process.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise RemoteError(f"{self.remote}: no answer within {limit:.0f} s") from None
+        finally:
+            for reader in readers:
+                reader.join(timeout=5)
+        if any(len(data) > MAX_REPLY_BYTES for data in streams.values()):
+            raise RemoteError(f"{self.remote}: the device answered with more than {MAX_REPLY_BYTES // 2**20} MiB; "
+                              "a profile report is far smaller (is something else printing on the device?)")
+        text = {name: data.decode("utf-8", "replace") for name, data in streams.items()}
+        return subprocess.CompletedProcess(command, process.returncode, text["stdout"], text["stderr"])
 
     def _explain(self, done: subprocess.CompletedProcess, doing: str) -> RemoteError:
         """Turn ssh's exit 255 and its stderr into a reason and what to do."""
@@ -108,6 +131,16 @@ class _Session:
                                    "Network is unreachable", "Connection closed")):
             return RemoteError(f"{self.remote}: cannot connect ({last}); check the host, the port and that sshd runs")
         return RemoteError(f"{self.remote}: {doing} failed: {last}")
+
+
+def _read_capped(stream: Any, into: bytearray, process: subprocess.Popen) -> None:
+    """Read ``stream`` into ``into`` until it ends, or kill the process once it passes the cap."""
+    while chunk := stream.read(65536):
+        into.extend(chunk)
+        if len(into) > MAX_REPLY_BYTES:
+            process.kill()
+            break
+    stream.close()
 
 
 def _companions(model: Path) -> list[Path]:
@@ -133,7 +166,7 @@ def profile_remote(model: Path, remote: Remote, options: SshOptions, profile_arg
     folder = made.stdout.strip().splitlines()[-1]
     try:
         session.copy(_companions(model) + list(extra_files), folder)
-        python = options.python
+        python = shlex.quote(options.python)
         command = (f"cd {shlex.quote(folder)} && {python} -c 'from edgekit.cli import main; main()' "
                    f"profile {shlex.quote(model.name)} --json " + " ".join(map(shlex.quote, profile_args)))
         done = session.ssh(command)
@@ -154,12 +187,11 @@ def _report(done: subprocess.CompletedProcess, session: _Session, python: str, r
     if done.returncode != 0:
         errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
         reason = errors[-1][len("Error: "):] if errors else (done.stderr.strip().splitlines() or ["failed"])[-1]
-        raise RemoteError(f"{remote}: {reason}")
+        raise RemoteError(f"{remote}: {reason[:300]}")
     try:
-        report = json.loads(done.stdout)
-    except ValueError as exc:
-        raise RemoteError(f"{remote}: edgekit answered with something that is not a report") from exc
-    reports = report if isinstance(report, list) else [report]
+        reports = parse_reports(done.stdout, f"{remote}'s answer")
+    except EdgekitError as exc:
+        raise RemoteError(str(exc)) from None
     for entry in reports:
         entry["remote"] = str(remote)
-    return report
+    return reports if len(reports) > 1 else reports[0]

@@ -7,30 +7,20 @@ Device-safe: HTML plots need matplotlib (the ``report`` extra); markdown needs n
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from edgekit.report.artifacts import Artifact, collect
+from edgekit.report.schema import read_reports
 from edgekit.runtimes.errors import EdgekitError
 
 __all__ = ["Artifact", "collect", "load_reports", "render_html", "render_markdown", "write_report"]
 
 
 def load_reports(paths: list[str | Path]) -> list[dict[str, Any]]:
-    """Every report in these JSON files (a file may hold one report or a list of them)."""
-    reports: list[dict[str, Any]] = []
-    for path in map(Path, paths):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise EdgekitError(f"cannot read report '{path}': {exc}; pass the .json a conversion or "
-                               "`edgekit profile --save x.json` wrote") from exc
-        for report in data if isinstance(data, list) else [data]:
-            if not isinstance(report, dict) or not ({"target", "artifact"} <= set(report) or "latency_ms" in report):
-                raise EdgekitError(f"'{path}' holds no edgekit conversion or profile report")
-            reports.append(report)
-    return reports
+    """Every report in these JSON files (a file may hold one report or a list of them), each checked against
+    its schema (``edgekit.report.schema``)."""
+    return [report for path in paths for report in read_reports(Path(path))]
 
 
 def render_html(reports: list[dict[str, Any]], *, title: str = "edgekit report") -> str:

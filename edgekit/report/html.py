@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import html
 import io
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from edgekit.report.artifacts import Artifact, pareto_front
@@ -58,6 +60,22 @@ def _pyplot() -> Any:
     return plt
 
 
+def plain_text(plot: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a plot function with matplotlib's math parsing off: labels are names from model files, and a
+    ``$x^{$`` in one made the math parser raise instead of drawing it."""
+
+    @functools.wraps(plot)
+    def drawn_as_text(*args: Any, **kwargs: Any) -> Any:
+        try:
+            import matplotlib
+        except ImportError:
+            return plot(*args, **kwargs)  # it says what to install
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return plot(*args, **kwargs)
+
+    return drawn_as_text
+
+
 def _png(figure: Any) -> str:
     plt = _pyplot()
     buffer = io.BytesIO()
@@ -71,6 +89,7 @@ def _img(source: str, alt: str) -> str:
     return f"<img class='plot' alt='{html.escape(alt)}' src='{source}'/>"
 
 
+@plain_text
 def comparison_plot(rows: list[Artifact]) -> str | None:
     """Latency vs accuracy drop, marker area ~ file size, the Pareto front joined by a line."""
     points = [(r.latency("p50"), r.drop if r.drop is not None else 0.0, r) for r in rows if r.profile]
@@ -93,6 +112,7 @@ def comparison_plot(rows: list[Artifact]) -> str | None:
     return _png(figure)
 
 
+@plain_text
 def _profile_plots(profile: dict[str, Any], top: int = 12) -> str:
     plt = _pyplot()
     samples = profile.get("latencies_ms") or []
@@ -122,6 +142,11 @@ def _profile_plots(profile: dict[str, Any], top: int = 12) -> str:
         axes[3].barh([o["name"][:28] for o in nodes][::-1], [o["total_ms"] for o in nodes][::-1])
         axes[3].set(title=f"time by node (top {len(nodes)})", xlabel="ms per inference")
     return _img(_png(figure), f"latency plots for {profile['model']}")
+
+
+def _text(value: Any) -> str:
+    """Every value from a report (a file someone else may have written) is text in the page, never markup."""
+    return html.escape(str(value))
 
 
 def _cell(value: Any, text: str | None = None) -> str:
@@ -159,9 +184,9 @@ def _details(row: Artifact) -> str:
         p = row.profile
         clocks = p["system"].get("frequencies_mhz") or []
         clock = f"{min(clocks):.0f}–{max(clocks):.0f} MHz at the start · " if clocks else ""
-        parts.append(f"<p class='meta'>{html.escape(p['engine'])} · {html.escape(p['device'])} · threads "
-                     f"{p['threads'] or 'default'} · {p['runs']} runs · {clock}"
-                     + html.escape("; ".join(p["unstable"]) or "stable") + "</p>")
+        meta = (f"{p['engine']} · {p['device']} · threads {p['threads'] or 'default'} · {p['runs']} runs · {clock}"
+                + ("; ".join(p["unstable"]) or "stable"))
+        parts.append(f"<p class='meta'>{_text(meta)}</p>")
         parts.append(_profile_plots(p))
         energy = p.get("energy") or {}
         parts.append("<p>energy: " + html.escape(
@@ -171,9 +196,9 @@ def _details(row: Artifact) -> str:
         c = row.conversion
         audit = c["audit"]
         floats = ", ".join(f"{op} ×{n}" for op, n in audit["float_ops"].items()) or "none"
-        parts.append(f"<h3>Quantization audit</h3><p>{audit['integer_ops']} of {audit['compute_ops']} compute ops "
-                     f"integer; float ops: {html.escape(floats)}; I/O {html.escape(', '.join(audit['input_dtypes']))}"
-                     f" → {html.escape(', '.join(audit['output_dtypes']))}</p>")
+        parts.append("<h3>Quantization audit</h3><p>" + _text(
+            f"{audit['integer_ops']} of {audit['compute_ops']} compute ops integer; float ops: {floats}; I/O "
+            f"{', '.join(audit['input_dtypes'])} → {', '.join(audit['output_dtypes'])}") + "</p>")
         outputs = row.validation.get("outputs") or {}
         if outputs:
             parts.append("<h3>Validation per output</h3>" + _table(

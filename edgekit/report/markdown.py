@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edgekit._escape import markdown_code, markdown_text
 from edgekit.report.artifacts import Artifact
 
 
@@ -22,8 +23,9 @@ def render(rows: list[Artifact], *, baseline: list[Artifact] | None = None,
     regressions = 0
     for row in rows:
         p50 = row.latency("p50")
-        cells = [f"`{row.label}`", _fmt(p50, 3), _fmt(None if row.size_bytes is None else row.size_bytes / 1024, 1),
-                 _fmt(row.drop, 2), _fmt(row.energy_mj, 3), row.status]
+        cells = [markdown_code(row.label), _fmt(p50, 3),
+                 _fmt(None if row.size_bytes is None else row.size_bytes / 1024, 1), _fmt(row.drop, 2),
+                 _fmt(row.energy_mj, 3), markdown_text(row.status)]
         if baseline is not None:
             old = before.get(row.label)
             change = (p50 - old) / old if p50 is not None and old else None

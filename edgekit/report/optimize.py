@@ -10,7 +10,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from edgekit.report.html import _SORT, _STYLE, _img, _png, _pyplot
+from edgekit.report.html import _SORT, _STYLE, _img, _png, _pyplot, plain_text
 
 
 def render(result: Any, points: list[Any], rankings: dict[str, list[dict[str, Any]]], *,
@@ -45,6 +45,7 @@ def _describe(candidate: dict[str, Any]) -> str:
     return Candidate.from_dict(candidate).describe()
 
 
+@plain_text
 def _pareto_plot(points: list[Any], best: Any) -> str | None:
     if not points:
         return None
