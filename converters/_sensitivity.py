@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,10 @@ def rank_nodes(float_model: Path, quantized_model: Path, samples: Iterable[dict[
     rank = {".tflite": _rank_tflite, ".xml": _rank_openvino}.get(quantized_model.suffix, _rank)
     ranking = rank(float_model, quantized_model, samples, work)
     CACHE.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_suffix(".part")
-    partial.write_text(json.dumps(ranking))
-    partial.replace(cached)
+    # a fresh temporary name (O_EXCL), never a fixed one a planted symlink could redirect; then an atomic rename
+    with tempfile.NamedTemporaryFile("w", dir=CACHE, prefix=f".{key}-", suffix=".part", delete=False) as handle:
+        handle.write(json.dumps(ranking))
+    os.replace(handle.name, cached)
     return ranking
 
 

@@ -19,6 +19,21 @@ from pathlib import Path
 from edgekit.runtimes.errors import EdgekitError
 
 
+def check_stem(name: str) -> str:
+    """``name`` as the stem of files edgekit writes, refused when it could leave the output folder or hide.
+
+    Raises:
+        EdgekitError: A path separator, ``..``, a leading dot, a control character or an empty name.
+    """
+    if (not name or "/" in name or "\\" in name or name.startswith(".") or "\0" in name
+            or not name.isprintable()):
+        from edgekit._escape import visible
+
+        raise EdgekitError(f"name '{visible(name)}' cannot be a file stem: use letters, digits, '-' and '_' "
+                           "(no '/', '\\', '..', leading '.' or control characters)")
+    return name
+
+
 def ensure_writable(path: Path, *, force: bool) -> None:
     """Refuse to clobber an existing file unless ``force``; check the folder exists and is writable."""
     if path.exists() and not force:

@@ -64,7 +64,7 @@ def prepare_output(output_dir: Path, *, force: bool) -> Path:
         raise EdgekitError(f"'{output_dir}' exists and is not an edgekit demo folder; pick another --output-dir "
                            "or pass --force")
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / MARKER).write_text("written by edgekit demo\n")
+    write_atomic(output_dir / MARKER, lambda tmp: tmp.write_text("written by edgekit demo\n"), force=True)
     return output_dir
 
 

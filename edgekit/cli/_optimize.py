@@ -34,8 +34,9 @@ def _seconds(text: str | None) -> float | None:
 @click.option("--trials", type=click.IntRange(min=1), default=30, show_default=True,
               help="Trials the study ends with (a rerun continues up to this count).")
 @click.option("--timeout", "timeout_text", metavar="DURATION", help="Stop starting trials after this (90s, 30m, 2h).")
-@click.option("--storage", metavar="URL", help="Optuna storage, e.g. postgresql://user@host/db to share the study "
-              "[default: sqlite in -o].")
+@click.option("--storage", metavar="URL", envvar="EDGEKIT_STORAGE", show_envvar=True,
+              help="Optuna storage, e.g. postgresql://user@host/db to share the study (a URL with a password is "
+              "better given in the environment variable than in argv) [default: sqlite in -o].")
 @click.option("--study", "study_name", help="Study name [default: the model's stem and a digest of the settings].")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes on this machine (needs a server --storage).")
@@ -70,21 +71,22 @@ def optimize(model: Path | None, calib: str | None, calib_size: int, val_size: i
 
     trial_log.setLevel(logging.INFO)  # a search takes minutes: one line per trial on stderr
 
-    if as_worker:
+    ssh = {"identity": identity, "known_hosts": known_hosts, "accept_new_host_key": accept_new_host_key,
+           "python": remote_python}
+    if as_worker:  # the study says what to search; trust (pickles, SSH) comes only from these flags
         if not (storage and study_name):
             raise click.UsageError("--worker needs --storage URL and --study NAME of a study already started")
-        evaluated = run_worker(storage, study_name, output_dir)
+        evaluated = run_worker(storage, study_name, output_dir, trust_pickle=trust_pickle, ssh=ssh)
         click.echo(f"worker evaluated {evaluated} trial(s) of study '{study_name}'", err=True)
         return
     if model is None or calib is None:
         raise click.UsageError("give MODEL and --calib DATA (or --worker --storage URL --study NAME)")
-    ssh = {"identity": identity, "known_hosts": known_hosts, "accept_new_host_key": accept_new_host_key,
-           "python": remote_python} if remote else None
     try:
         result = run_optimize(
             model, calibration=calib, output_dir=output_dir, val=val, budget=budget, cosine=cosine,
             formats=formats.split(","), trials=trials, timeout_s=_seconds(timeout_text), storage=storage,
-            study=study_name, workers=workers, remote=remote, ssh=ssh, input_shapes=parse_input_shapes(input_shapes),
+            study=study_name, workers=workers, remote=remote, ssh=ssh if remote else None,
+            input_shapes=parse_input_shapes(input_shapes),
             recipe=recipe_from(size, crop, scale, mean, std, color, layout), calib_size=calib_size,
             val_size=val_size, seed=seed, name=name, trust_pickle=trust_pickle, max_kept_float=max_kept_float,
             settle_rounds=settle_rounds, search_seed=search_seed)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from edgekit._files import ensure_writable
 from edgekit.cli._common import (
     backend_option,
     console,
@@ -76,6 +77,7 @@ def _thread_counts(text: str | None) -> list[int | None]:
               help="ONNX Runtime: graph optimization level [default: ONNX Runtime's own, all].")
 @click.option("--save", "save_paths", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Write the report: .json, .csv, .md or .html (plots); may repeat.")
+@click.option("--force", is_flag=True, help="Let --save overwrite an existing file.")
 @click.option("--baseline", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="A saved .json report to compare p50 latency with.")
 @click.option("--max-regression", default="10%", show_default=True, help="Allowed p50 regression vs --baseline.")
@@ -88,8 +90,8 @@ def profile(models: tuple[Path, ...], warmup_runs: int, warmup_seconds: float, r
             estimates: tuple[str, ...], estimate_only: bool, remotes: tuple[str, ...], identity: Path | None,
             remote_python: str, accept_new_host_key: bool, known_hosts: Path | None, ssh_timeout: float,
             backend: str | None, device: str, precision: str | None, graph_optimization: str | None,
-            save_paths: tuple[Path, ...], baseline: Path | None, max_regression: str, conditions: tuple[str, ...],
-            as_json: bool) -> None:
+            save_paths: tuple[Path, ...], force: bool, baseline: Path | None, max_regression: str,
+            conditions: tuple[str, ...], as_json: bool) -> None:
     """Benchmark MODEL(s): latency percentiles, throughput, memory, per-op time and device state."""
     from edgekit._api import load
     from edgekit.profiling import output as profile_output
@@ -104,6 +106,7 @@ def profile(models: tuple[Path, ...], warmup_runs: int, warmup_seconds: float, r
         if path.suffix.lower() not in profile_output.SAVE_FORMATS:
             raise click.BadParameter(f"'{path}': use one of {', '.join(profile_output.SAVE_FORMATS)}",
                                      param_hint="--save")
+        ensure_writable(path, force=force)  # before minutes of measuring, not after
     if estimate_only and not estimates:
         raise click.UsageError("--estimate-only needs at least one --estimate NPU")
     shapes = parse_input_shapes(input_shapes)
@@ -137,7 +140,7 @@ def profile(models: tuple[Path, ...], warmup_runs: int, warmup_seconds: float, r
                                  concurrency=concurrency, seed=seed, precision=precision)
             reports.append(report.to_dict())
     for path in save_paths:
-        profile_output.save(reports, path)
+        profile_output.save(reports, path, force=force)
         click.echo(f"saved {path}", err=True)
     if as_json:
         emit_json([_concise(r) for r in reports] if len(reports) > 1 else _concise(reports[0]))

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edgekit._files import write_atomic
+
 
 def digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
@@ -45,11 +47,17 @@ class Cache:
 
     def put(self, kind: str, key: str, value: dict[str, Any]) -> dict[str, Any]:
         self.misses[kind] += 1
-        entry = self.folder(kind, key) / "entry.json"
-        partial = entry.with_name(f".entry.{os.getpid()}.part")
-        partial.write_text(json.dumps(value, indent=1, default=str))
-        partial.replace(entry)
+        text = json.dumps(value, indent=1, default=str)
+        write_atomic(self.folder(kind, key) / "entry.json", lambda tmp: tmp.write_text(text), force=True)
         return value
+
+    def inside(self, relative: str) -> Path | None:
+        """The file an entry names, or None when the name is absolute or leaves the cache: entries are files
+        that anyone who can write the folder can edit, and are never followed out of it."""
+        path = Path(relative)
+        if path.is_absolute() or ".." in path.parts:
+            return None
+        return self.root / path
 
     def locked(self, kind: str, key: str) -> contextlib.AbstractContextManager[None]:
         """Hold ``kind/key`` against other processes on this machine."""
@@ -94,3 +102,14 @@ def _flock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def matches_sha256(path: Path, sha256: str) -> bool:
+    """Whether the model at ``path`` (an IR: its .xml and .bin) still has the hash recorded for it."""
+    from edgekit.runtimes import EdgekitError
+    from edgekit.runtimes._formats import open_model_file
+
+    try:
+        return open_model_file(path).sha256() == sha256
+    except (EdgekitError, OSError):
+        return False

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from edgekit import __version__
-from edgekit.optimizing.cache import Cache, device_lease, digest
+from edgekit._files import write_atomic
+from edgekit.optimizing.cache import Cache, device_lease, digest, matches_sha256
 from edgekit.optimizing.space import KEEP_FLOAT_OPTION, Candidate
 from edgekit.runtimes._formats import hash_feeds
 from edgekit.runtimes.errors import EdgekitError
@@ -28,6 +29,20 @@ from edgekit.runtimes.errors import EdgekitError
 log = logging.getLogger("edgekit")
 
 Z_95 = 1.645  # one-sided 95 % normal quantile
+
+
+def _stored_schema() -> dict[str, Any]:
+    """The fields a study stores for its workers, as ``edgekit.report.schema`` checks them."""
+    from edgekit.report.schema import INTEGER, NUMBER, TEXT, ListOf, MapOf, optional
+
+    recipe = {"size": optional(ListOf(INTEGER)), "crop": optional(ListOf(INTEGER)), "scale": optional(NUMBER),
+              "mean": optional(ListOf(NUMBER)), "std": optional(ListOf(NUMBER)), "color": optional(TEXT),
+              "layout": optional(TEXT), "dtype": optional(TEXT), "interpolation": optional(TEXT)}
+    return {"model": TEXT, "calibration": TEXT, "val": optional(TEXT), "budget": NUMBER, "metric": TEXT,
+            "formats": ListOf(TEXT), "trials": INTEGER, "input_shapes": MapOf(ListOf(INTEGER)), "recipe": recipe,
+            "calib_size": INTEGER, "val_size": optional(INTEGER), "seed": INTEGER, "name": optional(TEXT),
+            "max_kept_float": INTEGER, "remote": optional(TEXT), "settle_rounds": INTEGER, "search_seed": INTEGER,
+            "profile": MapOf(NUMBER)}
 
 
 @dataclass(frozen=True)
@@ -60,18 +75,47 @@ class Settings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def shared(self) -> dict[str, Any]:
+        """What the study stores for its workers: everything but the trust decisions, which each worker takes
+        from its own command line (anyone who can write the storage could otherwise hand them out)."""
+        return {k: v for k, v in self.to_dict().items() if k not in WORKER_OWN}
+
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Settings:
-        data = dict(data)
+    def from_study(cls, stored: Any, *, trust_pickle: bool = False, ssh: dict[str, Any] | None = None,
+                   origin: str = "the study's stored settings") -> Settings:
+        """Settings read back from shared storage, each field checked, with this process's own trust decisions.
+
+        Raises:
+            EdgekitError: A field of the wrong type, an unknown field, or a name or remote edgekit refuses.
+        """
+        from edgekit._files import check_stem
+        from edgekit.profiling.remote import parse_remote
+        from edgekit.report.schema import check
+
+        schema = _stored_schema()
+        check(stored, schema, origin)
+        unknown = sorted(set(stored) - set(schema) - WORKER_OWN)
+        if unknown:
+            raise EdgekitError(f"{origin}: unknown field(s) {unknown}; was the study made by another edgekit?")
+        data = {k: v for k, v in stored.items() if k not in WORKER_OWN}
+        if data.get("name") is not None:
+            check_stem(data["name"])
+        if data.get("remote"):
+            parse_remote(data["remote"])
         data["formats"] = tuple(data["formats"])
-        return cls(**data)
+        return cls(**data, trust_pickle=trust_pickle, ssh=dict(ssh or {}))
 
     def search_key(self) -> dict[str, Any]:
-        """What makes two studies the same question (the trial count and devices' credentials do not)."""
-        data = self.to_dict()
-        for name in ("trials", "ssh", "settle_rounds", "search_seed"):
+        """What makes two studies the same question (the trial count and this process's trust decisions do
+        not)."""
+        data = self.shared()
+        for name in ("trials", "settle_rounds", "search_seed"):
             data.pop(name)
         return data
+
+
+#: each process decides these for itself: loading pickles, and how to reach (and trust) a device over SSH
+WORKER_OWN = frozenset({"trust_pickle", "ssh"})
 
 
 class Evaluator:
@@ -128,9 +172,7 @@ class Evaluator:
                             arrays[f"{split}/{index}/{position}"] = np.asarray(value, dtype=np.float32)
             finally:
                 reference.close()
-            with open(folder / "outputs.part.npz", "wb") as handle:
-                np.savez(handle, **arrays)
-            (folder / "outputs.part.npz").replace(stored)
+            write_atomic(stored, lambda tmp: np.savez(tmp, **arrays), force=True)
             self.cache.put("reference", key, {"samples": {k: len(v) for k, v in self.splits.items()}})
         with np.load(stored) as loaded:
             outputs = sum(1 for name in loaded.files if name.startswith("search/0/"))
@@ -151,8 +193,12 @@ class Evaluator:
                      self.settings.calib_size, self.settings.seed)
         with self.cache.locked("artifacts", key):
             found = self.cache.get("artifacts", key)
-            if found is not None:
-                return {**found, "path": str(self.cache.root / found["path"]), "cached": True}
+            cached = self.cache.inside(found["path"]) if found is not None else None
+            if cached is not None and matches_sha256(cached, found["sha256"]):
+                return {**found, "path": str(cached), "cached": True}
+            if found is not None:  # edited, replaced or pointing elsewhere: never measured or shipped as it is
+                log.warning("the cached %s artifact %s is not what was cached (its path or sha256 differs); "
+                            "converting it again", candidate.target, found.get("path"))
             folder = self.cache.folder("artifacts", key)
             started = time.perf_counter()
             (result,) = convert(self.source, candidate.target, calibration=self.settings.calibration,

@@ -13,11 +13,15 @@ import csv
 import json
 import shutil
 import statistics
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit._files import write_atomic
+from edgekit.optimizing.cache import matches_sha256
 from edgekit.optimizing.space import Candidate
+from edgekit.runtimes.errors import EdgekitError
 
 NOISE_FLOOR = 0.02  # relative: below this two latencies are not told apart on a shared machine
 
@@ -40,6 +44,7 @@ class Point:
     heldout_drop: float | None = None
     heldout_drop_ucb: float | None = None
     command: str = ""
+    sha256: str = ""  # the artifact's, as measured: the copy to best/ is checked against it
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -90,15 +95,14 @@ def write_outputs(study: Any, evaluator: Any, settings: Any, out: Path, *, run_i
                                 and t.state.name in ("COMPLETE", "FAIL")),
                             study_name, storage, settings.budget, evaluator.basis, evaluator.cache.counts(), why_none)
     _write_tables(rows, out)
-    (out / "result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    result_text = json.dumps(result.to_dict(), indent=2, default=str) + "\n"
+    write_atomic(out / "result.json", lambda tmp: tmp.write_text(result_text), force=True)
     from edgekit.report.optimize import render
 
     rankings = {t: evaluator.ranking(t) for t in _ranked_targets(points)}
     html = render(result, points, rankings, float_accuracy=evaluator.float_accuracy("search"),
                   device=evaluator.device)
-    partial = out / ".optimize.html.part"
-    partial.write_text(html)
-    partial.replace(out / "optimize.html")
+    write_atomic(out / "optimize.html", lambda tmp: tmp.write_text(html), force=True)
     return result
 
 
@@ -109,7 +113,8 @@ def _point(trial: Any, settings: Any, reproduce: Any) -> Point:
     return Point(trial.number, candidate["target"], candidate, artifact["path"], latency["p50_ms"],
                  latency["p90_ms"], accuracy["drop"], accuracy["drop_ucb"], artifact["size_bytes"],
                  all(c <= 0 for c in (trial.constraints or {}).values()), attrs.get("baseline"),
-                 command=reproduce(settings, candidate, artifact["options"], artifact["path"]))
+                 command=reproduce(settings, candidate, artifact["options"], artifact["path"]),
+                 sha256=artifact.get("sha256", ""))
 
 
 def _unique(points: list[Point]) -> list[Point]:
@@ -193,34 +198,45 @@ def _row(trial: Any, point: Point | None) -> dict[str, Any]:
 
 
 def _write_tables(rows: list[dict[str, Any]], out: Path) -> None:
-    (out / ".trials.json.part").write_text(json.dumps(rows, indent=1, default=str) + "\n")
-    (out / ".trials.json.part").replace(out / "trials.json")
+    write_atomic(out / "trials.json", lambda tmp: tmp.write_text(json.dumps(rows, indent=1, default=str) + "\n"),
+                 force=True)
     columns = [c for c in rows[0] if c != "candidate"] if rows else []
-    with open(out / ".trials.csv.part", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / ".trials.csv.part").replace(out / "trials.csv")
+
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    write_atomic(out / "trials.csv", write_csv, force=True)
 
 
 def _copy_best(best: Point, folder: Path) -> Path:
-    """The winner and its conversion report into ``folder``; returns the artifact's new path."""
+    """The winner and its conversion report into ``folder``; returns the artifact's new path. The copy is
+    checked against the sha256 the search measured: a file swapped in the cache since is not shipped."""
     source = Path(best.artifact)
-    if folder.exists():
-        shutil.rmtree(folder)
-    staging = folder.with_name(".best.part")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for companion in [source, source.with_suffix(".bin")]:
-        if companion.is_file():
-            shutil.copy2(companion, staging / companion.name)
-    report_path = Path(f"{source}.json")
-    if report_path.is_file():  # the conversion report, plus what the search measured and why it was chosen
-        report = json.loads(report_path.read_text())
-        report["artifact"]["path"] = str(folder / source.name)
-        report["optimize"] = {k: v for k, v in best.to_dict().items() if k != "artifact"}
-        (staging / report_path.name).write_text(json.dumps(report, indent=2, default=str) + "\n")
-    staging.replace(folder)
+    staging = Path(tempfile.mkdtemp(prefix=".best-", dir=folder.parent))
+    try:
+        for companion in [source, source.with_suffix(".bin")]:
+            if companion.is_file():
+                shutil.copyfile(companion, staging / companion.name)
+        if not matches_sha256(staging / source.name, best.sha256):
+            raise EdgekitError(f"the chosen artifact {source} changed on disk after it was measured (its sha256 is "
+                               "not the one recorded); nothing was copied to best/: delete the cache folder and "
+                               "run the search again")
+        report_path = Path(f"{source}.json")
+        if report_path.is_file():  # the conversion report, plus what the search measured and why it was chosen
+            report = json.loads(report_path.read_text())
+            report["artifact"]["path"] = str(folder / source.name)
+            report["optimize"] = {k: v for k, v in best.to_dict().items() if k != "artifact"}
+            (staging / report_path.name).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        if folder.is_symlink() or folder.is_file():  # never followed: best/ is ours to replace
+            folder.unlink()
+        elif folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder / source.name
 
 
@@ -228,10 +244,14 @@ def _ranked_targets(points: list[Point]) -> list[str]:
     return sorted({p.target for p in points if p.candidate.get("kept_float")})
 
 
-def safe_url(url: str) -> str:
-    """A storage URL without its password, for messages and files."""
-    head, at, tail = url.rpartition("@")
-    if not at or head.count(":") < 2:
-        return url
-    scheme, user = head.split(":", 2)[:2]
-    return f"{scheme}:{user}:***@{tail}"
+def safe_url(url: str, text: str | None = None) -> str:
+    """``text`` (default: the storage URL itself) with the URL's password replaced by ``***``: for messages
+    and files. Found however malformed the rest of the URL is (a database driver's error quotes it whole)."""
+    from urllib.parse import quote, unquote
+
+    text = url if text is None else text
+    userinfo, at, _ = url.split("://", 1)[-1].rpartition("@")
+    password = userinfo.split(":", 1)[1] if at and ":" in userinfo else ""
+    for form in {password, unquote(password), quote(password, safe="")} - {""}:
+        text = text.replace(form, "***")
+    return text

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edgekit._files import check_stem
 from edgekit.optimizing.cache import Cache, digest
 from edgekit.optimizing.evaluate import Evaluator, Settings
 from edgekit.optimizing.result import OptimizeResult, safe_url, write_outputs
@@ -36,6 +37,7 @@ trial_log = logging.getLogger("edgekit.optimize")  # one line per trial; the CLI
 STUDY_FILE = "study.db"
 SETTINGS_ATTR = "edgekit_settings"
 RUN_ENV = "EDGEKIT_OPTIMIZE_RUN"  # the invocation a spawned worker's trials count for
+STORAGE_ENV = "EDGEKIT_STORAGE"  # --storage's default: keeps a database password out of argv
 MAX_REPEATS = 25  # proposals in a row of points already evaluated before the search counts as exhausted
 
 
@@ -120,7 +122,7 @@ def optimize(
     if not optuna_study.trials:
         for params in space.defaults():  # the coordinator alone enqueues (concurrent enqueues duplicate)
             optuna_study.enqueue_trial(params, user_attrs={"baseline": _baseline_name(params)}, skip_if_exists=True)
-    helpers = [_spawn_worker(url, study_name, out, run_id) for _ in range(workers - 1)]
+    helpers = [_spawn_worker(url, study_name, out, run_id, settings) for _ in range(workers - 1)]
     try:
         _run_trials(optuna_study, evaluator, space, settings, run_id, timeout_s)
     except BaseException:  # Ctrl-C or an error here: the helpers stop too (their trial in flight is lost)
@@ -136,12 +138,18 @@ def optimize(
     return write_outputs(optuna_study, evaluator, settings, out, run_id=run_id, storage=url, study_name=study_name)
 
 
-def run_worker(storage: str, study_name: str, output_dir: str | Path) -> int:
+def run_worker(storage: str, study_name: str, output_dir: str | Path, *, trust_pickle: bool = False,
+               ssh: dict[str, Any] | None = None) -> int:
     """Join a study another ``optimize`` created: evaluate trials until it has its count. Returns how many
-    this worker evaluated."""
+    this worker evaluated.
+
+    The study's stored settings say what to search; what to trust is this worker's own to say: ``trust_pickle``
+    and ``ssh`` (identity, known_hosts, accept_new_host_key, the device's python) come from its arguments, never
+    from the storage, and the stored name and remote are checked as if typed on the command line."""
     out = Path(output_dir)
     optuna_study = _open_study(storage, study_name, None, create=False)
-    settings = Settings.from_dict(optuna_study.user_attrs[SETTINGS_ATTR])
+    settings = Settings.from_study(optuna_study.user_attrs.get(SETTINGS_ATTR), trust_pickle=trust_pickle, ssh=ssh,
+                                   origin=f"study '{study_name}' in {safe_url(storage)}")
     evaluator = Evaluator(settings, Cache(out / "cache"))
     evaluator.lease_engine = _shared_engine(optuna_study)
     run_id = os.environ.get(RUN_ENV) or uuid.uuid4().hex[:12]
@@ -176,6 +184,8 @@ def _settings(model: Any, calibration: Any, val: Any, budget: float, cosine: flo
         from edgekit.profiling.remote import parse_remote
 
         parse_remote(remote)
+    if name is not None:
+        check_stem(name)
     return Settings(
         model=str(Path(model).resolve()) if isinstance(model, (str, os.PathLike)) else f"<{type(model).__name__}>",
         calibration=str(Path(calibration).resolve()), val=str(Path(val).resolve()) if val else None,
@@ -225,13 +235,15 @@ def _open_study(url: str, study_name: str, settings: Settings | None, *, create:
     except Exception as exc:  # SQLAlchemy's connection and schema errors have no common base worth naming here
         if isinstance(exc, EdgekitError):
             raise
-        raise EdgekitError(f"cannot open the study storage {safe_url(url)}: {str(exc).splitlines()[0]}") from exc
+        reason = safe_url(url, (str(exc).splitlines() or [type(exc).__name__])[0])
+        # not chained: the driver's exception quotes the URL, password and all, in a --debug traceback
+        raise EdgekitError(f"cannot open the study storage {safe_url(url)}: {reason}") from None
     with _quiet_experimental(optuna):
         found.set_metric_names(["latency_p50_ms", "drop", "size_mb"])
     stored = found.user_attrs.get(SETTINGS_ATTR)
     if stored is None:
-        found.set_user_attr(SETTINGS_ATTR, settings.to_dict())
-    elif (before := Settings.from_dict(stored).search_key()) != settings.search_key():
+        found.set_user_attr(SETTINGS_ATTR, settings.shared())
+    elif (before := Settings.from_study(stored).search_key()) != settings.search_key():
         changed = sorted(k for k, v in settings.search_key().items() if before.get(k) != v)
         raise EdgekitError(f"study '{study_name}' was started with other settings ({', '.join(changed)} differ); "
                            "pass another --study or the same settings")
@@ -256,10 +268,18 @@ def _shared_engine(study: Any) -> Any:
     return engine if engine is not None and engine.dialect.name == "postgresql" else None
 
 
-def _spawn_worker(url: str, study_name: str, out: Path, run_id: str) -> subprocess.Popen:
+def _spawn_worker(url: str, study_name: str, out: Path, run_id: str, settings: Settings) -> subprocess.Popen:
+    """A worker on this machine with the coordinator's own trust flags; the storage URL travels in the
+    environment (``STORAGE_ENV``), not in argv, where ``ps`` would show its password to every user."""
     command = [sys.executable, "-c", "from edgekit.cli import main; main()", "optimize", "--worker",
-               "--storage", url, "--study", study_name, "-o", str(out)]
-    return subprocess.Popen(command, env={**os.environ, RUN_ENV: run_id}, stdout=subprocess.DEVNULL)
+               "--study", study_name, "-o", str(out)]
+    command += ["--trust-pickle"] if settings.trust_pickle else []
+    ssh = settings.ssh
+    for flag, key in (("--identity", "identity"), ("--known-hosts", "known_hosts"), ("--python", "python")):
+        command += [flag, str(ssh[key])] if ssh.get(key) else []
+    command += ["--accept-new-host-key"] if ssh.get("accept_new_host_key") else []
+    return subprocess.Popen(command, env={**os.environ, RUN_ENV: run_id, STORAGE_ENV: url},
+                            stdout=subprocess.DEVNULL)
 
 
 def finished(study: Any) -> list[Any]:

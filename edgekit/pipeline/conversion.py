@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit import __version__
-from edgekit._files import ensure_writable, publish, staging_dir
+from edgekit._files import check_stem, ensure_writable, publish, staging_dir
 from edgekit.audit import audit_model
 from edgekit.converters import Target, check_options, resolve_targets
 from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source, open_source
@@ -143,6 +143,8 @@ def convert(
     targets = resolve_targets(to)
     options = {k: v for k, v in options.items() if v is not None}
     check_options(targets, options)
+    if name is not None:
+        check_stem(name)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     src = open_source(source, input_shapes, example_inputs=example_inputs, output_names=output_names, name=name,
