@@ -237,7 +237,7 @@ def test_a_device_reply_is_checked_and_capped(fake_ssh, tflite_fp32):
         _profile_remote(tflite_fp32)
 
 
-@pytest.mark.parametrize("text", ["-oProxyCommand=touch /tmp/x", "pi@-oProxyCommand=x", "-p2222"])
+@pytest.mark.parametrize("text", ["-oProxyCommand=touch", "pi@-oProxyCommand=x", "-p2222"])
 def test_a_remote_that_would_be_an_ssh_option_is_refused(text):
     from edgekit.profiling.remote import RemoteError, parse_remote
 
@@ -257,18 +257,23 @@ def test_a_name_that_leaves_the_output_folder_is_refused(tmp_path, onnx_fp32, na
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_atomic_writes_replace_a_planted_symlink_instead_of_following_it(tmp_path):
-    from edgekit._files import write_atomic
+def test_optimize_writes_replace_planted_symlinks_instead_of_following_them(tmp_path):
+    from edgekit.optimizing.cache import Cache
+    from edgekit.optimizing.result import _write_tables
 
     outside = tmp_path / "outside.txt"
     outside.write_text("keep me")
     out = tmp_path / "out"
-    out.mkdir()
-    os.symlink(outside, out / "result.json")
-    os.symlink(outside, out / ".trials.json.part")  # the fixed name optimize used to write through
-    write_atomic(out / "result.json", lambda tmp: tmp.write_text("{}"), force=True)
+    (out / "cache" / "kind" / "key").mkdir(parents=True)
+    planted = [out / name for name in (".trials.json.part", ".trials.csv.part", "trials.json", "trials.csv")]
+    planted += [out / "cache" / "kind" / "key" / name for name in (f".entry.{os.getpid()}.part", "entry.json")]
+    for link in planted:
+        os.symlink(outside, link)
+    _write_tables([{"trial": 0, "candidate": {}, "state": "COMPLETE"}], out)
+    Cache(out / "cache").put("kind", "key", {"value": 1})
     assert outside.read_text() == "keep me"
-    assert not (out / "result.json").is_symlink() and (out / "result.json").read_text() == "{}"
+    for name in ("trials.json", "trials.csv", "cache/kind/key/entry.json"):
+        assert not (out / name).is_symlink() and (out / name).stat().st_size > 0
 
 
 def test_profile_save_does_not_overwrite_without_force(tmp_path, onnx_fp32):
@@ -329,10 +334,10 @@ def test_a_spawned_worker_gets_the_storage_url_outside_argv(monkeypatch, tmp_pat
 
 def test_storage_passwords_never_reach_a_message(tmp_path):
     pytest.importorskip("optuna")
-    done = CliRunner().invoke(cli, ["optimize", "--worker", "--storage", "postgresql://u:s3cret@host:notaport/db",
-                                    "--study", "s", "-o", str(tmp_path)])
-    assert done.exit_code == 1 and "cannot open the study storage" in done.stderr, done.output
-    assert "s3cret" not in done.output and "***" in done.stderr
+    for url in ("postgresql//u:s3cret@host/db", "postgresql://u:s3cret@host:notaport/db"):
+        done = CliRunner().invoke(cli, ["optimize", "--worker", "--storage", url, "--study", "s", "-o", str(tmp_path)])
+        assert done.exit_code == 1 and "cannot open the study storage" in done.stderr, done.output
+        assert "s3cret" not in done.output and "***" in done.stderr and done.stderr.count("\n") == 1
 
 
 @pytest.mark.onnxruntime
