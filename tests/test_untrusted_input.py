@@ -388,3 +388,21 @@ def test_the_cache_is_verified_not_believed(tmp_path, onnx_fp32, caplog):
     os.symlink(outside, tmp_path / "best")
     copied = _copy_best(Point(**{**point.to_dict(), "sha256": first["sha256"]}), tmp_path / "best")
     assert copied.is_file() and not (tmp_path / "best").is_symlink() and not any(outside.iterdir())
+
+
+@pytest.mark.litert
+@pytest.mark.parametrize("text, fragment", [
+    ('{"recipe": {"size": "abc", "mean": 5}}', "'size' is 'abc', expected a list"),
+    ('{"calibration": {"recipe": {"mean": [1, "x"]}}}', "'mean[1]' is 'x', expected a finite number"),
+    ("[" * 100_000, "cannot read the recipe"),
+])
+def test_the_recipe_beside_a_model_is_checked_like_the_model(tmp_path, tflite_fp32, text, fragment):
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(tflite_fp32.read_bytes())
+    Path(f"{model}.json").write_text(text)
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    done = CliRunner().invoke(cli, ["run", str(model), "--image", str(tmp_path / "x.png")])
+    assert done.exit_code == 1 and fragment in done.stderr and done.stderr.count("\n") == 1, done.output

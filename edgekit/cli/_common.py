@@ -49,16 +49,21 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 def stored_recipe(model: Path):
     """The preprocessing recipe stored beside a converted model (its .json report), else the default."""
     from edgekit.pipeline.preprocess import Recipe
+    from edgekit.report.schema import MAX_REPORT_BYTES, RECIPE, check
 
     report = Path(str(model) + ".json")
-    if report.is_file():
+    if report.is_file():  # it travels with the model: untrusted like the model
         try:
-            data = json.loads(report.read_text())
-            recipe = (data.get("calibration") or {}).get("recipe") or data.get("recipe")
-            if recipe:
-                return Recipe.from_dict(recipe)
-        except (OSError, ValueError) as exc:
-            raise EdgekitError(f"cannot read the recipe in '{report}': {exc}") from exc
+            with open(report, "rb") as handle:
+                data = json.loads(handle.read(MAX_REPORT_BYTES))
+        except (OSError, ValueError, RecursionError) as exc:
+            raise EdgekitError(f"cannot read the recipe in '{report}': {str(exc)[:160]}") from None
+        calibration = data.get("calibration") if isinstance(data, dict) else None
+        recipe = (calibration.get("recipe") if isinstance(calibration, dict) else None) or \
+            (data.get("recipe") if isinstance(data, dict) else None)
+        if recipe:
+            check(recipe, RECIPE, f"the recipe in '{report}'")
+            return Recipe.from_dict(recipe)
     return Recipe()
 
 

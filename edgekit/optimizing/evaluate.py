@@ -33,13 +33,10 @@ Z_95 = 1.645  # one-sided 95 % normal quantile
 
 def _stored_schema() -> dict[str, Any]:
     """The fields a study stores for its workers, as ``edgekit.report.schema`` checks them."""
-    from edgekit.report.schema import INTEGER, NUMBER, TEXT, ListOf, MapOf, optional
+    from edgekit.report.schema import INTEGER, NUMBER, RECIPE, TEXT, ListOf, MapOf, optional
 
-    recipe = {"size": optional(ListOf(INTEGER)), "crop": optional(ListOf(INTEGER)), "scale": optional(NUMBER),
-              "mean": optional(ListOf(NUMBER)), "std": optional(ListOf(NUMBER)), "color": optional(TEXT),
-              "layout": optional(TEXT), "dtype": optional(TEXT), "interpolation": optional(TEXT)}
     return {"model": TEXT, "calibration": TEXT, "val": optional(TEXT), "budget": NUMBER, "metric": TEXT,
-            "formats": ListOf(TEXT), "trials": INTEGER, "input_shapes": MapOf(ListOf(INTEGER)), "recipe": recipe,
+            "formats": ListOf(TEXT), "trials": INTEGER, "input_shapes": MapOf(ListOf(INTEGER)), "recipe": RECIPE,
             "calib_size": INTEGER, "val_size": optional(INTEGER), "seed": INTEGER, "name": optional(TEXT),
             "max_kept_float": INTEGER, "remote": optional(TEXT), "settle_rounds": INTEGER, "search_seed": INTEGER,
             "profile": MapOf(NUMBER)}

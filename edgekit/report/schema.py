@@ -39,6 +39,10 @@ def optional(kind: Any) -> Optional:
     return Optional(kind)
 
 
+#: preprocessing as reports and studies store it (``Recipe.to_dict``)
+RECIPE = {"size": optional(ListOf(INTEGER)), "crop": optional(ListOf(INTEGER)), "scale": optional(NUMBER),
+          "mean": optional(ListOf(NUMBER)), "std": optional(ListOf(NUMBER)), "color": optional(TEXT),
+          "layout": optional(TEXT), "dtype": optional(TEXT), "interpolation": optional(TEXT)}
 _STATS = {key: NUMBER for key in ("mean", "std", "cv", "min", "p50", "p90", "p95", "p99", "max")}
 PROFILE = {
     "model": TEXT, "backend": TEXT, "engine": TEXT, "device": TEXT, "precision": optional(TEXT),
