@@ -87,8 +87,8 @@ def parse_reports(text: str | bytes, origin: str) -> list[dict[str, Any]]:
         EdgekitError: Too large, not JSON, not a report, or a field of the wrong type (named, with its value).
     """
     if len(text) > MAX_REPORT_BYTES:
-        raise EdgekitError(f"{origin} is over {MAX_REPORT_BYTES // 2**20} MiB, more than a report can be "
-                           "; pass the .json edgekit wrote")
+        raise EdgekitError(f"{origin} is over {MAX_REPORT_BYTES // 2**20} MiB, more than a report can be; pass "
+                           "the .json edgekit wrote")
     try:
         data = json.loads(text)
     except RecursionError:
