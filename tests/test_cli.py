@@ -179,3 +179,24 @@ def test_convert_judges_with_the_users_decide_function(invoke, onnx_fp32, tmp_pa
     assert failing.exit_code == 1 and "Traceback" not in failing.stderr
     assert errors == ["Error: decide() broken failed on the validation outputs: KeyError: 'logits'"]
     assert not any((tmp_path / "failing").glob("*.onnx")), "a failed conversion leaves no artifact"
+
+
+def test_finalizer_noise_after_an_interrupt_stays_quiet(monkeypatch, capsys):
+    """A finalizer failing on what SIGINT left half-built (TensorFlow's ApiDefMap) printed a traceback after
+    'nothing was written'; before any stop, such errors still show."""
+    import sys
+
+    from edgekit import _progress
+    from edgekit.cli import _ignore_interrupts
+
+    class HalfBuilt:
+        def __del__(self):
+            raise AttributeError("'ApiDefMap' object has no attribute '_api_def_map'")
+
+    monkeypatch.setattr(sys, "unraisablehook", _ignore_interrupts)
+    monkeypatch.setattr(_progress, "stop_requested", False)
+    HalfBuilt()  # collected at once: its finalizer's error goes to the hook
+    assert "_api_def_map" in capsys.readouterr().err
+    monkeypatch.setattr(_progress, "stop_requested", True)
+    HalfBuilt()
+    assert capsys.readouterr().err == ""

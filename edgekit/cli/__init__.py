@@ -61,8 +61,11 @@ def _on_signal(signum: int, frame: Any) -> None:
 
 
 def _ignore_interrupts(unraisable: Any) -> None:
-    """An interrupt that landed in a finalizer or gc callback: already handled through the stop flag."""
-    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+    """An interrupt that landed in a finalizer or gc callback: already handled through the stop flag. Once a
+    stop was asked for, finalizers failing on objects the interrupt left half-built (TensorFlow's ApiDefMap when
+    SIGINT lands during its import) are its echo too, and would print a traceback after "nothing was
+    written"."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt) and not _progress.stop_requested:
         sys.__unraisablehook__(unraisable)
 
 
