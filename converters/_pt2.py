@@ -39,21 +39,18 @@ class PickleRefused(pickle.UnpicklingError):
     swallows those and retries an older format)."""
 
 
-class _RefusingPickle:
-    """Stands in for the ``pickle`` module inside torch's archive reader."""
-
-    def __getattr__(self, name: str) -> Any:
-        def refuse(*args: Any, **kwargs: Any) -> Any:
-            raise PickleRefused(f"an opaque constant would be unpickled with pickle.{name} (arbitrary objects)")
-
-        return refuse
-
-
 def _refuse(what: str) -> Any:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise PickleRefused(what)
 
     return refuse
+
+
+class _RefusingPickle:
+    """Stands in for the ``pickle`` module inside torch's archive reader."""
+
+    def __getattr__(self, name: str) -> Any:
+        return _refuse(f"an opaque constant would be unpickled with pickle.{name} (arbitrary objects)")
 
 
 _STAND_INS = {"pickle": _RefusingPickle(),
