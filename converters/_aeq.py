@@ -49,8 +49,9 @@ def _signature(path: Path) -> tuple[str, dict[str, np.dtype]]:
 
 
 def output_head(float_path: Path) -> list[str]:
-    """Output tensor names of the ops that compute the model's outputs: each output's producer, followed back
-    through data-movement ops (a detector's concat of 0-640 boxes and 0-1 scores) to the op that computed it."""
+    """The ops that compute the model's outputs, each named by its output tensors joined by ';' (the sensitivity
+    ranking's ``node``): each output's producer, followed back through data-movement ops (a detector's concat
+    of 0-640 boxes and 0-1 scores) to the op that computed it."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(float_path))
@@ -62,10 +63,18 @@ def output_head(float_path: Path) -> list[str]:
         if op is None or op["index"] in seen:
             continue
         seen.add(op["index"])
-        head += [names[o] for o in op["outputs"] if o >= 0]
+        head.append(";".join(names[o] for o in op["outputs"] if o >= 0))
         if op["op_name"] in DATA_MOVEMENT:
             stack += [i for i in op["inputs"] if i >= 0]
     return head
+
+
+def op_scopes_regex(nodes: Iterable[str]) -> str:
+    """A regex matching exactly these ops' scopes. ai-edge-quantizer scopes an op by its output tensor names,
+    each followed by ';', and searches the regex in it; tensor names may hold ';' themselves (litert-torch's
+    ``<module path>;<index>``), so only the whole scope, anchored, names one op (a component would match every
+    op that shares it)."""
+    return "^(?:" + "|".join(re.escape(f"{node};") for node in nodes) + ")$"
 
 
 def _configure(engine: Any, recipe: Any, variant: str, io: str, keep_float: tuple[str, ...] = (),
@@ -85,9 +94,8 @@ def _configure(engine: Any, recipe: Any, variant: str, io: str, keep_float: tupl
         for op in floats:
             engine.update_quantization_recipe(regex=".*", operation_name=getattr(ops, op),
                                               algorithm_key=algorithms.NO_QUANTIZE)
-        if float_scopes:  # an op's scope is its output tensor names, each followed by ';'
-            scopes = "(^|;)(" + "|".join(re.escape(n) for n in float_scopes) + ");"
-            engine.update_quantization_recipe(regex=scopes, operation_name=ops.ALL_SUPPORTED,
+        if float_scopes:
+            engine.update_quantization_recipe(regex=op_scopes_regex(float_scopes), operation_name=ops.ALL_SUPPORTED,
                                               algorithm_key=algorithms.NO_QUANTIZE)
 
 
@@ -97,8 +105,8 @@ def quantize(float_path: Path, output: Path, variant: str, *,
              keep_float_ops: tuple[str, ...] = ()) -> dict[str, Any]:
     """Write ``variant`` (fp16, dynamic, int8 or int16x8) of the float model at ``float_path`` to ``output``;
     ``keep_output_float`` leaves the ops computing the outputs (``output_head``) in float, ``exclude_nodes``
-    the ops with these output tensors (names joined by ';' for an op with several), ``keep_float_ops`` every
-    op of these types."""
+    the ops named by their output tensors (joined by ';' for an op with several: the ranking's ``node``),
+    ``keep_float_ops`` every op of these types."""
     quantizer, recipe = _imports()
     from ai_edge_quantizer import qtyping
 
@@ -120,7 +128,7 @@ def quantize(float_path: Path, output: Path, variant: str, *,
         used["kept_float_outputs"] = head
     if exclude_nodes:
         used["excluded_nodes"] = list(exclude_nodes)
-    scopes = head + [name for node in exclude_nodes for name in node.split(";") if name]
+    scopes = head + list(exclude_nodes)
     try:
         quantized = _run(quantizer, recipe, float_path, variant, io, calibration, keep_float_ops, scopes)
     except _OpFailed as failed:  # one op the quantizer cannot handle: keep that op float and say so

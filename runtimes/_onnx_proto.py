@@ -55,6 +55,7 @@ class OnnxSummary:
     nodes: list[OnnxNode] = field(default_factory=list)  # top-level graph only
     external_locations: list[str] = field(default_factory=list)  # every tensor, every subgraph
     initializers: dict[str, str] = field(default_factory=dict)  # name -> dtype (top-level)
+    initializer_elements: dict[str, int] = field(default_factory=dict)  # name -> element count (top-level)
     scalars: dict[str, float] = field(default_factory=dict)  # one-element top-level initializers
     inputs: list[tuple[str, str]] = field(default_factory=list)  # (name, dtype), initializers excluded
     outputs: list[tuple[str, str]] = field(default_factory=list)
@@ -160,9 +161,10 @@ class _Walker:
             if number == _GRAPH_NODE:
                 self.node(value, depth, top)
             elif number == _GRAPH_INIT:
-                name, dtype = self.tensor(value, keep_scalar=top)
+                name, dtype, elements = self.tensor(value, keep_scalar=top)
                 if top:
                     self.summary.initializers[name] = dtype
+                    self.summary.initializer_elements[name] = elements
             elif number == _GRAPH_SPARSE_INIT:
                 self.sparse(value)
             elif top and number in (_GRAPH_INPUT, _GRAPH_OUTPUT):
@@ -205,7 +207,7 @@ class _Walker:
             if number in (1, 2) and wire == 2:
                 self.tensor(value)
 
-    def tensor(self, buf: memoryview, keep_scalar: bool = False) -> tuple[str, str]:
+    def tensor(self, buf: memoryview, keep_scalar: bool = False) -> tuple[str, str, int]:
         name, dtype = "", "unknown"
         elements, raw, numbers = 1, None, []
         raw_length = external_length = None
@@ -238,7 +240,7 @@ class _Walker:
         self._check_size(name, dtype, elements, raw_length if raw_length is not None else external_length)
         if keep_scalar and elements == 1:
             self._keep_scalar(name, dtype, raw, numbers)
-        return name, dtype
+        return name, dtype, elements
 
     def _check_size(self, name: str, dtype: str, elements: int, stored: int | None) -> None:
         """A tensor's declared shape must match the bytes it holds: hostile files declare terabytes

@@ -4,6 +4,12 @@ Read from the model itself, per format: the TFLite tensors' dtypes, the ONNX
 graph's Quantize/DequantizeLinear placement (QDQ), the OpenVINO IR's
 FakeQuantize layers. Shared by ``edgekit inspect`` and the conversion reports.
 Device-safe: it needs at most a LiteRT interpreter (for .tflite).
+
+Op counts alone mislead both ways (a transformer's LayerNorm arithmetic is many
+small float ops beside a few int8 matmuls that do the work), so the audit also
+weighs the layers that carry weights (convolutions, matmuls, fully-connected) by
+their weight count: ``integer_share`` is the share of those weights whose layer
+runs in integer, the figure an "-int8" artifact is judged by.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from edgekit.runtimes._formats import ONNX, OPENVINO, TFLITE, ModelFile, check_onnx
 
 # Ops that only move, convert or describe data; they neither help nor hurt "integer-ness" (SHAPE reads a
@@ -28,6 +35,15 @@ _ONNX_INTEGER_OPS = {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatM
 _IR_DATA_MOVEMENT = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "StridedSlice", "Concat", "Gather"}
 _IR_COMPUTE = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData",
                "GroupConvolutionBackpropData"}
+# Where a layer's weights come in: input index per op type (a weight behind Q/DQ, a cast or a decompression
+# subgraph is followed back to its constant).
+_TFLITE_WEIGHTED = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "CONV_3D": 1, "TRANSPOSE_CONV": 1,
+                    "BATCH_MATMUL": 1}
+_ONNX_WEIGHTED = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1, "ConvInteger": 1, "MatMulInteger": 1,
+                  "QLinearConv": 3, "QLinearMatMul": 3, "DynamicQuantizeMatMul": 1, "MatMulIntegerToFloat": 1}
+_IR_WEIGHT_PATH = {"Convert", "Multiply", "Subtract", "FakeQuantize", "Reshape", "Transpose", "Unsqueeze"}
+#: the integer share below which an "-int8" artifact is mostly float: not what its name says
+MOSTLY_FLOAT_BELOW = 0.5
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,8 @@ class QuantizationAudit:
         input_dtypes / output_dtypes: The model's I/O dtypes.
         fully_integer: Every counted op is integer and the I/O is integer.
         note: How the figures were derived, where that needs saying.
+        weights: Weight elements of the layers that carry weights (convolutions, matmuls, fully-connected).
+        integer_weights: Of those, the ones in layers that run in integer.
     """
 
     op_types: dict[str, int]
@@ -52,26 +70,51 @@ class QuantizationAudit:
     output_dtypes: tuple[str, ...] = ()
     fully_integer: bool = False
     note: str = ""
+    weights: int = 0
+    integer_weights: int = 0
 
     @property
     def integer_compute(self) -> bool:
         return self.compute_ops > 0 and self.integer_ops == self.compute_ops
+
+    @property
+    def integer_share(self) -> float:
+        """The share of the weighted layers' weights that run in integer; of the compute ops when no layer
+        carries weights; 0 for a model with nothing to count."""
+        if self.weights:
+            return self.integer_weights / self.weights
+        return self.integer_ops / self.compute_ops if self.compute_ops else 0.0
+
+    @property
+    def integer_share_basis(self) -> str:
+        return "weights of conv/matmul/fully-connected layers" if self.weights else "compute ops"
+
+    @property
+    def mostly_float(self) -> bool:
+        return self.integer_share < MOSTLY_FLOAT_BELOW
+
+    def describe_share(self) -> str:
+        """E.g. "3 % of the weights of conv/matmul/fully-connected layers (1 of 55 compute ops) run in integer"."""
+        return (f"{self.integer_share:.0%} of the {self.integer_share_basis} ({self.integer_ops} of "
+                f"{self.compute_ops} compute ops) run in integer")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "op_types": dict(self.op_types), "compute_ops": self.compute_ops, "integer_ops": self.integer_ops,
             "float_ops": dict(self.float_ops), "input_dtypes": list(self.input_dtypes),
             "output_dtypes": list(self.output_dtypes), "integer_compute": self.integer_compute,
-            "fully_integer": self.fully_integer, "note": self.note,
+            "fully_integer": self.fully_integer, "weights": self.weights, "integer_weights": self.integer_weights,
+            "integer_share": round(self.integer_share, 4), "integer_share_basis": self.integer_share_basis,
+            "note": self.note,
         }
 
 
 def _finish(op_types: Counter, counted: int, float_ops: Counter, ins: list[str], outs: list[str],
-            note: str = "") -> QuantizationAudit:
+            note: str = "", weights: tuple[int, int] = (0, 0)) -> QuantizationAudit:
     integer_io = all(d.startswith(("int", "uint")) for d in ins + outs)
     integer_ops = counted - sum(float_ops.values())
     return QuantizationAudit(dict(op_types), counted, integer_ops, dict(float_ops), tuple(ins), tuple(outs),
-                             counted > 0 and integer_ops == counted and integer_io, note)
+                             counted > 0 and integer_ops == counted and integer_io, note, *weights)
 
 
 def audit_model(model: ModelFile) -> QuantizationAudit:
@@ -90,37 +133,78 @@ def _audit_tflite(model: ModelFile) -> QuantizationAudit:
 
     _, module = import_interpreter()
     interpreter = module.Interpreter(model_path=str(model.path))
-    dtypes = {t["index"]: _dtype_name(t["dtype"]) for t in interpreter.get_tensor_details()}
-    op_types, float_ops, counted = Counter(), Counter(), 0
-    for op in interpreter._get_ops_details():
+    details = {t["index"]: t for t in interpreter.get_tensor_details()}
+    dtypes = {i: _dtype_name(t["dtype"]) for i, t in details.items()}
+    ops = interpreter._get_ops_details()
+    producer = {i: op for op in ops for i in op["outputs"]}
+    inputs = {d["index"] for d in interpreter.get_input_details()}
+    op_types, float_ops, counted, weights, integer_weights = Counter(), Counter(), 0, 0, 0
+    for op in ops:
         name = op["op_name"]
         op_types[name] += 1
-        if name in _BOUNDARY_TFLITE:
+        tensors = [i for i in list(op["inputs"]) + list(op["outputs"]) if i >= 0]
+        if name in _BOUNDARY_TFLITE or _shape_arithmetic(tensors, details):
             continue
         counted += 1
-        tensors = [i for i in list(op["inputs"]) + list(op["outputs"]) if i >= 0]
-        if any(dtypes.get(i, "").startswith("float") for i in tensors):
+        is_float = any(dtypes.get(i, "").startswith("float") for i in tensors)
+        if is_float:
             float_ops[name] += 1
+        position = _TFLITE_WEIGHTED.get(name)
+        if position is not None and len(op["inputs"]) > position:
+            weight = op["inputs"][position]
+            if weight in producer and producer[weight]["op_name"] == "DEQUANTIZE":  # fp16 weights, cast at load
+                weight = producer[weight]["inputs"][0]
+            if weight >= 0 and weight not in producer and weight not in inputs:  # a constant, not an activation
+                count = int(np.prod(details[weight]["shape"]))
+                weights += count
+                integer_weights += 0 if is_float else count
     ins = [_dtype_name(d["dtype"]) for d in interpreter.get_input_details()]
     outs = [_dtype_name(d["dtype"]) for d in interpreter.get_output_details()]
-    return _finish(op_types, counted, float_ops, ins, outs)
+    return _finish(op_types, counted, float_ops, ins, outs, weights=(weights, integer_weights))
+
+
+def _shape_arithmetic(tensors: list[int], details: dict[int, Any]) -> bool:
+    """An op on int32/int64/bool tensors that carry no quantization scale: it computes shapes or indices (a
+    float model's dynamic reshape leaves SHAPE -> STRIDED_SLICE -> PACK), not quantized values."""
+    return bool(tensors) and all(_dtype_name(details[i]["dtype"]) in ("int32", "int64", "bool")
+                                 and not details[i]["quantization"][0] for i in tensors)
+
+
+def is_quantized_tflite(model: ModelFile) -> bool:
+    """Whether a .tflite holds quantized tensors (int8/uint8/int16 with a scale): what re-quantizing needs the
+    float model for. Shape arithmetic on int32 and fp16 weights do not count."""
+    from edgekit.runtimes._litert import import_interpreter
+
+    _, module = import_interpreter()
+    interpreter = module.Interpreter(model_path=str(model.path))
+    return any(_dtype_name(t["dtype"]) in ("int8", "uint8", "int16") and t["quantization"][0]
+               for t in interpreter.get_tensor_details())
 
 
 def _audit_onnx(model: ModelFile) -> QuantizationAudit:
     summary = model.onnx or check_onnx(model.path)
     dequantized = {out for n in summary.nodes if n.op_type == "DequantizeLinear" for out in n.outputs}
-    op_types, float_ops, counted = Counter(), Counter(), 0
+    dequantized_from = {n.outputs[0]: n.inputs[0] for n in summary.nodes
+                        if n.op_type == "DequantizeLinear" and n.outputs and n.inputs}
+    op_types, float_ops, counted, weights, integer_weights = Counter(), Counter(), 0, 0, 0
     for node in summary.nodes:
         op_types[node.op_type] += 1
         if node.op_type in _QDQ or node.op_type in _ONNX_DATA_MOVEMENT:
             continue
         counted += 1
-        if node.op_type not in _ONNX_INTEGER_OPS and not all(_integer_input(i, dequantized, summary)
-                                                             for i in node.inputs):
+        is_float = node.op_type not in _ONNX_INTEGER_OPS and not all(_integer_input(i, dequantized, summary)
+                                                                     for i in node.inputs)
+        if is_float:
             float_ops[node.op_type] += 1
+        position = _ONNX_WEIGHTED.get(node.op_type)
+        if position is not None and len(node.inputs) > position:
+            weight = dequantized_from.get(node.inputs[position], node.inputs[position])
+            count = summary.initializer_elements.get(weight, 0)
+            weights += count
+            integer_weights += 0 if is_float else count
     return _finish(op_types, counted, float_ops, [d for _, d in summary.inputs], [d for _, d in summary.outputs],
                    "QDQ: an op counts as integer when all its inputs come from DequantizeLinear; "
-                   "data-movement and shape ops are not counted")
+                   "data-movement and shape ops are not counted", (weights, integer_weights))
 
 
 def _integer_input(name: str, dequantized: set[str], summary: Any) -> bool:
@@ -136,9 +220,11 @@ def _audit_openvino(model: ModelFile) -> QuantizationAudit:
     root = ET.parse(model.path).getroot()
     layers = {layer.get("id"): layer for layer in root.iter("layer")}
     producers: dict[str, list[str]] = {}
+    by_port: dict[tuple[str, str], str] = {}
     for edge in root.iter("edge"):
         producers.setdefault(edge.get("to-layer"), []).append(edge.get("from-layer"))
-    op_types, float_ops, counted = Counter(), Counter(), 0
+        by_port[edge.get("to-layer"), edge.get("to-port")] = edge.get("from-layer")
+    op_types, float_ops, counted, weights, integer_weights = Counter(), Counter(), 0, 0, 0
     ins, outs = [], []
     for layer_id, layer in layers.items():
         kind = layer.get("type", "")
@@ -152,10 +238,33 @@ def _audit_openvino(model: ModelFile) -> QuantizationAudit:
         if kind not in _IR_COMPUTE:
             continue
         counted += 1
-        if not _fed_by_fake_quantize(layer_id, layers, producers):
+        is_float = not _fed_by_fake_quantize(layer_id, layers, producers)
+        if is_float:
             float_ops[kind] += 1
+        count = _ir_weight_elements(layer, layers, by_port)
+        weights += count
+        integer_weights += 0 if is_float else count
     return _finish(op_types, counted, float_ops, ins, outs,
-                   "OpenVINO IR: convolutions and matmuls fed by FakeQuantize run in int8 on CPUs with int8 support")
+                   "OpenVINO IR: convolutions and matmuls fed by FakeQuantize run in int8 on CPUs with int8 support",
+                   (weights, integer_weights))
+
+
+def _ir_weight_elements(layer: Any, layers: dict[str, Any], by_port: dict[tuple[str, str], str]) -> int:
+    """The element count of the constant behind a layer's second input (its weights), followed back through a
+    weight's FakeQuantize, conversion and decompression layers; 0 when an activation feeds it."""
+    ports = layer.findall("input/port")
+    current = by_port.get((layer.get("id"), ports[1].get("id"))) if len(ports) > 1 else None
+    while current in layers:
+        producer = layers[current]
+        if producer.get("type") == "Const":
+            data = producer.find("data")
+            shape = data.get("shape", "") if data is not None else ""
+            return int(np.prod([int(d) for d in shape.split(",") if d.strip().isdigit()])) if shape else 1
+        if producer.get("type") not in _IR_WEIGHT_PATH:
+            return 0
+        first = producer.find("input/port")
+        current = by_port.get((current, first.get("id"))) if first is not None else None
+    return 0
 
 
 def _fed_by_fake_quantize(layer_id: str, layers: dict[str, Any], producers: dict[str, list[str]]) -> bool:
@@ -176,8 +285,6 @@ def _fed_by_fake_quantize(layer_id: str, layers: dict[str, Any], producers: dict
 
 
 def _dtype_name(dtype: Any) -> str:
-    import numpy as np
-
     return np.dtype(dtype).name
 
 

@@ -160,16 +160,28 @@ def _number(value: float | None, digits: int) -> str:
 
 def _row(row: Artifact) -> str:
     audit = (row.conversion or {}).get("audit")
-    integer = f"{audit['integer_ops']}/{audit['compute_ops']}" if audit else ""
+    integer = _integer_share(audit)
     engine = (row.profile or {}).get("engine", "")
     size_kb = None if row.size_bytes is None else row.size_bytes / 1024
     cells = [_cell(row.label), _cell(row.target), _cell(engine),
              _cell(row.latency("p50"), _number(row.latency("p50"), 3)),
              _cell(row.latency("p90"), _number(row.latency("p90"), 3)), _cell(size_kb, _number(size_kb, 1)),
              _cell(row.accuracy, _number(row.accuracy, 1)), _cell(row.drop, _number(row.drop, 2)),
-             _cell(audit["integer_ops"] / max(audit["compute_ops"], 1) if audit else None, integer),
+             _cell(_share(audit), integer),
              _cell(row.energy_mj, _number(row.energy_mj, 3)), _cell(row.status)]
     return "<tr>" + "".join(cells) + "</tr>"
+
+
+def _share(audit: dict[str, Any] | None) -> float | None:
+    """The integer share a report states; reports written before it existed give the op share."""
+    if not audit:
+        return None
+    share = audit.get("integer_share")
+    return share if share is not None else audit["integer_ops"] / max(audit["compute_ops"], 1)
+
+
+def _integer_share(audit: dict[str, Any] | None) -> str:
+    return f"{_share(audit):.0%} ({audit['integer_ops']}/{audit['compute_ops']} ops)" if audit else ""
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -197,6 +209,7 @@ def _details(row: Artifact) -> str:
         audit = c["audit"]
         floats = ", ".join(f"{op} ×{n}" for op, n in audit["float_ops"].items()) or "none"
         parts.append("<h3>Quantization audit</h3><p>" + _text(
+            f"{_share(audit):.0%} of the {audit.get('integer_share_basis', 'compute ops')} in integer; "
             f"{audit['integer_ops']} of {audit['compute_ops']} compute ops integer; float ops: {floats}; I/O "
             f"{', '.join(audit['input_dtypes'])} → {', '.join(audit['output_dtypes'])}") + "</p>")
         outputs = row.validation.get("outputs") or {}

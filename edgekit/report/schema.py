@@ -60,6 +60,7 @@ PROFILE = {
 CONVERSION = {
     "target": TEXT, "status": TEXT, "artifact": {"path": TEXT, "size_bytes": INTEGER},
     "audit": optional({"integer_ops": INTEGER, "compute_ops": INTEGER, "float_ops": MapOf(INTEGER),
+                       "integer_share": optional(NUMBER), "integer_share_basis": optional(TEXT),
                        "input_dtypes": ListOf(TEXT), "output_dtypes": ListOf(TEXT)}),
     "validation": optional({"drop": optional(NUMBER), "accuracy_converted": optional(NUMBER),
                             "outputs": optional(MapOf({"judged_by": optional(TEXT),
