@@ -35,8 +35,8 @@ class Target:
         extension: The artifact's suffix.
         converter: ``"module:function"`` that builds it, imported when used.
         needs_calibration: Whether representative data is required.
-        integer_only: Every compute op must end up integer (else the conversion fails
-            unless float ops are explicitly allowed).
+        integer_only: Named for integer execution: every float op left is warned about, and with
+            ``allow_float_ops=False`` (``--integer-only``) the conversion fails on it.
     """
 
     name: str

@@ -66,7 +66,7 @@ def convert(
     *,
     calibration: Callable[[], Iterable[dict[str, Any]]] | None = None,
     io: str | None = None,
-    allow_float_ops: bool = False,
+    allow_float_ops: bool | None = None,
     activations: str = "int8",
     channels_last: bool = False,
     keep_output_float: bool = False,
@@ -78,8 +78,9 @@ def convert(
     Args:
         calibration: Returns a fresh iterable of ``{input_name: array}`` samples (int8/int16x8 only).
         io: I/O type of the int8 target: ``int8`` (default), ``uint8`` or ``float``.
-        allow_float_ops: Build a mixed-precision model when some ops cannot be quantized
-            (they are listed in the audit) instead of failing.
+        allow_float_ops: Ops that cannot be quantized stay in float (the TFLite converter's own default,
+            "integer with float fallback"; the audit lists them and the report warns); ``False`` is the strict
+            full-integer mode (``--integer-only``), where such a model fails. Default: allowed.
         activations: ``int16`` makes tflite-int8 a 16x8 model (int16 activations, int8 weights, float I/O):
             the remedy when int8 activations collapse.
         channels_last: A PyTorch or ONNX source's 4-D (NCHW) inputs become NHWC in the .tflite (TFLite's own
@@ -95,6 +96,7 @@ def convert(
     """
     if activations not in ("int8", "int16"):
         raise ConversionError(f"activations must be int8 or int16, got '{activations}'")
+    allow_float_ops = True if allow_float_ops is None else allow_float_ops
     check_int8_placement(int8_placement)
     if target.variant == "int8" and activations == "int8" and int8_placement == "engine":
         return _placed_for_xnnpack(source, target, output, calibration, io, allow_float_ops, channels_last,
@@ -299,11 +301,11 @@ def float_tflite(source: Source, work: Path, channels_last: bool = False) -> tup
         _require_same_outputs(work / "source.onnx", path)
     elif source.kind == TFLITE:
         from edgekit.runtimes._formats import open_model_file
-        from edgekit.runtimes.audit import audit_model
+        from edgekit.runtimes.audit import is_quantized_tflite
 
-        if audit_model(open_model_file(source.path)).integer_ops:
-            raise UnsupportedModelError(f"'{source.path}' is already quantized; re-quantizing needs its float "
-                                        ".tflite or the original model")
+        if is_quantized_tflite(open_model_file(source.path)):
+            raise UnsupportedModelError(f"'{source.path}' is already quantized (it holds int8/int16 tensors with "
+                                        "scales); re-quantizing needs its float .tflite or the original model")
         shutil.copyfile(source.path, path)  # beside the attempt, where the repair's sensitivity ranking finds it
         info = {"route": "float .tflite (the source itself)"}
     else:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from edgekit.converters._pt2 import load_program
+from edgekit.converters._quiet import verbose
 from edgekit.runtimes._litert import implementation_version
 from edgekit.runtimes.base import TensorSpec
 from edgekit.runtimes.errors import ConversionError, MissingDependencyError, first_line
@@ -27,6 +29,8 @@ def import_torch() -> Any:
         import torch
     except ImportError as exc:
         raise MissingDependencyError("torch (needed for PyTorch sources)", "torch") from exc
+    if not verbose():  # its exporter's own handler prints "torchvision is not installed. Skipping …" per op
+        logging.getLogger("torch").setLevel(logging.ERROR)
     return torch
 
 
@@ -272,7 +276,8 @@ class TorchReference:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = import_torch()
-        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self._examples[k].dtype) for k, v in feeds.items()}
+        # a copy: feeds may be read-only (np.load, frombuffer), which torch.from_numpy warns about
+        tensors = {k: torch.from_numpy(np.array(v, order="C")).to(self._examples[k].dtype) for k, v in feeds.items()}
         with torch.no_grad():
             produced = self._wrapper(**tensors)
         return {k: v.detach().cpu().numpy() for k, v in produced.items()}

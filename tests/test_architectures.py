@@ -32,7 +32,6 @@ TARGETS = {
     "yolo": FLOAT_AND_INT8,
     "encoder": FLOAT_AND_INT8 + ("onnx-fp16", "openvino-fp16"),
 }
-OPTIONS = {"encoder": {"allow_float_ops": True}}  # TFLite has no int8 NEG: the mask arithmetic stays float
 FLOORS = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.95}
 # (model, target) -> the worst cosine measured here, over the engines that read the artifact
 COLLAPSES = {
@@ -60,8 +59,7 @@ def built(tmp_path_factory):
             path = zoo.build(name, folder)
             np.savez(folder / "calib.npz", **zoo.inputs_for(name, 48, seed=1))
             results = edgekit.convert(path, list(TARGETS[name]), calibration=folder / "calib.npz", calib_size=32,
-                                      validation_size=16, output_dir=folder / "out", repair=False,
-                                      **OPTIONS.get(name, {}))
+                                      validation_size=16, output_dir=folder / "out", repair=False)
             done[name] = path, {r.target: r for r in results}
         return done[name]
 

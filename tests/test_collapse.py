@@ -84,8 +84,28 @@ def test_detector_decisions_in_both_layouts():
 def test_classifier_near_ties_are_no_decision():
     ties = np.tile(np.array([2.0, 1.99, -2.0, 0.5], np.float32), (8, 1))  # top-1 ahead by 0.01 of a range of 4
     assert judge(ties, ties[:, [1, 0, 2, 3]].copy()).agreement is None
-    clear = np.eye(10, dtype=np.float32)[:8]
+    clear = np.eye(12, dtype=np.float32)
     assert judge(clear, clear[:, ::-1].copy()).agreement == 0.0
+
+
+def test_a_few_decided_samples_are_too_few_to_call_a_collapse():
+    """A random-weight 1000-class net on 12 validation samples: its logits are near-ties but for 2 samples, and
+    one of those flipping read as "keeps 50 % of the decisions", a collapse (so the repair kept the whole graph
+    float). Below MIN_DECISIONS decided samples the judgement says so and SQNR judges; at MIN_DECISIONS a
+    real collapse is still one."""
+    from edgekit.pipeline.validation import MIN_DECISIONS
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 0.01, (12, 1000)).astype(np.float32)
+    ref[:2, :2] = [[5.0, 4.7], [4.7, 5.0]]  # two decided (by 0.3, over 5 % of the range), ten near-ties
+    flipped = ref.copy()
+    flipped[0, 1] = 5.05  # quantization noise of 0.35 on one logit flips one of them
+    verdict = judge(ref, flipped)
+    assert verdict.agreement is None and "only 2 of 12" in verdict.note and "--val-size" in verdict.note
+    report = validate(_Fixed([ref]), _Fixed([flipped]), [type("S", (), {"feeds": {}, "label": None})()])
+    assert not report.collapsed and report.notes and "too few to judge" in report.notes[0]
+    many = np.eye(MIN_DECISIONS, dtype=np.float32) * 5
+    assert judge(many, many[:, ::-1].copy()).agreement == 0.0
 
 
 class _Fixed:
@@ -196,23 +216,31 @@ def test_a_detector_head_built_to_collapse_is_caught_and_repaired(tmp_path):
     assert not plain.passed and "collapsed" in plain.report["failures"][0]
 
 
-def _outlier_net(path):
+def _outlier_net(path, conv3=True):
     """conv1's channel 0 spans a range 400 times the others'; conv2 reads only the others. One per-tensor int8
     scale at conv2's input wipes them out: neither the output head in float nor asymmetric ranges help, keeping
-    conv2 float does. Global average pool and a fully connected layer give 10 classes."""
+    conv2 float does. conv3 holds most of the weights, so conv2 and the head in float leave the model mostly
+    integer (without conv3 they would make the "int8" model mostly float, which no remedy may). Global average
+    pool and a fully connected layer give 10 classes."""
     from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(0)
     w1, w2 = rng.normal(0, 0.5, (8, 3, 3, 3)), rng.normal(0, 0.5, (16, 8, 3, 3))
     w1[0] *= 400
     w2[:, 0] = 0
-    weights = {"w1": w1, "w2": w2, "wf": rng.normal(0, 0.5, (10, 16))}
+    weights = {"w1": w1, "w2": w2}
     nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
              helper.make_node("Conv", ["c1", "w2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
-             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
-             helper.make_node("GlobalAveragePool", ["r2"], ["g"], name="pool"),
-             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
-             helper.make_node("Gemm", ["f", "wf"], ["logits"], transB=1, name="fc")]
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2")]
+    features, last = 16, "r2"
+    if conv3:
+        weights["w3"], features, last = rng.normal(0, 0.1, (32, 16, 3, 3)), 32, "r3"
+        nodes += [helper.make_node("Conv", ["r2", "w3"], ["c3"], pads=[1, 1, 1, 1], name="conv3"),
+                  helper.make_node("Relu", ["c3"], ["r3"], name="relu3")]
+    weights["wf"] = rng.normal(0, 0.5, (10, features))
+    nodes += [helper.make_node("GlobalAveragePool", [last], ["g"], name="pool"),
+              helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+              helper.make_node("Gemm", ["f", "wf"], ["logits"], transB=1, name="fc")]
     return _save_onnx(path, nodes, ("x", [1, 3, 16, 16]), ("logits", [1, 10]),
                       [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()])
 
@@ -241,6 +269,24 @@ def test_an_openvino_collapse_is_repaired_by_the_layer_its_ranking_puts_first(tm
     assert repair["sensitivity"][0] == {**ranking[0], "kept_in_float": True}
     assert "conv2" in result.report["options"]["ignored_scope"]["names"]
     assert result.validation["outputs"]["logits"]["decision_agreement"] >= DECISION_FLOOR
+
+
+@pytest.mark.openvino
+def test_a_repair_never_makes_an_int8_artifact_mostly_float(tmp_path):
+    """Without conv3, the remedy that keeps the outlier net's decisions (conv2 and the head in float) leaves 15 %
+    of its weights in integer: an "-int8" artifact in name only. The repair rejects it, saying why; the artifact
+    fails and is kept aside under failed/, nothing under the name a good one would have."""
+    model = _outlier_net(tmp_path / "outliers.onnx", conv3=False)
+    np.save(tmp_path / "calib.npy", np.random.default_rng(2).normal(0, 1, (80, 3, 16, 16)).astype(np.float32))
+    (result,) = edgekit.convert(model, "openvino-int8", calibration=tmp_path / "calib.npy", calib_size=48,
+                                validation_size=32, output_dir=tmp_path / "out")
+    attempts = result.report["repair"]["attempts"]
+    held = [a for a in attempts if "collapsed" in a and not a["collapsed"]]
+    assert held and all(a["not_integer"] and a["integer_share"] < 0.5 for a in held)
+    assert "mostly float" in held[0]["not_integer"] and "conv/matmul/fully-connected" in held[0]["not_integer"]
+    assert not result.passed and result.report["repair"]["chosen"] is None
+    assert result.artifact == tmp_path / "out" / "failed" / "outliers_int8.xml"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["failed"]
 
 
 @pytest.mark.tensorflow

@@ -194,7 +194,9 @@ def test_dynamic_dimensions_need_input_shape(tmp_path):
         assert rt.inputs[0].shape == (1, 16, 16, 1)
 
 
-def test_unquantizable_ops_fail_unless_allowed(tmp_path):
+def test_unquantizable_ops_stay_float_and_are_stated_unless_integer_only(tmp_path):
+    """The TFLite converter's own default is "integer with float fallback": an op with no int8 kernel stays
+    float, and edgekit says so (warning, audit, integer share); the strict full-integer mode refuses it."""
     import tensorflow as tf
 
     class Sine(tf.Module):
@@ -207,27 +209,80 @@ def test_unquantizable_ops_fail_unless_allowed(tmp_path):
 
     module = Sine()
     tf.saved_model.save(module, str(tmp_path / "sine"), signatures={"serving_default": module.serve})
-    with pytest.raises(ConversionError, match="cannot be quantized and would stay float: SINx1"):
-        edgekit.convert(tmp_path / "sine", "tflite-int8", calibration="random", output_dir=tmp_path / "a")
+    with pytest.raises(ConversionError, match="cannot be quantized and would stay float: SINx1; --integer-only"):
+        edgekit.convert(tmp_path / "sine", "tflite-int8", calibration="random", output_dir=tmp_path / "a",
+                        allow_float_ops=False)
     assert not list((tmp_path / "a").iterdir())
-    (result,) = edgekit.convert(tmp_path / "sine", "tflite-int8", calibration="random", output_dir=tmp_path / "b",
-                                allow_float_ops=True)
-    assert result.report["audit"]["float_ops"] == {"SIN": 1}
-    assert any("not fully integer" in w for w in result.report["warnings"])
+    (result,) = edgekit.convert(tmp_path / "sine", "tflite-int8", calibration="random", output_dir=tmp_path / "b")
+    assert result.passed and result.report["audit"]["float_ops"] == {"SIN": 1}
+    assert result.report["audit"]["integer_share"] == 1.0  # the matmul's weights: SIN carries none
+    assert any("not fully integer: SINx1 stay float" in w for w in result.report["warnings"])
     assert result.report["calibration"]["synthetic"] and result.validation["synthetic"]
+    # one command, many targets: the strict target fails, the next one is still made; exit 1, one Error line
+    done = CliRunner().invoke(cli, ["convert", str(tmp_path / "sine"), "--to", "tflite-int8,tflite-fp32",
+                                    "--integer-only", "--calib", "random", "-o", str(tmp_path / "c"), "--json"])
+    assert done.exit_code == 1
+    reports = json.loads(done.stdout)
+    assert [(r["target"], r["status"]) for r in reports] == [("tflite-int8", "error"), ("tflite-fp32", "ok")]
+    assert "SINx1" in reports[0]["failures"][0]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and errors[0].startswith("Error: 1 of 2 target(s) did not pass: tflite-int8: ")
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["sine_fp32.tflite", "sine_fp32.tflite.json"]
 
 
-def test_cli_convert_max_drop_failure_keeps_the_artifact(tmp_path, digits_keras):
+def test_a_float_tflite_with_shape_arithmetic_is_float_and_requantizes(tmp_path):
+    """A float .tflite from TF's converter whose reshape is computed at run time (as Keras' MobileNetV3Small's
+    is) carries int32 SHAPE / STRIDED_SLICE / PACK ops: shape arithmetic, not quantization. It is float, and
+    tflite-int8 is made from it (it was refused as "already quantized")."""
+    import tensorflow as tf
+
+    from edgekit.audit import audit_model
+    from edgekit.runtimes._formats import open_model_file
+
+    class Net(tf.Module):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.k = tf.Variable(rng.normal(0, 0.3, (3, 3, 3, 8)).astype(np.float32))
+            self.w = tf.Variable(rng.normal(0, 0.3, (8, 4)).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 3], tf.float32, name="image")])
+        def serve(self, x):
+            y = tf.reduce_mean(tf.nn.relu(tf.nn.conv2d(x, self.k, 1, "SAME")), axis=[1, 2], keepdims=True)
+            return {"logits": tf.matmul(tf.reshape(y, tf.stack([tf.shape(y)[0], -1])), self.w)}
+
+    net = Net()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([net.serve.get_concrete_function()], net)
+    (tmp_path / "net.tflite").write_bytes(converter.convert())
+    source = audit_model(open_model_file(tmp_path / "net.tflite"))
+    assert {"SHAPE", "STRIDED_SLICE", "PACK"} <= set(source.op_types) and source.integer_share == 0.0
+    (result,) = edgekit.convert(tmp_path / "net.tflite", "tflite-int8", calibration="random", output_dir=tmp_path)
+    audit = result.report["audit"]
+    assert result.passed and audit["integer_share"] == 1.0 and audit["float_ops"] == {}
+
+
+def test_cli_convert_max_drop_failure_keeps_the_artifact_aside(tmp_path, digits_keras):
+    """A failed artifact is kept for inspection in failed/, never under the name a good one has (where a deploy
+    script globbing the folder would ship it); a re-run needs no --force for it, and a passing run removes it."""
     runner = CliRunner()
-    result = runner.invoke(cli, ["convert", str(digits_keras), "--to", "tflite-int8", "--calib", "random",
-                                 "--calib-size", "20", "--max-drop", "0", "-o", str(tmp_path), "--json"])
+    command = ["convert", str(digits_keras), "--to", "tflite-int8", "--calib", "random", "--calib-size", "20",
+               "-o", str(tmp_path), "--json"]
+    result = runner.invoke(cli, [*command, "--max-drop", "0"])
     assert result.exit_code == 1
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(error_lines) == 1 and "exceeds --max-drop 0" in error_lines[0] and "artifacts kept" in error_lines[0]
+    assert len(error_lines) == 1 and "exceeds --max-drop 0" in error_lines[0] and "kept aside" in error_lines[0]
     (report,) = json.loads(result.stdout)
-    assert report["status"] == "failed" and (tmp_path / "digits_int8.tflite").is_file()
-    on_disk = json.loads((tmp_path / "digits_int8.tflite.json").read_text())
+    assert report["status"] == "failed"
+    assert report["artifact"]["path"] == str(tmp_path / "failed" / "digits_int8.tflite")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["failed"]
+    on_disk = json.loads((tmp_path / "failed" / "digits_int8.tflite.json").read_text())
     assert on_disk["status"] == "failed" and on_disk["validation"]["synthetic"]
+    again = runner.invoke(cli, [*command, "--max-drop", "0"])  # the failed copy is a record: replaced, no --force
+    assert again.exit_code == 1 and sorted(p.name for p in (tmp_path / "failed").iterdir()) == [
+        "digits_int8.tflite", "digits_int8.tflite.json"]
+    passing = runner.invoke(cli, command)
+    assert passing.exit_code == 0, passing.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["digits_int8.tflite",
+                                                                          "digits_int8.tflite.json"]
 
 
 def _write(path, data: bytes):

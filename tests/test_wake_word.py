@@ -43,10 +43,9 @@ def test_int8_wake_word_spotter_within_two_points_of_float_or_fails_saying_why(t
     calib_windows = [w for clip in calibration for w in wake.windows(clip)[::2]]
     val_windows = [w for clip in validation for w in wake.windows(clip)]
     # an iterable keeps its order: the first calib_size samples calibrate, the rest validate in clip order
-    options = {"allow_float_ops": True} if target.startswith("tflite") else {}  # LEAKY_RELU has no int8 kernel
     (result,) = edgekit.convert(wheels.fetch("oww_embedding"), target, calibration=calib_windows + val_windows,
                                 calib_size=len(calib_windows), validation_size=len(val_windows),
-                                decide=wake.decider(validation), max_drop=BUDGET, output_dir=tmp_path, **options)
+                                decide=wake.decider(validation), max_drop=BUDGET, output_dir=tmp_path)
     report = result.report
     decisions = report["validation"]["decisions"]
     assert decisions["count"] == len(validation) and decisions["by"].startswith("decide()")

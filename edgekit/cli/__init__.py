@@ -38,6 +38,7 @@ from edgekit.cli._profile import profile
 from edgekit.cli._report import report
 from edgekit.cli._setup import setup
 from edgekit.errors import EdgekitError
+from edgekit.pipeline.engine_log import is_edgekit_record
 
 _terminated = False
 _main_pid: int | None = None
@@ -97,10 +98,24 @@ class _Group(click.Group):
 def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """Convert, run and profile neural networks on edge devices."""
     ctx.meta["edgekit.debug"] = debug
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_CurrentStderr())
     handler.setFormatter(_TextFormatter("%(levelname)s %(name)s: %(message)s"))
+    if not (verbose or debug):  # engines' and converters' loggers (and Python warnings) only with -v
+        handler.addFilter(is_edgekit_record)
+    logging.captureWarnings(True)
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
                         handlers=[handler])
+
+
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is at the time of writing: while a converter's native output is silenced (file
+    descriptor 2 sent to /dev/null), ``sys.stderr`` is the terminal and edgekit's own messages still reach it."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 class _TextFormatter(logging.Formatter):
@@ -146,7 +161,7 @@ def inspect(model: Path, backend: str | None, isolated: bool, as_json: bool) -> 
     ops = ", ".join(f"{name}×{count}" for name, count in sorted(audit.op_types.items(), key=lambda kv: -kv[1]))
     out.print(f"ops: {ops}")
     floats = ", ".join(f"{k}×{v}" for k, v in audit.float_ops.items()) or "none"
-    out.print(f"integer ops: {audit.integer_ops}/{audit.compute_ops} (float: {floats}); "
+    out.print(f"integer: {audit.describe_share()} (float ops: {floats}); "
                   f"I/O {','.join(audit.input_dtypes)} -> {','.join(audit.output_dtypes)}; "
                   f"fully integer: {'yes' if audit.fully_integer else 'no'}")
 

@@ -110,8 +110,9 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
               help="Also write every target's report as one page (.html) or table (.md).")
 @click.option("--io", type=click.Choice(["int8", "uint8", "float", "int16"]),
               help="TFLite: I/O type of integer targets [default: int8 for tflite-int8, float for tflite-int16x8].")
-@click.option("--allow-float-ops", is_flag=True, default=None,
-              help="TFLite: keep ops that cannot be quantized in float.")
+@click.option("--allow-float-ops/--integer-only", default=None,
+              help="TFLite int8: ops that cannot be quantized stay float, listed in the report (the TFLite "
+              "converter's float fallback), or the strict full-integer mode fails on them [default: allow].")
 @click.option("--int8-placement", type=click.Choice(["engine", "everywhere"]),
               help="TFLite and ONNX int8: 'engine' keeps in float what the engine has no int8 kernel for (XNNPACK's "
               "missing op types; ONNX Runtime's x*HardSigmoid(x) gates with their conv), as those made int8 slower "
@@ -141,7 +142,9 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
 @click.option("--opset", type=click.IntRange(min=7), help="ONNX: opset of the export [default: 17].")
 @click.option("--preset", type=click.Choice(["performance", "mixed"]),
               help="OpenVINO int8: NNCF preset [default: performance; mixed = asymmetric activations].")
-@click.option("--model-type", type=click.Choice(["transformer"]), help="OpenVINO int8: NNCF model type.")
+@click.option("--model-type", type=click.Choice(["auto", "transformer", "none"]),
+              help="OpenVINO int8: NNCF's model type; 'auto' uses 'transformer' for graphs with attention "
+              "(MatMuls of two activations and a Softmax), 'none' is NNCF's default [default: auto].")
 @click.option("--ignored-names", help="OpenVINO int8: comma-separated layer names to keep in float.")
 @click.option("--ignored-types", help="OpenVINO int8: comma-separated layer types to keep in float.")
 @click.option("--ignored-patterns", help="OpenVINO int8: comma-separated name regexes to keep in float.")
@@ -167,6 +170,7 @@ def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_
     """Convert a PyTorch .pt2, Keras, SavedModel, ONNX or float TFLite model to edge targets, validate and
     report each."""
     from edgekit._progress import rich_progress
+    from edgekit.pipeline.conversion import FAILED_FOLDER
     from edgekit.pipeline.conversion import convert as run_conversion
 
     if options.get("io") == "uint8":
@@ -178,23 +182,29 @@ def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_
             source, targets, calibration=calib, output_dir=output_dir, input_shapes=parse_input_shapes(input_shapes),
             recipe=recipe, calib_size=calib_size, validation_size=val_size, seed=seed, max_drop=max_drop,
             validate_outputs=not no_validate, check_speed=not no_speed_check, accept_loss=accept_loss,
-            decide=load_function(decide, "--decide"), repair=not no_repair, force=force,
+            decide=load_function(decide, "--decide"), repair=not no_repair, force=force, keep_going=True,
             name=name, trust_pickle=trust_pickle, progress=progress,
             exclude_nodes=_names(exclude_nodes), exclude_op_types=_names(exclude_op_types),
             ignored_names=_names(ignored_names), ignored_types=_names(ignored_types),
             ignored_patterns=_names(ignored_patterns), **options)
-    if report_path:
+    made = [r for r in results if r.artifact is not None]
+    if report_path and made:
         from edgekit.report import write_report
 
-        write_report([r.report for r in results], report_path, force=force)
+        write_report([r.report for r in made], report_path, force=force)
     if as_json:
         emit_json([r.report for r in results])
     else:
-        _print_conversions(results)
+        _print_conversions(made)
+        for r in results:
+            if r.error:
+                console().print(f"{r.target}: not converted: {r.error}")
     failed = [r for r in results if not r.passed]
     if failed:
-        reasons = "; ".join(f"{r.target}: {', '.join(r.report['failures'])}" for r in failed)
-        click.echo(f"Error: {reasons} (artifacts kept, marked failed in their reports)", err=True)
+        reasons = "; ".join(f"{r.target}: {'; '.join(r.report['failures'])}" for r in failed)
+        aside = any(r.artifact is not None for r in failed)
+        click.echo(f"Error: {len(failed)} of {len(results)} target(s) did not pass: {reasons}"
+                   + (f" (failed artifacts kept aside in '{output_dir / FAILED_FOLDER}')" if aside else ""), err=True)
         sys.exit(1)
 
 
@@ -228,6 +238,8 @@ def _names(text: str | None) -> tuple[str, ...] | None:
 def _print_conversions(results: list) -> None:
     from rich.table import Table
 
+    if not results:
+        return
     table = Table()
     for column in ("target", "artifact", "size", "vs source", "accuracy", "drop", "top-1 agree", "integer",
                    "speed vs float", "status"):
@@ -239,7 +251,7 @@ def _print_conversions(results: list) -> None:
         drop = "" if v.get("drop") is None else f"{v['drop']:.2f}"
         agree = "" if v.get("top1_agreement") is None else f"{v['top1_agreement']:.1f}%"
         audit = report["audit"]
-        integer = f"{audit['integer_ops']}/{audit['compute_ops']}" + (" full" if audit["fully_integer"] else "")
+        integer = f"{audit['integer_share']:.0%}" + (" full" if audit["fully_integer"] else "")
         speed = report.get("speed_vs_float_here") or {}
         speed = f"{speed['speedup']:.2f}x here" if speed.get("measured") else ""
         table.add_row(r.target, r.artifact.name, f"{report['artifact']['size_bytes']:,}",

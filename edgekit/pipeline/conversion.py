@@ -26,8 +26,10 @@ from edgekit import __version__
 from edgekit._files import check_stem, ensure_writable, publish, staging_dir
 from edgekit.audit import audit_model
 from edgekit.converters import Target, check_options, resolve_targets
+from edgekit.converters._quiet import native_stderr_silenced
 from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source, open_source
 from edgekit.pipeline.calibration import RANDOM_SOURCE, Dataset, build_dataset, fail_if_empty
+from edgekit.pipeline.engine_log import engine_messages
 from edgekit.pipeline.preprocess import Recipe
 from edgekit.pipeline.repair import try_remedies
 from edgekit.pipeline.speed import slower_warning, speed_check
@@ -40,6 +42,9 @@ log = logging.getLogger("edgekit")
 
 #: progress(description, total) -> context manager yielding an advance() callable
 Progress = Callable[[str, "int | None"], AbstractContextManager[Callable[[], None]]]
+#: where an artifact that failed its checks is kept aside, inside the output folder: never under the name a good
+#: artifact would have, where a deploy script globbing the folder would ship it
+FAILED_FOLDER = "failed"
 _TOOL_DISTRIBUTIONS = ("tensorflow", "tf2onnx", "torch", "onnxscript", "litert-torch", "ai-edge-quantizer", "onnx",
                        "onnxruntime", "openvino", "nncf", "ai-edge-litert", "numpy")
 
@@ -52,14 +57,22 @@ def _no_progress(description: str, total: int | None) -> Iterator[Callable[[], N
 
 @dataclass(frozen=True)
 class ConversionResult:
+    """One target's outcome. ``report["status"]`` is ``ok``, ``failed`` (an artifact was made but failed its
+    checks: kept aside in ``FAILED_FOLDER``) or ``error`` (no artifact could be made, with ``keep_going``:
+    ``artifact`` and ``report_path`` are None and ``error`` says why)."""
+
     target: str
-    artifact: Path
-    report_path: Path
+    artifact: Path | None
+    report_path: Path | None
     report: dict[str, Any]
 
     @property
     def passed(self) -> bool:
         return self.report["status"] == "ok"
+
+    @property
+    def error(self) -> str | None:
+        return self.report["failures"][0] if self.report["status"] == "error" else None
 
     @property
     def validation(self) -> dict[str, Any] | None:
@@ -88,6 +101,7 @@ def convert(
     validate_outputs: bool = True,
     check_speed: bool = True,
     force: bool = False,
+    keep_going: bool = False,
     progress: Progress | None = None,
     **options: Any,
 ) -> list[ConversionResult]:
@@ -125,6 +139,9 @@ def convert(
         check_speed: Time every int8 artifact built for this machine's CPU against its float sibling (about a
             second each; the report's ``speed_vs_float_here``, a warning when int8 is slower).
         force: Overwrite existing artifacts and reports.
+        keep_going: When a target cannot be converted, record it (a result with status "error" and no
+            artifact) and go on with the next target, as ``edgekit convert`` does; by default its error is
+            raised and the targets after it are not tried.
         progress: ``progress(description, total)`` context manager factory for long loops.
         **options: Converter options, passed to the targets that take them; one that no chosen
             target takes is an error. TFLite: ``io`` (int8/uint8/float/int16), ``allow_float_ops``.
@@ -170,8 +187,16 @@ def convert(
         for target in targets:
             job = _Job(src, target, stem, out_dir, staging, dataset, reference, max_drop, accept_loss, seed, options,
                        progress, decide)
-            results.append(_convert_one(job, source_info, recipe=recipe, repair=repair, force=force,
-                                        check_speed=check_speed))
+            try:
+                results.append(_convert_one(job, source_info, recipe=recipe, repair=repair, force=force,
+                                            check_speed=check_speed))
+            except EdgekitError as exc:
+                if not keep_going:
+                    raise
+                message = str(exc).removeprefix(f"{target.name}: ")  # the result names its target
+                log.info("%s: not converted: %s", target.name, message)
+                results.append(ConversionResult(target.name, None, None, {
+                    "target": target.name, "status": "error", "failures": [message], "source": source_info}))
         if reference is not None:
             reference.close()
     log.info("converted %s to %d target(s) in %.1f s", src.path, len(results), time.perf_counter() - started)
@@ -311,6 +336,7 @@ class _Attempt:
     convert_s: float
     warnings: list[str]
     speed_reference: str | None = None  # the converter's float model of the same engine, for ``_speed_here``
+    not_integer: str | None = None  # why an int8 artifact is not what its name says (mostly float)
 
     @property
     def collapsed(self) -> bool:
@@ -342,12 +368,14 @@ def _attempt(job: _Job, index: int, label: str, extra: dict[str, Any]) -> _Attem
     # Engines print progress to stdout (onnxruntime's calibrators do); stdout is for results only.
     try:
         with job.progress(f"converting to {target.name}", None) if calibration is None else nullcontext(), \
-                redirect_stdout(chatter):
+                redirect_stdout(chatter), native_stderr_silenced(), engine_messages() as said:
             used = target.function()(job.src, target, staged, calibration=calibration, **function_options)
     except OSError as exc:  # a full disk or a vanished folder, mid-write: typed, and staging is cleaned up
         raise ConversionError(f"{target.name}: cannot write in '{job.out_dir}': {exc.strerror or exc}") from exc
     if chatter.getvalue().strip():
         log.debug("%s converter output:\n%s", target.name, chatter.getvalue().rstrip())
+    if said:  # kept in the report, not repeated on the terminal (the CLI shows them with -v)
+        used["engine_messages"] = said
     if calibration is not None:
         fail_if_empty(counter[0], job.dataset.provenance)
     convert_s = time.perf_counter() - started
@@ -366,19 +394,31 @@ def _attempt(job: _Job, index: int, label: str, extra: dict[str, Any]) -> _Attem
     unplanned = {op: count for op, count in audit.float_ops.items() if op not in kept_for_engine}
     if target.integer_only and unplanned:
         floats = ", ".join(f"{op}x{count}" for op, count in unplanned.items())
-        if not options.get("allow_float_ops"):
+        if options.get("allow_float_ops") is False:
             raise ConversionError(
-                f"{target.name}: these ops cannot be quantized and would stay float: {floats}; pass "
-                "--allow-float-ops to keep them in float (the audit lists them) or change the model"
+                f"{target.name}: these ops cannot be quantized and would stay float: {floats}; --integer-only "
+                "refuses them (without it they stay float and the report lists them), or change the model"
             )
-        warnings.append(f"{target.name} is not fully integer: float ops {floats}")
+        warnings.append(f"{target.name} is not fully integer: {floats} stay float (the quantizer has no int8 "
+                        f"form for them; {audit.describe_share()}); --integer-only refuses such a model")
     validation = None
     if job.reference is not None:
-        validation = _validate(job, checked.path, used.get("channels_last_inputs", ()))
+        with native_stderr_silenced():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" and the like
+            validation = _validate(job, checked.path, used.get("channels_last_inputs", ()))
     used.pop("validated_artifact", None)  # a staging path, gone after this call: not for the report
     speed_reference = used.pop("speed_reference", None)
+    not_integer = None
+    if target.variant == "int8" and audit.mostly_float:
+        floats = ", ".join(f"{op}x{n}" for op, n in audit.float_ops.items())
+        if kept_for_engine and not extra:
+            # the engine's own placement (measured faster than int8 around its float-only ops): stated, not failed
+            warnings.append(f"{target.name} is mostly float: only {audit.describe_share()} (float ops: {floats}), "
+                            "because of the placement above")
+        else:
+            not_integer = (f"mostly float: only {audit.describe_share()}; a {target.name} artifact must run mostly "
+                           f"in integer (float ops: {floats})")
     return _Attempt(label, extra, folder, staged, used, model, audit, validation, convert_s, warnings,
-                    speed_reference)
+                    speed_reference, not_integer)
 
 
 def _convert_one(job: _Job, source_info: dict[str, Any], *, recipe: Recipe, repair: bool,
@@ -394,8 +434,10 @@ def _convert_one(job: _Job, source_info: dict[str, Any], *, recipe: Recipe, repa
                                       progress)
     validation, model, used = chosen.validation, chosen.model, chosen.used
     name = chosen.staged.name
-    failures = list(validation.failures) if validation else []
-    warnings = list(chosen.warnings)
+    failures = (list(validation.failures) if validation else []) + ([chosen.not_integer] if chosen.not_integer else [])
+    # a failed artifact is kept aside for inspection, never under the name a good one would have
+    destination = out_dir / FAILED_FOLDER if failures else out_dir
+    warnings = list(chosen.warnings) + (list(validation.notes) if validation else [])
     speed = _speed_here(job, chosen) if check_speed and not failures else None
     slower = slower_warning(target, speed) if speed else None
     if slower:
@@ -411,9 +453,10 @@ def _convert_one(job: _Job, source_info: dict[str, Any], *, recipe: Recipe, repa
         "failures": failures,
         "warnings": warnings + (dataset.provenance.warnings if dataset else []),
         "source": source_info,
-        "artifact": {"path": str(out_dir / name), "sha256": model.sha256(), "size_bytes": artifact_size,
+        "artifact": {"path": str(destination / name), "sha256": model.sha256(), "size_bytes": artifact_size,
                      "size_ratio": round(artifact_size / source_info["size_bytes"], 4)},
-        "options": used,
+        "options": {k: v for k, v in used.items() if k != "engine_messages"},
+        "engine_messages": used.get("engine_messages", []),
         "recipe": _artifact_recipe(recipe.to_dict() if dataset is None or dataset.provenance.recipe is None
                                    else dataset.provenance.recipe, used),
         "calibration": dataset.provenance.to_dict() if dataset else None,
@@ -429,14 +472,21 @@ def _convert_one(job: _Job, source_info: dict[str, Any], *, recipe: Recipe, repa
         (chosen.folder / report_name).write_text(json.dumps(report, indent=2, default=str) + "\n")
     except OSError as exc:
         raise ConversionError(f"{target.name}: cannot write its report in '{out_dir}': {exc.strerror}") from exc
-    for companion in target.companion_names(stem, options):  # an IR's .bin goes first: the .xml names a complete pair
-        publish(chosen.folder / companion, out_dir / companion, force=force)
-    artifact = publish(chosen.staged, out_dir / name, force=force)
-    report_path = publish(chosen.folder / report_name, out_dir / report_name, force=force)
+    companions = target.companion_names(stem, options)
+    if failures:
+        destination.mkdir(exist_ok=True)
+    # an earlier run's failed copy is a record, not a result: replaced by this run's outcome either way
+    for stale in [name, report_name, *companions] if not failures else []:
+        (out_dir / FAILED_FOLDER / stale).unlink(missing_ok=True)
+    kept_aside = force or bool(failures)
+    for companion in companions:  # an IR's .bin goes first: the .xml names a complete pair
+        publish(chosen.folder / companion, destination / companion, force=kept_aside)
+    artifact = publish(chosen.staged, destination / name, force=kept_aside)
+    report_path = publish(chosen.folder / report_name, destination / report_name, force=kept_aside)
     for warning in warnings:  # the data's own warnings were logged when it was read
         log.warning("%s", warning)
     if failures:
-        log.warning("%s: %s", target.name, "; ".join(failures))
+        log.warning("%s: %s (kept aside in %s)", target.name, "; ".join(failures), destination)
     return ConversionResult(target.name, artifact, report_path, report)
 
 

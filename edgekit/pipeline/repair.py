@@ -35,13 +35,14 @@ def try_remedies(target: Any, first: Any, attempt: Callable[[int, str, dict[str,
             refused.append({"remedy": label, "options": _plain(extra), "error": str(exc)})
             continue
         attempts.append(candidate)
-        if not candidate.needs_repair:
+        if not candidate.needs_repair and not candidate.not_integer:  # a remedy never buys accuracy with float
             chosen = candidate
             break
     record = {
         "chosen": chosen.label if chosen is not first else None,
         "attempts": [{"remedy": a.label, "options": _plain(a.extra), "collapsed": list(a.validation.collapsed),
-                      "drop": a.validation.drop,
+                      "drop": a.validation.drop, "integer_share": round(a.audit.integer_share, 4),
+                      "not_integer": a.not_integer,
                       "size_bytes": a.model.size_bytes, "latency_ms": _latency_ms(a.model.path),
                       "convert_s": round(a.convert_s, 2)} for a in attempts] + refused,
         "sensitivity": _sensitivity_table(ranking, chosen.extra) if ranking else None,

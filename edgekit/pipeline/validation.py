@@ -68,6 +68,9 @@ DETECTOR_CONFIDENCE = 0.25  # YOLO's default confidence threshold
 MAP_THRESHOLD = 0.5
 MAX_SEQUENCE = 1024  # longer position axes are a detector's anchors, not a sequence
 MARGIN = 0.05  # a classifier's near-ties (untrained nets, ambiguous inputs) are no decision to keep
+#: decisions a share is judged on at the least: on fewer, one changed arg-max moves the share by over 10 points
+#: and reads as a collapse (a 1000-class net's 12 validation samples, 2 decided, one flipped: "50 %")
+MIN_DECISIONS = 10
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class Judgement:
     kind: str  # classifier | sequence | dense | probability-map | detector | tensor
     why: str
     agreement: float | None  # fraction of decisions the candidate shares with the float model
+    note: str = ""  # what the user should know about this judgement (too few samples to judge decisions)
 
 
 def judge(reference: np.ndarray, candidate: np.ndarray) -> Judgement:
@@ -85,7 +89,13 @@ def judge(reference: np.ndarray, candidate: np.ndarray) -> Judgement:
     if ref.ndim == 2 and ref.shape[1] > 1:
         why = (f"[N, classes]: arg-max per sample the float model decides clearly (top-1 ahead of top-2 by >= "
                f"{MARGIN:.0%} of the output's range)")
-        return Judgement("classifier", why, _decided_agreement(ref, cand))
+        decided, agreement = _decided_agreement(ref, cand)
+        if decided < MIN_DECISIONS:
+            note = (f"only {decided} of {len(ref)} validation samples are decided clearly by the float model (top-1 "
+                    f"ahead of top-2 by >= {MARGIN:.0%} of the output's range): too few to judge decisions (at "
+                    f"least {MIN_DECISIONS}), so cosine and SQNR judge; validate on more samples (--val-size)")
+            return Judgement("classifier", f"[N, classes]: {note}", None, note)
+        return Judgement("classifier", why, agreement)
     if ref.ndim == 3 and min(ref.shape[1:]) >= 5:
         layout = _detector_layout(ref)
         if layout is not None:
@@ -152,12 +162,13 @@ def _ctc_path(best: np.ndarray, blank: int) -> list[int]:
     return [v for v in merged if v != blank]
 
 
-def _decided_agreement(ref: np.ndarray, cand: np.ndarray) -> float | None:
+def _decided_agreement(ref: np.ndarray, cand: np.ndarray) -> tuple[int, float | None]:
+    """How many samples the float model decides clearly, and the share of those the candidate decides alike."""
     top2 = np.sort(ref, axis=1)[:, -2:]
     decided = (top2[:, 1] - top2[:, 0]) >= MARGIN * (float(ref.max() - ref.min()) or 1.0)
     if not decided.any():
-        return None  # nothing the float model decides: cosine and SQNR judge
-    return float(np.mean(ref[decided].argmax(1) == cand[decided].argmax(1)))
+        return 0, None
+    return int(decided.sum()), float(np.mean(ref[decided].argmax(1) == cand[decided].argmax(1)))
 
 
 def _score_agreement(ref: np.ndarray, cand: np.ndarray) -> float:
@@ -228,6 +239,7 @@ class ValidationReport:
                                                               "sqnr_db": SQNR_FLOOR_DB})
     precision: str = "f32"  # what the artifact's float layers ran in: the engine's default, as on the device
     decisions: dict[str, Any] | None = None  # the application's own decisions (``decide``): by, count, agreement
+    notes: tuple[str, ...] = ()  # what limits the judgement (too few decided samples), for the report's warnings
 
     @property
     def passed(self) -> bool:
@@ -240,7 +252,7 @@ class ValidationReport:
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data["degenerate"], data["failures"] = list(self.degenerate), list(self.failures)
-        data["collapsed"] = list(self.collapsed)
+        data["collapsed"], data["notes"] = list(self.collapsed), list(self.notes)
         data["passed"] = self.passed
         return data
 
@@ -276,7 +288,7 @@ def validate(
         if on_sample:
             on_sample()
     count = len(labels)
-    outputs, degenerate, collapsed = {}, [], []
+    outputs, degenerate, collapsed, notes = {}, [], [], []
     pairs = list(zip(ref_out, cand_out))  # outputs matched by position: names may differ across forms
     for ref_name, cand_name in pairs:
         if not ref_out[ref_name]:
@@ -287,6 +299,8 @@ def validate(
         outputs[cand_name].update(judged_by=judgement.kind, why=judgement.why,
                                   decision_agreement=judgement.agreement)
         collapsed += _below_floors(cand_name, judgement, outputs[cand_name]["sqnr_db"])
+        if judgement.note:
+            notes.append(f"output '{cand_name}': {judgement.note}")
         varies = count > 1 and np.ptp(ref, axis=0).max() > 0
         if varies and np.ptp(cand, axis=0).max() == 0:
             degenerate.append(f"output '{cand_name}' is constant across samples")
@@ -325,7 +339,7 @@ def validate(
         failures.append(f"drop {drop:.2f} exceeds --max-drop {max_drop:g} ({basis})")
     return ValidationReport(count, outputs, agreement, accuracy_ref, accuracy_cand, tuple(degenerate), synthetic,
                             max_drop, drop, basis, tuple(failures), tuple(collapsed), accept_loss,
-                            precision=getattr(candidate, "precision", "f32"), decisions=decisions)
+                            precision=getattr(candidate, "precision", "f32"), decisions=decisions, notes=tuple(notes))
 
 
 def _decisions(decide: Callable[[dict[str, np.ndarray]], Any], reference: dict[str, np.ndarray],
