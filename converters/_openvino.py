@@ -141,7 +141,7 @@ class NncfOptions:
     """What NNCF is asked for, as the report records it."""
 
     preset: str = "performance"
-    model_type: str | None = None
+    model_type: str | None = None  # "transformer" or None (NNCF's default); "auto" is resolved before
     ignored_names: tuple[str, ...] = ()
     ignored_types: tuple[str, ...] = ()
     ignored_patterns: tuple[str, ...] = ()
@@ -159,7 +159,7 @@ def convert(
     validation: Iterable[Any] | None = None,
     max_drop: float | None = None,
     preset: str = "performance",
-    model_type: str | None = None,
+    model_type: str | None = "auto",
     ignored_names: tuple[str, ...] = (),
     ignored_types: tuple[str, ...] = (),
     ignored_patterns: tuple[str, ...] = (),
@@ -191,6 +191,7 @@ def convert(
         ov.save_model(model, str(work / FLOAT_IR), compress_to_fp16=False)
         used["speed_reference"] = str(work / FLOAT_IR)
         cpu = describe_cpu(for_cpu)
+        model_type = _model_type(model, model_type, notes)
         options = NncfOptions(preset, model_type, tuple(ignored_names), tuple(ignored_types), tuple(ignored_patterns),
                               fast_bias_correction, overflow_fix or overflow_fix_for(cpu))
         quantized, details = _quantize(model, calibration, calibration_count, validation, max_drop, options)
@@ -204,6 +205,50 @@ def convert(
         raise ConversionError(f"unknown OpenVINO target {target.name}")
     used["notes"] = notes
     return used
+
+
+MODEL_TYPES = ("auto", "transformer", "none")
+#: what sits between an attention MatMul's operand and where it came from without making it a weight
+_PASS_THROUGH = {"Convert", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "Multiply", "Divide", "FakeQuantize"}
+
+
+def _model_type(model: Any, asked: str | None, notes: list[str]) -> str | None:
+    """NNCF's model type: ``auto`` (the default) picks "transformer" for a graph with attention — a MatMul of
+    two activations feeding a Softmax's graph — as NNCF's documentation asks for transformer models (its default
+    scheme failed on a BERT export with a KeyError); ``none`` is NNCF's default."""
+    asked = "none" if asked is None else asked
+    if asked not in MODEL_TYPES:
+        raise ConversionError(f"--model-type must be one of {', '.join(MODEL_TYPES)}, got '{asked}'")
+    if asked != "auto":
+        return None if asked == "none" else asked
+    attention = attention_matmuls(model)
+    if not attention:
+        return None
+    notes.append(f"NNCF model type 'transformer': the graph has {attention} attention op(s) "
+                 "(--model-type none for NNCF's default scheme)")
+    return "transformer"
+
+
+def attention_matmuls(model: Any) -> int:
+    """Attention blocks: OpenVINO's fused ScaledDotProductAttention ops, or else MatMuls whose two operands are
+    both activations (no constant behind either) in a graph with a Softmax."""
+    ops = model.get_ordered_ops()
+    fused = sum(1 for op in ops if op.get_type_name() == "ScaledDotProductAttention")
+    if fused or not any(op.get_type_name() in ("Softmax", "SoftMax") for op in ops):
+        return fused
+
+    def from_constant(node: Any) -> bool:
+        for _ in range(8):  # weights reach a MatMul through a few conversions at most
+            kind = node.get_type_name()
+            if kind == "Constant":
+                return True
+            if kind not in _PASS_THROUGH or node.get_input_size() == 0:
+                return False
+            node = node.input_value(0).get_node()
+        return False
+
+    return sum(1 for op in ops if op.get_type_name() == "MatMul"
+               and not any(from_constant(op.input_value(i).get_node()) for i in range(2)))
 
 
 def overflow_fix_for(cpu: str) -> str | None:
@@ -256,8 +301,6 @@ def _quantize(model: Any, calibration: Callable[[], Iterable[dict[str, Any]]] | 
         raise ConversionError("openvino-int8 needs calibration data: pass --calib PATH (or --calib random)")
     if options.preset not in PRESETS:
         raise ConversionError(f"--preset must be one of {', '.join(PRESETS)}, got '{options.preset}'")
-    if options.model_type not in (None, "transformer"):
-        raise ConversionError(f"--model-type must be 'transformer' or unset, got '{options.model_type}'")
     if options.overflow_fix not in (None, *OVERFLOW_FIXES):
         raise ConversionError(f"--overflow-fix must be one of {', '.join(OVERFLOW_FIXES)}, got "
                               f"'{options.overflow_fix}'")
