@@ -109,6 +109,51 @@ def test_the_front_is_non_dominated_and_every_point_is_reproducible(searched):
     assert "data:image/png;base64," in page and result.study in page and "Layers kept in float" in page
 
 
+def test_every_faster_point_says_why_it_was_not_chosen(searched):
+    """The printed table holds the chosen point beside the front and the baselines; each point faster than the
+    chosen one names what rejected it, with its measured drop and the budget; by default the budget judges the
+    measured held-out drop, and the chosen point's bound is reported beside it."""
+    result, _ = searched
+    shown = {p.trial: p for p in result.shown}
+    best = shown[result.best.trial]
+    assert best.verdict == "chosen" and best.heldout_drop <= BUDGET and best.heldout_drop_ucb is not None
+    assert [p.latency_ms for p in result.shown] == sorted(p.latency_ms for p in result.shown)
+    assert {p.trial for p in result.front} <= set(shown)
+    for p in result.shown:
+        if p.latency_ms < best.latency_ms:
+            assert f"budget {BUDGET:g}" in p.verdict or "tied within noise" in p.verdict, p
+    assert result.to_dict()["judged_on"] == "held-out drop"
+    assert "--require-bound" in CliRunner().invoke(cli, ["optimize", "--help"]).output
+
+
+def test_the_budget_judges_the_measured_drop_and_the_bound_is_one_option_away():
+    """The case a user met: int8 with a measured held-out drop of 0.00 but a 95 % bound of 1.18 on 397 samples
+    (flips both ways), float beside it. By default int8 is chosen and its bound reported; with require_bound
+    float is chosen and int8 says how many samples would prove the budget at its drop."""
+    from edgekit.optimizing.evaluate import Z_95, Settings, samples_to_prove
+    from edgekit.optimizing.result import Point, _choose, _explained
+
+    sd = 1.18 * np.sqrt(397) / Z_95
+    needed = samples_to_prove(0.0, sd, 1.0)
+    assert 0.0 + Z_95 * sd / np.sqrt(needed) <= 1.0 < 0.0 + Z_95 * sd / np.sqrt(needed - 1)
+    assert samples_to_prove(1.5, sd, 1.0) is None  # the drop itself is over: no sample count proves it
+
+    def point(trial, target, ms, ucb):
+        return Point(trial, target, {"target": target}, f"{target}.onnx", ms, ms, 0.0, ucb, 1000, True,
+                     noise_ms=ms * 0.02, heldout_drop=0.0, heldout_drop_ucb=ucb, heldout_samples=397,
+                     samples_to_prove=samples_to_prove(0.0, sd if ucb else 0.0, 1.0))
+
+    int8, fp32 = point(0, "tflite-int8", 0.015, 1.18), point(1, "onnx-fp32", 0.0525, 0.0)
+    for require_bound, chosen in ((False, int8), (True, fp32)):
+        settings = Settings(model="m", calibration="c", budget=1.0, require_bound=require_bound)
+        best, why_none = _choose([int8, fp32], settings)
+        assert best == chosen and why_none is None
+        verdicts = {p.target: p.verdict for p in _explained([int8, fp32], best, settings)}
+        assert verdicts[chosen.target] == "chosen"
+    assert verdicts["tflite-int8"] == (f"held-out bound 1.18 over the budget 1 with 397 samples (measured drop "
+                                       f"0.00 holds it); about {needed} held-out samples would prove it at this drop")
+
+
 def test_a_rerun_of_a_finished_study_evaluates_nothing(searched, digits_torch_onnx):
     _, out = searched
     data = _run_json(str(digits_torch_onnx), *DATA, "--formats", "onnx,openvino", "--trials", "10",

@@ -28,8 +28,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.torch, pytest.mark.litert, pytest.ma
 
 TARGETS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-int16x8", "onnx-fp32",
            "onnx-fp16", "onnx-int8", "openvino-fp32", "openvino-fp16", "openvino-int8")
-# the encoder's embedding lookup and mask arithmetic have no int8 TFLite kernels: a user passes this too
-OPTIONS = {"encoder": {"allow_float_ops": True}}
 FLOORS = {"fp32": 0.9999, "fp16": 0.999, "dynamic": 0.99, "int8": 0.98, "int16x8": 0.98}
 # below the issue's 0.98 on this net: ai-edge-quantizer's int8 (min-max; its MSE algorithm does worse, 0.948)
 # around hard-swish + squeeze-excite measured 0.962 on these held-out pages (ONNX Runtime's QDQ: 0.996)
@@ -51,7 +49,7 @@ def converted(tmp_path_factory):
             samples = [{k: v[i : i + 1] for k, v in data.items()} for i in range(80)]
             results = edgekit.convert(model, list(TARGETS), example_inputs=example, calibration=samples,
                                       calib_size=64, validation_size=16, name=name,
-                                      output_dir=tmp_path_factory.mktemp(name), **OPTIONS.get(name, {}))
+                                      output_dir=tmp_path_factory.mktemp(name))
             done[name] = model, {r.target: r for r in results}
         return done[name]
 
@@ -101,6 +99,20 @@ def test_the_report_says_which_route_each_artifact_took(converted):
     assert results["tflite-int8"].artifact.name == "resnet_int8.tflite"
 
 
+def test_a_transformer_is_converted_with_the_settings_its_engines_document(converted):
+    """With no options: NNCF's transformer model type for the encoder (found from its attention), not for a CNN;
+    tflite-int8's embedding lookup stays float, as LiteRT runs it, stated in the report rather than refused."""
+    _, encoder = converted("encoder")
+    _, resnet = converted("resnet")
+    nncf = encoder["openvino-int8"].report["options"]
+    assert nncf["model_type"] == "transformer" and "attention op(s)" in nncf["notes"][0]
+    assert resnet["openvino-int8"].report["options"]["model_type"] is None
+    tflite = encoder["tflite-int8"].report
+    assert tflite["status"] == "ok" and "EMBEDDING_LOOKUP" in tflite["audit"]["float_ops"]
+    assert tflite["audit"]["integer_share"] >= 0.9  # the embedding table is a lookup, not a weighted layer
+    assert any("not fully integer: EMBEDDING_LOOKUPx1" in w for w in tflite["warnings"])
+
+
 def test_int64_inputs_reach_tflite_as_int32_and_the_report_says_so(converted):
     _, results = converted("encoder")
     report = results["tflite-fp32"].report
@@ -121,8 +133,7 @@ def test_an_onnx_source_reaches_every_tflite_target_and_keeps_its_layout(exporte
     data = torch_zoo.inputs_for(name, 60, seed=1)
     tflite = [t for t in TARGETS if t.startswith("tflite")]
     results = edgekit.convert(exported_onnx(name), tflite, output_dir=tmp_path, calib_size=48,
-                              calibration=[{k: v[i : i + 1] for k, v in data.items()} for i in range(60)],
-                              allow_float_ops=True)
+                              calibration=[{k: v[i : i + 1] for k, v in data.items()} for i in range(60)])
     held_out = torch_zoo.inputs_for(name, HELD_OUT, seed=99)
     expected = torch_zoo.predict(model, held_out)
     for result in results:
@@ -214,6 +225,28 @@ def test_a_pt2_file_converts_from_the_command_line(tmp_path):
         assert inputs == ["images"] and cosine(expected, got) >= 0.9999
 
 
+def test_engines_chatter_stays_out_of_the_terminal_and_in_the_report(tmp_path):
+    """An encoder .pt2 to int8 from the command line, no options: torch's exporter ("torchvision is not
+    installed", per op), ONNX Runtime's quantizer on the root logger ("Axis 1 is out-of-range" per LayerNorm),
+    TensorFlow's and LiteRT's native logs and Python warnings stay off stderr; what the engines logged is kept in
+    the report. stderr holds edgekit's own lines only."""
+    import torch
+
+    model, example = torch_zoo.build("encoder")
+    torch.export.save(torch.export.export(model, (), kwargs=example), tmp_path / "encoder.pt2")
+    np.savez(tmp_path / "calib.npz", **torch_zoo.inputs_for("encoder", 48, seed=1))
+    done = subprocess.run([EDGEKIT, "convert", str(tmp_path / "encoder.pt2"), "--to", "onnx-int8,tflite-int8",
+                           "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "out"), "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [r["status"] for r in json.loads(done.stdout)] == ["ok", "ok"]
+    edgekit_lines = ("WARNING edgekit:", "calibrating ", "validating ", "converting ")
+    foreign = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith(edgekit_lines)]
+    assert not foreign, foreign
+    said = json.loads((tmp_path / "out" / "encoder_int8.onnx.json").read_text())["engine_messages"]
+    assert any(m.startswith("warning root: Axis 1 is out-of-range for weight") for m in said), said
+
+
 def test_pytorch_mistakes_get_one_line_errors_before_any_work(tmp_path):
     import torch
 
@@ -274,11 +307,18 @@ def test_tflite_sensitivity_ranking_and_the_remedies_it_drives(converted, tmp_pa
     worst = tuple(r["node"] for r in ranking[:2])
     import torch
 
-    (kept,) = edgekit.convert(model, "tflite-int8", example_inputs=torch.from_numpy(samples[0]["images"]),
-                              calibration=samples, calib_size=12, exclude_nodes=worst, allow_float_ops=True,
-                              repair=False, output_dir=tmp_path / "kept")
-    assert kept.report["options"]["excluded_nodes"] == list(worst)
-    assert sum(kept.report["audit"]["float_ops"].values()) >= 2
+    def floats(**options):
+        (kept,) = edgekit.convert(model, "tflite-int8", example_inputs=torch.from_numpy(samples[0]["images"]),
+                                  calibration=samples, calib_size=12, repair=False, output_dir=tmp_path / "kept",
+                                  force=True, **options)
+        return kept.report, sum(kept.report["audit"]["float_ops"].values())
+
+    # every tensor name carries the wrapper module's path (…_Named.wrap.<locals>.Named;26): keeping one op
+    # float keeps exactly that one (it once matched them all and left a 0 %-integer "int8" model "ok")
+    _, default = floats()
+    kept, one = floats(exclude_nodes=worst[:1])
+    assert kept["options"]["excluded_nodes"] == list(worst[:1]) and one == default + 1
+    assert floats(exclude_nodes=worst)[1] == default + 2
     staging = tmp_path / "staging"  # attempt 0 = the default, attempt 1 = the output head in float
     (staging / "tflite-int8-attempt-1" / ".m_int8.tflite-work").mkdir(parents=True)
     (staging / "tflite-int8-attempt-0").mkdir()

@@ -29,6 +29,8 @@ def _seconds(text: str | None) -> float | None:
               "sub-folders): the drop is then in accuracy points [default: the part of --calib held out].")
 @click.option("--budget", type=float, default=1.0, show_default=True,
               help="Largest accuracy drop allowed (points with labels, else (1 - cosine) x 100).")
+@click.option("--require-bound", is_flag=True, help="Hold the budget on the held-out drop's upper 95 % confidence "
+              "bound, not the measured drop (the bound is shown either way, with the samples that would prove it).")
 @click.option("--cosine", type=float, help="Judge by cosine similarity with the float model: at least this much.")
 @click.option("--formats", default="tflite,onnx,openvino", show_default=True, help="Formats to search.")
 @click.option("--trials", type=click.IntRange(min=1), default=30, show_default=True,
@@ -59,7 +61,7 @@ def _seconds(text: str | None) -> float | None:
 def optimize(model: Path | None, calib: str | None, calib_size: int, val_size: int | None, seed: int,
              input_shapes: tuple[str, ...], size: str | None, crop: str | None, scale: float, mean: str | None,
              std: str | None, color: str, layout: str | None, name: str | None, trust_pickle: bool,
-             val: Path | None, budget: float, cosine: float | None, formats: str, trials: int,
+             val: Path | None, budget: float, require_bound: bool, cosine: float | None, formats: str, trials: int,
              timeout_text: str | None, storage: str | None, study_name: str | None, workers: int, as_worker: bool,
              max_kept_float: int, settle_rounds: int, search_seed: int, remote: str | None, identity: Path | None,
              remote_python: str, accept_new_host_key: bool, known_hosts: Path | None, output_dir: Path,
@@ -89,7 +91,7 @@ def optimize(model: Path | None, calib: str | None, calib_size: int, val_size: i
             input_shapes=parse_input_shapes(input_shapes),
             recipe=recipe_from(size, crop, scale, mean, std, color, layout), calib_size=calib_size,
             val_size=val_size, seed=seed, name=name, trust_pickle=trust_pickle, max_kept_float=max_kept_float,
-            settle_rounds=settle_rounds, search_seed=search_seed)
+            settle_rounds=settle_rounds, search_seed=search_seed, require_bound=require_bound)
     except KeyboardInterrupt:
         click.echo(f"interrupted: finished trials are kept in the study; run the same command again to continue "
                    f"({output_dir})", err=True)
@@ -103,23 +105,35 @@ def optimize(model: Path | None, calib: str | None, calib_size: int, val_size: i
         raise SystemExit(1)
 
 
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
 def _print(result: Any) -> None:
     from rich.table import Table
 
     from edgekit.optimizing.space import Candidate
 
-    table = Table(title=f"Pareto front ({len(result.trials)} trials, {result.trials_run_now} run now)")
-    for column in ("trial", "point", "p50 ms", "± noise", "drop", "held-out ucb", "size", ""):
+    table = Table(title=f"Pareto front and baselines ({len(result.trials)} trials, {result.trials_run_now} run now)")
+    for column in ("trial", "point", "p50 ms", "± noise", "search drop", "held-out drop", "95% bound", "size",
+                   "verdict"):
         table.add_column(column)
-    for p in result.front:
+    for p in result.shown:
         table.add_row(str(p.trial), Candidate.from_dict(p.candidate).describe(), f"{p.latency_ms:.4f}",
-                      f"{p.noise_ms or 0:.4f}", f"{p.drop:.2f}",
-                      "" if p.heldout_drop_ucb is None else f"{p.heldout_drop_ucb:.2f}", f"{p.size_bytes:,}",
-                      "chosen" if result.best and p.trial == result.best.trial else (p.baseline or ""))
+                      f"{p.noise_ms or 0:.4f}", f"{p.drop:.2f}", _number(p.heldout_drop),
+                      _number(p.heldout_drop_ucb), f"{p.size_bytes:,}",
+                      " · ".join(filter(None, [p.verdict, p.baseline if p.verdict != "chosen" else ""])))
     out = console()
     out.print(table)
-    if result.best:
-        out.print(f"chosen: {result.best.artifact} ({result.best.latency_ms:.4f} ms, drop {result.best.drop:.2f} "
-                  f"{result.basis}, budget {result.budget:g})")
-        out.print(f"reproduce: {result.best.command}")
+    judged = "the held-out drop's 95 % bound (--require-bound)" if result.require_bound else \
+        "the measured held-out drop (--require-bound judges its 95 % bound)"
+    out.print(f"budget {result.budget:g} {result.basis}, judged on {judged}")
+    best = result.best
+    if best:
+        proof = ("" if best.heldout_drop_ucb is None or best.heldout_drop_ucb <= result.budget else
+                 f"; its bound {best.heldout_drop_ucb:.2f} exceeds the budget with {best.heldout_samples} held-out "
+                 f"samples" + (f": about {best.samples_to_prove} would prove it" if best.samples_to_prove else ""))
+        out.print(f"chosen: {best.artifact} ({best.latency_ms:.4f} ms, held-out drop {_number(best.heldout_drop)} "
+                  f"{result.basis}{proof})")
+        out.print(f"reproduce: {best.command}")
     out.print(f"report: {result.report_path}")

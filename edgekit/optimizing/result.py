@@ -3,8 +3,9 @@
 The feasible non-dominated trials and the baselines are re-measured in interleaved rounds (each round times
 every point once, so drift hits all alike); a point's latency is the median of its rounds and its noise floor
 the larger of their spread (1.4826 x MAD) and 2 % of that median. Each is re-checked on the held-out split.
-The chosen point is the fastest that holds the budget on held-out data; points within the noise floor of it
-count as tied, and among ties the smaller drop, then the smaller file wins.
+The chosen point is the fastest that holds the budget on held-out data (its measured drop, or its upper 95 %
+bound with ``require_bound``); points within the noise floor of it count as tied, and among ties the smaller
+drop, then the smaller file wins. Every point faster than the chosen one says why it was not chosen.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from edgekit._files import write_atomic
 from edgekit.optimizing.cache import matches_sha256
+from edgekit.optimizing.evaluate import samples_to_prove
 from edgekit.optimizing.space import Candidate
 from edgekit.runtimes.errors import EdgekitError
 
@@ -43,6 +45,10 @@ class Point:
     noise_ms: float | None = None
     heldout_drop: float | None = None
     heldout_drop_ucb: float | None = None
+    heldout_samples: int | None = None
+    # held-out samples whose bound would prove the budget at the drop measured (None: the drop exceeds it)
+    samples_to_prove: int | None = None
+    verdict: str = ""  # "chosen", or why a point faster than the chosen one was not
     command: str = ""
     sha256: str = ""  # the artifact's, as measured: the copy to best/ is checked against it
 
@@ -63,11 +69,15 @@ class OptimizeResult:
     basis: str
     cache: dict[str, dict[str, int]] = field(default_factory=dict)
     why_none: str | None = None
+    require_bound: bool = False
+    shown: list[Point] = field(default_factory=list)  # the front, the baselines and the chosen point, by latency
 
     def to_dict(self) -> dict[str, Any]:
         return {"best": self.best.to_dict() if self.best else None, "front": [p.to_dict() for p in self.front],
                 "trials_run_now": self.trials_run_now, "trials": len(self.trials), "study": self.study,
                 "storage": safe_url(self.storage), "budget": self.budget, "basis": self.basis,
+                "judged_on": "held-out drop's upper 95 % bound" if self.require_bound else "held-out drop",
+                "shown": [p.to_dict() for p in self.shown],
                 "report": str(self.report_path), "cache": self.cache, "why_none": self.why_none}
 
 
@@ -86,14 +96,19 @@ def write_outputs(study: Any, evaluator: Any, settings: Any, out: Path, *, run_i
     points = [_replace(p, on_front=p.trial in front_ids) for p in points]
     by_trial = {p.trial: p for p in points}
     front = sorted((by_trial[i] for i in front_ids), key=lambda p: p.latency_ms)
-    best, why_none = _choose([by_trial[p.trial] for p in chosen_pool], settings.budget)
+    best, why_none = _choose([by_trial[p.trial] for p in chosen_pool], settings)
+    shown = _explained(sorted({p.trial: by_trial[p.trial] for p in [*front, *chosen_pool]}.values(),
+                              key=lambda p: p.latency_ms), best, settings)
     if best is not None:  # the user's copy, beside the study (the cache keeps every other artifact)
-        best = _replace(best, artifact=str(_copy_best(best, out / "best")))
+        best = _replace(next(p for p in shown if p.trial == best.trial),
+                        artifact=str(_copy_best(best, out / "best")))
+        shown = [best if p.trial == best.trial else p for p in shown]
     rows = [_row(t, by_trial.get(t.number)) for t in trials]
     result = OptimizeResult(best, front, rows, out / "optimize.html",
                             sum(1 for t in trials if t.user_attrs.get("run") == run_id
                                 and t.state.name in ("COMPLETE", "FAIL")),
-                            study_name, storage, settings.budget, evaluator.basis, evaluator.cache.counts(), why_none)
+                            study_name, storage, settings.budget, evaluator.basis, evaluator.cache.counts(), why_none,
+                            settings.require_bound, shown)
     _write_tables(rows, out)
     result_text = json.dumps(result.to_dict(), indent=2, default=str) + "\n"
     write_atomic(out / "result.json", lambda tmp: tmp.write_text(result_text), force=True)
@@ -157,12 +172,22 @@ def _settle(evaluator: Any, points: list[Point], artifacts: dict[int, dict[str, 
         heldout = evaluator.accuracy(candidates[p.trial], artifacts[p.trial], "heldout")
         settled[p.trial] = _replace(p, latency_ms=round(median, 5), noise_ms=round(max(1.4826 * mad,
                                     NOISE_FLOOR * median), 5), heldout_drop=heldout["drop"],
-                                    heldout_drop_ucb=heldout["drop_ucb"])
+                                    heldout_drop_ucb=heldout["drop_ucb"], heldout_samples=heldout.get("samples"),
+                                    samples_to_prove=samples_to_prove(heldout["drop"], heldout.get("drop_sd"),
+                                                                      evaluator.settings.budget))
     return settled
 
 
-def _choose(pool: list[Point], budget: float) -> tuple[Point | None, str | None]:
-    holding = [p for p in pool if p.heldout_drop_ucb is not None and p.heldout_drop_ucb <= budget]
+def _held_out(point: Point, settings: Any) -> float | None:
+    """The held-out figure the budget is judged on (None before the point was re-checked)."""
+    if point.heldout_drop is None:
+        return None
+    return settings.judged({"drop": point.heldout_drop, "drop_ucb": point.heldout_drop_ucb})
+
+
+def _choose(pool: list[Point], settings: Any) -> tuple[Point | None, str | None]:
+    budget = settings.budget
+    holding = [p for p in pool if _held_out(p, settings) is not None and _held_out(p, settings) <= budget]
     if not holding:
         if not pool:
             return None, f"no trial held the budget of {budget:g} on the search data"
@@ -170,6 +195,35 @@ def _choose(pool: list[Point], budget: float) -> tuple[Point | None, str | None]
     fastest = min(holding, key=lambda p: p.latency_ms)
     tied = [p for p in holding if p.latency_ms - fastest.latency_ms <= max(fastest.noise_ms or 0, p.noise_ms or 0)]
     return min(tied, key=lambda p: (p.drop, p.size_bytes, p.latency_ms)), None
+
+
+def _explained(points: list[Point], best: Point | None, settings: Any) -> list[Point]:
+    """``points`` with their verdicts: "chosen", or for each one faster than the chosen point (every one when
+    none was chosen) why it was not, its measured drop beside its bound."""
+    budget = settings.budget
+
+    def why(p: Point) -> str:
+        if best is not None and p.trial == best.trial:
+            return "chosen"
+        if best is not None and p.latency_ms >= best.latency_ms:
+            return ""
+        if not p.feasible:
+            return (f"search drop {p.drop:.2f} (bound {p.drop_ucb:.2f}) over the budget {budget:g}"
+                    if not settings.require_bound else
+                    f"search bound {p.drop_ucb:.2f} over the budget {budget:g} (drop {p.drop:.2f})")
+        if p.heldout_drop is None:
+            return "not re-checked on held-out data"
+        if p.heldout_drop > budget:
+            return f"held-out drop {p.heldout_drop:.2f} over the budget {budget:g}"
+        if settings.require_bound and p.heldout_drop_ucb > budget:
+            more = (f"; about {p.samples_to_prove} held-out samples would prove it at this drop"
+                    if p.samples_to_prove else "")
+            return (f"held-out bound {p.heldout_drop_ucb:.2f} over the budget {budget:g} with "
+                    f"{p.heldout_samples} samples (measured drop {p.heldout_drop:.2f} holds it){more}")
+        return (f"tied within noise ({p.latency_ms:.4f} vs {best.latency_ms:.4f} ms ± {best.noise_ms or 0:.4f}); "
+                f"the chosen point has the smaller drop or file") if best else "holds the budget"
+
+    return [_replace(p, verdict=why(p)) for p in points]
 
 
 def _replace(point: Point, **changes: Any) -> Point:

@@ -1,12 +1,13 @@
 """``edgekit.optimize``: the fastest form of a model within an accuracy budget, measured on the device.
 
-An Optuna study (multi-objective: p50 latency, accuracy drop, size; the budget a constraint on the drop's upper
-confidence bound) lives in SQL storage — an SQLite file in the output folder by default, so Ctrl-C and a rerun
-continue where it stopped; PostgreSQL to share one study between worker processes or machines. Each format's
-default int8 and fp32 conversions are enqueued first (the baselines), a brute-force sweep replaces TPE when the
-space is no larger than the trial budget, and every conversion and measurement is cached by content, so no
-finished work is redone. At the end the feasible Pareto front and the baselines are re-measured interleaved
-(differences within the noise floor are ties) and re-checked on held-out data no trial was chosen on.
+An Optuna study (multi-objective: p50 latency, accuracy drop, size; the budget a constraint on the measured
+drop, or with ``require_bound`` on its upper 95 % confidence bound) lives in SQL storage — an SQLite file in the
+output folder by default, so Ctrl-C and a rerun continue where it stopped; PostgreSQL to share one study between
+worker processes or machines. Each format's default int8 and fp32 conversions are enqueued first (the
+baselines), a brute-force sweep replaces TPE when the space is no larger than the trial budget, and every
+conversion and measurement is cached by content, so no finished work is redone. At the end the feasible Pareto
+front and the baselines are re-measured interleaved (differences within the noise floor are ties) and re-checked
+on held-out data no trial was chosen on.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def optimize(
     max_kept_float: int = 8,
     settle_rounds: int = 5,
     search_seed: int = 0,
+    require_bound: bool = False,
 ) -> OptimizeResult:
     """Search formats, precisions, quantization and runtime options for the fastest artifact within ``budget``.
 
@@ -95,12 +97,15 @@ def optimize(
         max_kept_float: The most layers the search may keep in float, by sensitivity rank.
         settle_rounds: Interleaved re-measurements of the front and the baselines at the end.
         search_seed: The sampler's seed (``seed`` shuffles the data, as in ``convert``).
+        require_bound: Hold the budget on the drop's upper 95 % confidence bound instead of the measured drop
+            (the bound is reported either way, with the validation samples that would prove the budget).
 
     Returns:
         An ``OptimizeResult``: the chosen point, the front, every trial and the report's path.
     """
     settings = _settings(model, calibration, val, budget, cosine, formats, trials, input_shapes, recipe, calib_size,
-                         val_size, seed, name, trust_pickle, max_kept_float, remote, ssh, settle_rounds, search_seed)
+                         val_size, seed, name, trust_pickle, max_kept_float, remote, ssh, settle_rounds, search_seed,
+                         require_bound)
     if timeout_s is not None and timeout_s <= 0:
         raise EdgekitError(f"--timeout must be positive, got {timeout_s:g} s")
     if workers < 1:
@@ -159,7 +164,7 @@ def run_worker(storage: str, study_name: str, output_dir: str | Path, *, trust_p
 def _settings(model: Any, calibration: Any, val: Any, budget: float, cosine: float | None, formats: Any, trials: int,
               input_shapes: Any, recipe: Any, calib_size: int, val_size: int | None, seed: int, name: str | None,
               trust_pickle: bool, max_kept_float: int, remote: str | None, ssh: dict[str, Any] | None,
-              settle_rounds: int, search_seed: int) -> Settings:
+              settle_rounds: int, search_seed: int, require_bound: bool = False) -> Settings:
     formats = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
     unknown = [f for f in formats if f not in PRECISIONS]
     if unknown or not formats:
@@ -194,7 +199,7 @@ def _settings(model: Any, calibration: Any, val: Any, budget: float, cosine: flo
         recipe=recipe.to_dict() if recipe is not None else {}, calib_size=calib_size, val_size=val_size, seed=seed,
         name=name, trust_pickle=trust_pickle, max_kept_float=max_kept_float, remote=remote,
         ssh={k: str(v) if isinstance(v, Path) else v for k, v in (ssh or {}).items()}, settle_rounds=settle_rounds,
-        search_seed=search_seed)
+        search_seed=search_seed, require_bound=bool(require_bound))
 
 
 def _stem(model: Any, name: str | None) -> str:
@@ -323,7 +328,7 @@ def _run_trials(study: Any, evaluator: Evaluator, space: Space, settings: Settin
         trial.set_user_attr("artifact", artifact)
         trial.set_user_attr("accuracy", accuracy)
         trial.set_user_attr("latency", latency)
-        trial.set_constraint("drop_ucb_minus_budget", accuracy["drop_ucb"] - settings.budget)
+        trial.set_constraint("drop_minus_budget", settings.judged(accuracy) - settings.budget)
         trial_log.info("trial %d: %s -> %.4f ms, drop %.3f (bound %.3f, budget %g), %d bytes", trial.number,
                        candidate.describe(), latency["p50_ms"], accuracy["drop"], accuracy["drop_ucb"],
                        settings.budget, artifact["size_bytes"])
@@ -378,8 +383,10 @@ def reproduce(settings: Settings, candidate: dict[str, Any], options: dict[str, 
             parts += [flags[name], str(value)]
         elif name == "per_channel":
             parts.append("--per-channel" if value else "--per-tensor")
-        elif name in ("keep_output_float", "allow_float_ops") and value:
-            parts.append("--" + name.replace("_", "-"))
+        elif name == "keep_output_float" and value:
+            parts.append("--keep-output-float")
+        elif name == "allow_float_ops":
+            parts.append("--allow-float-ops" if value else "--integer-only")
         elif name in ("exclude_nodes", "ignored_names"):
             parts += ["--" + name.replace("_", "-"), ",".join(value)]
     parts += ["-o", "reproduced"]

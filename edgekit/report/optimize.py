@@ -18,8 +18,9 @@ def render(result: Any, points: list[Any], rankings: dict[str, list[dict[str, An
     best = result.best
     if best is not None:
         headline = (f"<p><b>Chosen:</b> {html.escape(_describe(best.candidate))} — {best.latency_ms:.4f} ms "
-                    f"(±{best.noise_ms or 0:.4f}), drop {best.drop:.2f} (held-out upper bound "
-                    f"{best.heldout_drop_ucb:.2f}, budget {result.budget:g} {html.escape(result.basis)}), "
+                    f"(±{best.noise_ms or 0:.4f}), held-out drop {best.heldout_drop:.2f} (95 % upper bound "
+                    f"{best.heldout_drop_ucb:.2f}; budget {result.budget:g} {html.escape(result.basis)}, judged "
+                    f"on the {'bound' if result.require_bound else 'measured drop'}), "
                     f"{best.size_bytes:,} bytes</p><p><code>{html.escape(best.command)}</code></p>")
     else:
         headline = f"<p class='bad'><b>No point chosen:</b> {html.escape(result.why_none or '')}</p>"
@@ -33,10 +34,25 @@ def render(result: Any, points: list[Any], rankings: dict[str, list[dict[str, An
     plot = _pareto_plot(points, best)
     if plot:
         parts.append(_img(plot, "latency vs accuracy drop of every trial"))
+    parts.append(_verdicts(result.shown))
     parts.append(_trial_table(result.trials))
     parts.append(_sensitivity(points, rankings))
     parts.append(f"<script>{_SORT}</script></body></html>")
     return "\n".join(parts)
+
+
+def _verdicts(shown: list[Any]) -> str:
+    """The front, the baselines and the chosen point by latency, each faster point with why it was not chosen."""
+    if not shown:
+        return ""
+    rows = "".join(
+        f"<tr><td>{p.trial}</td><td>{html.escape(_describe(p.candidate))}</td><td>{p.latency_ms:.4f}</td>"
+        f"<td>{p.drop:.2f}</td><td>{'' if p.heldout_drop is None else f'{p.heldout_drop:.2f}'}</td>"
+        f"<td>{'' if p.heldout_drop_ucb is None else f'{p.heldout_drop_ucb:.2f}'}</td>"
+        f"<td>{html.escape(p.verdict)}</td></tr>" for p in shown)
+    return ("<h2>Why this point</h2><table><thead><tr><th>trial</th><th>point</th><th>p50 ms</th>"
+            "<th>search drop</th><th>held-out drop</th><th>95% bound</th><th>verdict</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>")
 
 
 def _describe(candidate: dict[str, Any]) -> str:
