@@ -32,7 +32,10 @@ FLOORS = {"fp32": 0.9999, "fp16": 0.999, "dynamic": 0.99, "int8": 0.98, "int16x8
 # below the issue's 0.98 on this net: ai-edge-quantizer's int8 (min-max; its MSE algorithm does worse, 0.948)
 # around hard-swish + squeeze-excite measured 0.962 on these held-out pages (ONNX Runtime's QDQ: 0.996)
 # and its 16x8 0.973 (the 16x8 recipe has no HARD_SWISH: those stay float)
-LOWER = {("mobilenet_v3", "tflite-int8"): 0.95, ("mobilenet_v3", "tflite-int16x8"): 0.95}
+# the encoder's tflite-int8 measured 0.976: it once read 0.99+ only because near-tie arg-max flips on 16 samples
+# called a collapse and the repair's remedy then kept the whole graph float (the bug of issue 29)
+LOWER = {("mobilenet_v3", "tflite-int8"): 0.95, ("mobilenet_v3", "tflite-int16x8"): 0.95,
+         ("encoder", "tflite-int8"): 0.97}
 HELD_OUT = 12
 EDGEKIT = str(Path(sys.executable).with_name("edgekit"))  # the console script of this environment
 

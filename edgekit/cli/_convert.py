@@ -187,6 +187,9 @@ def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_
             exclude_nodes=_names(exclude_nodes), exclude_op_types=_names(exclude_op_types),
             ignored_names=_names(ignored_names), ignored_types=_names(ignored_types),
             ignored_patterns=_names(ignored_patterns), **options)
+    if len(results) == 1 and results[0].error:  # one target that could not be made: its error, as raised
+        click.echo(f"Error: {results[0].error}", err=True)
+        sys.exit(1)
     made = [r for r in results if r.artifact is not None]
     if report_path and made:
         from edgekit.report import write_report
@@ -198,14 +201,19 @@ def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_
         _print_conversions(made)
         for r in results:
             if r.error:
-                console().print(f"{r.target}: not converted: {r.error}")
+                console().print(f"{r.target}: not converted: {_unprefixed(r.target, r.error)}")
     failed = [r for r in results if not r.passed]
     if failed:
-        reasons = "; ".join(f"{r.target}: {'; '.join(r.report['failures'])}" for r in failed)
+        reasons = "; ".join(f"{r.target}: {_unprefixed(r.target, '; '.join(r.report['failures']))}" for r in failed)
         aside = any(r.artifact is not None for r in failed)
         click.echo(f"Error: {len(failed)} of {len(results)} target(s) did not pass: {reasons}"
                    + (f" (failed artifacts kept aside in '{output_dir / FAILED_FOLDER}')" if aside else ""), err=True)
         sys.exit(1)
+
+
+def _unprefixed(target: str, message: str) -> str:
+    """A message without the target name it may start with: the line names the target already."""
+    return message.removeprefix(f"{target}: ")
 
 
 def load_function(spec: str | None, flag: str) -> Any:

@@ -193,10 +193,9 @@ def convert(
             except EdgekitError as exc:
                 if not keep_going:
                     raise
-                message = str(exc).removeprefix(f"{target.name}: ")  # the result names its target
-                log.info("%s: not converted: %s", target.name, message)
+                log.info("not converted: %s", exc)
                 results.append(ConversionResult(target.name, None, None, {
-                    "target": target.name, "status": "error", "failures": [message], "source": source_info}))
+                    "target": target.name, "status": "error", "failures": [str(exc)], "source": source_info}))
         if reference is not None:
             reference.close()
     log.info("converted %s to %d target(s) in %.1f s", src.path, len(results), time.perf_counter() - started)
