@@ -23,6 +23,7 @@ from edgekit.converters._quiet import import_tensorflow, native_stderr_silenced
 from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source, load_keras, load_savedmodel
 from edgekit.runtimes._formats import ONNX, TFLITE
 from edgekit.runtimes._litert import implementation_version, import_interpreter
+from edgekit.runtimes.audit import mostly_float_file
 from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
 
 log = logging.getLogger("edgekit")
@@ -219,6 +220,7 @@ def _placed_for_xnnpack(source: Source, target: Any, output: Path,
         return _with_tensorflow(source, target, output, calibration, io, allow_float_ops, tuple(ops))
 
     placed = source.cache.get("xnnpack_float_ops")
+    dropped = source.cache.get("xnnpack_placement_dropped")
     if placed is None:
         used = with_float({})
         # data movement costs a copy wherever it runs (a reshape to a computed shape stays outside XNNPACK
@@ -231,10 +233,16 @@ def _placed_for_xnnpack(source: Source, target: Any, output: Path,
             placed = {op: n for op, n in candidates.items() if op not in still_outside}
             if placed != candidates:  # XNNPACK refused them for another reason than int8: no use in float
                 used = with_float(placed)
-        source.cache["xnnpack_float_ops"] = placed
+            share = mostly_float_file(output) if placed else None
+            if share:  # speed never buys an "-int8" name for a float model: quantize everything instead
+                dropped = (f"everywhere: with {', '.join(placed)} in float for XNNPACK only {share}, so they "
+                           "were quantized too (outside XNNPACK they run on slower reference kernels)")
+                placed = {}
+                used = with_float({})
+        source.cache["xnnpack_float_ops"], source.cache["xnnpack_placement_dropped"] = placed, dropped
     else:
         used = with_float(placed)
-    used["int8_placement"] = "engine"
+    used["int8_placement"] = dropped or "engine"
     if placed:
         name, _ = import_interpreter()
         engine = f"{name} {implementation_version(name)}"
@@ -297,7 +305,10 @@ def float_tflite(source: Source, work: Path, channels_last: bool = False) -> tup
 
         export_onnx(source, work / "source.onnx")  # the fixed input shapes written in
         kept = [s.name for s in source.inputs if s.name not in nhwc]
-        info = convert_float(work / "source.onnx", path, kept, work)
+        rewritten = _rewritten_for_quantizer(work / "source.onnx", work / "rewritten.onnx")
+        info = convert_float(work / ("rewritten.onnx" if rewritten else "source.onnx"), path, kept, work)
+        if rewritten:
+            info["rewritten_before_onnx2tf"] = rewritten
         _require_same_outputs(work / "source.onnx", path)
     elif source.kind == TFLITE:
         from edgekit.runtimes._formats import open_model_file
@@ -314,6 +325,19 @@ def float_tflite(source: Source, work: Path, channels_last: bool = False) -> tup
         info["channels_last_inputs"] = nhwc
     source.cache[key] = (path, info)
     return path, info
+
+
+def _rewritten_for_quantizer(onnx_path: Path, output: Path) -> list[str]:
+    """Write ``onnx_path`` with the exact rewrites ai-edge-quantizer needs (``_onnx_rewrite``) to ``output``;
+    returns what was rewritten (nothing written when nothing was)."""
+    import onnx
+    from edgekit.converters._onnx_rewrite import rewrite_for_tflite_quantizer
+
+    model = onnx.load(str(onnx_path))
+    rewritten = rewrite_for_tflite_quantizer(model)
+    if rewritten:
+        onnx.save(model, str(output))
+    return rewritten
 
 
 def _require_same_outputs(onnx_path: Path, tflite_path: Path) -> None:

@@ -17,10 +17,11 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgekit.runtimes._formats import ONNX, OPENVINO, TFLITE, ModelFile, check_onnx
+from edgekit.runtimes._formats import ONNX, OPENVINO, TFLITE, ModelFile, check_onnx, open_model_file
 
 # Ops that only move, convert or describe data; they neither help nor hurt "integer-ness" (SHAPE reads a
 # tensor's shape, not its values, whatever its dtype).
@@ -171,6 +172,13 @@ def _shape_arithmetic(tensors: list[int], details: dict[int, Any]) -> bool:
     float model's dynamic reshape leaves SHAPE -> STRIDED_SLICE -> PACK), not quantized values."""
     return bool(tensors) and all(_dtype_name(details[i]["dtype"]) in ("int32", "int64", "bool")
                                  and not details[i]["quantization"][0] for i in tensors)
+
+
+def mostly_float_file(path: Any) -> str | None:
+    """``describe_share()`` of the model file at ``path`` when it is mostly float, else None: what an engine
+    placement checks before keeping ops float for speed (it may never make an int8 model mostly float)."""
+    audit = audit_model(open_model_file(Path(path)))
+    return audit.describe_share() if audit.mostly_float else None
 
 
 def is_quantized_tflite(model: ModelFile) -> bool:

@@ -144,13 +144,20 @@ def test_an_onnx_source_reaches_every_tflite_target_and_keeps_its_layout(exporte
         assert result.report["options"]["route"].startswith("ONNX -> TFLite (onnx2tf flatbuffer_direct")
         inputs, _, got = _outputs(result.artifact, "litert", held_out)
         assert inputs == list(held_out)  # NCHW kept: the same feeds as the ONNX model
-        # int8 and 16x8 measured 0.973-0.998 here (onnx2tf's float graph, then ai-edge-quantizer)
+        # int8 and 16x8 measured 0.973-0.998 here (onnx2tf's float graph, then ai-edge-quantizer); MobileNetV3's
+        # int8 0.9625 since its hard-sigmoid gates are rewritten to be quantized, as from .pt2 (LOWER)
         variant = result.target.split("-", 1)[1]
-        floor = 0.97 if variant in ("int8", "int16x8") else FLOORS[variant]
+        floor = LOWER.get((name, result.target), 0.97) if variant in ("int8", "int16x8") else FLOORS[variant]
         assert cosine(expected, got) >= floor, (result.target, cosine(expected, got))
     int8 = results[tflite.index("tflite-int8")].report
-    if name == "resnet":  # onnx2tf pads max-pooling with PADV2, which ai-edge-quantizer cannot quantize
-        assert list(int8["options"]["kept_float"]) == ["PADV2"] and int8["audit"]["float_ops"] == {"PADV2": 1}
+    rewritten = " ".join(int8["options"].get("rewritten_before_onnx2tf", []))
+    # onnx2tf pads max-pooling with PADV2 and makes hard-sigmoid RELU_0_TO_1, neither of which ai-edge-quantizer
+    # can quantize: rewritten exactly before onnx2tf, so neither stays float
+    assert not {"PADV2", "RELU_0_TO_1"} & set(int8["audit"]["float_ops"]), int8["audit"]["float_ops"]
+    if name == "resnet":
+        assert "1 padded MaxPool(s)" in rewritten and int8["audit"]["integer_share"] > 0.95
+    if name == "mobilenet_v3":
+        assert "HardSigmoid(s)" in rewritten
 
 
 def test_nhwc_tflite_is_one_option_away_and_recorded(converted, exported_onnx, tmp_path):
@@ -335,31 +342,26 @@ def test_tflite_sensitivity_ranking_and_the_remedies_it_drives(converted, tmp_pa
     assert offered[2][1]["exclude_nodes"] == worst and offered[2][2] == ranking
 
 
-def test_onnx_int8_keeps_hard_swish_gates_float_with_their_conv(converted, tmp_path):
-    """ONNX Runtime has no int8 HardSigmoid: quantized, each of MobileNetV3's x*hardsigmoid(x) ran in float
-    between a DequantizeLinear and a QuantizeLinear (measured at 160x160: int8 0.43-0.55x float). edgekit keeps
-    those gates, their Mul and the conv ORT fuses them into in float and says so; a net without such gates is
-    untouched; ``int8_placement="everywhere"`` is ONNX Runtime's quantizer's behaviour."""
-    import onnx
+def test_onnx_int8_never_keeps_so_many_gates_float_that_int8_is_a_float_model(converted, tmp_path):
+    """ONNX Runtime has no int8 HardSigmoid: quantized, each of MobileNetV3's x*hardsigmoid(x) runs in float
+    between a DequantizeLinear and a QuantizeLinear (measured at 160x160: int8 0.43-0.55x float), so the engine
+    placement would keep those gates, their Mul and the conv ORT fuses them into in float. On MobileNetV3 that
+    leaves 36 % of the weights in integer: an "-int8" model in name only. edgekit then quantizes them too and
+    says why (the speed check reports what that costs); the result is ONNX Runtime's quantizer's own."""
     from edgekit.converters._ort_placement import ops_run_in_float
 
     model, results = converted("mobilenet_v3")
     placed = results["onnx-int8"]
     options = placed.report["options"]
-    assert options["int8_placement"] == "engine" and set(options["kept_float_for_engine"]) == {"HardSigmoid"}
-    assert any("HardSigmoid kept in float" in w for w in placed.report["warnings"])
-    placed_types = {n.op_type for n in onnx.load(str(placed.artifact)).graph.node if n.name in options["float_islands"]}
-    assert placed_types == {"HardSigmoid", "Mul", "Conv", "Gemm"}  # the classifier has Linear -> Hardswish
-    still_float = ops_run_in_float(placed.artifact, tmp_path)  # squeeze-excite's gates (x*f(s)) stay quantized
-    assert not set(still_float) & set(options["float_islands"])
+    assert options["int8_placement"].startswith("everywhere: with HardSigmoid gates and their convolutions in "
+                                                "float only 36% of the weights")
+    assert "kept_float_for_engine" not in options and placed.report["audit"]["integer_share"] > 0.9
+    assert list(ops_run_in_float(placed.artifact, tmp_path).values()).count("HardSigmoid") >= 10
     data = torch_zoo.inputs_for("mobilenet_v3", 80, seed=1)
     samples = [{k: v[i : i + 1] for k, v in data.items()} for i in range(80)]
     (everywhere,) = edgekit.convert(model, "onnx-int8", example_inputs=torch_zoo.build("mobilenet_v3")[1],
                                     calibration=samples, calib_size=64, validation_size=16, name="mobilenet_v3",
                                     output_dir=tmp_path / "everywhere", repair=False, int8_placement="everywhere")
     assert everywhere.report["options"]["int8_placement"] == "everywhere"
-    gates = list(ops_run_in_float(everywhere.artifact, tmp_path).values()).count("HardSigmoid")
-    assert gates >= list(still_float.values()).count("HardSigmoid") + 10
-    got, want = (r.report["validation"]["outputs"]["output_0"]["cosine"] for r in (placed, everywhere))
-    assert got >= want - 0.002, (got, want)
+    assert everywhere.report["audit"]["integer_share"] == placed.report["audit"]["integer_share"]
     assert "kept_float_for_engine" not in converted("resnet")[1]["onnx-int8"].report["options"]

@@ -393,13 +393,18 @@ def _attempt(job: _Job, index: int, label: str, extra: dict[str, Any]) -> _Attem
     unplanned = {op: count for op, count in audit.float_ops.items() if op not in kept_for_engine}
     if target.integer_only and unplanned:
         floats = ", ".join(f"{op}x{count}" for op, count in unplanned.items())
-        if options.get("allow_float_ops") is False:
+        # the output head or named ops kept float (a remedy, or the user's options) are chosen, not unquantizable
+        chosen_float = used.get("kept_float_outputs") or used.get("excluded_nodes")
+        if options.get("allow_float_ops") is False and not chosen_float:
             raise ConversionError(
                 f"{target.name}: these ops cannot be quantized and would stay float: {floats}; --integer-only "
                 "refuses them (without it they stay float and the report lists them), or change the model"
             )
-        warnings.append(f"{target.name} is not fully integer: {floats} stay float (the quantizer has no int8 "
-                        f"form for them; {audit.describe_share()}); --integer-only refuses such a model")
+        why = ("the output head or the ops named in the options are kept float" if chosen_float
+               else "the quantizer has no int8 form for them")
+        strict = "" if chosen_float else "; --integer-only refuses such a model"
+        warnings.append(f"{target.name} is not fully integer: {floats} stay float ({why}; "
+                        f"{audit.describe_share()}){strict}")
     validation = None
     if job.reference is not None:
         with native_stderr_silenced():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" and the like
@@ -407,15 +412,10 @@ def _attempt(job: _Job, index: int, label: str, extra: dict[str, Any]) -> _Attem
     used.pop("validated_artifact", None)  # a staging path, gone after this call: not for the report
     speed_reference = used.pop("speed_reference", None)
     not_integer = None
-    if target.variant == "int8" and audit.mostly_float:
+    if target.variant == "int8" and audit.mostly_float:  # engine placements never cause this (they back off)
         floats = ", ".join(f"{op}x{n}" for op, n in audit.float_ops.items())
-        if kept_for_engine and not extra:
-            # the engine's own placement (measured faster than int8 around its float-only ops): stated, not failed
-            warnings.append(f"{target.name} is mostly float: only {audit.describe_share()} (float ops: {floats}), "
-                            "because of the placement above")
-        else:
-            not_integer = (f"mostly float: only {audit.describe_share()}; a {target.name} artifact must run mostly "
-                           f"in integer (float ops: {floats})")
+        not_integer = (f"mostly float: only {audit.describe_share()}; a {target.name} artifact must run mostly "
+                       f"in integer (float ops: {floats})")
     return _Attempt(label, extra, folder, staged, used, model, audit, validation, convert_s, warnings,
                     speed_reference, not_integer)
 

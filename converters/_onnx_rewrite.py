@@ -1,0 +1,162 @@
+"""Exact rewrites of an ONNX graph before onnx2tf, so that ai-edge-quantizer can quantize what onnx2tf makes of it.
+
+onnx2tf lowers two common patterns to ops ai-edge-quantizer has no int8 form for, and each one left float
+splits LiteRT's XNNPACK delegate mid-graph:
+
+- a padded MaxPool becomes ``PADV2`` (padding with the lowest float) + ``MAX_POOL_2D``: torchvision's ResNet
+  stem. Where the pool's input cannot be negative (it comes from a Relu, or a Clip whose minimum is at least
+  0), padding with 0 gives the same maxima, and a plain ``Pad`` with 0 becomes ``PAD``, which quantizes.
+- ``HardSigmoid(x) = clip(alpha * x + beta, 0, 1)`` becomes ``RELU_0_TO_1``: MobileNetV3's squeeze-excite gates.
+  For alpha > 0 it equals ``clip(x + beta / alpha, 0, 1 / alpha) * alpha`` — PyTorch's hard-sigmoid
+  (alpha 1/6, beta 1/2) is ``relu6(x + 3) / 6`` — which becomes ``ADD``, ``RELU6`` and ``MUL``.
+
+- a ``Concat`` of a single tensor (a transformers BERT export's ``Concat(Shape(x))``) becomes an unresolved
+  ``ONNX_CONCAT`` custom op, which ai-edge-quantizer cannot load. The input shapes are fixed before onnx2tf
+  runs, so each ``Shape`` of a tensor whose shape is known becomes a constant, and a one-input ``Concat`` an
+  ``Identity``.
+
+All rewrites are exact up to float rounding; the report lists what was rewritten.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+# producers whose output is never negative: a max-pool over them may pad with 0 instead of -inf
+_NON_NEGATIVE = {"Relu", "Sigmoid", "HardSigmoid", "Softmax", "Abs"}
+
+
+def rewrite_for_tflite_quantizer(model: Any) -> list[str]:
+    """Rewrite ``model`` (an ``onnx.ModelProto``) in place; returns one line per kind of rewrite made."""
+    graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    pools = _zero_padded_pools(graph, producers, initializers)
+    gates = _hard_sigmoids_as_relu6(graph)
+    shapes = _static_shapes_folded(model)
+    done = [f"{shapes} Shape/Concat node(s): each Shape of a fixed-shape tensor as a constant, each one-input "
+            "Concat as Identity (onnx2tf makes an unresolved ONNX_CONCAT custom op of them)"] if shapes else []
+    if pools:
+        done.append(f"{pools} padded MaxPool(s) after a non-negative input: padding with 0 by a Pad (onnx2tf's "
+                    "PADV2 with -inf cannot be quantized)")
+    if gates:
+        done.append(f"{gates} HardSigmoid(s) as clip(x + beta/alpha, 0, 1/alpha) * alpha (onnx2tf's RELU_0_TO_1 "
+                    "cannot be quantized)")
+    return done
+
+
+def _static_shapes_folded(model: Any) -> int:
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # noqa: BLE001 - inference failing on an exotic graph only means nothing is folded
+        return 0
+    known = {}
+    for value in [*inferred.value_info, *inferred.input, *inferred.output]:
+        dims = value.type.tensor_type.shape.dim
+        if value.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+            known[value.name] = [d.dim_value for d in dims]
+    folded = 0
+    for index, node in reversed(list(enumerate(graph.node))):
+        if node.op_type == "Shape" and not node.attribute and node.input[0] in known:  # start/end: left alone
+            graph.initializer.append(numpy_helper.from_array(np.array(known[node.input[0]], np.int64),
+                                                             node.output[0]))
+            del graph.node[index]
+            folded += 1
+        elif node.op_type == "Concat" and len(node.input) == 1:
+            graph.node[index].CopyFrom(helper.make_node("Identity", [node.input[0]], list(node.output),
+                                                        name=node.name))
+            folded += 1
+    return folded
+
+
+def _attribute(node: Any, name: str, default: Any) -> Any:
+    from onnx import helper
+
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return helper.get_attribute_value(attribute)
+    return default
+
+
+def _scalar(name: str, initializers: dict[str, Any]) -> float | None:
+    from onnx import numpy_helper
+
+    if name not in initializers:
+        return None
+    value = numpy_helper.to_array(initializers[name])
+    return float(value) if value.size == 1 else None
+
+
+def _non_negative(tensor: str, producers: dict[str, Any], initializers: dict[str, Any]) -> bool:
+    node = producers.get(tensor)
+    if node is None:
+        return False
+    if node.op_type in _NON_NEGATIVE:
+        return True
+    if node.op_type == "Clip":
+        low = _attribute(node, "min", None) if len(node.input) < 2 else _scalar(node.input[1], initializers)
+        return low is not None and low >= 0
+    return False
+
+
+def _zero_padded_pools(graph: Any, producers: dict[str, Any], initializers: dict[str, Any]) -> int:
+    from onnx import helper, numpy_helper
+
+    rewritten = 0
+    for index, node in reversed(list(enumerate(graph.node))):
+        if node.op_type != "MaxPool" or len(node.output) != 1:  # a second output (indices) is positional
+            continue
+        pads = list(_attribute(node, "pads", []))
+        if not any(pads) or _attribute(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            continue
+        if _attribute(node, "ceil_mode", 0) or not _non_negative(node.input[0], producers, initializers):
+            continue
+        spatial = len(pads) // 2
+        name = f"{node.name or node.output[0]}_zero_pad"
+        widths = numpy_helper.from_array(
+            np.array([0, 0, *pads[:spatial], 0, 0, *pads[spatial:]], np.int64), f"{name}_pads")
+        graph.initializer.append(widths)
+        pad = helper.make_node("Pad", [node.input[0], widths.name], [f"{name}_out"], name=name, mode="constant")
+        node.input[0] = pad.output[0]
+        for attribute in node.attribute:
+            if attribute.name == "pads":
+                del attribute.ints[:]
+                attribute.ints.extend([0] * len(pads))
+        graph.node.insert(index, pad)
+        rewritten += 1
+    return rewritten
+
+
+def _hard_sigmoids_as_relu6(graph: Any) -> int:
+    from onnx import helper, numpy_helper
+
+    rewritten = 0
+    for index, node in reversed(list(enumerate(graph.node))):
+        if node.op_type != "HardSigmoid":
+            continue
+        alpha, beta = float(_attribute(node, "alpha", 0.2)), float(_attribute(node, "beta", 0.5))
+        if alpha <= 0:
+            continue
+        name = node.name or node.output[0]
+        constants = {part: numpy_helper.from_array(np.array(value, np.float32), f"{name}_{part}")
+                     for part, value in (("shift", beta / alpha), ("low", 0.0), ("high", 1 / alpha),
+                                         ("scale", alpha))}
+        graph.initializer.extend(constants.values())
+        shifted, clipped = f"{name}_shifted", f"{name}_clipped"
+        replacement = [
+            helper.make_node("Add", [node.input[0], constants["shift"].name], [shifted], name=f"{name}_add"),
+            helper.make_node("Clip", [shifted, constants["low"].name, constants["high"].name], [clipped],
+                             name=f"{name}_clip"),
+            helper.make_node("Mul", [clipped, constants["scale"].name], list(node.output), name=f"{name}_mul"),
+        ]
+        del graph.node[index]
+        for offset, new in enumerate(replacement):
+            graph.node.insert(index + offset, new)
+        rewritten += 1
+    return rewritten
