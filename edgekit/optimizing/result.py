@@ -240,6 +240,7 @@ def _row(trial: Any, point: Point | None) -> dict[str, Any]:
         "settled_latency_ms": point.latency_ms if point and point.noise_ms is not None else None,
         "noise_ms": point.noise_ms if point else None,
         "drop": accuracy.get("drop"), "drop_ucb": accuracy.get("drop_ucb"), "accuracy": accuracy.get("accuracy"),
+        "heldout_drop": point.heldout_drop if point else None,
         "heldout_drop_ucb": point.heldout_drop_ucb if point else None,
         "size_bytes": artifact.get("size_bytes"), "feasible": point.feasible if point else None,
         "on_front": point.on_front if point else False, "artifact": artifact.get("path"),

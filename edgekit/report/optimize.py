@@ -95,7 +95,8 @@ def _pareto_plot(points: list[Any], best: Any) -> str | None:
 
 _COLUMNS = (("trial", "trial"), ("state", "state"), ("target", "target"), ("baseline", "baseline"),
             ("p50 ms", "latency_ms"), ("settled ms", "settled_latency_ms"), ("drop", "drop"),
-            ("drop ucb", "drop_ucb"), ("held-out ucb", "heldout_drop_ucb"), ("size B", "size_bytes"),
+            ("drop ucb", "drop_ucb"), ("held-out drop", "heldout_drop"), ("held-out ucb", "heldout_drop_ucb"),
+            ("size B", "size_bytes"),
             ("front", "on_front"), ("convert s", "convert_s"), ("profile s", "profile_s"), ("options", "options"),
             ("command / error", "command"))
 
