@@ -24,7 +24,7 @@ from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source, load_
 from edgekit.runtimes._formats import ONNX, TFLITE
 from edgekit.runtimes._litert import implementation_version, import_interpreter
 from edgekit.runtimes.audit import mostly_float_file
-from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
+from edgekit.runtimes.errors import ConversionError, UnsupportedModelError, first_line
 
 log = logging.getLogger("edgekit")
 IO_TYPES = ("int8", "uint8", "float")
@@ -334,7 +334,11 @@ def _rewritten_for_quantizer(onnx_path: Path, output: Path) -> list[str]:
     from edgekit.converters._onnx_rewrite import rewrite_for_tflite_quantizer
 
     model = onnx.load(str(onnx_path))
-    rewritten = rewrite_for_tflite_quantizer(model)
+    try:
+        rewritten = rewrite_for_tflite_quantizer(model)
+    except Exception as exc:  # noqa: BLE001 - an untrusted graph the rewrites do not expect: convert it unrewritten
+        log.warning("ONNX rewrites before onnx2tf skipped (%s: %s)", type(exc).__name__, first_line(exc)[:200])
+        return []
     if rewritten:
         onnx.save(model, str(output))
     return rewritten
