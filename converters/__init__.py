@@ -151,6 +151,19 @@ def check_int8_placement(value: str) -> None:
         raise ConversionError(f"--int8-placement must be one of {', '.join(INT8_PLACEMENTS)}, got '{value}'")
 
 
+def placement_backs_off(artifact: Path, kept_float: str, why: str) -> str | None:
+    """What an engine placement reports when keeping ``kept_float`` in float for speed left the int8 ``artifact``
+    mostly float — then the caller quantizes them too, since speed never buys an "-int8" name for a float model;
+    None when the artifact is mostly integer."""
+    from edgekit.runtimes._formats import open_model_file
+    from edgekit.runtimes.audit import audit_model
+
+    audit = audit_model(open_model_file(artifact))
+    if not audit.mostly_float:
+        return None
+    return f"everywhere: with {kept_float} in float only {audit.describe_share()}, so they were quantized too ({why})"
+
+
 def check_options(targets: list[Target], options: dict[str, Any]) -> None:
     """Refuse options that none of the chosen targets takes (a typo would otherwise do nothing)."""
     accepted = set().union(*(t.options() for t in targets))

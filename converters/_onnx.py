@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgekit.converters import check_int8_placement, work_folder
+from edgekit.converters import check_int8_placement, placement_backs_off, work_folder
 from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source
 from edgekit.runtimes._cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu, is_arm
 from edgekit.runtimes._formats import ONNX, TFLITE
 from edgekit.runtimes._ort import engine_errors
-from edgekit.runtimes.audit import mostly_float_file
 from edgekit.runtimes.errors import ConversionError, MissingDependencyError, UnsupportedModelError, first_line
 
 log = logging.getLogger("edgekit")
@@ -506,12 +505,10 @@ def _placed_for_ort(quantize: Callable[[list[str]], None], excluded: list[str], 
         return {"int8_placement": cache.get((key, "dropped")) or "engine"}
     float_nodes = [n for gates in islands.values() for island in gates for n in island if n not in excluded]
     quantize(excluded + float_nodes)
-    share = mostly_float_file(output)
-    if share:  # speed never buys an "-int8" name for a float model: quantize the gates too
-        cache[key], cache[(key, "dropped")] = {}, (
-            f"everywhere: with {', '.join(islands)} gates and their convolutions in float only {share}, so they "
-            "were quantized too (ONNX Runtime runs those gates in float between DequantizeLinear and "
-            "QuantizeLinear)")
+    dropped = placement_backs_off(output, f"{', '.join(islands)} gates and their convolutions", "ONNX Runtime "
+                                  "runs those gates in float between DequantizeLinear and QuantizeLinear")
+    if dropped:
+        cache[key], cache[(key, "dropped")] = {}, dropped
         quantize(excluded)
         return {"int8_placement": cache[(key, "dropped")]}
     engine = f"ONNX Runtime {onnxruntime.__version__}"

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgekit.converters import check_int8_placement, work_folder
+from edgekit.converters import check_int8_placement, placement_backs_off, work_folder
 from edgekit.converters._quiet import import_tensorflow, native_stderr_silenced
 from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source, load_keras, load_savedmodel
 from edgekit.runtimes._formats import ONNX, TFLITE
 from edgekit.runtimes._litert import implementation_version, import_interpreter
-from edgekit.runtimes.audit import mostly_float_file
 from edgekit.runtimes.errors import ConversionError, UnsupportedModelError, first_line
 
 log = logging.getLogger("edgekit")
@@ -233,10 +232,9 @@ def _placed_for_xnnpack(source: Source, target: Any, output: Path,
             placed = {op: n for op, n in candidates.items() if op not in still_outside}
             if placed != candidates:  # XNNPACK refused them for another reason than int8: no use in float
                 used = with_float(placed)
-            share = mostly_float_file(output) if placed else None
-            if share:  # speed never buys an "-int8" name for a float model: quantize everything instead
-                dropped = (f"everywhere: with {', '.join(placed)} in float for XNNPACK only {share}, so they "
-                           "were quantized too (outside XNNPACK they run on slower reference kernels)")
+            dropped = placement_backs_off(output, f"{', '.join(placed)} for XNNPACK", "outside XNNPACK they run "
+                                          "on slower reference kernels") if placed else None
+            if dropped:
                 placed = {}
                 used = with_float({})
         source.cache["xnnpack_float_ops"], source.cache["xnnpack_placement_dropped"] = placed, dropped

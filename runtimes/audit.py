@@ -17,11 +17,10 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgekit.runtimes._formats import ONNX, OPENVINO, TFLITE, ModelFile, check_onnx, open_model_file
+from edgekit.runtimes._formats import ONNX, OPENVINO, TFLITE, ModelFile, check_onnx
 
 # Ops that only move, convert or describe data; they neither help nor hurt "integer-ness" (SHAPE reads a
 # tensor's shape, not its values, whatever its dtype).
@@ -174,13 +173,6 @@ def _shape_arithmetic(tensors: list[int], details: dict[int, Any]) -> bool:
                                  and not details[i]["quantization"][0] for i in tensors)
 
 
-def mostly_float_file(path: Any) -> str | None:
-    """``describe_share()`` of the model file at ``path`` when it is mostly float, else None: what an engine
-    placement checks before keeping ops float for speed (it may never make an int8 model mostly float)."""
-    audit = audit_model(open_model_file(Path(path)))
-    return audit.describe_share() if audit.mostly_float else None
-
-
 def is_quantized_tflite(model: ModelFile) -> bool:
     """Whether a .tflite holds quantized tensors (int8/uint8/int16 with a scale): what re-quantizing needs the
     float model for. Shape arithmetic on int32 and fp16 weights do not count."""
@@ -194,9 +186,9 @@ def is_quantized_tflite(model: ModelFile) -> bool:
 
 def _audit_onnx(model: ModelFile) -> QuantizationAudit:
     summary = model.onnx or check_onnx(model.path)
-    dequantized = {out for n in summary.nodes if n.op_type == "DequantizeLinear" for out in n.outputs}
-    dequantized_from = {n.outputs[0]: n.inputs[0] for n in summary.nodes
-                        if n.op_type == "DequantizeLinear" and n.outputs and n.inputs}
+    # each DequantizeLinear output -> the tensor it dequantizes (a weight's initializer, for the weight count)
+    dequantized = {out: n.inputs[0] if n.inputs else "" for n in summary.nodes if n.op_type == "DequantizeLinear"
+                   for out in n.outputs}
     op_types, float_ops, counted, weights, integer_weights = Counter(), Counter(), 0, 0, 0
     for node in summary.nodes:
         op_types[node.op_type] += 1
@@ -209,7 +201,7 @@ def _audit_onnx(model: ModelFile) -> QuantizationAudit:
             float_ops[node.op_type] += 1
         position = _ONNX_WEIGHTED.get(node.op_type)
         if position is not None and len(node.inputs) > position:
-            weight = dequantized_from.get(node.inputs[position], node.inputs[position])
+            weight = dequantized.get(node.inputs[position]) or node.inputs[position]
             count = summary.initializer_elements.get(weight, 0)
             weights += count
             integer_weights += 0 if is_float else count
@@ -218,7 +210,7 @@ def _audit_onnx(model: ModelFile) -> QuantizationAudit:
                    "data-movement and shape ops are not counted", (weights, integer_weights))
 
 
-def _integer_input(name: str, dequantized: set[str], summary: Any) -> bool:
+def _integer_input(name: str, dequantized: dict[str, str], summary: Any) -> bool:
     """In QDQ, an op runs integer when every input comes through a DequantizeLinear
     (activations and weights alike); a float initializer means float weights."""
     if not name or name in dequantized:

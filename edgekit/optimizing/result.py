@@ -187,7 +187,7 @@ def _held_out(point: Point, settings: Any) -> float | None:
 
 def _choose(pool: list[Point], settings: Any) -> tuple[Point | None, str | None]:
     budget = settings.budget
-    holding = [p for p in pool if _held_out(p, settings) is not None and _held_out(p, settings) <= budget]
+    holding = [p for p in pool if (judged := _held_out(p, settings)) is not None and judged <= budget]
     if not holding:
         if not pool:
             return None, f"no trial held the budget of {budget:g} on the search data"
