@@ -14,7 +14,8 @@
 
 ``digits`` is samples/pytorch_to_edge.py's CNN trained on sklearn's digits, calibrated and judged on the
 bundled images it never trained on; ``mobilenet_v3`` and ``resnet`` are tests/models/torch_zoo.py's nets
-(64 x 64, BatchNorm statistics measured on rendered pages), calibrated and judged on more rendered pages. The
+(64 x 64: MobileNetV3 trained on the digits, ResNet with BatchNorm statistics measured on rendered pages),
+calibrated and judged on more of the images each takes. The
 drop is judged by cosine with the float model (``--cosine 0.99``): with labels every form of an easy model
 ties at a drop of 0, which leaves a one-point front and nothing for a search to find; the cosine separates
 fp32, fp16 and each int8 setting. A fourth row draws as many points at random from the brute-force run, to
@@ -52,7 +53,7 @@ def digits_onnx(folder: Path) -> Path:
 
 
 def zoo_onnx(name: str, folder: Path) -> tuple[Path, Path]:
-    """A torch_zoo net as ONNX, and an .npy of rendered pages to calibrate and judge it with."""
+    """A torch_zoo net as ONNX, and an .npy of the images it takes (digits or pages) to calibrate and judge it with."""
     import numpy as np
 
     import edgekit
@@ -64,8 +65,8 @@ def zoo_onnx(name: str, folder: Path) -> tuple[Path, Path]:
     model, example = torch_zoo.build(name)
     (result,) = edgekit.convert(model, "onnx-fp32", example_inputs=example, name=name, output_dir=folder,
                                 validate_outputs=False, force=True)
-    np.save(folder / "pages.npy", torch_zoo.images(400, seed=1))
-    return result.artifact, folder / "pages.npy"
+    np.save(folder / "images.npy", torch_zoo.inputs_for(name, 400, seed=1)["images"])
+    return result.artifact, folder / "images.npy"
 
 
 def hypervolume(points: list[tuple[float, ...]], reference: tuple[float, ...]) -> float:

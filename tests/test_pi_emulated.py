@@ -123,7 +123,7 @@ def test_a_pytorch_models_tflite_forms_run_on_arm64_as_on_x86(tmp_path):
     folder = ROOT / "tmp" / "edgekit-torch"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    x = torch_zoo.images(1, seed=99)
+    x = torch_zoo.inputs_for("mobilenet_v3", 1, seed=99)["images"]
     np.save(folder / "x.npy", x)  # 12,288 floats: too long for a command line
     run = _RUN.replace("np.asarray(json.loads(sys.argv[2]), dtype=np.float32)", "np.load(sys.argv[2])")
     try:
