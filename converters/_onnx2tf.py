@@ -116,3 +116,89 @@ def convert_float(onnx_path: Path, output: Path, input_names: list[str], work: P
     shutil.move(str(produced), str(output.resolve()))
     return {"route": "ONNX -> TFLite (onnx2tf flatbuffer_direct, float32)", "exporter": f"onnx2tf {version(python)}",
             "layout": f"kept as in the ONNX model (-k): {input_names}" if input_names else "channels-last inputs"}
+
+
+def restore_output_layouts(onnx_path: Path, tflite_path: Path, channels_last_inputs: list[str]) -> list[str]:
+    """Give the .tflite the ONNX model's output shapes where onnx2tf permuted them, or raise.
+
+    onnx2tf takes a graph's last ``Transpose`` of a rank-3 tensor for a layout change and drops it (an
+    Ultralytics/YOLOv5-style head's ``[N, anchors, 4 + classes]`` comes out ``[N, 4 + classes, anchors]``). Where an
+    output holds exactly the ONNX output's values in another axis order (checked on one input), a ``TRANSPOSE``
+    appended to the .tflite restores it; returns what was restored, one line per output."""
+    from itertools import permutations
+
+    import numpy as np
+    from edgekit.runtimes import open_runtime
+
+    with open_runtime(onnx_path) as onnx_model, open_runtime(tflite_path) as tflite_model:
+        pairs = [(i, want, got) for i, (want, got) in enumerate(zip(onnx_model.outputs, tflite_model.outputs))
+                 if tuple(want.shape) != tuple(got.shape)]
+        if not pairs:
+            return []
+        rng = np.random.default_rng(0)
+        feeds = {s.name: (rng.random(s.shape, dtype=np.float32).astype(s.dtype) if s.dtype.kind == "f"
+                          else np.zeros(s.shape, s.dtype)) for s in onnx_model.inputs}
+        wanted = onnx_model.run(feeds)
+        given = tflite_model.run({k: np.moveaxis(v, 1, -1) if k in channels_last_inputs else v
+                                  for k, v in feeds.items()})
+    restorations: list[tuple[int, tuple[int, ...]]] = []
+    for index, want, got in pairs:
+        expected, produced = wanted[want.name], given[got.name]
+        tolerance = 1e-4 * (np.abs(expected).max() + 1)
+        perm = next((p for p in permutations(range(produced.ndim)) if produced.transpose(p).shape == expected.shape
+                     and np.allclose(produced.transpose(p), expected, rtol=1e-3, atol=tolerance)), None)
+        if perm is None:
+            raise ConversionError(
+                f"onnx2tf changed output '{want.name}' from {list(want.shape)} to {list(got.shape)} (a layout "
+                "change); convert from the PyTorch model instead (litert-torch keeps every layout) or use the "
+                "onnx/openvino targets")
+        restorations.append((index, perm))
+    for index, perm in restorations:
+        _append_transpose(tflite_path, index, perm)
+    return [f"output '{pairs[n][1].name}': onnx2tf wrote {list(pairs[n][2].shape)}; a TRANSPOSE {list(perm)} "
+            f"restores the ONNX model's {list(pairs[n][1].shape)}" for n, (_, perm) in enumerate(restorations)]
+
+
+def _append_transpose(tflite_path: Path, output_index: int, perm: tuple[int, ...]) -> None:
+    """Append ``TRANSPOSE(perm)`` after output ``output_index`` of the main subgraph; the new tensor takes over the
+    output's name and its place in the signature."""
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(tflite_path))
+    graph = model.subgraphs[0]
+    before = graph.outputs[output_index]
+    source = graph.tensors[before]
+
+    perm_buffer = schema.BufferT()
+    perm_buffer.data = np.asarray(perm, np.int32).view(np.uint8)
+    model.buffers.append(perm_buffer)
+    perm_tensor = schema.TensorT()
+    perm_tensor.shape, perm_tensor.type = [len(perm)], schema.TensorType.INT32
+    perm_tensor.buffer, perm_tensor.name = len(model.buffers) - 1, source.name + b"_perm"
+    after = schema.TensorT()
+    after.shape = [int(source.shape[p]) for p in perm]
+    after.type, after.buffer, after.name = source.type, 0, source.name  # buffer 0: the empty one, by convention
+    source.name += b"_onnx2tf_layout"
+    graph.tensors += [perm_tensor, after]
+
+    codes = [flatbuffer_utils.get_builtin_code_from_operator_code(c) for c in model.operatorCodes]
+    if schema.BuiltinOperator.TRANSPOSE not in codes:
+        code = schema.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.TRANSPOSE
+        code.version = 1
+        model.operatorCodes.append(code)
+        codes.append(schema.BuiltinOperator.TRANSPOSE)
+    operator = schema.OperatorT()
+    operator.opcodeIndex = codes.index(schema.BuiltinOperator.TRANSPOSE)
+    operator.inputs, operator.outputs = [before, len(graph.tensors) - 2], [len(graph.tensors) - 1]
+    operator.builtinOptionsType = schema.BuiltinOptions.TransposeOptions
+    operator.builtinOptions = schema.TransposeOptionsT()
+    graph.operators.append(operator)
+    graph.outputs[output_index] = len(graph.tensors) - 1
+    for signature in model.signatureDefs or []:
+        for entry in signature.outputs:
+            if entry.tensorIndex == before:
+                entry.tensorIndex = len(graph.tensors) - 1
+    flatbuffer_utils.write_model(model, str(tflite_path))

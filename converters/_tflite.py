@@ -299,7 +299,7 @@ def float_tflite(source: Source, work: Path, channels_last: bool = False) -> tup
         info = export_tflite(source.torch_model, path, channels_last=tuple(nhwc))
     elif source.kind == ONNX:
         from edgekit.converters._onnx import export_onnx
-        from edgekit.converters._onnx2tf import convert_float
+        from edgekit.converters._onnx2tf import convert_float, restore_output_layouts
 
         export_onnx(source, work / "source.onnx")  # the fixed input shapes written in
         kept = [s.name for s in source.inputs if s.name not in nhwc]
@@ -307,7 +307,9 @@ def float_tflite(source: Source, work: Path, channels_last: bool = False) -> tup
         info = convert_float(work / ("rewritten.onnx" if rewritten else "source.onnx"), path, kept, work)
         if rewritten:
             info["rewritten_before_onnx2tf"] = rewritten
-        _require_same_outputs(work / "source.onnx", path)
+        restored = restore_output_layouts(work / "source.onnx", path, nhwc)
+        if restored:
+            info["output_layouts_restored"] = restored
     elif source.kind == TFLITE:
         from edgekit.runtimes._formats import open_model_file
         from edgekit.runtimes.audit import is_quantized_tflite
@@ -340,19 +342,6 @@ def _rewritten_for_quantizer(onnx_path: Path, output: Path) -> list[str]:
     if rewritten:
         onnx.save(model, str(output))
     return rewritten
-
-
-def _require_same_outputs(onnx_path: Path, tflite_path: Path) -> None:
-    """onnx2tf moves some outputs to channels-last; a form with other shapes would break one-set-of-feeds."""
-    from edgekit.runtimes import open_runtime
-
-    with open_runtime(onnx_path) as onnx_model, open_runtime(tflite_path) as tflite_model:
-        for want, got in zip(onnx_model.outputs, tflite_model.outputs):
-            if tuple(want.shape) != tuple(got.shape):
-                raise ConversionError(
-                    f"onnx2tf changed output '{want.name}' from {list(want.shape)} to {list(got.shape)} (a layout "
-                    "change); convert from the PyTorch model instead (litert-torch keeps every layout) or use the "
-                    "onnx/openvino targets")
 
 
 def _from_float_tflite(source: Source, target: Any, output: Path,

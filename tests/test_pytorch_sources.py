@@ -182,11 +182,37 @@ def test_nhwc_tflite_is_one_option_away_and_recorded(converted, exported_onnx, t
     assert "TRANSPOSE" not in ops, ops  # litert-torch folds the layout change into the convolutions
 
 
-def test_an_onnx_source_whose_layout_onnx2tf_would_change_is_refused(exported_onnx, tmp_path):
-    with pytest.raises(edgekit.ConversionError, match=r"onnx2tf changed output 'output_0' from \[1, 64, 7\] to "
+def test_an_output_layout_onnx2tf_changes_is_restored_and_reported(converted, exported_onnx, tmp_path):
+    """onnx2tf drops the detector head's last Transpose ([1, 64, 7] came out [1, 7, 64]); edgekit appends a
+    TRANSPOSE to the .tflite so its outputs are the ONNX model's, and says so."""
+    model, _ = converted("yolo")
+    data = torch_zoo.inputs_for("yolo", 60, seed=1)
+    held_out = torch_zoo.inputs_for("yolo", HELD_OUT, seed=99)
+    expected = torch_zoo.predict(model, held_out)
+    results = edgekit.convert(exported_onnx("yolo"), "tflite-fp32,tflite-int8", output_dir=tmp_path, calib_size=48,
+                              calibration=[{"images": x[None]} for x in data["images"]])
+    for result, floor in zip(results, (0.9999, 0.999)):
+        assert result.passed, result.report["failures"]
+        assert result.report["options"]["output_layouts_restored"] == [
+            "output 'output_0': onnx2tf wrote [1, 7, 64]; a TRANSPOSE [0, 2, 1] restores the ONNX model's [1, 64, 7]"]
+        _, outputs, got = _outputs(result.artifact, "litert", held_out)
+        assert outputs == ["output_0"] and got.shape == expected.shape
+        assert cosine(expected, got) >= floor, (result.target, cosine(expected, got))
+    assert results[1].report["audit"]["integer_share"] > 0.95
+
+
+def test_an_output_onnx2tf_changes_beyond_a_permutation_is_refused(exported_onnx, tmp_path):
+    import onnx
+    from edgekit.converters._onnx2tf import convert_float, restore_output_layouts
+
+    convert_float(exported_onnx("yolo"), tmp_path / "yolo.tflite", ["images"], tmp_path)
+    other = onnx.load(str(exported_onnx("yolo")))  # the same head, negated: no axis order of the .tflite matches
+    other.graph.node.append(onnx.helper.make_node("Neg", ["output_0"], ["negated"]))
+    other.graph.output[0].name = "negated"
+    onnx.save(other, str(tmp_path / "other.onnx"))
+    with pytest.raises(edgekit.ConversionError, match=r"onnx2tf changed output 'negated' from \[1, 64, 7\] to "
                                                       r"\[1, 7, 64\].*convert from the PyTorch model"):
-        edgekit.convert(exported_onnx("yolo"), "tflite-fp32", output_dir=tmp_path)
-    assert not list(tmp_path.iterdir())
+        restore_output_layouts(tmp_path / "other.onnx", tmp_path / "yolo.tflite", [])
 
 
 def test_a_float_tflite_made_by_the_tflite_converter_is_requantized_to_int8(converted, tmp_path):
