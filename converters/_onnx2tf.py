@@ -141,7 +141,7 @@ def restore_output_layouts(onnx_path: Path, tflite_path: Path, channels_last_inp
         wanted = onnx_model.run(feeds)
         given = tflite_model.run({k: np.moveaxis(v, 1, -1) if k in channels_last_inputs else v
                                   for k, v in feeds.items()})
-    restorations: list[tuple[int, tuple[int, ...]]] = []
+    restorations: list[tuple[int, tuple[int, ...], str]] = []
     for index, want, got in pairs:
         expected, produced = wanted[want.name], given[got.name]
         tolerance = 1e-4 * (np.abs(expected).max() + 1)
@@ -152,11 +152,11 @@ def restore_output_layouts(onnx_path: Path, tflite_path: Path, channels_last_inp
                 f"onnx2tf changed output '{want.name}' from {list(want.shape)} to {list(got.shape)} (a layout "
                 "change); convert from the PyTorch model instead (litert-torch keeps every layout) or use the "
                 "onnx/openvino targets")
-        restorations.append((index, perm))
-    for index, perm in restorations:
+        restorations.append((index, perm, f"output '{want.name}': onnx2tf wrote {list(got.shape)}; a TRANSPOSE "
+                                          f"{list(perm)} restores the ONNX model's {list(want.shape)}"))
+    for index, perm, _ in restorations:
         _append_transpose(tflite_path, index, perm)
-    return [f"output '{pairs[n][1].name}': onnx2tf wrote {list(pairs[n][2].shape)}; a TRANSPOSE {list(perm)} "
-            f"restores the ONNX model's {list(pairs[n][1].shape)}" for n, (_, perm) in enumerate(restorations)]
+    return [said for _, _, said in restorations]
 
 
 def _append_transpose(tflite_path: Path, output_index: int, perm: tuple[int, ...]) -> None:

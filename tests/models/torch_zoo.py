@@ -3,7 +3,7 @@ registry does not work with the CPU torch wheel here), with BatchNorm statistics
 
 - ``resnet``: torchvision's ResNet layout (stem, BasicBlocks with a projection shortcut, global pool, fc)
 - ``mobilenet_v3``: torchvision's MobileNetV3 blocks (expand, depthwise, squeeze-excite with hard-sigmoid,
-  hard-swish, project, residual), trained for a few seconds on sklearn's digits (64x64 RGB, ~90 % held-out)
+  hard-swish, project, residual), trained for a few seconds on sklearn's digits (64x64 RGB, 96 % held-out)
 - ``yolo``: an Ultralytics-style detector whose head concatenates boxes (pixels, 0-640) and class scores
   (sigmoid, 0-1) into [N, anchors, 4 + classes]
 - ``encoder``: a BERT-style encoder as transformers builds it (int64 ids and attention mask, embeddings +
