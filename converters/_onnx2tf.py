@@ -154,19 +154,22 @@ def restore_output_layouts(onnx_path: Path, tflite_path: Path, channels_last_inp
                 "onnx/openvino targets")
         restorations.append((index, perm, f"output '{want.name}': onnx2tf wrote {list(got.shape)}; a TRANSPOSE "
                                           f"{list(perm)} restores the ONNX model's {list(want.shape)}"))
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(tflite_path))
     for index, perm, _ in restorations:
-        _append_transpose(tflite_path, index, perm)
+        _append_transpose(model, index, perm)
+    flatbuffer_utils.write_model(model, str(tflite_path))
     return [said for _, _, said in restorations]
 
 
-def _append_transpose(tflite_path: Path, output_index: int, perm: tuple[int, ...]) -> None:
-    """Append ``TRANSPOSE(perm)`` after output ``output_index`` of the main subgraph; the new tensor takes over the
-    output's name and its place in the signature."""
+def _append_transpose(model: Any, output_index: int, perm: tuple[int, ...]) -> None:
+    """Append ``TRANSPOSE(perm)`` after output ``output_index`` of the main subgraph of ``model`` (a flatbuffer
+    ``ModelT``); the new tensor takes over the output's name and its place in the signature."""
     import numpy as np
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.read_model(str(tflite_path))
     graph = model.subgraphs[0]
     before = graph.outputs[output_index]
     source = graph.tensors[before]
@@ -201,4 +204,3 @@ def _append_transpose(tflite_path: Path, output_index: int, perm: tuple[int, ...
         for entry in signature.outputs:
             if entry.tensorIndex == before:
                 entry.tensorIndex = len(graph.tensors) - 1
-    flatbuffer_utils.write_model(model, str(tflite_path))

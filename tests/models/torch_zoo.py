@@ -37,7 +37,8 @@ def images(count: int, seed: int = 0) -> np.ndarray:
 def digit_images(count: int, seed: int = 0, *, train: bool = False) -> np.ndarray:
     """sklearn's 8x8 digits as a torchvision-style model takes them: NCHW float32 RGB, 64x64, in 0-1. Held-out
     digits unless ``train``; ``seed`` picks which."""
-    return _digits(train)[0][np.random.default_rng(seed).choice(len(_digits(train)[0]), count)]
+    images, _ = _digits(train)
+    return images[np.random.default_rng(seed).choice(len(images), count)]
 
 
 @functools.cache
