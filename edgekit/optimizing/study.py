@@ -15,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import warnings
@@ -304,8 +306,13 @@ def _run_trials(study: Any, evaluator: Evaluator, space: Space, settings: Settin
         study.sampler = optuna.samplers.BruteForceSampler(seed=seed) if points <= settings.trials else \
             optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
     evaluated, repeats = [0], [0]
+    interrupt = DeferredInterrupt()
 
     def objective(trial: Any) -> tuple[float, float, float]:
+        with interrupt.allowed():
+            return evaluate(trial)
+
+    def evaluate(trial: Any) -> tuple[float, float, float]:
         candidate = space.suggest(trial)
         twin = _evaluated_twin(study, candidate, trial.number)
         if twin is not None:  # a sampler may propose a point again: it costs a trial, not a measurement
@@ -335,6 +342,7 @@ def _run_trials(study: Any, evaluator: Evaluator, space: Space, settings: Settin
         return latency["p50_ms"], accuracy["drop"], artifact["size_bytes"] / 1e6
 
     def stop_when_done(study: Any, trial: Any) -> None:
+        interrupt.raise_if_pending()
         if len(finished(study)) >= settings.trials:
             study.stop()
         elif repeats[0] >= MAX_REPEATS:
@@ -343,9 +351,54 @@ def _run_trials(study: Any, evaluator: Evaluator, space: Space, settings: Settin
             study.stop()
 
     started = time.monotonic()
-    study.optimize(objective, timeout=timeout_s, catch=(TrialFailed,), callbacks=[stop_when_done])
+    with interrupt:
+        study.optimize(objective, timeout=timeout_s, catch=(TrialFailed,), callbacks=[stop_when_done])
     log.info("%d trial(s) evaluated in %.1f s", evaluated[0], time.monotonic() - started)
     return evaluated[0]
+
+
+class DeferredInterrupt:
+    """Ctrl-C stops a trial at once, but never while Optuna writes to its storage.
+
+    A KeyboardInterrupt raised inside SQLAlchemy's commit leaves Optuna in a state it asserts cannot happen
+    ("Should not reach") and the user sees its traceback. So SIGINT raises only while a trial's own work runs
+    (``allowed()``); arriving during bookkeeping it is kept and raised at the next safe point: the start of the
+    next trial or the callback after the one just recorded. Outside the main thread Python delivers no signals
+    to us, so there the guard does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.pending = False
+        self._inside_trial = False
+        self._previous: Any = None
+
+    def __enter__(self) -> DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._inside_trial:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def raise_if_pending(self) -> None:
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def allowed(self) -> Iterator[None]:
+        self.raise_if_pending()
+        self._inside_trial = True
+        try:
+            yield
+        finally:
+            self._inside_trial = False
 
 
 def _evaluated_twin(study: Any, candidate: Any, number: int) -> int | None:
