@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit.runtimes.errors import ConversionError
+from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
 
 #: ``int8_placement`` values (TFLite and ONNX int8): around what the engine runs in float, or wherever the
 #: quantizer can (its own behaviour)
@@ -50,11 +50,19 @@ class Target:
     variant_option: str | None = None
     # source kinds that arrive already quantized and so need no calibration (ethos-u: an int8 .tflite)
     quantized_sources: tuple[str, ...] = ()
+    # source kinds whose already-quantized models (QAT, another tool's int8) this target takes with the scales
+    # they carry, calibrating nothing; any other target refuses such a source
+    keeps_scales_from: tuple[str, ...] = ()
     # "module:function" yielding (label, options, sensitivity ranking) to try when the artifact collapses
     remedies: str | None = None
 
-    def calibrates(self, source_kind: str) -> bool:
-        return self.needs_calibration and source_kind not in self.quantized_sources
+    def keeps_scales_of(self, source: Any) -> bool:
+        """Whether this target takes ``source`` (a ``Source``) as it is quantized."""
+        return source.quantization is not None and source.kind in self.keeps_scales_from
+
+    def calibrates(self, source: Any) -> bool:
+        return self.needs_calibration and source.kind not in self.quantized_sources \
+            and not self.keeps_scales_of(source)
 
     def artifact_name(self, stem: str, options: dict[str, Any] | None = None) -> str:
         variant = (options or {}).get(self.variant_option, self.variant) if self.variant_option else self.variant
@@ -90,17 +98,51 @@ def _remedies(family: str, variant: str) -> str | None:
 
 def _tflite(variant: str, calibrated: bool = False, integer_only: bool = False) -> Target:
     return Target(f"tflite-{variant}", "tflite", variant, ".tflite", "edgekit.converters._tflite:convert", calibrated,
-                  integer_only, remedies=_remedies("tflite", variant))
+                  integer_only, remedies=_remedies("tflite", variant), keeps_scales_from=_kept(("tflite",), variant))
 
 
 def _onnx(variant: str, calibrated: bool = False) -> Target:
     return Target(f"onnx-{variant}", "onnx", variant, ".onnx", "edgekit.converters._onnx:convert", calibrated,
-                  remedies=_remedies("onnx", variant))
+                  remedies=_remedies("onnx", variant), keeps_scales_from=_kept(("onnx", "pytorch"), variant))
 
 
 def _openvino(variant: str, calibrated: bool = False) -> Target:
+    # OpenVINO reads an ONNX model's QuantizeLinear/DequantizeLinear pairs as FakeQuantize layers
     return Target(f"openvino-{variant}", "openvino", variant, ".xml", "edgekit.converters._openvino:convert",
-                  calibrated, remedies=_remedies("openvino", variant))
+                  calibrated, remedies=_remedies("openvino", variant),
+                  keeps_scales_from=_kept(("onnx", "pytorch"), variant))
+
+
+def _kept(source_kinds: tuple[str, ...], variant: str) -> tuple[str, ...]:
+    """An int8 target keeps the scales of a quantized source its engine reads as it is: QDQ ONNX (a PT2E
+    PyTorch model's export is one) for ORT and OpenVINO, an integer .tflite for LiteRT. onnx2tf has no path
+    for QDQ ONNX into a .tflite."""
+    return source_kinds if variant == "int8" else ()
+
+
+def kept_source_scales(source: Any) -> dict[str, Any]:
+    """What an int8 converter reports when it keeps an already-quantized source's scales."""
+    return {"quantization": "scales kept from source", "source_quantization": source.quantization,
+            "calibration": "none: the source carries its own scales (quantization-aware training or another "
+                           "tool's int8); calibration data, if given, served validation only"}
+
+
+def check_quantized_source(source: Any, targets: list[Target]) -> None:
+    """Refuse, before any work, targets that would quantize an already-quantized source a second time (new
+    scales on top of the trained ones) or give its integer layers a float target's name."""
+    if source.quantization is None:
+        return
+    refused = [t for t in targets if not t.keeps_scales_of(source) and source.kind not in t.quantized_sources]
+    if not refused:
+        return
+    floats = [t.name for t in refused if t.variant in ("fp32", "fp16")]
+    again = [t.name for t in refused if t.name not in floats]
+    harms = ([f"{', '.join(again)} would quantize it again over its own scales"] if again else []) + \
+        ([f"{', '.join(floats)} would keep its integer layers under a float name"] if floats else [])
+    keeping = [t.name for t in TARGETS.values() if source.kind in t.keeps_scales_from]
+    raise UnsupportedModelError(
+        f"'{source.path.name}' is already quantized ({source.quantization}): {'; '.join(harms)}; choose "
+        f"{' or '.join(keeping) or 'another source'}, which keep(s) its scales, or convert the float model")
 
 
 TARGETS: dict[str, Target] = {

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgekit.converters import check_int8_placement, placement_backs_off, work_folder
+from edgekit.converters import check_int8_placement, kept_source_scales, placement_backs_off, work_folder
 from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source
 from edgekit.runtimes._cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu, is_arm
 from edgekit.runtimes._formats import ONNX, TFLITE
@@ -392,6 +392,9 @@ def convert(
         quantization.quantize_dynamic(str(float_path), str(output), per_channel=per_channel,
                                       weight_type=_quant_type(quantization, weight_type or "int8", "--weight-type"))
         used.update(per_channel=per_channel, weight_type=weight_type or "int8")
+    elif target.keeps_scales_of(source):  # QDQ/QOperator as it came, its input shapes fixed
+        shutil.copyfile(float_path, output)
+        used.update(kept_source_scales(source))
     elif variant == "int8":
         used["speed_reference"] = str(float_path)
         used.update(_quantize_static(onnx, quantization, float_path, output, work, calibration, notes,

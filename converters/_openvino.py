@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgekit.converters import work_folder
+from edgekit.converters import kept_source_scales, work_folder
 from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source
 from edgekit.runtimes._cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu, is_arm
 from edgekit.runtimes._formats import ONNX, TFLITE
@@ -183,6 +183,9 @@ def convert(
     if target.variant in ("fp32", "fp16"):
         ov.save_model(model, str(output), compress_to_fp16=target.variant == "fp16")
         used["weights"] = "float16" if target.variant == "fp16" else "float32"
+    elif target.keeps_scales_of(source):  # the source's Q/DQ pairs became FakeQuantize layers as they are
+        ov.save_model(model, str(output), compress_to_fp16=False)
+        used.update(kept_source_scales(source))
     elif target.variant == "int8":
         if keep_output_float:  # the layers computing the outputs (a detector's concat, a final softmax) stay float
             ignored_names = tuple(ignored_names) + tuple(_output_producers(model))

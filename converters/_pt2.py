@@ -93,6 +93,10 @@ def load_program(torch: Any, path: Path, *, trust_pickle: bool) -> Any:
     if not zipfile.is_zipfile(path):
         raise UnsupportedModelError(f"'{path}' is not a .pt2 archive (a zip file); export the model with "
                                     "torch.export.save")
+    try:  # registers the quantized_decomposed ops a PT2E-quantized program (QAT or PTQ) is made of
+        import torch.ao.quantization.fx._decomposed  # noqa: F401
+    except ImportError:  # a torch without them cannot have written such a program either
+        pass
     try:
         if trust_pickle:
             return torch.export.load(str(path))

@@ -31,6 +31,8 @@ class Source:
     inputs: tuple[TensorSpec, ...]
     output_names: tuple[str, ...]
     signature: str | None = None  # SavedModel signature key
+    # how an ONNX/TFLite source arrives already quantized (``audit.source_quantization``); None: float
+    quantization: str | None = None
     cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -95,7 +97,7 @@ def _describe_torch(model: Any, overrides: dict[str, tuple[int, ...]], example_i
         raise UnsupportedModelError(f"source model '{model}' does not exist; check the path")
     described = _torch.describe(model, example_inputs, tuple(output_names or ()), name, trust_pickle)
     source = Source(described["path"] or Path(described["stem"]), PYTORCH, described["inputs"], described["outputs"],
-                    cache={"torch": described})
+                    quantization=described["quantization"], cache={"torch": described})
     source = _fix_shapes(source, overrides)
     described["examples"] = _torch.reshape_examples(described["examples"], source.inputs)
     return source
@@ -187,7 +189,8 @@ def _describe_savedmodel(path: Path) -> Source:
 
 def _describe_runtime_model(path: Path, fmt: str) -> Source:
     from edgekit.runtimes import open_runtime
+    from edgekit.runtimes.audit import source_quantization
 
     with open_runtime(path) as runtime:
         inputs, outputs = runtime.inputs, tuple(s.name for s in runtime.outputs)
-    return Source(path, fmt, inputs, outputs)
+    return Source(path, fmt, inputs, outputs, quantization=source_quantization(open_model_file(path)))

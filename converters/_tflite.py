@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgekit.converters import check_int8_placement, placement_backs_off, work_folder
+from edgekit.converters import check_int8_placement, kept_source_scales, placement_backs_off, work_folder
 from edgekit.converters._quiet import import_tensorflow, native_stderr_silenced
 from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source, load_keras, load_savedmodel
 from edgekit.runtimes._formats import ONNX, TFLITE
@@ -98,6 +98,9 @@ def convert(
         raise ConversionError(f"activations must be int8 or int16, got '{activations}'")
     allow_float_ops = True if allow_float_ops is None else allow_float_ops
     check_int8_placement(int8_placement)
+    if target.keeps_scales_of(source):  # an integer .tflite: LiteRT runs it as it is
+        shutil.copyfile(source.path, output)
+        return {"target": target.name, **kept_source_scales(source)}
     if target.variant == "int8" and activations == "int8" and int8_placement == "engine":
         return _placed_for_xnnpack(source, target, output, calibration, io, allow_float_ops, channels_last,
                                    keep_output_float, exclude_nodes)

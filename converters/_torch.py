@@ -158,7 +158,21 @@ def describe(module_or_path: Any, example_inputs: Any = None, output_names: tupl
     return {"module": module, "wrapper": _Named.wrap(torch, module, outputs, positional), "examples": examples,
             "positional": positional,
             "inputs": inputs, "outputs": outputs, "stem": stem, "path": path,
-            "size_bytes": _state_bytes(module), "sha256": _state_digest(module)}
+            "size_bytes": _state_bytes(module), "sha256": _state_digest(module), "quantization": _pt2e(module)}
+
+
+def _pt2e(module: Any) -> str | None:
+    """How a PT2E-quantized graph (``convert_pt2e``'s output, QAT or PTQ) carries its scales; its ONNX export
+    is a QDQ graph with those scales. None for a float model (or one that is not an FX graph)."""
+    graph = getattr(module, "graph", None)
+    if graph is None or not hasattr(graph, "nodes"):
+        return None
+    ops = [str(n.target) for n in graph.nodes if n.op == "call_function"]
+    quantize = sum(op.startswith("quantized_decomposed.quantize_per") for op in ops)
+    dequantize = sum(op.startswith("quantized_decomposed.dequantize_per") for op in ops)
+    if not dequantize:
+        return None
+    return f"PT2E-quantized PyTorch ({quantize} quantize, {dequantize} dequantize op(s))"
 
 
 def _state_bytes(module: Any) -> int:

@@ -42,6 +42,11 @@ _IR_COMPUTE = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackprop
 # subgraph is followed back to its constant).
 _TFLITE_WEIGHTED = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "CONV_3D": 1, "TRANSPOSE_CONV": 1,
                     "BATCH_MATMUL": 1}
+# ops whose float bias ONNX Runtime quantizes itself when it fuses DQ -> op -> Q (QAT exporters leave the bias
+# float: PT2E's QDQ Conv became QLinearConv in ORT's own optimized graph)
+_ONNX_FLOAT_BIAS_FUSED = {"Conv", "ConvTranspose"}
+# activations a fused integer kernel applies as the clamp of its output QuantizeLinear
+_ONNX_CLAMPS = {"Relu", "Clip"}
 _ONNX_WEIGHTED = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1, "ConvInteger": 1, "MatMulInteger": 1,
                   "QLinearConv": 3, "QLinearMatMul": 3, "DynamicQuantizeMatMul": 1, "MatMulIntegerToFloat": 1}
 _IR_WEIGHT_PATH = {"Convert", "Multiply", "Subtract", "FakeQuantize", "Reshape", "Transpose", "Unsqueeze"}
@@ -190,13 +195,23 @@ def _audit_onnx(model: ModelFile) -> QuantizationAudit:
     dequantized = {out: n.inputs[0] if n.inputs else "" for n in summary.nodes if n.op_type == "DequantizeLinear"
                    for out in n.outputs}
     op_types, float_ops, counted, weights, integer_weights = Counter(), Counter(), 0, 0, 0
+    quantized_next = _quantized_outputs(summary)
+    integer_made: set[str] = set()  # outputs of ops counted integer: a Relu between them and a Q is folded
     for node in summary.nodes:
         op_types[node.op_type] += 1
         if node.op_type in _QDQ or node.op_type in _ONNX_DATA_MOVEMENT:
             continue
         counted += 1
-        is_float = node.op_type not in _ONNX_INTEGER_OPS and not all(_integer_input(i, dequantized, summary)
-                                                                     for i in node.inputs)
+        inputs = list(node.inputs)
+        if node.op_type in _ONNX_FLOAT_BIAS_FUSED and len(inputs) > 2 and all(o in quantized_next
+                                                                               for o in node.outputs):
+            inputs = inputs[:2]  # ONNX Runtime quantizes a float bias itself when it fuses DQ -> op -> Q
+        folded = node.op_type in _ONNX_CLAMPS and inputs and inputs[0] in integer_made \
+            and all(o in quantized_next for o in node.outputs)
+        is_float = node.op_type not in _ONNX_INTEGER_OPS and not folded \
+            and not all(_integer_input(i, dequantized, summary) for i in inputs)
+        if not is_float:
+            integer_made.update(node.outputs)
         if is_float:
             float_ops[node.op_type] += 1
         position = _ONNX_WEIGHTED.get(node.op_type)
@@ -208,6 +223,48 @@ def _audit_onnx(model: ModelFile) -> QuantizationAudit:
     return _finish(op_types, counted, float_ops, [d for _, d in summary.inputs], [d for _, d in summary.outputs],
                    "QDQ: an op counts as integer when all its inputs come from DequantizeLinear; "
                    "data-movement and shape ops are not counted", (weights, integer_weights))
+
+
+def _quantized_outputs(summary: Any) -> set[str]:
+    """Tensors read only by QuantizeLinear nodes, directly or through one Relu/Clip: what a fused integer kernel
+    writes in int8 itself (ORT folds the clamp into the output's quantization)."""
+    readers: dict[str, list[Any]] = {}
+    for node in summary.nodes:
+        for name in node.inputs:
+            readers.setdefault(name, []).append(node)
+    graph_outputs = {name for name, _ in summary.outputs}
+
+    def quantized(name: str, clamp_allowed: bool) -> bool:
+        nodes = readers.get(name, [])
+        if name in graph_outputs or not nodes:
+            return False
+        if all(n.op_type == "QuantizeLinear" for n in nodes):
+            return True
+        return clamp_allowed and len(nodes) == 1 and nodes[0].op_type in _ONNX_CLAMPS \
+            and all(quantized(o, False) for o in nodes[0].outputs)
+
+    return {name for name in readers if quantized(name, True)}
+
+
+def source_quantization(model: ModelFile) -> str | None:
+    """How a model arrives already quantized (QAT, or quantized by another tool), or None for a float model:
+    the scales it carries are the ones to keep. ONNX: weights stored as integers behind DequantizeLinear
+    (QDQ), or QOperator ops; TFLite: quantized tensors."""
+    if model.format == TFLITE:
+        return "an integer .tflite (quantized tensors with scales)" if is_quantized_tflite(model) else None
+    if model.format != ONNX:
+        return None
+    summary = model.onnx or check_onnx(model.path)
+    ops = Counter(n.op_type for n in summary.nodes)
+    integer_weights = sum(1 for n in summary.nodes if n.op_type == "DequantizeLinear" and n.inputs
+                          and not summary.initializers.get(n.inputs[0], "float").startswith(("float", "bfloat")))
+    qoperator = sum(count for op, count in ops.items() if op in _ONNX_INTEGER_OPS)
+    if not integer_weights and not qoperator:
+        return None
+    if qoperator:
+        return f"QOperator ONNX ({qoperator} integer op(s))"
+    return (f"QDQ ONNX ({ops['QuantizeLinear']} QuantizeLinear, {ops['DequantizeLinear']} DequantizeLinear, "
+            f"{integer_weights} integer weight tensor(s))")
 
 
 def _integer_input(name: str, dequantized: dict[str, str], summary: Any) -> bool:

@@ -25,7 +25,7 @@ from typing import Any
 from edgekit import __version__
 from edgekit._files import check_stem, ensure_writable, publish, staging_dir
 from edgekit.audit import audit_model
-from edgekit.converters import Target, check_options, resolve_targets
+from edgekit.converters import Target, check_options, check_quantized_source, resolve_targets
 from edgekit.converters._quiet import native_stderr_silenced
 from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source, open_source
 from edgekit.pipeline.calibration import RANDOM_SOURCE, Dataset, build_dataset, fail_if_empty
@@ -167,12 +167,13 @@ def convert(
     src = open_source(source, input_shapes, example_inputs=example_inputs, output_names=output_names, name=name,
                       trust_pickle=trust_pickle)
     stem = name or (src.path.name if src.path.is_dir() else src.path.stem)
+    check_quantized_source(src, targets)
     _check_route(src, targets)
     for target in targets:  # fail before any work rather than after minutes of it
         final = out_dir / target.artifact_name(stem, options)
         for path in [final, Path(f"{final}.json")] + [out_dir / n for n in target.companion_names(stem, options)]:
             ensure_writable(path, force=force)
-    needing = [t.name for t in targets if t.calibrates(src.kind)]
+    needing = [t.name for t in targets if t.calibrates(src)]
     if calibration is None and needing:
         raise ConversionError(f"{', '.join(needing)} need(s) calibration data: pass --calib PATH (or --calib random)")
     recipe = recipe or Recipe()
@@ -356,7 +357,7 @@ def _attempt(job: _Job, index: int, label: str, extra: dict[str, Any]) -> _Attem
     staged = folder / target.artifact_name(job.stem, options)
     counter = [0]
     calibration = None
-    if job.dataset and target.calibrates(job.src.kind):
+    if job.dataset and target.calibrates(job.src):
         calibration = _calibration_feeds(job.dataset, target, job.progress, counter)
     accepted = target.options()
     function_options = {k: v for k, v in options.items() if k in accepted}
@@ -554,20 +555,25 @@ def _artifact_recipe(recipe: dict[str, Any], used: dict[str, Any]) -> dict[str, 
 
 
 def _source_info(src: Source) -> dict[str, Any]:
+    info = {"kind": src.kind, "size_bytes": src.size_bytes, "inputs": [s.to_dict() for s in src.inputs],
+            "outputs": list(src.output_names)}
     if src.kind == PYTORCH:
         model = src.torch_model
         where = str(model["path"]) if model["path"] else f"nn.Module {type(model['module']).__name__} (in memory)"
-        return {"path": where, "kind": src.kind, "sha256": model["sha256"], "size_bytes": src.size_bytes,
-                "inputs": [s.to_dict() for s in src.inputs], "outputs": list(src.output_names),
-                "reference": "the PyTorch model itself, run by torch", "sha256_of": "state_dict tensors"}
-    digest = hashlib.sha256()
-    files = sorted(p for p in src.path.rglob("*") if p.is_file()) if src.path.is_dir() else [src.path]
-    for file in files:
-        if src.path.is_dir():
-            digest.update(str(file.relative_to(src.path)).encode())
-        hash_into(digest, file)
-    return {"path": str(src.path), "kind": src.kind, "sha256": digest.hexdigest(), "size_bytes": src.size_bytes,
-            "inputs": [s.to_dict() for s in src.inputs], "outputs": list(src.output_names)}
+        info.update(path=where, sha256=model["sha256"], reference="the PyTorch model itself, run by torch",
+                    sha256_of="state_dict tensors")
+    else:
+        digest = hashlib.sha256()
+        files = sorted(p for p in src.path.rglob("*") if p.is_file()) if src.path.is_dir() else [src.path]
+        for file in files:
+            if src.path.is_dir():
+                digest.update(str(file.relative_to(src.path)).encode())
+            hash_into(digest, file)
+        info.update(path=str(src.path), sha256=digest.hexdigest())
+    if src.quantization:  # the report's "float" figures are then the quantized source's own
+        info.update(quantization=src.quantization, reference=f"the quantized source itself, run by "
+                                                             f"{'torch' if src.kind == PYTORCH else 'its engine'}")
+    return info
 
 
 def _tool_versions() -> dict[str, str]:

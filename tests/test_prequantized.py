@@ -1,0 +1,144 @@
+"""Models that arrive already quantized keep their own scales: QAT (PyTorch PT2E -> QDQ ONNX), an int8 .tflite.
+
+Re-quantizing a QAT model calibrates new scales in front of the trained ones (issue 31 measured 8 new
+QuantizeLinear at 0.0034 over trained 0.0117, 0.59x the float speed); a float target would run its integer
+layers under a float name. Both are refused; the int8 targets whose engine reads the source as it is keep it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import qat
+from click.testing import CliRunner
+from conftest import DIGITS_IMAGES
+
+import edgekit
+from edgekit.cli import cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.torch, pytest.mark.onnxruntime, pytest.mark.openvino]
+
+@pytest.fixture(scope="session")
+def qat_files(tmp_path_factory) -> tuple[Path, Path]:
+    return qat.train_qat(tmp_path_factory.mktemp("qat"))
+
+
+@pytest.fixture(scope="session")
+def qat_onnx(qat_files) -> Path:
+    return qat_files[0]
+
+
+@pytest.fixture(scope="session")
+def qat_converted(qat_onnx, tmp_path_factory):
+    results = edgekit.convert(qat_onnx, "onnx-int8,openvino-int8", calibration=DIGITS_IMAGES,
+                              recipe=edgekit.Recipe(color="gray", layout="nchw"), calib_size=100, validation_size=200,
+                              output_dir=tmp_path_factory.mktemp("qat-out"))
+    return {r.target: r for r in results}
+
+
+def _digits(count: int) -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return (data.images[:count] / 16.0).astype(np.float32)[:, None]
+
+
+def _ort(path: Path, images: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {"images": image[None]})[0] for image in images])
+
+
+def _openvino(path: Path, images: np.ndarray) -> np.ndarray:
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU")
+    return np.concatenate([compiled(image[None])[0] for image in images])
+
+
+def test_qat_scales_are_kept_and_nothing_is_calibrated(qat_onnx, qat_converted):
+    import onnx
+
+    source = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(qat_onnx)).graph.initializer}
+    for target, result in qat_converted.items():
+        assert result.passed, (target, result.report["failures"])
+        options = result.report["options"]
+        assert options["quantization"] == "scales kept from source" and options["calibration"].startswith("none")
+        assert "QDQ ONNX (6 QuantizeLinear" in result.report["source"]["quantization"]
+    kept = {i.name: onnx.numpy_helper.to_array(i)
+            for i in onnx.load(str(qat_converted["onnx-int8"].artifact)).graph.initializer}
+    assert kept.keys() == source.keys() and all(np.array_equal(kept[k], source[k]) for k in source)
+    ir = Path(qat_converted["openvino-int8"].artifact).read_text()
+    quantize_linear = sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(qat_onnx)).graph.node)
+    assert ir.count('type="FakeQuantize"') == quantize_linear  # one per trained activation scale, none added
+
+
+def test_each_engine_runs_the_kept_model_bit_identically_to_the_source(qat_onnx, qat_converted):
+    images = _digits(64)
+    assert np.array_equal(_ort(qat_converted["onnx-int8"].artifact, images), _ort(qat_onnx, images))
+    assert np.array_equal(_openvino(qat_converted["openvino-int8"].artifact, images), _openvino(qat_onnx, images))
+    from sklearn.datasets import load_digits
+
+    accuracy = float(np.mean(_ort(qat_onnx, images).argmax(1) == load_digits().target[:64]))
+    assert accuracy >= 0.9, f"the QAT fixture itself is poor ({accuracy:.0%}): a broken fixture proves nothing"
+
+
+def test_the_audit_counts_the_layers_onnx_runtime_fuses_as_integer(qat_onnx, tmp_path):
+    """PT2E leaves Conv biases float and a Relu between Conv and QuantizeLinear; ORT still fuses each into a
+    QLinearConv. The audit must agree with ORT's own optimized graph, not call the model float."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(qat_onnx), options, providers=["CPUExecutionProvider"])
+    fused = [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+    result = CliRunner().invoke(cli, ["inspect", str(qat_onnx), "--json"])
+    assert result.exit_code == 0, result.output
+    audit = json.loads(result.stdout)["audit"]
+    assert fused.count("QLinearConv") == 3 and "Conv" not in audit["float_ops"]
+    assert audit["float_ops"] == {"Gemm": 1} and "Gemm" in fused  # the float-output Gemm ORT leaves in float
+    assert audit["integer_share"] >= 0.95
+
+
+def test_targets_that_would_lose_the_scales_refuse_before_any_work(qat_onnx, tmp_path):
+    with pytest.raises(edgekit.UnsupportedModelError, match=r"already quantized.*tflite-int8 would quantize it "
+                       r"again.*onnx-fp32, openvino-fp16 would keep its integer layers under a float name"):
+        edgekit.convert(qat_onnx, "tflite-int8,onnx-fp32,openvino-fp16", calibration="random", output_dir=tmp_path)
+    result = CliRunner().invoke(cli, ["convert", str(qat_onnx), "--to", "onnx-int8-dynamic", "-o", str(tmp_path)])
+    assert result.exit_code == 1 and result.stderr.count("Error:") == 1
+    assert "onnx-int8 or openvino-int8, which keep(s) its scales" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_pt2e_program_keeps_the_scales_it_was_trained_with(qat_files, tmp_path):
+    qat_onnx, qat_pt2 = qat_files
+    (result,) = edgekit.convert(qat_pt2, "onnx-int8", calibration=DIGITS_IMAGES,
+                                recipe=edgekit.Recipe(color="gray", layout="nchw"), output_dir=tmp_path)
+    assert result.passed, result.report["failures"]
+    assert result.report["options"]["quantization"] == "scales kept from source"
+    assert result.report["source"]["quantization"].startswith("PT2E-quantized PyTorch")
+    assert _activation_scales(result.artifact) == _activation_scales(qat_onnx)
+    images = _digits(64)
+    assert np.array_equal(_ort(result.artifact, images), _ort(qat_onnx, images))
+
+
+def _activation_scales(path: Path) -> list[float]:
+    import onnx
+
+    model = onnx.load(str(path))
+    values = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    return [float(values[n.input[1]]) for n in model.graph.node if n.op_type == "QuantizeLinear"]
+
+
+@pytest.mark.litert
+def test_an_int8_tflite_source_is_kept_as_it_is(tflite_int8, tmp_path):
+    (result,) = edgekit.convert(tflite_int8, "tflite-int8", output_dir=tmp_path)
+    assert result.passed, result.report["failures"]
+    assert Path(result.artifact).read_bytes() == Path(tflite_int8).read_bytes()
+    assert result.report["options"]["quantization"] == "scales kept from source"
