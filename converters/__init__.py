@@ -20,6 +20,8 @@ from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
 #: ``int8_placement`` values (TFLite and ONNX int8): around what the engine runs in float, or wherever the
 #: quantizer can (its own behaviour)
 INT8_PLACEMENTS = ("engine", "everywhere")
+#: variants with weights in fewer bits and activations in float (onnx-w4, openvino-w8...)
+WEIGHT_ONLY = ("w4", "w8")
 #: Converter parameters the pipeline fills in itself (calibration data, held-out samples, the drop budget).
 PIPELINE_ARGUMENTS = frozenset({"calibration", "calibration_count", "validation", "max_drop"})
 
@@ -152,14 +154,19 @@ TARGETS: dict[str, Target] = {
         _tflite("int16x8", True),
         _tflite("fp16"),
         _tflite("dynamic"),
+        _tflite("w4"),
         _tflite("fp32"),
         _onnx("int8", True),
         _onnx("int8-dynamic"),
         _onnx("fp16"),
         _onnx("fp32"),
+        _onnx("w4"),
+        _onnx("w8"),
         _openvino("int8", True),
         _openvino("fp16"),
         _openvino("fp32"),
+        _openvino("w4"),
+        _openvino("w8"),
         # variant "ethos-u55-128" is the default --npu-config; the artifact is named after the chosen one
         Target("ethos-u", "ethos-u", "ethos-u55-128", ".tflite", "edgekit.converters._ethosu:convert", True,
                variant_option="npu_config", quantized_sources=("tflite",)),

@@ -77,13 +77,21 @@ def op_scopes_regex(nodes: Iterable[str]) -> str:
     return "^(?:" + "|".join(re.escape(f"{node};") for node in nodes) + ")$"
 
 
+#: tflite-w4's recipe per group size (None: one scale per output channel). The "dynamic" recipes quantize the
+#: activations on the fly and use XNNPACK's int4 x int8 kernels; AEQ's weight_only_wi4_afp32 dequantizes the
+#: weights and multiplies in float, and issue 31 measured it slower than fp32 (11.7 vs 4.5 ms).
+W4_RECIPES = {None: "dynamic_wi4_afp32", 32: "dynamic_wi4b32_afp32", 64: "dynamic_wi4b64_afp32"}
+
+
 def _configure(engine: Any, recipe: Any, variant: str, io: str, keep_float: tuple[str, ...] = (),
-               float_scopes: list[str] | None = None) -> None:
+               float_scopes: list[str] | None = None, group_size: int | None = None) -> None:
     from ai_edge_quantizer import qtyping
 
     algorithms, ops = recipe.AlgorithmName, qtyping.TFLOperationName
     if variant == "dynamic":
         engine.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+    elif variant == "w4":
+        engine.load_quantization_recipe(getattr(recipe, W4_RECIPES[group_size])())
     elif variant == "fp16":
         for op in _FP16_OPS:
             engine.add_weight_only_config(regex=".*", operation_name=getattr(ops, op), num_bits=16,
@@ -102,8 +110,8 @@ def _configure(engine: Any, recipe: Any, variant: str, io: str, keep_float: tupl
 def quantize(float_path: Path, output: Path, variant: str, *,
              calibration: Callable[[], Iterable[dict[str, Any]]] | None, io: str | None,
              keep_output_float: bool = False, exclude_nodes: tuple[str, ...] = (),
-             keep_float_ops: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Write ``variant`` (fp16, dynamic, int8 or int16x8) of the float model at ``float_path`` to ``output``;
+             keep_float_ops: tuple[str, ...] = (), group_size: int | None = None) -> dict[str, Any]:
+    """Write ``variant`` (fp16, dynamic, w4, int8 or int16x8) of the float model at ``float_path`` to ``output``;
     ``keep_output_float`` leaves the ops computing the outputs (``output_head``) in float, ``exclude_nodes``
     the ops named by their output tensors (joined by ';' for an op with several: the ranking's ``node``),
     ``keep_float_ops`` every op of these types."""
@@ -121,8 +129,10 @@ def quantize(float_path: Path, output: Path, variant: str, *,
         if calibration is None:
             raise ConversionError(f"tflite-{variant} needs calibration data: pass --calib PATH (or --calib random)")
         used["io"] = io
+    if variant == "w4" and group_size not in W4_RECIPES:
+        raise ConversionError(f"group_size for tflite-w4 must be 32 or 64 (or none: per channel), got {group_size}")
     used["recipe"] = {"fp16": "float16 weights (FLOAT_CASTING)", "dynamic": "dynamic_wi8_afp32",
-                      "int8": "static_wi8_ai8", "int16x8": "static_wi8_ai16"}[variant]
+                      "w4": W4_RECIPES.get(group_size), "int8": "static_wi8_ai8", "int16x8": "static_wi8_ai16"}[variant]
     head = output_head(float_path) if keep_output_float and variant in ("int8", "int16x8") else []
     if head:
         used["kept_float_outputs"] = head
@@ -130,10 +140,10 @@ def quantize(float_path: Path, output: Path, variant: str, *,
         used["excluded_nodes"] = list(exclude_nodes)
     scopes = head + list(exclude_nodes)
     try:
-        quantized = _run(quantizer, recipe, float_path, variant, io, calibration, keep_float_ops, scopes)
+        quantized = _run(quantizer, recipe, float_path, variant, io, calibration, keep_float_ops, scopes, group_size)
     except _OpFailed as failed:  # one op the quantizer cannot handle: keep that op float and say so
         quantized = _run(quantizer, recipe, float_path, variant, io, calibration, (*keep_float_ops, failed.op),
-                         scopes)
+                         scopes, group_size)
         used["kept_float"] = {failed.op: f"ai-edge-quantizer fails on it: {failed.message}"}
     output.write_bytes(quantized)
     return used
@@ -160,12 +170,12 @@ def _failing_op(exc: BaseException) -> str | None:
 
 def _run(quantizer: Any, recipe: Any, float_path: Path, variant: str, io: str | None,
          calibration: Callable[[], Iterable[dict[str, Any]]] | None, keep_float: tuple[str, ...],
-         float_scopes: list[str] | None) -> bytes:
+         float_scopes: list[str] | None, group_size: int | None = None) -> bytes:
     chatter = _io.StringIO()  # it prints a progress bar and a size summary: keep them off the terminal
     try:
         with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
             engine = quantizer.Quantizer(str(float_path))
-            _configure(engine, recipe, variant, io or "float", keep_float, float_scopes)
+            _configure(engine, recipe, variant, io or "float", keep_float, float_scopes, group_size)
             result = None
             if engine.need_calibration:
                 key, dtypes = _signature(float_path)

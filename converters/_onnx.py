@@ -354,8 +354,15 @@ def convert(
     reduce_range: bool | None = None,
     opset: int | None = None,
     int8_placement: str = "engine",
+    group_size: int | None = None,
+    symmetric_weights: bool | None = None,
+    accuracy_level: str | int = "auto",
 ) -> dict[str, Any]:
     """Write an ONNX ``target`` for ``source`` to ``output``; return the options used and notes.
+
+    onnx-w4 / onnx-w8 (``_onnx_weight_only``): ``group_size`` weights share a scale (ORT's default 128),
+    ``symmetric_weights`` (ORT's default: asymmetric), ``accuracy_level`` ``auto`` (time ORT's default 0
+    against 4 here and keep the faster) or one of 0-4.
 
     ``int8_placement`` (onnx-int8): ``engine`` keeps in float the gated activations ONNX Runtime has no int8
     kernel for, with the convolution it fuses them into (``_ort_placement``); ``everywhere`` quantizes every
@@ -392,6 +399,13 @@ def convert(
         quantization.quantize_dynamic(str(float_path), str(output), per_channel=per_channel,
                                       weight_type=_quant_type(quantization, weight_type or "int8", "--weight-type"))
         used.update(per_channel=per_channel, weight_type=weight_type or "int8")
+    elif variant in ("w4", "w8"):
+        from edgekit.converters._onnx_weight_only import ORT_DEFAULT_GROUP, quantize_weights
+
+        used.update(quantize_weights(float_path, output, work, source.inputs, bits=int(variant[1:]),
+                                     group_size=group_size or ORT_DEFAULT_GROUP, symmetric=bool(symmetric_weights),
+                                     accuracy_level=accuracy_level))
+        used["speed_reference"] = str(float_path)
     elif target.keeps_scales_of(source):  # QDQ/QOperator as it came, its input shapes fixed
         shutil.copyfile(float_path, output)
         used.update(kept_source_scales(source))

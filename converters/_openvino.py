@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgekit.converters import kept_source_scales, work_folder
+from edgekit.converters import WEIGHT_ONLY, kept_source_scales, work_folder
 from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source
 from edgekit.runtimes._cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu, is_arm
 from edgekit.runtimes._formats import ONNX, TFLITE
@@ -167,8 +167,14 @@ def convert(
     overflow_fix: str | None = None,
     for_cpu: str = "auto",
     keep_output_float: bool = False,
+    group_size: int | None = None,
+    symmetric_weights: bool | None = None,
 ) -> dict[str, Any]:
     """Write an OpenVINO IR ``target`` (.xml + .bin) for ``source``; return the options used and notes.
+
+    openvino-w4 / openvino-w8: ``nncf.compress_weights`` (weights of MatMul/Convolution/embedding layers in
+    int4 / int8, activations in float). ``symmetric_weights`` default: INT4_SYM (OpenVINO's recommended
+    int4 mode for speed) and INT8_ASYM (NNCF's own default); ``group_size`` (int4 only) NNCF's default, 128.
 
     ``overflow_fix`` (NNCF's: ``enable``, ``first_layer_only``, ``disable``) defaults from the CPU the model is
     for: x86 without VNNI gets every layer's weights in 7 bits (``enable``), since its int8 dot products
@@ -183,6 +189,10 @@ def convert(
     if target.variant in ("fp32", "fp16"):
         ov.save_model(model, str(output), compress_to_fp16=target.variant == "fp16")
         used["weights"] = "float16" if target.variant == "fp16" else "float32"
+    elif target.variant in WEIGHT_ONLY:
+        ov.save_model(model, str(work / FLOAT_IR), compress_to_fp16=False)
+        used["speed_reference"] = str(work / FLOAT_IR)
+        used.update(_compress_weights(model, output, int(target.variant[1:]), group_size, symmetric_weights))
     elif target.keeps_scales_of(source):  # the source's Q/DQ pairs became FakeQuantize layers as they are
         ov.save_model(model, str(output), compress_to_fp16=False)
         used.update(kept_source_scales(source))
@@ -208,6 +218,36 @@ def convert(
         raise ConversionError(f"unknown OpenVINO target {target.name}")
     used["notes"] = notes
     return used
+
+
+def _nncf() -> Any:
+    keep_engine_telemetry_off()
+    try:
+        import nncf
+    except ImportError as exc:
+        raise MissingDependencyError("nncf (needed for openvino-int8 and weight-only targets)", "convert") from exc
+    return nncf
+
+
+def _compress_weights(model: Any, output: Path, bits: int, group_size: int | None,
+                      symmetric: bool | None) -> dict[str, Any]:
+    nncf = _nncf()
+    if bits == 8 and group_size:
+        raise ConversionError(f"group_size applies to openvino-w4 (int8 weights are per channel), got {group_size}")
+    symmetric = bits == 4 if symmetric is None else symmetric
+    mode = getattr(nncf.CompressWeightsMode, f"INT{bits}_{'SYM' if symmetric else 'ASYM'}")
+    options: dict[str, Any] = {"mode": mode}
+    if bits == 4:
+        options["group_size"] = group_size or 128
+    try:
+        compressed = nncf.compress_weights(model, **options)
+    except Exception as exc:  # noqa: BLE001 - nncf raises many types: translate all at this edge
+        raise ConversionError(f"nncf.compress_weights ({mode.value}) failed: {engine_message(exc)[:300]}") from exc
+    _openvino().save_model(compressed, str(output), compress_to_fp16=False)
+    return {"weights": f"{mode.value}" + (f", groups of {options['group_size']}" if bits == 4 else ", per channel")
+                       + " (nncf.compress_weights; NNCF keeps the embedding and last layer in int8 for int4)",
+            "bits": bits, "group_size": options.get("group_size"), "symmetric": symmetric,
+            "compute": "float activations; the CPU plugin decompresses weights inside its matmul kernels"}
 
 
 MODEL_TYPES = ("auto", "transformer", "none")
@@ -295,11 +335,7 @@ def rank(quantized: Path, samples: Iterable[dict[str, Any]]) -> list[dict[str, A
 def _quantize(model: Any, calibration: Callable[[], Iterable[dict[str, Any]]] | None, count: int | None,
               validation: Iterable[Any] | None, max_drop: float | None,
               options: NncfOptions) -> tuple[Any, dict[str, Any]]:
-    keep_engine_telemetry_off()
-    try:
-        import nncf
-    except ImportError as exc:
-        raise MissingDependencyError("nncf (needed for openvino-int8)", "convert") from exc
+    nncf = _nncf()
     if calibration is None:
         raise ConversionError("openvino-int8 needs calibration data: pass --calib PATH (or --calib random)")
     if options.preset not in PRESETS:

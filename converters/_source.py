@@ -46,6 +46,11 @@ class Source:
             return self.torch_model["size_bytes"]
         if self.path.is_dir():
             return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        if self.kind == ONNX:  # with the external data files beside it (a large model's weights live there)
+            from edgekit.runtimes._formats import check_onnx
+
+            beside = {self.path.parent / name for name in check_onnx(self.path).external_locations}
+            return self.path.stat().st_size + sum(p.stat().st_size for p in beside)
         return self.path.stat().st_size
 
 

@@ -72,6 +72,7 @@ def convert(
     keep_output_float: bool = False,
     exclude_nodes: tuple[str, ...] = (),
     int8_placement: str = "engine",
+    group_size: int | None = None,
 ) -> dict[str, Any]:
     """Write ``target`` (a TFLite ``Target``) for ``source`` to ``output``; return the options used.
 
@@ -89,6 +90,8 @@ def convert(
             cover); done by ai-edge-quantizer on the float .tflite, for Keras/SavedModel sources too.
         exclude_nodes: Ops to leave in float, named by their output tensors (the sensitivity ranking's
             ``node``); as ``keep_output_float``, through ai-edge-quantizer.
+        group_size: tflite-w4 only: 32 or 64 weights per scale (ai-edge-quantizer's blockwise recipes);
+            default one scale per output channel. (tflite-dynamic is the 8-bit-weight form.)
         int8_placement: ``engine`` (tflite-int8's default) keeps in float the op types LiteRT's XNNPACK
             delegate runs no int8 kernel for, when they sit mid-graph (each one splits the delegate and runs a
             slow reference kernel: MobileNetV3's HARD_SWISH made int8 3x slower than float); ``everywhere``
@@ -112,9 +115,11 @@ def convert(
                        keep_output_float=keep_output_float, exclude_nodes=exclude_nodes,
                        int8_placement=int8_placement)
         return {**used, "target": target.name, "activations": "int16 (16x8 fallback)"}
+    if group_size is not None and target.variant != "w4":
+        raise ConversionError(f"group_size applies to tflite-w4, not {target.name}")
     if _through_float_tflite(source, target, keep_output_float, exclude_nodes):
         return _from_float_tflite(source, target, output, calibration, io, channels_last, keep_output_float,
-                                  exclude_nodes)
+                                  exclude_nodes, group_size=group_size)
     if channels_last:
         raise ConversionError(f"--channels-last applies to PyTorch and ONNX sources; a {source.kind} model is "
                               "channels-last already")
@@ -125,7 +130,7 @@ def _through_float_tflite(source: Source, target: Any, keep_output_float: bool, 
     """Whether ``target`` is made from a float .tflite by ai-edge-quantizer rather than by TensorFlow's
     converter: every non-TensorFlow source, and a quantized target with ops picked to stay float."""
     partly_float = (keep_output_float or exclude_nodes) and target.variant in ("int8", "int16x8")
-    return source.kind not in (KERAS, SAVEDMODEL) or bool(partly_float)
+    return source.kind not in (KERAS, SAVEDMODEL) or bool(partly_float) or target.variant == "w4"
 
 
 def _with_tensorflow(source: Source, target: Any, output: Path,
@@ -350,7 +355,8 @@ def _rewritten_for_quantizer(onnx_path: Path, output: Path) -> list[str]:
 def _from_float_tflite(source: Source, target: Any, output: Path,
                        calibration: Callable[[], Iterable[dict[str, Any]]] | None, io: str | None,
                        channels_last: bool, keep_output_float: bool = False,
-                       exclude_nodes: tuple[str, ...] = (), keep_float_ops: tuple[str, ...] = ()) -> dict[str, Any]:
+                       exclude_nodes: tuple[str, ...] = (), keep_float_ops: tuple[str, ...] = (),
+                       group_size: int | None = None) -> dict[str, Any]:
     from edgekit.converters._aeq import quantize
 
     work = work_folder(output)
@@ -372,7 +378,7 @@ def _from_float_tflite(source: Source, target: Any, output: Path,
         return used
     used.update(quantize(float_path, output, target.variant, calibration=calibration, io=io,
                          keep_output_float=keep_output_float, exclude_nodes=exclude_nodes,
-                         keep_float_ops=keep_float_ops))
+                         keep_float_ops=keep_float_ops, group_size=group_size))
     used["route"] += f" -> {used['recipe']} (ai-edge-quantizer)"
     used["speed_reference"] = str(work / float_path.name)
     return used

@@ -158,6 +158,14 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
               "VNNI, else NNCF's first_layer_only].")
 @click.option("--fast-bias-correction/--bias-correction", default=None,
               help="OpenVINO int8: NNCF's fast bias correction [default] or the slower full one.")
+@click.option("--group-size", type=click.IntRange(min=1), help="Weight-only (-w4/-w8): weights per scale "
+              "[default: 128 for onnx-w4/w8 and openvino-w4; per channel for openvino-w8 and tflite-w4].")
+@click.option("--symmetric-weights/--asymmetric-weights", default=None, help="onnx-w4/w8, openvino-w4/w8: weight "
+              "zero points [default: each engine's: asymmetric on ONNX Runtime and openvino-w8, symmetric on "
+              "openvino-w4].")
+@click.option("--accuracy-level", type=click.Choice(["auto", "0", "1", "2", "3", "4"]),
+              help="onnx-w4/w8: MatMulNBits compute [default: auto = time ORT's default 0 against 4 (int8 "
+              "activations) here and keep the faster].")
 @json_option
 def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_size: int | None, seed: int,
             input_shapes: tuple[str, ...], size: str | None, crop: str | None, scale: float, mean: str | None,
@@ -260,6 +268,8 @@ def _print_conversions(results: list) -> None:
         agree = "" if v.get("top1_agreement") is None else f"{v['top1_agreement']:.1f}%"
         audit = report["audit"]
         integer = f"{audit['integer_share']:.0%}" + (" full" if audit["fully_integer"] else "")
+        if "bits" in report.get("options", {}):  # weight-only: what is integer is the stored weights
+            integer = f"int{report['options']['bits']} weights"
         speed = report.get("speed_vs_float_here") or {}
         speed = f"{speed['speedup']:.2f}x here" if speed.get("measured") else ""
         table.add_row(r.target, r.artifact.name, f"{report['artifact']['size_bytes']:,}",

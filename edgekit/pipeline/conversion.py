@@ -25,7 +25,7 @@ from typing import Any
 from edgekit import __version__
 from edgekit._files import check_stem, ensure_writable, publish, staging_dir
 from edgekit.audit import audit_model
-from edgekit.converters import Target, check_options, check_quantized_source, resolve_targets
+from edgekit.converters import WEIGHT_ONLY, Target, check_options, check_quantized_source, resolve_targets
 from edgekit.converters._quiet import native_stderr_silenced
 from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source, open_source
 from edgekit.pipeline.calibration import RANDOM_SOURCE, Dataset, build_dataset, fail_if_empty
@@ -507,7 +507,7 @@ def _speed_here(job: _Job, attempt: _Attempt) -> dict[str, Any] | None:
     """An int8 artifact against its float sibling (the converter's float model, or the float .tflite the
     reference runs) on this machine, when it was built for this CPU (``edgekit.pipeline.speed``)."""
     target, used = job.target, attempt.used
-    if target.variant != "int8" or target.family not in ("tflite", "onnx", "openvino"):
+    if target.variant not in ("int8", *WEIGHT_ONLY) or target.family not in ("tflite", "onnx", "openvino"):
         return None
     float_path = attempt.speed_reference
     reference = job.reference.path if job.reference is not None else None
