@@ -109,16 +109,16 @@ def _onnx(variant: str, calibrated: bool = False) -> Target:
 
 
 def _openvino(variant: str, calibrated: bool = False) -> Target:
-    # OpenVINO reads an ONNX model's QuantizeLinear/DequantizeLinear pairs as FakeQuantize layers
+    # OpenVINO reads QuantizeLinear/DequantizeLinear pairs and a .tflite's quantized tensors as FakeQuantize
     return Target(f"openvino-{variant}", "openvino", variant, ".xml", "edgekit.converters._openvino:convert",
                   calibrated, remedies=_remedies("openvino", variant),
-                  keeps_scales_from=_kept(("onnx", "pytorch"), variant))
+                  keeps_scales_from=_kept(("onnx", "pytorch", "tflite"), variant))
 
 
 def _kept(source_kinds: tuple[str, ...], variant: str) -> tuple[str, ...]:
     """An int8 target keeps the scales of a quantized source its engine reads as it is: QDQ ONNX (a PT2E
-    PyTorch model's export is one) for ORT and OpenVINO, an integer .tflite for LiteRT. onnx2tf has no path
-    for QDQ ONNX into a .tflite."""
+    PyTorch model's export is one) for ORT and OpenVINO, an integer .tflite for LiteRT and OpenVINO. onnx2tf
+    has no path for QDQ ONNX into a .tflite."""
     return source_kinds if variant == "int8" else ()
 
 

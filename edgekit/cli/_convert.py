@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from edgekit.cli._common import console, emit_json, json_option
+from edgekit.converters import WEIGHT_ONLY
 from edgekit.runtimes._cpu import FOR_CPU
 from edgekit.runtimes._vela import NPU_CONFIGS
 
@@ -268,8 +269,9 @@ def _print_conversions(results: list) -> None:
         agree = "" if v.get("top1_agreement") is None else f"{v['top1_agreement']:.1f}%"
         audit = report["audit"]
         integer = f"{audit['integer_share']:.0%}" + (" full" if audit["fully_integer"] else "")
-        if "bits" in report.get("options", {}):  # weight-only: what is integer is the stored weights
-            integer = f"int{report['options']['bits']} weights"
+        variant = r.target.rsplit("-", 1)[-1]
+        if variant in WEIGHT_ONLY:  # what is integer in a weight-only artifact is its stored weights
+            integer = f"int{variant[1:]} weights"
         speed = report.get("speed_vs_float_here") or {}
         speed = f"{speed['speedup']:.2f}x here" if speed.get("measured") else ""
         table.add_row(r.target, r.artifact.name, f"{report['artifact']['size_bytes']:,}",
