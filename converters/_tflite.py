@@ -73,6 +73,7 @@ def convert(
     exclude_nodes: tuple[str, ...] = (),
     int8_placement: str = "engine",
     group_size: int | None = None,
+    fp16_arithmetic: bool = True,
 ) -> dict[str, Any]:
     """Write ``target`` (a TFLite ``Target``) for ``source`` to ``output``; return the options used.
 
@@ -90,6 +91,8 @@ def convert(
             cover); done by ai-edge-quantizer on the float .tflite, for Keras/SavedModel sources too.
         exclude_nodes: Ops to leave in float, named by their output tensors (the sensitivity ranking's
             ``node``); as ``keep_output_float``, through ai-edge-quantizer.
+        fp16_arithmetic: tflite-fp16 only: mark the model so XNNPACK may compute in fp16 where the CPU can
+            (``_mark_fp16_arithmetic``); False keeps fp32 arithmetic with half-size weights.
         group_size: tflite-w4 only: 32 or 64 weights per scale (ai-edge-quantizer's blockwise recipes);
             default one scale per output channel. (tflite-dynamic is the 8-bit-weight form.)
         int8_placement: ``engine`` (tflite-int8's default) keeps in float the op types LiteRT's XNNPACK
@@ -118,12 +121,45 @@ def convert(
     if group_size is not None and target.variant != "w4":
         raise ConversionError(f"group_size applies to tflite-w4, not {target.name}")
     if _through_float_tflite(source, target, keep_output_float, exclude_nodes):
-        return _from_float_tflite(source, target, output, calibration, io, channels_last, keep_output_float,
+        used = _from_float_tflite(source, target, output, calibration, io, channels_last, keep_output_float,
                                   exclude_nodes, group_size=group_size)
-    if channels_last:
+    elif channels_last:
         raise ConversionError(f"--channels-last applies to PyTorch and ONNX sources; a {source.kind} model is "
                               "channels-last already")
-    return _with_tensorflow(source, target, output, calibration, io, allow_float_ops)
+    else:
+        used = _with_tensorflow(source, target, output, calibration, io, allow_float_ops)
+    if target.variant == "fp16":
+        used["fp16_arithmetic"] = _mark_fp16_arithmetic(output, fp16_arithmetic)
+    return used
+
+
+#: the metadata XNNPACK reads before it computes in fp16 (TFLite's reduced_precision_support.h): fp16
+#: inference with fp16 accumulation. Without it XNNPACK runs a tflite-fp16 model in fp32 on every CPU.
+REDUCED_PRECISION_KEY, FP16_ARITHMETIC = b"reduced_precision_support", b"fp16accfp16"
+
+
+def _mark_fp16_arithmetic(path: Path, allowed: bool) -> str:
+    """Write (or remove) the metadata that lets XNNPACK compute a tflite-fp16 model in fp16 on CPUs with fp16
+    arithmetic; returns what the report says. TensorFlow's converter writes "fp16accfp32" for fp16 weights,
+    which XNNPACK does not take as permission; ai-edge-quantizer writes none."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    model.metadata = [m for m in (model.metadata or []) if m.name != REDUCED_PRECISION_KEY]
+    if allowed:
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(FP16_ARITHMETIC, np.uint8)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = REDUCED_PRECISION_KEY, len(model.buffers) - 1
+        model.metadata.append(entry)
+    flatbuffer_utils.write_model(model, str(path))
+    if not allowed:
+        return "not allowed (--no-fp16-arithmetic): fp16 weights, fp32 arithmetic on every CPU"
+    return ("allowed (reduced_precision_support: fp16accfp16): XNNPACK computes in fp16 on CPUs with fp16 "
+            "arithmetic (Armv8.2-A and later, e.g. a Raspberry Pi 5's Cortex-A76) and in fp32 elsewhere (a Pi 4's "
+            "Cortex-A72, x86 without AVX512-FP16), where only the weights are half size")
 
 
 def _through_float_tflite(source: Source, target: Any, keep_output_float: bool, exclude_nodes: tuple[str, ...]) -> bool:

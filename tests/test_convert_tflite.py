@@ -305,3 +305,24 @@ def _save(path, array):
 def _savez(path, **arrays):
     np.savez(path, **arrays)
     return path
+
+
+def _metadata(path) -> dict[bytes, bytes]:
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    return {m.name: bytes(model.buffers[m.buffer].data) for m in model.metadata or []}
+
+
+def test_tflite_fp16_lets_xnnpack_compute_in_fp16_where_the_cpu_can(digits_tflite_all, tflite_fp32, tmp_path):
+    """XNNPACK computes in fp16 (on Armv8.2+) only for models marked fp16 inference + fp16 accumulation; TF's
+    converter writes fp16accfp32 (not enough) and ai-edge-quantizer nothing."""
+    keras_route = digits_tflite_all["tflite-fp16"]
+    assert _metadata(keras_route.artifact)[b"reduced_precision_support"] == b"fp16accfp16"
+    assert keras_route.report["options"]["fp16_arithmetic"].startswith("allowed")
+    (marked,) = edgekit.convert(tflite_fp32, "tflite-fp16", output_dir=tmp_path / "marked")
+    (plain,) = edgekit.convert(tflite_fp32, "tflite-fp16", output_dir=tmp_path / "plain", fp16_arithmetic=False)
+    assert _metadata(marked.artifact)[b"reduced_precision_support"] == b"fp16accfp16"
+    assert b"reduced_precision_support" not in _metadata(plain.artifact)
+    for result in (marked, plain):  # LiteRT loads the marked file; on this x86 CPU both run fp32 arithmetic
+        assert result.passed and result.validation["outputs"]["output"]["cosine"] > 0.999

@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from edgekit.cli._common import console, emit_json, json_option
-from edgekit.converters import WEIGHT_ONLY
 from edgekit.runtimes._cpu import FOR_CPU
 from edgekit.runtimes._vela import NPU_CONFIGS
 
@@ -164,6 +163,8 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
 @click.option("--symmetric-weights/--asymmetric-weights", default=None, help="onnx-w4/w8, openvino-w4/w8: weight "
               "zero points [default: each engine's: asymmetric on ONNX Runtime and openvino-w8, symmetric on "
               "openvino-w4].")
+@click.option("--fp16-arithmetic/--no-fp16-arithmetic", default=None, help="tflite-fp16: let XNNPACK compute in "
+              "fp16 on CPUs with fp16 arithmetic (Armv8.2+, e.g. Pi 5) [default], or keep fp32 arithmetic.")
 @click.option("--accuracy-level", type=click.Choice(["auto", "0", "1", "2", "3", "4"]),
               help="onnx-w4/w8: MatMulNBits compute [default: auto = time ORT's default 0 against 4 (int8 "
               "activations) here and keep the faster].")
@@ -270,7 +271,8 @@ def _print_conversions(results: list) -> None:
         audit = report["audit"]
         integer = f"{audit['integer_share']:.0%}" + (" full" if audit["fully_integer"] else "")
         variant = r.target.rsplit("-", 1)[-1]
-        if variant in WEIGHT_ONLY:  # what is integer in a weight-only artifact is its stored weights
+        # converters.WEIGHT_ONLY, spelled here: the CLI's device commands never import the converters
+        if variant in ("w4", "w8"):  # what is integer in a weight-only artifact is its stored weights
             integer = f"int{variant[1:]} weights"
         speed = report.get("speed_vs_float_here") or {}
         speed = f"{speed['speedup']:.2f}x here" if speed.get("measured") else ""

@@ -428,7 +428,8 @@ def _convert_one(job: _Job, source_info: dict[str, Any], *, recipe: Recipe, repa
     accept_loss, progress = job.accept_loss, job.progress
     first = _attempt(job, 0, "default", {})
     chosen, repaired = first, None
-    if first.needs_repair and repair and not accept_loss and target.remedies:
+    # remedies re-quantize; a source's own scales are kept as they are, good or bad
+    if first.needs_repair and repair and not accept_loss and target.remedies and not target.keeps_scales_of(job.src):
         chosen, repaired = try_remedies(target, first, lambda i, label, extra: _attempt(job, i, label, extra),
                                       job.dataset.calibration.feeds if job.dataset else (lambda: iter(())),
                                       progress)
