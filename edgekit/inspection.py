@@ -11,6 +11,7 @@ from edgekit.audit import QuantizationAudit, audit_model
 from edgekit.runtimes import open_runtime
 from edgekit.runtimes._formats import open_model_file
 from edgekit.runtimes.base import TensorSpec
+from edgekit.runtimes.sparsity import SparsityReport, weight_sparsity
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class ModelInfo:
     outputs: tuple[TensorSpec, ...]
     audit: QuantizationAudit
     precision: str = "f32"  # what float layers run in with the engine's defaults
+    sparsity: SparsityReport | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -32,11 +34,12 @@ class ModelInfo:
             "size_bytes": self.size_bytes, "sha256": self.sha256,
             "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
             "audit": self.audit.to_dict(), "precision": self.precision,
+            "sparsity": self.sparsity.to_dict() if self.sparsity else None,
         }
 
 
 def inspect_model(path: str | os.PathLike[str], *, backend: str | None = None, isolated: bool = False) -> ModelInfo:
-    """Describe a model file: format, engine, size, sha256, I/O specs and quantization audit.
+    """Describe a model file: format, engine, size, sha256, I/O specs, quantization audit and weight sparsity.
 
     Raises:
         UnsupportedModelError: The file is not a usable model.
@@ -47,5 +50,5 @@ def inspect_model(path: str | os.PathLike[str], *, backend: str | None = None, i
         return ModelInfo(
             path=str(Path(model.path)), format=model.format, backend=runtime.backend, engine=runtime.engine,
             size_bytes=model.size_bytes, sha256=model.sha256(), inputs=runtime.inputs, outputs=runtime.outputs,
-            audit=audit_model(model), precision=runtime.precision,
+            audit=audit_model(model), precision=runtime.precision, sparsity=weight_sparsity(model),
         )

@@ -164,6 +164,10 @@ def inspect(model: Path, backend: str | None, isolated: bool, as_json: bool) -> 
     out.print(f"integer: {audit.describe_share()} (float ops: {floats}); "
                   f"I/O {','.join(audit.input_dtypes)} -> {','.join(audit.output_dtypes)}; "
                   f"fully integer: {'yes' if audit.fully_integer else 'no'}")
+    out.print(f"sparsity: {info.sparsity.describe()}")
+    if info.sparsity.measured and info.sparsity.sparse_layers:
+        for engine, verdict in info.sparsity.engines.items():
+            out.print(f"  {engine}: {verdict}")
 
 
 def _summarise(name: str, value: Any) -> dict[str, Any]:
