@@ -1,5 +1,5 @@
-"""Every sample runs: the demo, the device app, convert.sh, custom_calibration.py, pytorch_to_edge.py and
-profile_on_pi.md."""
+"""Every sample runs: the demo, the device app, convert.sh, custom_calibration.py, pytorch_to_edge.py,
+prune_and_convert.py and profile_on_pi.md."""
 
 from __future__ import annotations
 
@@ -168,6 +168,22 @@ def test_pytorch_sample_converts_the_module_and_its_pt2_file(tmp_path):
     (report,) = json.loads(again.stdout)
     assert report["status"] == "ok" and report["source"]["kind"] == "pytorch"
     assert report["validation"]["accuracy_float"] >= 90
+
+
+@pytest.mark.torch
+def test_pruning_sample_removes_channels_and_keeps_accuracy_on_every_engine(tmp_path):
+    done = subprocess.run([sys.executable, str(SAMPLES / "prune_and_convert.py"), str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, env=_env(), timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary, *forms = done.stdout.strip().splitlines()
+    kept, total = (int(v.replace(",", "")) for v in re.findall(r"([\d,]+) of ([\d,]+) parameters", summary)[0])
+    pruned, unpruned = (float(v) for v in re.findall(r"([\d.]+)%\)?", summary)[-2:])
+    assert kept <= 0.3 * total, summary  # half the channels of each layer: about a quarter of the weights
+    assert pruned >= 90 and unpruned - pruned <= 3, summary
+    assert [line.split(":")[0] for line in forms] == ["tflite-int8", "onnx-int8", "openvino-int8"]
+    for line in forms:
+        converted, original = (float(v) for v in re.findall(r"([\d.]+)%", line))
+        assert original - converted <= 2, line
 
 
 def test_profile_on_pi_commands_are_valid(tmp_path):
