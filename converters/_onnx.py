@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from edgekit.converters import check_int8_placement, kept_source_scales, placement_backs_off, work_folder
-from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source
+from edgekit.converters._source import DEQUANTIZE, KERAS, PYTORCH, SAVEDMODEL, Source
 from edgekit.runtimes._cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu, is_arm
 from edgekit.runtimes._formats import ONNX, TFLITE
 from edgekit.runtimes._ort import engine_errors
@@ -66,6 +66,13 @@ def export_onnx(source: Source, output: Path, opset: int | None = None) -> dict[
         model = onnx.load(str(source.path))  # by path: external data resolves beside the model
         _fix_input_dims(model, source)
         info = {"exporter": "none (ONNX source)", "opset": _opset(model)}
+        if source.cache.get(DEQUANTIZE):  # asked for: a QAT/QDQ source made float again
+            from edgekit.converters._onnx_rewrite import dequantize_qdq
+
+            try:
+                info["dequantized_qdq_nodes"] = dequantize_qdq(model)
+            except ValueError as exc:
+                raise UnsupportedModelError(f"cannot dequantize '{source.path}': {exc}") from exc
         if opset and opset > info["opset"]:
             model = onnx.version_converter.convert_version(model, opset)
             info.update(opset=opset, opset_upgraded_from=info["opset"])

@@ -209,3 +209,65 @@ def _hard_sigmoids_as_relu6(graph: Any) -> int:
             graph.node.insert(index + offset, new)
         rewritten += 1
     return rewritten
+
+
+def dequantize_qdq(model: Any) -> int:
+    """Turn a QDQ model (``onnx.ModelProto``, in place) back into float: each DequantizeLinear of a constant
+    weight becomes the float weight it computes, each QuantizeLinear -> DequantizeLinear pair on an activation
+    is removed. Returns the number of Q/DQ nodes removed.
+
+    Raises:
+        ValueError: Blocked quantization (opset 21's ``block_size``) or integer ops with no float form here
+            (QOperator models).
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    integer_ops = sorted({n.op_type for n in graph.node if n.op_type.startswith("QLinear")
+                          or n.op_type in ("ConvInteger", "MatMulInteger", "MatMulNBits")})
+    if integer_ops:
+        raise ValueError(f"it holds integer ops with no float form here ({', '.join(integer_ops)})")
+    initializers = {t.name: t for t in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    outputs = {o.name for o in graph.output}
+    renamed, removed = {}, []
+    for node in list(graph.node):
+        if node.op_type != "DequantizeLinear":
+            continue
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attributes.get("block_size"):
+            raise ValueError(f"'{node.name}' dequantizes in blocks (block_size), which is not supported here")
+        source = node.input[0]
+        if source in initializers:  # a weight (or an int32 bias): fold it
+            value = numpy_helper.to_array(initializers[source]).astype(np.float32)
+            scale = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float32)
+            zero = numpy_helper.to_array(initializers[node.input[2]]).astype(np.float32) \
+                if len(node.input) > 2 and node.input[2] else np.zeros((), np.float32)
+            if scale.size > 1:  # per channel along ``axis``
+                shape = [1] * value.ndim
+                shape[attributes.get("axis", 1) % value.ndim] = scale.size
+                scale, zero = scale.reshape(shape), zero.reshape(shape) if zero.size > 1 else zero
+            graph.initializer.append(numpy_helper.from_array((value - zero) * scale, node.output[0]))
+        elif source in producers and producers[source].op_type == "QuantizeLinear":
+            float_input = producers[source].input[0]
+            if node.output[0] in outputs:  # a graph output keeps its name
+                graph.node.insert(list(graph.node).index(node), helper.make_node(
+                    "Identity", [float_input], [node.output[0]], name=f"{node.name}_dequantized"))
+            else:
+                renamed[node.output[0]] = float_input
+        else:
+            continue  # a DequantizeLinear of a graph input: the model takes integers there; leave it
+        removed.append(node)
+    for node in removed:
+        graph.node.remove(node)
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            node.input[index] = renamed.get(name, name)
+    read = {name for node in graph.node for name in node.input} | outputs
+    quantizers = [n for n in graph.node if n.op_type == "QuantizeLinear" and n.output[0] not in read]
+    for node in quantizers:
+        graph.node.remove(node)
+    read = {name for node in graph.node for name in node.input}
+    for tensor in [t for t in graph.initializer if t.name not in read and t.name not in outputs]:
+        graph.initializer.remove(tensor)
+    return len(removed) + len(quantizers)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from edgekit.converters import WEIGHT_ONLY, kept_source_scales, work_folder
-from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source
+from edgekit.converters._source import DEQUANTIZE, KERAS, PYTORCH, SAVEDMODEL, Source
 from edgekit.runtimes._cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu, is_arm
 from edgekit.runtimes._formats import ONNX, TFLITE
 from edgekit.runtimes._openvino import engine_message
@@ -46,8 +46,13 @@ def read_source(source: Source, work: Path) -> Any:
     is_onnx = source.kind in (ONNX, PYTORCH)
     if source.kind in (KERAS, SAVEDMODEL):
         path = _savedmodel(source, work / "savedmodel")
-    elif source.kind in (ONNX, TFLITE):
+    elif source.kind in (ONNX, TFLITE) and not source.cache.get(DEQUANTIZE):
         path = source.path
+    elif source.kind == ONNX:  # made float on request: through the dequantized export
+        from edgekit.converters._onnx import export_onnx
+
+        path = work / "source.onnx"
+        export_onnx(source, path)
     elif source.kind == PYTORCH:  # through its ONNX export: the same graph and names as the ONNX targets
         from edgekit.converters._onnx import export_onnx
 

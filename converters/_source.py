@@ -20,6 +20,8 @@ from edgekit.runtimes.base import TensorSpec
 from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
 
 KERAS, SAVEDMODEL = "keras", "savedmodel"
+#: ``Source.cache`` key: a quantized ONNX source is made float on request (``dequantize_source``)
+DEQUANTIZE = "dequantize_qdq"
 
 
 @dataclass
@@ -52,6 +54,22 @@ class Source:
             beside = {self.path.parent / name for name in check_onnx(self.path).external_locations}
             return self.path.stat().st_size + sum(p.stat().st_size for p in beside)
         return self.path.stat().st_size
+
+
+def dequantize_source(source: Source) -> Source:
+    """The quantized ONNX ``source`` as a float source: its exports drop the Q/DQ pairs and fold the weights'
+    DequantizeLinear into float weights (``_onnx_rewrite.dequantize_qdq``), so any target can take it.
+
+    Raises:
+        ConversionError: The source is not a quantized ONNX model.
+    """
+    if source.quantization is None:
+        raise ConversionError(f"dequantize: '{source.path.name}' is not quantized; convert it without the option")
+    if source.kind != ONNX:
+        raise ConversionError(f"dequantize applies to ONNX sources; '{source.path.name}' is {source.quantization}: "
+                              "convert the float model instead")
+    source.cache[DEQUANTIZE] = True
+    return replace(source, quantization=None)
 
 
 def sanitize_name(name: str) -> str:

@@ -150,3 +150,21 @@ def test_an_int8_tflite_is_not_given_a_float_openvino_name(tflite_int8, tmp_path
     with pytest.raises(edgekit.UnsupportedModelError, match="openvino-fp32 would keep its integer layers under a "
                        "float name; choose tflite-int8"):
         edgekit.convert(tflite_int8, "openvino-fp32", output_dir=tmp_path)
+
+
+def test_dequantize_on_request_makes_a_float_model_of_the_qat_source(qat_files, tmp_path):
+    import onnx
+
+    qat_onnx, qat_pt2 = qat_files
+    results = edgekit.convert(qat_onnx, "onnx-fp32,openvino-fp32", dequantize=True, output_dir=tmp_path,
+                              calibration=DIGITS_IMAGES, recipe=edgekit.Recipe(color="gray", layout="nchw"))
+    for result in results:
+        assert result.passed, result.report["failures"]
+        assert result.report["source"]["dequantized"].startswith("on request")
+    ops = {n.op_type for n in onnx.load(str(results[0].artifact)).graph.node}
+    assert not ops & {"QuantizeLinear", "DequantizeLinear"} and {"Conv", "Gemm"} <= ops
+    assert 'type="FakeQuantize"' not in Path(results[1].artifact).read_text()
+    images = _digits(64)  # the float model the QAT weights make: it decides as the fake-quantized one does
+    assert np.mean(_ort(results[0].artifact, images).argmax(1) == _ort(qat_onnx, images).argmax(1)) >= 0.95
+    with pytest.raises(edgekit.ConversionError, match="dequantize applies to ONNX sources"):
+        edgekit.convert(qat_pt2, "onnx-fp32", dequantize=True, output_dir=tmp_path / "pt2")

@@ -163,6 +163,8 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
 @click.option("--symmetric-weights/--asymmetric-weights", default=None, help="onnx-w4/w8, openvino-w4/w8: weight "
               "zero points [default: each engine's: asymmetric on ONNX Runtime and openvino-w8, symmetric on "
               "openvino-w4].")
+@click.option("--dequantize", is_flag=True, default=None, help="A quantized (QAT/QDQ) ONNX source: remove its "
+              "Q/DQ pairs first, so float targets (or a new calibration) can take it.")
 @click.option("--fp16-arithmetic/--no-fp16-arithmetic", default=None, help="tflite-fp16: let XNNPACK compute in "
               "fp16 on CPUs with fp16 arithmetic (Armv8.2+, e.g. Pi 5) [default], or keep fp32 arithmetic.")
 @click.option("--accuracy-level", type=click.Choice(["auto", "0", "1", "2", "3", "4"]),

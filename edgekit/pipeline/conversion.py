@@ -27,7 +27,7 @@ from edgekit._files import check_stem, ensure_writable, publish, staging_dir
 from edgekit.audit import audit_model
 from edgekit.converters import WEIGHT_ONLY, Target, check_options, check_quantized_source, resolve_targets
 from edgekit.converters._quiet import native_stderr_silenced
-from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source, open_source
+from edgekit.converters._source import DEQUANTIZE, KERAS, PYTORCH, SAVEDMODEL, Source, dequantize_source, open_source
 from edgekit.pipeline.calibration import RANDOM_SOURCE, Dataset, build_dataset, fail_if_empty
 from edgekit.pipeline.engine_log import engine_messages
 from edgekit.pipeline.preprocess import Recipe
@@ -147,7 +147,9 @@ def convert(
             target takes is an error. TFLite: ``io`` (int8/uint8/float/int16), ``allow_float_ops``.
             ONNX: ``calib_method``, ``per_channel``, ``activation_type``, ``weight_type``, ``symmetric``,
             ``exclude_nodes``, ``exclude_op_types``, ``keep_output_float``, ``onnx_format``, ``for_cpu``,
-            ``reduce_range``, ``opset``.
+            ``reduce_range``, ``opset``. Weight-only: ``group_size``, ``symmetric_weights``,
+            ``accuracy_level``. ``dequantize=True`` makes a quantized (QAT/QDQ) ONNX source float first, so
+            any target takes it (by default only the int8 targets that keep its scales do).
 
     Returns:
         One ``ConversionResult`` per target, in the order asked.
@@ -159,6 +161,7 @@ def convert(
     progress = progress or _no_progress
     targets = resolve_targets(to)
     options = {k: v for k, v in options.items() if v is not None}
+    dequantize = options.pop("dequantize", False)  # a source option, not a converter's
     check_options(targets, options)
     if name is not None:
         check_stem(name)
@@ -167,6 +170,8 @@ def convert(
     src = open_source(source, input_shapes, example_inputs=example_inputs, output_names=output_names, name=name,
                       trust_pickle=trust_pickle)
     stem = name or (src.path.name if src.path.is_dir() else src.path.stem)
+    if dequantize:
+        src = dequantize_source(src)
     check_quantized_source(src, targets)
     _check_route(src, targets)
     for target in targets:  # fail before any work rather than after minutes of it
@@ -571,8 +576,10 @@ def _source_info(src: Source) -> dict[str, Any]:
                 digest.update(str(file.relative_to(src.path)).encode())
             hash_into(digest, file)
         info.update(path=str(src.path), sha256=digest.hexdigest())
-    if src.quantization:  # the report's "float" figures are then the quantized source's own
-        info.update(quantization=src.quantization, reference=f"the quantized source itself, run by "
+    if src.cache.get(DEQUANTIZE):
+        info["dequantized"] = "on request: Q/DQ pairs removed, weights folded to float"
+    if src.quantization or src.cache.get(DEQUANTIZE):  # the report's "float" figures are the quantized source's
+        info.update(quantization=src.quantization or "dequantized", reference=f"the quantized source itself, run by "
                                                              f"{'torch' if src.kind == PYTORCH else 'its engine'}")
     return info
 
