@@ -576,11 +576,12 @@ def _source_info(src: Source) -> dict[str, Any]:
                 digest.update(str(file.relative_to(src.path)).encode())
             hash_into(digest, file)
         info.update(path=str(src.path), sha256=digest.hexdigest())
+    if src.quantization:
+        info["quantization"] = src.quantization
     if src.cache.get(DEQUANTIZE):
         info["dequantized"] = "on request: Q/DQ pairs removed, weights folded to float"
     if src.quantization or src.cache.get(DEQUANTIZE):  # the report's "float" figures are the quantized source's
-        info.update(quantization=src.quantization or "dequantized", reference=f"the quantized source itself, run by "
-                                                             f"{'torch' if src.kind == PYTORCH else 'its engine'}")
+        info["reference"] = f"the quantized source itself, run by {'torch' if src.kind == PYTORCH else 'its engine'}"
     return info
 
 
