@@ -17,9 +17,9 @@ from typing import Any
 
 #: precisions each format can take, as edgekit targets name them (format-precision)
 PRECISIONS: dict[str, tuple[str, ...]] = {
-    "tflite": ("fp32", "fp16", "dynamic", "int8", "int16x8", "w4"),
-    "onnx": ("fp32", "fp16", "int8-dynamic", "int8", "w4", "w8"),
-    "openvino": ("fp32", "fp16", "int8", "w4", "w8"),
+    "tflite": ("fp32", "fp16", "dynamic", "int8", "int16x8"),
+    "onnx": ("fp32", "fp16", "int8-dynamic", "int8"),
+    "openvino": ("fp32", "fp16", "int8"),
 }
 #: quantization knobs per target: name -> choices, the converter's default first
 KNOBS: dict[str, dict[str, tuple[Any, ...]]] = {

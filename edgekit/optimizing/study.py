@@ -373,7 +373,8 @@ class DeferredInterrupt:
         self._previous: Any = None
 
     def __enter__(self) -> DeferredInterrupt:
-        if threading.current_thread() is threading.main_thread():
+        # only over a handler Python can put back (None: one installed by native code, left alone)
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not None:
             self._previous = signal.signal(signal.SIGINT, self._on_sigint)
         return self
 
