@@ -89,8 +89,8 @@ def main() -> None:
                 for target, path in ok.items():
                     with edgekit.load(path, threads=args.threads) as runtime:
                         outputs[target] = np.asarray(next(iter(runtime.run(feeds).values())), np.float32).ravel()
-                    sizes[target] = sum(f.stat().st_size for f in path.parent.glob(f"{path.stem}.*")
-                                        if f.suffix in (".onnx", ".xml", ".bin", ".tflite", ".data"))
+                    companions = [path.with_suffix(".bin"), Path(f"{path}.data")]  # an IR's weights, ONNX's
+                    sizes[target] = path.stat().st_size + sum(f.stat().st_size for f in companions if f.is_file())
                 base = f"{family}-fp32"
                 for result in made:
                     target = result.target
