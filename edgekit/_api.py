@@ -39,10 +39,12 @@ def load(
         isolated: Let the engine parse the file first in a subprocess with memory and time limits, so a
             native crash on a crafted file becomes an ``UnsupportedModelError`` instead of killing this process.
         precision: The precision float layers execute in: ``"auto"`` (default: the engine's own choice —
-            OpenVINO runs bf16 on bf16-capable x86 and f16 on ARM, LiteRT and ONNX Runtime f32), ``"f32"``,
-            ``"bf16"`` or ``"f16"`` (OpenVINO hints). ``Runtime.precision`` says what really runs.
+            OpenVINO runs bf16 on bf16-capable x86 and f16 on ARM, ONNX Runtime f32, LiteRT f32 unless the model
+            allows fp16 arithmetic and the CPU has it), ``"f32"``, ``"bf16"`` or ``"f16"`` (OpenVINO hints;
+            on LiteRT ``"f16"`` is XNNPACK's FORCE_FP16). ``Runtime.precision`` says what really runs.
         **engine_options: Passed to the engine: ``delegate``/``delegate_options``/``implementation``/
-            ``signature`` (LiteRT), ``providers``/``session_options`` (ONNX Runtime), ``config`` (OpenVINO).
+            ``signature``/``weight_cache`` (LiteRT; ``weight_cache`` is a file where XNNPACK keeps packed
+            weights between loads), ``providers``/``session_options`` (ONNX Runtime), ``config`` (OpenVINO).
 
     Returns:
         A ``Runtime``; use it as a context manager or call ``close()``.

@@ -112,11 +112,12 @@ def open_runtime(
         from edgekit.runtimes._isolation import probe
 
         probe(model.path, chosen.name)
-    if chosen.name == "openvino":
+    if chosen.name in ("openvino", "litert"):
         engine_options["precision"] = precision
     elif precision not in (None, "auto", "f32"):
-        raise EdgekitError(f"precision '{precision}' is an OpenVINO execution hint; {chosen.name} runs float layers "
-                           "in f32: drop precision= or load with backend='openvino'")
+        raise EdgekitError(f"precision '{precision}' is an execution choice of OpenVINO (f32, bf16, f16) and LiteRT "
+                           f"(f32, f16); {chosen.name} runs float layers in f32: drop precision= or load with "
+                           "backend='openvino'")
     runtime = runtime_class(model, device=device, threads=threads, **engine_options)
     runtime.check_finite = check_finite
     runtime.model_file = model

@@ -79,3 +79,27 @@ def describe_cpu(for_cpu: str = "auto", cpuinfo: str | None = None, machine: str
     if flags & {"avx512_vnni", "avx_vnni"}:
         return X86_VNNI
     return X86_WITHOUT_VNNI
+
+
+_AT_HWCAP, _HWCAP_FPHP, _HWCAP_ASIMDHP = 16, 1 << 9, 1 << 10  # Linux arm64 hwcaps: fp16 scalar and vector
+
+
+def has_fp16_arithmetic(cpuinfo: str | None = None, machine: str | None = None) -> bool:
+    """Whether this arm64 CPU computes in fp16 (Armv8.2-A FEAT_FP16: Cortex-A76 / Raspberry Pi 5 yes, Cortex-A72 /
+    Pi 4 no): what XNNPACK reads, from the kernel's hwcaps (as XNNPACK's cpuinfo does), else /proc/cpuinfo.
+    x86 is False: XNNPACK's fp16 there converts to fp32 around every operation (slower than fp32)."""
+    machine = (machine or platform.machine()).lower()
+    if machine not in ("aarch64", "arm64"):
+        return False
+    if cpuinfo is None:
+        try:
+            import ctypes
+
+            getauxval = ctypes.CDLL(None).getauxval
+            getauxval.restype = ctypes.c_ulong
+            hwcap = getauxval(_AT_HWCAP)
+            if hwcap:
+                return bool(hwcap & _HWCAP_FPHP and hwcap & _HWCAP_ASIMDHP)
+        except (OSError, AttributeError):
+            pass
+    return {"fphp", "asimdhp"} <= _cpu_flags(cpuinfo)

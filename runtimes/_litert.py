@@ -4,19 +4,27 @@ Runs through tensor indices taken from the model's signature (set_tensor /
 invoke / get_tensor): the fastest idiomatic path, with the signature's names.
 XNNPACK is the default CPU delegate of all three implementations; the thread
 count is passed when the interpreter is built because XNNPACK ignores a later
-change.
+change. XNNPACK's own options (fp16 arithmetic forced on fp32 layers, a packed
+weight cache file) exist only in ai-edge-litert's CompiledModel API, which runs
+the model when they are asked for.
 """
 
 from __future__ import annotations
 
 import ctypes.util
+import gc
 import importlib
 import logging
+import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgekit.runtimes._cpu import has_fp16_arithmetic
 from edgekit.runtimes._formats import ModelFile
+from edgekit.runtimes._native_log import native_log_captured, silence_native_log_at_exit
+from edgekit.runtimes._tflite_metadata import read_metadata
 from edgekit.runtimes.base import Runtime, TensorSpec
 from edgekit.runtimes.errors import (
     DeviceError,
@@ -36,6 +44,10 @@ IMPLEMENTATIONS = (
 # Well-known delegate libraries a device may have installed system-wide.
 KNOWN_DELEGATES = {"edgetpu": "npu", "vx_delegate": "npu", "ethosu_delegate": "npu",
                    "tensorflowlite_gpu_delegate": "gpu"}
+# XNNPACK delegate flags (xnnpack_delegate.h): its defaults (signed and unsigned int8 kernels) and fp16 forced
+XNNPACK_DEFAULT_FLAGS, XNNPACK_FORCE_FP16 = 0x1 | 0x2, 0x4
+#: the metadata entry by which a model allows XNNPACK fp16 arithmetic (what converters write for tflite-fp16)
+FP16_ARITHMETIC_MARK = ("reduced_precision_support", b"fp16accfp16")
 
 
 def import_interpreter(preferred: str | None = None) -> tuple[str, Any]:
@@ -125,14 +137,18 @@ class LiteRTRuntime(Runtime):
         signature: str | None = None,
         api: str | None = None,
         dispatch_library: str | None = None,
+        precision: str | None = None,
+        weight_cache: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
         self.path = str(model.path)
         impl_name, module = import_interpreter(implementation)
         self.engine = f"{impl_name} {implementation_version(impl_name)}"
+        self.precision = self._float_precision(precision)
         self._compiled = None
-        if _wants_compiled_model(api, device, delegate, dispatch_library, impl_name):
-            self._compile(device, threads, dispatch_library)
+        xnnpack = _xnnpack_options(precision, weight_cache)
+        if _wants_compiled_model(api, device, delegate, dispatch_library, impl_name, xnnpack):
+            self._compile(device, threads, dispatch_library, xnnpack)
             delegates = []  # the interpreter below only reads the signature and quantization
         else:
             delegates = self._delegates(module, device, delegate, delegate_options)
@@ -140,7 +156,8 @@ class LiteRTRuntime(Runtime):
             self._interpreter = module.Interpreter(
                 model_path=self.path, num_threads=threads, experimental_delegates=delegates or None
             )
-            self._interpreter.allocate_tensors()
+            if self._compiled is None:  # (allocating would make XNNPACK pack every weight a second time)
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise UnsupportedModelError(f"LiteRT cannot load '{self.path}': {_explain(first_line(exc))}") from exc
         self._bind_signature(signature)
@@ -149,8 +166,23 @@ class LiteRTRuntime(Runtime):
         self._lock = threading.Lock()
         log.info("loaded %s with %s on %s", self.path, self.engine, self.device)
 
-    # -- ai-edge-litert's CompiledModel: hardware accelerators (NPU via vendor dispatch, GPU) -----------
-    def _compile(self, device: str, threads: int | None, dispatch_library: str | None) -> None:
+    def _float_precision(self, asked: str | None) -> str:
+        """What XNNPACK computes float layers in: fp16 when forced, or when the model allows it (its
+        fp16accfp16 mark) on an arm64 CPU with fp16 arithmetic; fp32 otherwise."""
+        if asked not in (None, "auto", "f32", "f16"):
+            raise UnsupportedModelError(f"LiteRT runs float layers in f32 or f16 (XNNPACK), not '{asked}'; "
+                                        "bf16 is an OpenVINO hint: load with backend='openvino'")
+        key, value = FP16_ARITHMETIC_MARK
+        marked = read_metadata(self.path).get(key) == value and has_fp16_arithmetic()
+        if asked == "f32" and marked:
+            raise UnsupportedModelError(
+                f"'{self.path}' allows fp16 arithmetic ({key}: {value.decode()}), which XNNPACK uses on this CPU "
+                "and no option turns off: load its tflite-fp32 form, or convert with --no-fp16-arithmetic")
+        return "f16" if asked == "f16" or marked else "f32"
+
+    # -- ai-edge-litert's CompiledModel: hardware accelerators (NPU via vendor dispatch, GPU), XNNPACK options --
+    def _compile(self, device: str, threads: int | None, dispatch_library: str | None,
+                 xnnpack: dict[str, Any]) -> None:
         from ai_edge_litert.compiled_model import CompiledModel, CpuOptions, HardwareAccelerator, Options
         from ai_edge_litert.environment import Environment
 
@@ -158,9 +190,13 @@ class LiteRTRuntime(Runtime):
                         "npu": HardwareAccelerator.NPU,
                         "auto": HardwareAccelerator.NPU | HardwareAccelerator.GPU | HardwareAccelerator.CPU}[device]
         try:
-            environment = Environment.create(dispatch_library_path=dispatch_library or "")
-            options = Options(hardware_accelerators=accelerators, cpu_options=CpuOptions(num_threads=threads or 1))
-            self._compiled = CompiledModel.from_file(self.path, environment=environment, options=options)
+            # LiteRT logs every accelerator and vendor plugin it probes to fd 2 and has no Python switch for it
+            with native_log_captured("LiteRT"):
+                environment = Environment.create(dispatch_library_path=dispatch_library or "")
+                options = Options(hardware_accelerators=accelerators,
+                                  cpu_options=CpuOptions(num_threads=threads or 1, **xnnpack))
+                self._compiled = CompiledModel.from_file(self.path, environment=environment, options=options)
+            self._environment = environment  # closed with the model, inside the capture (it logs as it goes)
         except (RuntimeError, ValueError, OSError) as exc:
             if device == "cpu":
                 raise UnsupportedModelError(f"LiteRT cannot compile '{self.path}': {first_line(exc)}") from exc
@@ -177,23 +213,54 @@ class LiteRTRuntime(Runtime):
         # run the same signature the interpreter was bound to (a model without signatures has one subgraph)
         index = self._compiled.get_signature_index(self._signature_key) if self._signature_key else 0
         self._signature_index = index
+        key = list(self._compiled.get_signature_list())[index]
+        self._compiled_key = key
+        # the compiled model lists a signature's ports in its own order; edgekit's ports keep the graph's
+        compiled_inputs = list(self._compiled.get_input_tensor_details(key))
+        self._input_order = [compiled_inputs.index(spec.name) if spec.name in compiled_inputs else position
+                             for position, spec in enumerate(self.inputs)]
+        self._make_buffers()
+        # LiteRT makes (and logs) a process-wide environment on the first buffer write: do it now, captured
+        with native_log_captured("LiteRT"):
+            for buffer, shape, spec in zip(self._in_buffers, self._shapes, self.inputs):
+                buffer.write(np.zeros(shape, spec.dtype))
+        silence_native_log_at_exit()
+
+    def _make_buffers(self) -> None:
+        index = self._signature_index
         self._in_buffers = self._compiled.create_input_buffers(index)
+        self._in_buffers = [self._in_buffers[position] for position in self._input_order]
         self._out_buffers = self._compiled.create_output_buffers(index)
-        self._out_layout = [(int(np.prod([d or 1 for d in s.shape])), s.dtype, s.shape) for s in self.outputs]
+        details = self._compiled.get_output_tensor_details(self._compiled_key)
+        outputs = list(details.values())
+        self._out_layout = [(int(np.prod(shape)), spec.dtype, tuple(shape)) for spec, shape in
+                            zip(self.outputs, (details.get(s.name, outputs[i])["shape"]
+                                               for i, s in enumerate(self.outputs)))]
+        order = list(details)
+        self._out_order = [order.index(s.name) if s.name in order else i for i, s in enumerate(self.outputs)]
 
     def _invoke_compiled(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        for index, (array, spec) in enumerate(zip(arrays, self.inputs)):
-            if array.shape != self._shapes[index]:
-                raise InferenceError(f"input '{spec.name}': the accelerator path runs the model's compiled shape "
-                                     f"{list(self._shapes[index])}, got {list(array.shape)}")
         try:
+            if any(array.shape != shape for array, shape in zip(arrays, self._shapes)):
+                self._resize_compiled(arrays)
             for buffer, array in zip(self._in_buffers, arrays):
                 buffer.write(np.ascontiguousarray(array))
-            self._compiled.run_by_index(self._signature_index, self._in_buffers, self._out_buffers)
-            return [buffer.read(count, dtype).reshape(tuple(1 if d is None else d for d in shape))
-                    for buffer, (count, dtype, shape) in zip(self._out_buffers, self._out_layout)]
+            run_inputs = [None] * len(self._in_buffers)
+            for buffer, position in zip(self._in_buffers, self._input_order):
+                run_inputs[position] = buffer
+            self._compiled.run_by_index(self._signature_index, run_inputs, self._out_buffers)
+            return [self._out_buffers[position].read(count, dtype).reshape(shape)
+                    for position, (count, dtype, shape) in zip(self._out_order, self._out_layout)]
         except (RuntimeError, ValueError) as exc:
             raise InferenceError(f"LiteRT failed to run '{self.path}': {first_line(exc)}") from exc
+
+    def _resize_compiled(self, arrays: list[np.ndarray]) -> None:
+        # like the interpreter: a new shape (a batch) resizes the model's dynamic dimensions, once per change
+        self._shapes = [None] * len(arrays)  # stays invalid if the engine refuses the new shapes
+        for array, position in zip(arrays, self._input_order):  # (Runtime.run checked them against the specs)
+            self._compiled.resize_input_tensor(position, list(array.shape), self._signature_index)
+        self._make_buffers()
+        self._shapes = [a.shape for a in arrays]
 
     def _delegates(self, module: Any, device: str, delegate: str | None, options: dict | None) -> list:
         if delegate is not None:
@@ -284,8 +351,11 @@ class LiteRTRuntime(Runtime):
     def _release(self) -> None:
         self._interpreter = None
         if self._compiled is not None:
-            self._compiled.close()
-            self._compiled = None
+            with native_log_captured("LiteRT"):
+                self._compiled.close()
+                self._compiled = self._in_buffers = self._out_buffers = None  # buffers hold the environment too
+                self._environment.close()
+                gc.collect()  # the capsules' destructors run now, while the capture is on
 
 
 
@@ -299,12 +369,33 @@ def _explain(message: str) -> str:
     return message
 
 
+def _xnnpack_options(precision: str | None, weight_cache: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """CpuOptions fields for XNNPACK's own options; {} keeps the engine's defaults (and the Interpreter)."""
+    options: dict[str, Any] = {}
+    if precision == "f16":
+        options["xnnpack_flags"] = XNNPACK_DEFAULT_FLAGS | XNNPACK_FORCE_FP16
+    if weight_cache is not None:
+        cache = Path(weight_cache)
+        if cache.is_dir() or not cache.parent.is_dir():
+            raise UnsupportedModelError(f"weight_cache must be a file path in an existing folder, got '{cache}' "
+                                        "(XNNPACK writes the packed weights there on the first load)")
+        options["xnnpack_weight_cache_path"] = str(cache)
+    return options
+
+
 def _wants_compiled_model(api: str | None, device: str, delegate: str | None, dispatch_library: str | None,
-                          implementation: str) -> bool:
-    """The CompiledModel API is ai-edge-litert's route to GPUs and NPUs (vendor dispatch libraries); the
-    Interpreter stays the default on CPU and whenever a delegate library is given."""
+                          implementation: str, xnnpack: dict[str, Any] | None = None) -> bool:
+    """The CompiledModel API is ai-edge-litert's route to GPUs and NPUs (vendor dispatch libraries) and to
+    XNNPACK's own options; the Interpreter stays the default on CPU and whenever a delegate library is given."""
     if api not in (None, "interpreter", "compiled"):
         raise UnsupportedModelError(f"unknown LiteRT api '{api}'; choose interpreter or compiled")
+    if xnnpack:
+        if api == "interpreter" or delegate is not None:
+            raise UnsupportedModelError("precision='f16' and weight_cache are XNNPACK options of LiteRT's "
+                                        "CompiledModel API; drop api='interpreter' / delegate= to use them")
+        if implementation != "ai_edge_litert":
+            raise MissingDependencyError("ai-edge-litert (XNNPACK's fp16 and weight-cache options)", "litert")
+        return True
     if api == "interpreter" or delegate is not None:
         return False
     wanted = api == "compiled" or dispatch_library is not None or (

@@ -136,8 +136,9 @@ class Runtime(abc.ABC):
     #: The concrete engine used, e.g. ``ai_edge_litert 2.3.0``.
     engine: str = ""
     device: str = "cpu"
-    #: The precision float layers really execute in: "f32" on LiteRT and ONNX Runtime; OpenVINO's own choice
-    #: (bf16 on bf16-capable x86, f16 on ARM) unless ``precision=`` asked for another.
+    #: The precision float layers really execute in: "f32" on ONNX Runtime; on LiteRT "f32", or "f16" when forced
+    #: or when the model allows fp16 arithmetic on an arm64 CPU that has it; OpenVINO's own choice (bf16 on
+    #: bf16-capable x86, f16 on ARM) unless ``precision=`` asked for another.
     precision: str = "f32"
     path: str = ""
     #: Refuse NaN/Inf in float feeds (off by default: the check reads every element).

@@ -28,10 +28,14 @@ def test_compiled_model_gives_the_interpreter_answers(request, fixture):
         np.testing.assert_array_equal(compiled.run(raw, raw=True)["output"], interpreter.run(raw, raw=True)["output"])
 
 
-def test_compiled_model_runs_its_compiled_shape(tflite_fp32):
-    with edgekit.load(tflite_fp32, api="compiled") as rt:
-        with pytest.raises(InferenceError, match=r"accelerator path runs the model's compiled shape \[1, 16\]"):
-            rt.run(tiny.sample_inputs(3))
+def test_compiled_model_resizes_a_dynamic_batch_like_the_interpreter(tflite_fp32):
+    x = tiny.sample_inputs(3)
+    with edgekit.load(tflite_fp32, api="compiled") as compiled, edgekit.load(tflite_fp32) as interpreter:
+        np.testing.assert_allclose(compiled.run(x)["output"], interpreter.run(x)["output"], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(compiled.run(x[:1])["output"], interpreter.run(x[:1])["output"], rtol=1e-6,
+                                   atol=1e-6)
+        with pytest.raises(InferenceError, match=r"input 'input' expects shape \[\?, 16\], got \[3, 15\]"):
+            compiled.run(x[:, :15])
 
 
 def test_npu_without_an_npu_says_what_to_pass(tflite_fp32):

@@ -39,7 +39,7 @@ def test_other_engines_run_f32_and_refuse_an_openvino_hint(onnx_fp32, tflite_fp3
     for path in (onnx_fp32, tflite_fp32):
         with edgekit.load(path, precision="f32") as runtime:
             assert runtime.precision == "f32"
-    with pytest.raises(EdgekitError, match="precision 'bf16' is an OpenVINO execution hint; onnxruntime runs"):
+    with pytest.raises(EdgekitError, match="precision 'bf16' is an execution choice of OpenVINO .* onnxruntime runs"):
         edgekit.load(onnx_fp32, precision="bf16")
     with pytest.raises(EdgekitError, match="unknown precision 'fp8'; choose one of auto, f32, bf16, f16"):
         edgekit.load(onnx_fp32, precision="fp8")
@@ -65,3 +65,56 @@ def test_conversion_validates_at_the_precision_the_device_runs(tmp_path):
 
     (result,) = edgekit.convert(make_conv_onnx(tmp_path / "conv.onnx"), "openvino-fp32", output_dir=tmp_path)
     assert result.validation["precision"] == _openvino_default(result.artifact)
+
+
+def test_litert_f16_forces_xnnpack_fp16_and_says_so(tflite_fp32):
+    x = np.random.default_rng(1).random((8, 16), dtype=np.float32)
+    with edgekit.load(tflite_fp32) as default, edgekit.load(tflite_fp32, precision="f16") as half:
+        assert (default.precision, half.precision) == ("f32", "f16") and "CompiledModel" in half.engine
+        exact, reduced = default.run(x)["output"], half.run(x)["output"]
+    # fp16 arithmetic really ran (results move), within fp16's precision of the fp32 run
+    assert not np.array_equal(exact, reduced)
+    np.testing.assert_allclose(reduced, exact, atol=2e-3 * np.abs(exact).max())
+    with pytest.raises(EdgekitError, match="LiteRT runs float layers in f32 or f16 .*not 'bf16'"):
+        edgekit.load(tflite_fp32, precision="bf16")
+
+
+def test_litert_weight_cache_is_written_once_and_reused(tflite_fp32, tmp_path):
+    x = np.random.default_rng(2).random((3, 16), dtype=np.float32)
+    cache = tmp_path / "tiny.xnnpack_cache"
+    with edgekit.load(tflite_fp32) as plain:
+        expected = plain.run(x)["output"]
+    with edgekit.load(tflite_fp32, weight_cache=cache) as first:
+        np.testing.assert_array_equal(first.run(x)["output"], expected)
+    written = cache.stat()
+    assert written.st_size > 0
+    with edgekit.load(tflite_fp32, weight_cache=cache) as second:
+        np.testing.assert_array_equal(second.run(x)["output"], expected)
+    assert cache.stat().st_mtime_ns == written.st_mtime_ns  # read back, not packed and written again
+    with pytest.raises(EdgekitError, match="weight_cache must be a file path in an existing folder, got"):
+        edgekit.load(tflite_fp32, weight_cache=tmp_path / "missing" / "cache")
+
+
+def test_fp16_arithmetic_is_read_from_the_cpu_as_xnnpack_reads_it():
+    from edgekit.runtimes._cpu import has_fp16_arithmetic
+
+    pi5 = "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc asimddp"
+    pi4 = "Features\t: fp asimd evtstrm crc32 cpuid"
+    assert has_fp16_arithmetic(pi5, "aarch64") and not has_fp16_arithmetic(pi4, "aarch64")
+    assert not has_fp16_arithmetic("flags\t: avx2 f16c avx512_fp16", "x86_64")
+
+
+def test_a_model_marked_for_fp16_arithmetic_runs_f32_where_the_cpu_has_none(tmp_path, tflite_fp32, monkeypatch):
+    from edgekit.converters._tflite import _mark_fp16_arithmetic
+    from edgekit.runtimes import _litert
+
+    marked = tmp_path / "marked.tflite"
+    marked.write_bytes(tflite_fp32.read_bytes())
+    _mark_fp16_arithmetic(marked, True)
+    with edgekit.load(marked) as runtime:
+        assert runtime.precision == ("f16" if _litert.has_fp16_arithmetic() else "f32")
+    monkeypatch.setattr(_litert, "has_fp16_arithmetic", lambda: True)  # as on a Raspberry Pi 5
+    with edgekit.load(marked) as runtime:
+        assert runtime.precision == "f16"
+    with pytest.raises(EdgekitError, match="allows fp16 arithmetic .*load its tflite-fp32 form"):
+        edgekit.load(marked, precision="f32")

@@ -41,8 +41,9 @@ device_option = click.option("--device", type=click.Choice(["cpu", "gpu", "npu",
                              show_default=True, help="Where to run.")
 threads_option = click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads.")
 precision_option = click.option("--precision", type=click.Choice(list(PRECISIONS)),
-                                help="Precision float layers run in (an OpenVINO hint; LiteRT and ONNX Runtime "
-                                     "run f32) [default: auto, the engine's own choice].")
+                                help="Precision float layers run in: an OpenVINO hint; on LiteRT f16 forces "
+                                     "XNNPACK's fp16 arithmetic; ONNX Runtime runs f32 [default: auto, the engine's "
+                                     "own choice].")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
 

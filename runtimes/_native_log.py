@@ -1,0 +1,58 @@
+"""Keep an engine's native log lines (written straight to file descriptor 2, past Python's logging) off the
+user's terminal: they are captured while the engine loads and handed to the ``edgekit.runtimes`` logger at
+debug level, or shown as they come when that logger is verbose (the CLI's ``-v``)."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+log = logging.getLogger("edgekit.runtimes")
+
+
+@contextmanager
+def native_log_captured(engine: str) -> Iterator[list[str]]:
+    """Capture fd 2 for the duration; the yielded list holds the captured lines afterwards (for an error
+    message that wants the engine's last words)."""
+    lines: list[str] = []
+    if log.isEnabledFor(logging.INFO):
+        yield lines
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines.extend(line for line in capture.read().decode("utf-8", "replace").splitlines() if line.strip())
+            for line in lines:
+                log.debug("%s: %s", engine, line)
+
+
+_exit_silencer_registered = False
+
+
+def silence_native_log_at_exit() -> None:
+    """Send fd 2 to /dev/null once Python has finished, unless verbose: engines with process-wide state (LiteRT's
+    environment) log its teardown from C++ static destructors, which run after every Python-level handler."""
+    global _exit_silencer_registered
+    if _exit_silencer_registered or log.isEnabledFor(logging.INFO):
+        return
+    _exit_silencer_registered = True
+
+    def silence() -> None:
+        sys.stderr.flush()
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+
+    atexit.register(silence)  # registered after the engine loaded, so it runs before earlier handlers
