@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -36,9 +37,11 @@ class Sshd:
             self.process.kill()
 
 
-def start_sshd(work: Path, *, root: Path | None = None, sftp: bool = True) -> Sshd:
+def start_sshd(work: Path, *, root: Path | None = None, sftp: bool = True,
+               session_env: dict[str, str] | None = None) -> Sshd:
     """Start sshd on 127.0.0.1:<free port>, accepting ``work/client`` for root; ``root`` runs it in that chroot.
-    ``sftp=False`` leaves out the SFTP subsystem, as dropbear and many embedded images do."""
+    ``sftp=False`` leaves out the SFTP subsystem, as dropbear and many embedded images do. ``session_env``
+    is set in sshd's own environment and in every session it starts (sshd clears the environment)."""
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     if not Path(sshd).exists():
         raise RuntimeError("sshd is not installed (openssh-server); .ci/run installs it")
@@ -56,6 +59,7 @@ def start_sshd(work: Path, *, root: Path | None = None, sftp: bool = True) -> Ss
         f"PidFile {inside}/sshd.pid\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         + ("Subsystem sftp internal-sftp\n" if sftp else "")
+        + "".join(f"SetEnv {name}={value}\n" for name, value in (session_env or {}).items())
     )
     Path("/run/sshd").mkdir(exist_ok=True)
     if root:
@@ -65,7 +69,8 @@ def start_sshd(work: Path, *, root: Path | None = None, sftp: bool = True) -> Ss
     if root:
         command = ["chroot", str(root), "/usr/sbin/sshd", *command[1:]]
         log = base / "sshd.log"
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, **(session_env or {})})
     deadline = time.time() + 60
     while time.time() < deadline:
         if process.poll() is not None:

@@ -49,6 +49,11 @@ mkdir -p "$ROOT/etc/xdg/pip" "$ROOT/etc/ssl/certs"
 cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
 mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
+# XNNPACK's CPU detection (cpuinfo) reads these two sysfs files and, without them, gives up: LiteRT then
+# runs no XNNPACK at all (no fp16 arithmetic, no CompiledModel). Plain files, not the host's /sys (above).
+mkdir -p "$ROOT/sys/devices/system/cpu"
+echo 0 > "$ROOT/sys/devices/system/cpu/possible"
+echo 0 > "$ROOT/sys/devices/system/cpu/present"
 
 # the project, as a Pi user installs it: engines only, never TensorFlow
 rm -rf "$ROOT/opt/edgekit-src" && mkdir -p "$ROOT/opt/edgekit-src"
