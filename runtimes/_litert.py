@@ -189,17 +189,26 @@ class LiteRTRuntime(Runtime):
         accelerators = {"cpu": HardwareAccelerator.CPU, "gpu": HardwareAccelerator.GPU,
                         "npu": HardwareAccelerator.NPU,
                         "auto": HardwareAccelerator.NPU | HardwareAccelerator.GPU | HardwareAccelerator.CPU}[device]
+        engine_said: list[str] = []
+        silence_native_log_at_exit()  # the environment made below logs its teardown at exit
         try:
             # LiteRT logs every accelerator and vendor plugin it probes to fd 2 and has no Python switch for it
-            with native_log_captured("LiteRT"):
+            with native_log_captured("LiteRT") as engine_said:
                 environment = Environment.create(dispatch_library_path=dispatch_library or "")
-                options = Options(hardware_accelerators=accelerators,
-                                  cpu_options=CpuOptions(num_threads=threads or 1, **xnnpack))
-                self._compiled = CompiledModel.from_file(self.path, environment=environment, options=options)
+                try:
+                    options = Options(hardware_accelerators=accelerators,
+                                      cpu_options=CpuOptions(num_threads=threads or 1, **xnnpack))
+                    self._compiled = CompiledModel.from_file(self.path, environment=environment, options=options)
+                except BaseException:
+                    environment.close()  # it logs its teardown: here, inside the capture
+                    raise
             self._environment = environment  # closed with the model, inside the capture (it logs as it goes)
         except (RuntimeError, ValueError, OSError) as exc:
             if device == "cpu":
-                raise UnsupportedModelError(f"LiteRT cannot compile '{self.path}': {first_line(exc)}") from exc
+                # the exception names only a source line; the reason is the last error LiteRT logged
+                logged = [line for line in engine_said if line.lower().startswith("error")][-1:]
+                raise UnsupportedModelError(
+                    f"LiteRT cannot compile '{self.path}': {logged[0] if logged else first_line(exc)}") from exc
             reason = [line.strip(" └") for line in str(exc).splitlines() if line.strip(" └")][-1:] or ["no details"]
             raise DeviceError(
                 f"LiteRT has no usable {device.upper()} accelerator here ({reason[0]}); present: cpu (XNNPACK). "
@@ -224,7 +233,6 @@ class LiteRTRuntime(Runtime):
         with native_log_captured("LiteRT"):
             for buffer, shape, spec in zip(self._in_buffers, self._shapes, self.inputs):
                 buffer.write(np.zeros(shape, spec.dtype))
-        silence_native_log_at_exit()
 
     def _make_buffers(self) -> None:
         index = self._signature_index

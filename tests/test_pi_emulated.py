@@ -184,6 +184,21 @@ def test_a_pi5_computes_in_fp16_where_the_model_allows_it(tmp_path, tflite_fp32)
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def test_a_cpu_xnnpack_cannot_read_gives_one_error_line_saying_why(device_dir):
+    """A container without sysfs: XNNPACK cannot detect the CPU, so fp16 cannot be forced; the reason is
+    LiteRT's logged error, not the source line its exception names, and its teardown stays off the terminal."""
+    cpu = ROOT / "sys" / "devices"
+    cpu.rename(ROOT / "sys" / "devices-hidden")
+    try:
+        done = chroot("edgekit", "run", "/tmp/edgekit-models/tiny_int8.tflite", "--random", "--precision", "f16")
+    finally:
+        (ROOT / "sys" / "devices-hidden").rename(cpu)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "Error: LiteRT cannot compile '/tmp/edgekit-models/tiny_int8.tflite': Error in cpuinfo: failed to parse "
+        "both lists of possible and present processors"], done.stderr
+
+
 def test_a_device_without_an_engine_says_what_to_install(device_dir):
     done = chroot("edgekit", "run", "/tmp/edgekit-models/tiny_int8.tflite", "--random", venv="/opt/bare")
     assert done.returncode == 1
