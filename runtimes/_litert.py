@@ -153,11 +153,12 @@ class LiteRTRuntime(Runtime):
         else:
             delegates = self._delegates(module, device, delegate, delegate_options)
         try:
-            self._interpreter = module.Interpreter(
-                model_path=self.path, num_threads=threads, experimental_delegates=delegates or None
-            )
-            if self._compiled is None:  # (allocating would make XNNPACK pack every weight a second time)
-                self._interpreter.allocate_tensors()
+            with native_log_captured("LiteRT"):  # "INFO: Created TensorFlow Lite XNNPACK delegate" and the like
+                self._interpreter = module.Interpreter(
+                    model_path=self.path, num_threads=threads, experimental_delegates=delegates or None
+                )
+                if self._compiled is None:  # (allocating would make XNNPACK pack every weight a second time)
+                    self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise UnsupportedModelError(f"LiteRT cannot load '{self.path}': {_explain(first_line(exc))}") from exc
         self._bind_signature(signature)

@@ -9,10 +9,13 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 log = logging.getLogger("edgekit.runtimes")
+# fd 2 is one per process: two threads' overlapping captures would restore each other's temporary file
+_fd2 = threading.RLock()
 
 
 @contextmanager
@@ -23,9 +26,9 @@ def native_log_captured(engine: str) -> Iterator[list[str]]:
     if log.isEnabledFor(logging.INFO):
         yield lines
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
+    with _fd2, tempfile.TemporaryFile() as capture:
+        sys.stderr.flush()
+        saved = os.dup(2)
         os.dup2(capture.fileno(), 2)
         try:
             yield lines

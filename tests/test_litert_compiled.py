@@ -6,6 +6,10 @@ Interpreter) and the absent-NPU case must be a clear error naming what to pass.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tiny
@@ -46,3 +50,14 @@ def test_npu_without_an_npu_says_what_to_pass(tflite_fp32):
 def test_unknown_api_is_refused(tflite_fp32):
     with pytest.raises(edgekit.UnsupportedModelError, match="unknown LiteRT api 'fast'"):
         edgekit.load(tflite_fp32, api="fast")
+
+
+@pytest.mark.parametrize("options", [[], ["--precision", "f16"]], ids=["interpreter", "compiled"])
+def test_litert_native_log_stays_off_the_terminal_unless_verbose(tflite_fp32, options):
+    """LiteRT writes its INFO lines (delegate creation, accelerator probing, teardown at exit) to fd 2 from C++:
+    a real process, not CliRunner, shows whether any reach the terminal."""
+    command = [str(Path(sys.executable).with_name("edgekit")), "run", str(tflite_fp32), "--random", *options]
+    quiet = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    verbose = subprocess.run([command[0], "-v", *command[1:]], capture_output=True, text=True, timeout=120)
+    assert verbose.returncode == 0 and "INFO: " in verbose.stderr
