@@ -156,6 +156,7 @@ TARGETS: dict[str, Target] = {
         _tflite("fp16"),
         _tflite("dynamic"),
         _tflite("w4"),
+        _tflite("sparse"),
         _tflite("fp32"),
         _onnx("int8", True),
         _onnx("int8-dynamic"),

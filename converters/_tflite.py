@@ -104,9 +104,17 @@ def convert(
         raise ConversionError(f"activations must be int8 or int16, got '{activations}'")
     allow_float_ops = True if allow_float_ops is None else allow_float_ops
     check_int8_placement(int8_placement)
+    if group_size is not None and target.variant != "w4":
+        raise ConversionError(f"group_size applies to tflite-w4, not {target.name}")
     if target.keeps_scales_of(source):  # an integer .tflite: LiteRT runs it as it is
         shutil.copyfile(source.path, output)
         return {"target": target.name, **kept_source_scales(source)}
+    if target.variant == "sparse":  # the float model with its mostly-zero weights stored sparse-encoded
+        from edgekit.converters import TARGETS
+        from edgekit.converters._tflite_sparse import sparsify
+
+        used = convert(source, TARGETS["tflite-fp32"], output, channels_last=channels_last)
+        return {**used, "target": target.name, **sparsify(output)}
     if target.variant == "int8" and activations == "int8" and int8_placement == "engine":
         return _placed_for_xnnpack(source, target, output, calibration, io, allow_float_ops, channels_last,
                                    keep_output_float, exclude_nodes)
@@ -118,8 +126,6 @@ def convert(
                        keep_output_float=keep_output_float, exclude_nodes=exclude_nodes,
                        int8_placement=int8_placement)
         return {**used, "target": target.name, "activations": "int16 (16x8 fallback)"}
-    if group_size is not None and target.variant != "w4":
-        raise ConversionError(f"group_size applies to tflite-w4, not {target.name}")
     if _through_float_tflite(source, target, keep_output_float, exclude_nodes):
         used = _from_float_tflite(source, target, output, calibration, io, channels_last, keep_output_float,
                                   exclude_nodes, group_size=group_size)

@@ -178,7 +178,7 @@ def _tflite_layers(model: ModelFile) -> list[LayerSparsity]:
             continue
         index = op["inputs"][position]
         producer = producers.get(index)
-        if producer is not None and producer["op_name"] == "DEQUANTIZE":  # fp16 or sparse-encoded weights
+        if producer is not None and producer["op_name"] in ("DEQUANTIZE", "DENSIFY"):  # fp16 or sparse-encoded
             index = producer["inputs"][0]
         tensor = details[index]
         stored_sparse = bool(tensor.get("sparsity_parameters"))
@@ -186,6 +186,15 @@ def _tflite_layers(model: ModelFile) -> list[LayerSparsity]:
             weights = np.asarray(interpreter.get_tensor(index))
         except ValueError:  # not a constant (a weight computed at run time)
             continue
+        if stored_sparse:  # the interpreter gives the stored values; the tensor's shape is the dense one
+            dense_shape = tuple(int(d) for d in tensor["shape"])
+            weights = _densified(weights, tensor["sparsity_parameters"], dense_shape)
+            if weights is None:  # a block-sparse or reordered encoding: its zeros are what it does not store
+                size = int(np.prod(dense_shape))
+                layers.append(LayerSparsity(tensor["name"], op["op_name"], size,
+                                            1 - int(np.count_nonzero(interpreter.get_tensor(index))) / size,
+                                            False, True))
+                continue
         quantization = tensor["quantization_parameters"]
         zero = _zero_point(np.asarray(quantization["zero_points"]), weights.ndim, quantization["quantized_dimension"])
         layout = None if op["op_name"] == "DEPTHWISE_CONV_2D" else _rows
@@ -193,6 +202,24 @@ def _tflite_layers(model: ModelFile) -> list[LayerSparsity]:
         if layer is not None:
             layers.append(layer)
     return layers
+
+
+def _densified(values: np.ndarray, sparsity: dict[str, Any], shape: tuple[int, ...]) -> np.ndarray | None:
+    """The dense weight of TFLite's sparse encoding when every dimension but the last is dense and the last is
+    compressed rows in the tensor's own order (what edgekit's tflite-sparse and TF's converter write for
+    unstructured zeros); None for other encodings."""
+    metadata = sparsity.get("dim_metadata") or []
+    formats = [m["format"] for m in metadata]  # 0: dense, 1: compressed rows
+    if list(sparsity.get("traversal_order", [])) != list(range(len(shape))) or len(sparsity.get("block_map", [])) \
+            or formats != [0] * (len(shape) - 1) + [1]:
+        return None
+    segments = np.asarray(metadata[-1]["array_segments"], np.int64)
+    indices = np.asarray(metadata[-1]["array_indices"], np.int64)
+    rows = np.zeros((int(np.prod(shape[:-1])), shape[-1]), values.dtype)
+    if len(segments) != len(rows) + 1 or segments[-1] != len(values) or len(indices) != len(values):
+        return None
+    rows[np.repeat(np.arange(len(rows)), np.diff(segments)), indices] = values
+    return rows.reshape(shape)
 
 
 def _ir_layers(model: ModelFile) -> list[LayerSparsity]:

@@ -60,3 +60,52 @@ def test_inspect_reports_zero_fractions_and_the_two_of_four_pattern(tmp_path):
     text = CliRunner().invoke(cli, ["inspect", str(model)]).stdout
     assert "2 of 2 weighted layer(s) at least 50% zero (pointwise 88%, classifier 50%)" in text.replace("\n", " ")
     assert "litert: XNNPACK's sparse kernels run on ARM only" in text
+
+
+def _pruned_mobilenet(zeros: float):
+    """torchvision-style MobileNetV3 (trained on digits) with ``zeros`` of every conv/linear weight set to zero
+    by magnitude, as torch.nn.utils.prune's L1 unstructured pruning leaves it."""
+    import torch
+    import torch_zoo
+
+    model, example = torch_zoo.build("mobilenet_v3")
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)) and module.weight.numel() > 1000:
+            weight = module.weight.data
+            weight[weight.abs() <= weight.abs().flatten().kthvalue(int(weight.numel() * zeros)).values] = 0
+    return model, example
+
+
+@pytest.mark.litert
+@pytest.mark.torch
+def test_tflite_sparse_stores_a_pruned_models_zeros_and_runs_bit_identical(tmp_path):
+    import torch_zoo
+
+    model, example = _pruned_mobilenet(0.85)
+    dense, sparse = edgekit.convert(model, "tflite-fp32,tflite-sparse", example_inputs=example, output_dir=tmp_path)
+    assert dense.passed and sparse.passed, (dense.report["failures"], sparse.report["failures"])
+    assert sparse.artifact.stat().st_size < 0.4 * dense.artifact.stat().st_size
+    x = torch_zoo.inputs_for("mobilenet_v3", 4, seed=7)["images"]
+    for api in ("interpreter", "compiled"):
+        with edgekit.load(dense.artifact, api=api) as a, edgekit.load(sparse.artifact, api=api) as b:
+            for image in x:
+                assert np.array_equal(a.run(image[None])["output_0"], b.run(image[None])["output_0"]), api
+    reports = [json.loads(r.artifact.with_name(r.artifact.name + ".json").read_text()) for r in (dense, sparse)]
+    # the report's per-layer figures are the same for both files; only the sparse one stores them encoded
+    layers = [[(layer["zero_fraction"], layer["two_of_four"]) for layer in r["sparsity"]["sparse_layers"]]
+              for r in reports]
+    assert layers[0] == layers[1] and len(layers[0]) >= 10
+    stored = [sum(layer["stored_sparse"] for layer in r["sparsity"]["sparse_layers"]) for r in reports]
+    assert stored == [0, len(reports[1]["options"]["sparse_weights"])]
+    assert "XNNPACK's sparse kernels run on ARM only" in reports[1]["sparsity"]["engines"]["litert"]
+    assert _sparsity(sparse.artifact)["zero_fraction"] == reports[0]["sparsity"]["zero_fraction"]
+
+
+@pytest.mark.litert
+@pytest.mark.torch
+def test_tflite_sparse_refuses_a_model_without_enough_zeros(tmp_path):
+    model, example = _pruned_mobilenet(0.1)
+    with pytest.raises(edgekit.ConversionError, match="no conv or fully-connected weight of "
+                       "'mobilenetv3_sparse.tflite' is sparse enough .* prune the model first"):
+        edgekit.convert(model, "tflite-sparse", example_inputs=example, output_dir=tmp_path, validate_outputs=False)
+    assert list(tmp_path.iterdir()) == []

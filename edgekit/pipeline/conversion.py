@@ -37,6 +37,7 @@ from edgekit.pipeline.validation import ValidationReport, validate
 from edgekit.runtimes import open_runtime
 from edgekit.runtimes._formats import ONNX, hash_feeds, hash_into, open_model_file
 from edgekit.runtimes.errors import ConversionError, EdgekitError
+from edgekit.runtimes.sparsity import weight_sparsity
 
 log = logging.getLogger("edgekit")
 
@@ -469,6 +470,7 @@ def _convert_one(job: _Job, source_info: dict[str, Any], *, recipe: Recipe, repa
         "validation": validation.to_dict() if validation else None,
         "repair": repaired,
         "audit": chosen.audit.to_dict(),
+        "sparsity": _sparsity(model, used.get("for_cpu")),
         "speed_vs_float_here": speed,
         "tools": _tool_versions(),
         "durations_s": {"convert": round(chosen.convert_s, 3), "total": round(time.perf_counter() - started, 3)},
@@ -527,6 +529,15 @@ def _speed_here(job: _Job, attempt: _Attempt) -> dict[str, Any] | None:
     channels_last = used.get("channels_last_inputs", ())
     adapt = (lambda r: _ChannelsLast(r, channels_last)) if channels_last else (lambda r: r)
     return speed_check(attempt.staged, Path(float_path), sample.feeds, used.get("for_cpu"), adapt)
+
+
+def _sparsity(model: Any, for_cpu: str | None) -> dict[str, Any]:
+    """Per-layer zeros and 2:4 patterns of the artifact, and which engine can use them on the CPU it is for.
+    A fact about the file: reading it must not cost the user the artifact."""
+    try:
+        return weight_sparsity(model, for_cpu).to_dict()
+    except (ValueError, RuntimeError, OSError) as exc:
+        return {"measured": False, "why_not": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
 
 
 def _held_out(job: _Job) -> Dataset:
