@@ -144,7 +144,7 @@ class LiteRTRuntime(Runtime):
         self.path = str(model.path)
         impl_name, module = import_interpreter(implementation)
         self.engine = f"{impl_name} {implementation_version(impl_name)}"
-        self.precision = self._float_precision(precision)
+        self.precision = self._float_precision(precision, model)
         self._compiled = None
         xnnpack = _xnnpack_options(precision, weight_cache)
         if _wants_compiled_model(api, device, delegate, dispatch_library, impl_name, xnnpack):
@@ -167,12 +167,20 @@ class LiteRTRuntime(Runtime):
         self._lock = threading.Lock()
         log.info("loaded %s with %s on %s", self.path, self.engine, self.device)
 
-    def _float_precision(self, asked: str | None) -> str:
+    def _float_precision(self, asked: str | None, model: ModelFile) -> str:
         """What XNNPACK computes float layers in: fp16 when forced, or when the model allows it (its
         fp16accfp16 mark) on an arm64 CPU with fp16 arithmetic; fp32 otherwise."""
         if asked not in (None, "auto", "f32", "f16"):
             raise UnsupportedModelError(f"LiteRT runs float layers in f32 or f16 (XNNPACK), not '{asked}'; "
                                         "bf16 is an OpenVINO hint: load with backend='openvino'")
+        if asked == "f16":
+            from edgekit.runtimes.audit import audit_model  # (it imports this module)
+
+            audit = audit_model(model)
+            if audit.compute_ops and not audit.float_ops:  # forcing fp16 would run, change nothing, say "f16"
+                raise UnsupportedModelError(
+                    f"precision 'f16' changes nothing in '{self.path}': every compute op is integer "
+                    f"({audit.describe_share()}); XNNPACK's fp16 applies to float layers: load it without precision")
         key, value = FP16_ARITHMETIC_MARK
         marked = read_metadata(self.path).get(key) == value and has_fp16_arithmetic()
         if asked == "f32" and marked:

@@ -67,6 +67,13 @@ def test_conversion_validates_at_the_precision_the_device_runs(tmp_path):
     assert result.validation["precision"] == _openvino_default(result.artifact)
 
 
+def test_litert_f16_is_refused_where_no_layer_is_float(tflite_int8):
+    """XNNPACK runs an integer model unchanged under FORCE_FP16 (bit-identical): calling that run "f16" would
+    report a precision that did not run."""
+    with pytest.raises(EdgekitError, match="precision 'f16' changes nothing in .*every compute op is integer"):
+        edgekit.load(tflite_int8, precision="f16")
+
+
 def test_litert_f16_forces_xnnpack_fp16_and_says_so(tflite_fp32):
     x = np.random.default_rng(1).random((8, 16), dtype=np.float32)
     with edgekit.load(tflite_fp32) as default, edgekit.load(tflite_fp32, precision="f16") as half:
