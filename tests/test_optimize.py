@@ -300,3 +300,15 @@ def test_ctrl_c_during_storage_bookkeeping_waits_for_a_safe_point():
         with interrupt.allowed():
             interrupt._on_sigint(signal.SIGINT, None)  # inside the trial's own work: raised at once
     interrupt.raise_if_pending()  # nothing left over
+
+
+def test_the_space_holds_weight_only_forms_and_litert_fp16_only_where_xnnpack_takes_it():
+    from edgekit.optimizing.space import Space
+
+    points = Space(("tflite", "onnx", "openvino"), (0,)).enumerate()
+    targets = {f"{p['format']}-{p[p['format'] + '.precision']}" for p in points}
+    assert {"tflite-w4", "onnx-w4", "onnx-w8", "openvino-w4", "openvino-w8"} <= targets
+    forced = {f"tflite-{p['tflite.precision']}" for p in points if p.get("tflite-fp32.execution") == "f16"
+              or p.get("tflite-fp16.execution") == "f16"}
+    assert forced == {"tflite-fp32", "tflite-fp16"}  # never an integer form: fp16 would change nothing there
+    assert all(p["openvino.execution"] in ("auto", "f32") for p in points if p["format"] == "openvino")

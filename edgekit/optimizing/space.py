@@ -17,9 +17,9 @@ from typing import Any
 
 #: precisions each format can take, as edgekit targets name them (format-precision)
 PRECISIONS: dict[str, tuple[str, ...]] = {
-    "tflite": ("fp32", "fp16", "dynamic", "int8", "int16x8"),
-    "onnx": ("fp32", "fp16", "int8-dynamic", "int8"),
-    "openvino": ("fp32", "fp16", "int8"),
+    "tflite": ("fp32", "fp16", "dynamic", "int8", "int16x8", "w4"),
+    "onnx": ("fp32", "fp16", "int8-dynamic", "int8", "w4", "w8"),
+    "openvino": ("fp32", "fp16", "int8", "w4", "w8"),
 }
 #: quantization knobs per target: name -> choices, the converter's default first
 KNOBS: dict[str, dict[str, tuple[Any, ...]]] = {
@@ -31,8 +31,10 @@ KNOBS: dict[str, dict[str, tuple[Any, ...]]] = {
 #: targets whose most sensitive layers can be kept float, and the converter option that names those layers
 KEEP_FLOAT_OPTION = {"tflite-int8": "exclude_nodes", "onnx-int8": "exclude_nodes", "openvino-int8": "ignored_names"}
 RANKED = tuple(KEEP_FLOAT_OPTION)
-#: execution precisions a runtime can be asked for ("auto" = the engine's own default)
-EXECUTION = {"openvino": ("auto", "f32")}
+#: execution precisions a runtime can be asked for, per format or per target ("auto" = the engine's own default):
+#: OpenVINO's hint for every form; XNNPACK's forced fp16 for LiteRT's float forms (integer ones have nothing to
+#: run in fp16, and dynamic/w4 forms' float activations are a case not measured yet)
+EXECUTION = {"openvino": ("auto", "f32"), "tflite-fp32": ("auto", "f16"), "tflite-fp16": ("auto", "f16")}
 #: ONNX Runtime graph optimization levels ("all" is ONNX Runtime's default)
 GRAPH_OPTIMIZATION = ("all", "basic")
 
@@ -89,7 +91,9 @@ class Space:
                    for name, choices in KNOBS.get(target, {}).items()}
         kept = trial.suggest_int(f"{target}.kept_float", 0, self.max_kept_float) if target in RANKED else 0
         threads = trial.suggest_categorical("threads", list(self.thread_choices))
-        precision = trial.suggest_categorical(f"{fmt}.execution", list(EXECUTION[fmt])) if fmt in EXECUTION else None
+        execution = _execution_key(target)
+        precision = trial.suggest_categorical(f"{execution}.execution", list(EXECUTION[execution])) \
+            if execution else None
         graph = trial.suggest_categorical("onnx.graph_optimization", list(GRAPH_OPTIMIZATION)) \
             if fmt == "onnx" else None
         return _candidate(target, options, kept, threads, precision, graph)
@@ -104,7 +108,7 @@ class Space:
                 params = {"format": fmt, f"{fmt}.precision": precision, "threads": 0}
                 params.update({f"{target}.{name}": choices[0] for name, choices in KNOBS.get(target, {}).items()})
                 params.update({f"{target}.kept_float": 0} if target in RANKED else {})
-                params.update({f"{fmt}.execution": "auto"} if fmt in EXECUTION else {})
+                params.update({f"{_execution_key(target)}.execution": "auto"} if _execution_key(target) else {})
                 params.update({"onnx.graph_optimization": "all"} if fmt == "onnx" else {})
                 found.append(params)
         return found
@@ -119,12 +123,17 @@ class Space:
             if target in RANKED:
                 axes[f"{target}.kept_float"] = list(range(self.max_kept_float + 1))
             axes["threads"] = list(self.thread_choices)
-            if fmt in EXECUTION:
-                axes[f"{fmt}.execution"] = list(EXECUTION[fmt])
+            if _execution_key(target):
+                axes[f"{_execution_key(target)}.execution"] = list(EXECUTION[_execution_key(target)])
             if fmt == "onnx":
                 axes["onnx.graph_optimization"] = list(GRAPH_OPTIMIZATION)
             points += [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
         return points
+
+
+def _execution_key(target: str) -> str | None:
+    """The EXECUTION entry that applies to ``target``: its own, else its format's."""
+    return next((key for key in (target, target.split("-", 1)[0]) if key in EXECUTION), None)
 
 
 def _candidate(target: str, options: dict[str, Any], kept: int, threads: int, precision: str | None,
