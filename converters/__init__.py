@@ -100,7 +100,8 @@ def _remedies(family: str, variant: str) -> str | None:
 
 def _tflite(variant: str, calibrated: bool = False, integer_only: bool = False) -> Target:
     return Target(f"tflite-{variant}", "tflite", variant, ".tflite", "edgekit.converters._tflite:convert", calibrated,
-                  integer_only, remedies=_remedies("tflite", variant), keeps_scales_from=_kept(("tflite",), variant))
+                  integer_only, remedies=_remedies("tflite", variant),
+                  keeps_scales_from=_kept(("tflite", "savedmodel"), variant))
 
 
 def _onnx(variant: str, calibrated: bool = False) -> Target:
@@ -117,7 +118,8 @@ def _openvino(variant: str, calibrated: bool = False) -> Target:
 
 def _kept(source_kinds: tuple[str, ...], variant: str) -> tuple[str, ...]:
     """An int8 target keeps the scales of a quantized source its engine reads as it is: QDQ ONNX (a PT2E
-    PyTorch model's export is one) for ORT and OpenVINO, an integer .tflite for LiteRT. onnx2tf has no path
+    PyTorch model's export is one) for ORT and OpenVINO, an integer .tflite and a SavedModel's FakeQuant ranges
+    (TensorFlow's converter reads them) for LiteRT. onnx2tf has no path
     for QDQ ONNX into a .tflite; OpenVINO's IR of the int8-I/O test .tflite disagreed with LiteRT's run of it
     (cosine -0.98), so a .tflite's scales are not offered to OpenVINO."""
     return source_kinds if variant == "int8" else ()

@@ -8,6 +8,7 @@ functions); ONNX and TFLite files are described through the runtime layer.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -207,7 +208,22 @@ def _describe_savedmodel(path: Path) -> Source:
         TensorSpec(name, tuple(None if d is None else int(d) for d in spec.shape), np.dtype(spec.dtype.as_numpy_dtype))
         for name, spec in sorted(specs.items())
     )
-    return replace(source, inputs=inputs, output_names=tuple(sorted(function.structured_outputs)), signature=key)
+    return replace(source, inputs=inputs, output_names=tuple(sorted(function.structured_outputs)), signature=key,
+                   quantization=_fake_quantization(function))
+
+
+def _fake_quantization(function: Any) -> str | None:
+    """A SavedModel trained with fake quantization (TensorFlow Model Optimization's QAT) carries FakeQuant ops
+    whose learned ranges are its scales; None for a float model."""
+    graph = function.graph.as_graph_def()
+    ops = Counter(node.op for node in graph.node)
+    for library_function in graph.library.function:
+        ops.update(node.op for node in library_function.node_def)
+    fake = {op: count for op, count in sorted(ops.items()) if op.startswith("FakeQuantWithMinMax")}
+    if not fake:
+        return None
+    counts = ", ".join(f"{count} {op}" for op, count in fake.items())
+    return f"SavedModel with FakeQuant ops ({counts}: quantization-aware training)"
 
 
 def _describe_runtime_model(path: Path, fmt: str) -> Source:

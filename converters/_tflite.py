@@ -106,9 +106,12 @@ def convert(
     check_int8_placement(int8_placement)
     if group_size is not None and target.variant != "w4":
         raise ConversionError(f"group_size applies to tflite-w4, not {target.name}")
-    if target.keeps_scales_of(source):  # an integer .tflite: LiteRT runs it as it is
-        shutil.copyfile(source.path, output)
-        return {"target": target.name, **kept_source_scales(source)}
+    if target.keeps_scales_of(source):
+        if source.kind == "tflite":  # an integer .tflite: LiteRT runs it as it is
+            shutil.copyfile(source.path, output)
+            return {"target": target.name, **kept_source_scales(source)}
+        # a SavedModel with FakeQuant ops (QAT): TensorFlow's converter quantizes with their learned ranges
+        return {**_with_tensorflow(source, target, output, None, io, allow_float_ops), **kept_source_scales(source)}
     if target.variant == "sparse":  # the float model with its mostly-zero weights stored sparse-encoded
         from edgekit.converters import TARGETS
         from edgekit.converters._tflite_sparse import sparsify
@@ -192,11 +195,12 @@ def _with_tensorflow(source: Source, target: Any, output: Path,
     elif variant == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif variant in ("int8", "int16x8"):
-        if calibration is None:
-            raise ConversionError(f"{target.name} needs calibration data: pass --calib PATH (or --calib random)")
-        names = [s.name for s in source.inputs]
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([feeds[n] for n in names] for feeds in calibration())
+        if not target.keeps_scales_of(source):  # (a QAT model's FakeQuant ops carry the ranges instead)
+            if calibration is None:
+                raise ConversionError(f"{target.name} needs calibration data: pass --calib PATH (or --calib random)")
+            names = [s.name for s in source.inputs]
+            converter.representative_dataset = lambda: ([feeds[n] for n in names] for feeds in calibration())
         if variant == "int8":
             io = io or "int8"
             if io not in IO_TYPES:
@@ -215,7 +219,8 @@ def _with_tensorflow(source: Source, target: Any, output: Path,
                 converter.inference_output_type = tf.int16
         if allow_float_ops:
             ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
-        converter.target_spec.supported_ops = ops
+        if not target.keeps_scales_of(source):  # (the int8-only op set demands a representative dataset)
+            converter.target_spec.supported_ops = ops
         used.update(io=io, allow_float_ops=allow_float_ops)
         if float_ops:
             used["quantizer"] = "TFLiteConverter, selective (QuantizationDebugger's denylisted_ops)"

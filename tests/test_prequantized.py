@@ -1,4 +1,5 @@
-"""Models that arrive already quantized keep their own scales: QAT (PyTorch PT2E -> QDQ ONNX), an int8 .tflite.
+"""Models that arrive already quantized keep their own scales: QAT (PyTorch PT2E -> QDQ ONNX; tfmot -> a SavedModel
+with FakeQuant ops), an int8 .tflite.
 
 Re-quantizing a QAT model calibrates new scales in front of the trained ones (issue 31 measured 8 new
 QuantizeLinear at 0.0034 over trained 0.0117, 0.59x the float speed); a float target would run its integer
@@ -168,3 +169,36 @@ def test_dequantize_on_request_makes_a_float_model_of_the_qat_source(qat_files, 
     assert np.mean(_ort(results[0].artifact, images).argmax(1) == _ort(qat_onnx, images).argmax(1)) >= 0.95
     with pytest.raises(edgekit.ConversionError, match="dequantize applies to ONNX sources"):
         edgekit.convert(qat_pt2, "onnx-fp32", dequantize=True, output_dir=tmp_path / "pt2")
+
+
+QAT_SAVEDMODEL = Path(__file__).resolve().parent / "models" / "qat_tfmot"  # tests/models/build_qat_savedmodel.py
+
+
+@pytest.mark.tensorflow
+@pytest.mark.litert
+def test_a_tfmot_qat_savedmodel_keeps_its_learned_ranges(tmp_path):
+    """tfmot's QAT SavedModel: tflite-int8 takes the FakeQuant ranges (no calibration), every activation's
+    scale is its learned (max - min) / 255, and accuracy on the bundled digits holds; other targets refuse."""
+    import tensorflow as tf
+
+    (result,) = edgekit.convert(QAT_SAVEDMODEL, "tflite-int8", calibration=DIGITS_IMAGES, output_dir=tmp_path,
+                                recipe=edgekit.Recipe(color="gray"), calib_size=100, validation_size=200)
+    assert result.passed, result.report["failures"]
+    options = result.report["options"]
+    assert options["quantization"] == "scales kept from source"
+    assert options["source_quantization"].startswith("SavedModel with FakeQuant ops (5 FakeQuantWithMinMaxVars")
+    assert result.report["audit"]["fully_integer"]
+    assert result.validation["drop"] <= 1.0 and result.validation["accuracy_converted"] >= 0.95
+    # activation ranges: the input's (quantize_layer) and each layer's post_activation min/max variables
+    variables = {v.name[:-len(":0")]: v for v in tf.saved_model.load(str(QAT_SAVEDMODEL)).weights
+                 if v.shape.rank == 0 and "kernel" not in v.name}
+    learned = {round((float(variables[name[:-4] + "_max"].numpy()) - float(v.numpy())) / 255, 7)
+               for name, v in variables.items() if name.endswith("_min")}
+    from edgekit.runtimes._litert import import_interpreter
+
+    interpreter = import_interpreter()[1].Interpreter(model_path=str(result.artifact))
+    scales = {round(float(t["quantization"][0]), 7) for t in interpreter.get_tensor_details()
+              if t["dtype"] == np.int8 and t["quantization"][0] > 0}
+    assert len(learned) >= 3 and learned <= scales, (learned, scales)
+    with pytest.raises(edgekit.EdgekitError, match="already quantized .*FakeQuant.* choose tflite-int8"):
+        edgekit.convert(QAT_SAVEDMODEL, "onnx-int8,tflite-fp32", calibration=DIGITS_IMAGES, output_dir=tmp_path)
