@@ -113,15 +113,15 @@ def _openvino(variant: str, calibrated: bool = False) -> Target:
     # OpenVINO reads an ONNX model's QuantizeLinear/DequantizeLinear pairs as FakeQuantize layers
     return Target(f"openvino-{variant}", "openvino", variant, ".xml", "edgekit.converters._openvino:convert",
                   calibrated, remedies=_remedies("openvino", variant),
-                  keeps_scales_from=_kept(("onnx", "pytorch"), variant))
+                  keeps_scales_from=_kept(("onnx", "pytorch", "openvino"), variant))
 
 
 def _kept(source_kinds: tuple[str, ...], variant: str) -> tuple[str, ...]:
     """An int8 target keeps the scales of a quantized source its engine reads as it is: QDQ ONNX (a PT2E
-    PyTorch model's export is one) for ORT and OpenVINO, an integer .tflite and a SavedModel's FakeQuant ranges
-    (TensorFlow's converter reads them) for LiteRT. onnx2tf has no path
-    for QDQ ONNX into a .tflite; OpenVINO's IR of the int8-I/O test .tflite disagreed with LiteRT's run of it
-    (cosine -0.98), so a .tflite's scales are not offered to OpenVINO."""
+    PyTorch model's export is one) for ORT and OpenVINO, an IR with FakeQuantize layers (NNCF's) for OpenVINO,
+    an integer .tflite and a SavedModel's FakeQuant ranges (TensorFlow's converter reads them) for LiteRT.
+    onnx2tf has no path for QDQ ONNX into a .tflite; OpenVINO's IR of the int8-I/O test .tflite disagreed with
+    LiteRT's run of it (cosine -0.98), so a .tflite's scales are not offered to OpenVINO."""
     return source_kinds if variant == "int8" else ()
 
 

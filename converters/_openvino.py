@@ -19,7 +19,7 @@ import numpy as np
 from edgekit.converters import WEIGHT_ONLY, kept_source_scales, work_folder
 from edgekit.converters._source import DEQUANTIZE, KERAS, PYTORCH, SAVEDMODEL, Source
 from edgekit.runtimes._cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu, is_arm
-from edgekit.runtimes._formats import ONNX, TFLITE
+from edgekit.runtimes._formats import ONNX, OPENVINO, TFLITE
 from edgekit.runtimes._openvino import engine_message
 from edgekit.runtimes._telemetry import keep_engine_telemetry_off
 from edgekit.runtimes.errors import ConversionError, EdgekitError, MissingDependencyError
@@ -46,8 +46,8 @@ def read_source(source: Source, work: Path) -> Any:
     is_onnx = source.kind in (ONNX, PYTORCH)
     if source.kind in (KERAS, SAVEDMODEL):
         path = _savedmodel(source, work / "savedmodel")
-    elif source.kind in (ONNX, TFLITE) and not source.cache.get(DEQUANTIZE):
-        path = source.path
+    elif source.kind in (ONNX, TFLITE, OPENVINO) and not source.cache.get(DEQUANTIZE):
+        path = source.path  # (an IR source is a quantized one: read as it is, its FakeQuantize layers kept)
     elif source.kind == ONNX:  # made float on request: through the dequantized export
         from edgekit.converters._onnx import export_onnx
 
@@ -64,7 +64,10 @@ def read_source(source: Source, work: Path) -> Any:
     # convert only when told the shapes up front.
     shapes = {s.name: ov.PartialShape([-1 if d is None else d for d in s.shape]) for s in source.inputs}
     try:
-        model = ov.convert_model(str(path), input=shapes) if is_onnx else ov.convert_model(str(path))
+        if source.kind == OPENVINO:
+            model = ov.Core().read_model(str(path))
+        else:
+            model = ov.convert_model(str(path), input=shapes) if is_onnx else ov.convert_model(str(path))
     except Exception as exc:  # noqa: BLE001 - OpConversionFailure and friends: translate all at this edge
         raise ConversionError(f"openvino.convert_model cannot read '{source.path}': {conversion_failure(exc)}") \
             from exc
@@ -187,7 +190,8 @@ def convert(
     ov = _openvino()
     work = work_folder(output)
     model = read_source(source, work)
-    used: dict[str, Any] = {"target": target.name, "reader": f"openvino.convert_model ({source.kind})"}
+    reader = "openvino.Core.read_model (IR)" if source.kind == OPENVINO else f"openvino.convert_model ({source.kind})"
+    used: dict[str, Any] = {"target": target.name, "reader": reader}
     if "openvino_route" in source.cache:
         used["route"] = source.cache["openvino_route"]
     notes: list[str] = []

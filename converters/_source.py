@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from edgekit.converters import _torch
 from edgekit.converters._torch import PYTORCH
-from edgekit.runtimes._formats import ONNX, TFLITE, open_model_file
+from edgekit.runtimes._formats import ONNX, OPENVINO, open_model_file
 from edgekit.runtimes.base import TensorSpec
 from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
 
@@ -54,6 +54,9 @@ class Source:
 
             beside = {self.path.parent / name for name in check_onnx(self.path).external_locations}
             return self.path.stat().st_size + sum(p.stat().st_size for p in beside)
+        if self.kind == OPENVINO:  # the .xml and its weights
+            weights = self.path.with_suffix(".bin")
+            return self.path.stat().st_size + (weights.stat().st_size if weights.is_file() else 0)
         return self.path.stat().st_size
 
 
@@ -109,9 +112,11 @@ def open_source(path: Any, input_shapes: dict[str, tuple[int, ...]] | None = Non
         source = _describe_keras(path)
     else:
         model = open_model_file(path)
-        if model.format not in (ONNX, TFLITE):
-            raise UnsupportedModelError(f"'{path}' is an OpenVINO IR; it cannot be a conversion source")
         source = _describe_runtime_model(path, model.format)
+        if model.format == OPENVINO and source.quantization is None:
+            raise UnsupportedModelError(
+                f"'{path}' is a float OpenVINO IR: an IR is a conversion source only when already quantized "
+                "(FakeQuantize layers, e.g. NNCF's), for openvino-int8; convert from the model it was made from")
     return _fix_shapes(source, input_shapes or {})
 
 

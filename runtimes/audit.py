@@ -249,9 +249,12 @@ def _quantized_outputs(summary: Any) -> set[str]:
 def source_quantization(model: ModelFile) -> str | None:
     """How a model arrives already quantized (QAT, or quantized by another tool), or None for a float model:
     the scales it carries are the ones to keep. ONNX: weights stored as integers behind DequantizeLinear
-    (QDQ), or QOperator ops; TFLite: quantized tensors."""
+    (QDQ), or QOperator ops; TFLite: quantized tensors; OpenVINO IR: FakeQuantize layers."""
     if model.format == TFLITE:
         return "an integer .tflite (quantized tensors with scales)" if is_quantized_tflite(model) else None
+    if model.format == OPENVINO:
+        fake = sum(layer.get("type") == "FakeQuantize" for layer in ET.parse(model.path).getroot().iter("layer"))
+        return f"an OpenVINO IR with {fake} FakeQuantize layer(s) (NNCF's int8)" if fake else None
     if model.format != ONNX:
         return None
     summary = model.onnx or check_onnx(model.path)

@@ -90,7 +90,7 @@ def test_accuracy_control_reverts_layers_and_meets_the_budget(tmp_path, digits_k
 
 
 def test_ir_source_and_broken_ir_are_clear_errors(tmp_path, copy_to, ir_fp32):
-    with pytest.raises(UnsupportedModelError, match="is an OpenVINO IR; it cannot be a conversion source"):
+    with pytest.raises(UnsupportedModelError, match="is a float OpenVINO IR: an IR is a conversion source only"):
         edgekit.convert(ir_fp32, "openvino-fp16", output_dir=tmp_path)
     broken = copy_to(ir_fp32, "broken.xml")
     broken.with_suffix(".bin").write_bytes(b"\0" * 10)

@@ -202,3 +202,28 @@ def test_a_tfmot_qat_savedmodel_keeps_its_learned_ranges(tmp_path):
     assert len(learned) >= 3 and learned <= scales, (learned, scales)
     with pytest.raises(edgekit.EdgekitError, match="already quantized .*FakeQuant.* choose tflite-int8"):
         edgekit.convert(QAT_SAVEDMODEL, "onnx-int8,tflite-fp32", calibration=DIGITS_IMAGES, output_dir=tmp_path)
+
+
+def test_an_nncf_int8_ir_is_kept_as_it_is(digits_torch_onnx, tmp_path):
+    """An IR that NNCF quantized (FakeQuantize layers) is a source for openvino-int8 only: nothing calibrated,
+    every FakeQuantize kept, outputs bit-identical; a float IR, or another target, is refused."""
+    import openvino as ov
+
+    recipe = edgekit.Recipe(color="gray", layout="nchw")
+    (made,) = edgekit.convert(digits_torch_onnx, "openvino-int8", calibration=DIGITS_IMAGES, recipe=recipe,
+                              calib_size=100, output_dir=tmp_path / "made", validate_outputs=False)
+    (kept,) = edgekit.convert(made.artifact, "openvino-int8", calibration=DIGITS_IMAGES, recipe=recipe,
+                              validation_size=100, output_dir=tmp_path / "kept", name="kept")
+    assert kept.passed and kept.report["options"]["quantization"] == "scales kept from source"
+    fake = [sum(op.get_type_name() == "FakeQuantize" for op in ov.Core().read_model(str(p)).get_ops())
+            for p in (made.artifact, kept.artifact)]
+    assert fake[0] == fake[1] > 0 and f"{fake[0]} FakeQuantize" in kept.report["options"]["source_quantization"]
+    x = np.random.default_rng(3).random((1, 1, 8, 8), dtype=np.float32)
+    with edgekit.load(made.artifact) as a, edgekit.load(kept.artifact) as b:
+        assert np.array_equal(next(iter(a.run(x).values())), next(iter(b.run(x).values())))
+    with pytest.raises(edgekit.EdgekitError, match="already quantized .*onnx-int8 would quantize it again"):
+        edgekit.convert(made.artifact, "onnx-int8", calibration=DIGITS_IMAGES, output_dir=tmp_path / "no")
+    (float_ir,) = edgekit.convert(digits_torch_onnx, "openvino-fp32", output_dir=tmp_path / "fp32",
+                                  validate_outputs=False)
+    with pytest.raises(edgekit.EdgekitError, match="is a float OpenVINO IR: an IR is a conversion source only when"):
+        edgekit.convert(float_ir.artifact, "openvino-int8", calibration=DIGITS_IMAGES, output_dir=tmp_path / "no")
