@@ -99,6 +99,15 @@ def latencies_ms(paths: dict[str, Path], threads: int, rounds: int, calls: int) 
     return {t: statistics.median(v) for t, v in samples.items()}
 
 
+def cpu_name() -> str:
+    """This machine's CPU model and its int8 instructions, for every figure a benchmark prints."""
+    from edgekit.runtimes._cpu import describe_cpu
+
+    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+             if line.startswith("model name")]
+    return f"{names[0] if names else 'unknown CPU'} ({describe_cpu('auto')})"
+
+
 def _feed(spec) -> np.ndarray:
     shape = tuple(1 if d is None else d for d in spec.shape)
     if spec.dtype.kind in "iu" and spec.scale is None:  # token ids, masks: ones are valid for any vocabulary

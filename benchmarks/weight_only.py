@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from convert import latencies_ms  # noqa: E402
+from convert import cpu_name, latencies_ms  # noqa: E402
 
 TARGETS = {"onnx": ["fp32", "int8-dynamic", "w4", "w8"], "openvino": ["fp32", "w4", "w8"],
            "tflite": ["fp32", "dynamic", "w4"]}
@@ -58,14 +58,6 @@ def _models(folder: Path) -> dict[str, Path]:
     return paths
 
 
-def _cpu() -> str:
-    from edgekit.runtimes._cpu import describe_cpu
-
-    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-             if line.startswith("model name")]
-    return f"{names[0] if names else 'unknown CPU'} ({describe_cpu('auto')})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -74,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     import edgekit
 
-    print(f"CPU: {_cpu()}; {args.threads} threads")
+    print(f"CPU: {cpu_name()}; {args.threads} threads")
     feeds = {"input_ids": np.random.default_rng(0).integers(0, 1000, (1, TOKENS)).astype(np.int64)}
     with tempfile.TemporaryDirectory() as scratch:
         for name, source in _models(Path(scratch)).items():

@@ -32,7 +32,10 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests" / "models"))
+
+from convert import cpu_name  # noqa: E402
 
 MODELS = ("resnet", "mobilenet_v3", "wide")
 LOADS = {"interpreter": {}, "compiled": {"api": "compiled"}, "compiled + weight_cache": {"weight_cache": None}}
@@ -119,14 +122,6 @@ def _spread(values: list[float], digits: int = 1) -> str:
     return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
 
 
-def _cpu() -> str:
-    from edgekit.runtimes._cpu import describe_cpu
-
-    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-             if line.startswith("model name")]
-    return f"{names[0] if names else 'unknown CPU'} ({describe_cpu('auto')})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=7)
@@ -137,7 +132,7 @@ def main() -> None:
         return _child(*args.child)
     import edgekit
 
-    print(f"CPU: {_cpu()}; 1 thread; {time.strftime('%Y-%m-%d')}")
+    print(f"CPU: {cpu_name()}; 1 thread; {time.strftime('%Y-%m-%d')}")
     with tempfile.TemporaryDirectory() as scratch:
         for name in MODELS:
             model, example = _build(name)
