@@ -22,6 +22,7 @@ from edgekit.runtimes._cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_
 from edgekit.runtimes._formats import ONNX, OPENVINO, TFLITE
 from edgekit.runtimes._openvino import engine_message
 from edgekit.runtimes._telemetry import keep_engine_telemetry_off
+from edgekit.runtimes.audit import QCDQ
 from edgekit.runtimes.errors import ConversionError, EdgekitError, MissingDependencyError
 
 log = logging.getLogger("edgekit")
@@ -203,6 +204,11 @@ def convert(
         used["speed_reference"] = str(work / FLOAT_IR)
         used.update(_compress_weights(model, output, int(target.variant[1:]), group_size, symmetric_weights))
     elif target.keeps_scales_of(source):  # the source's Q/DQ pairs became FakeQuantize layers as they are
+        if QCDQ in (source.quantization or ""):
+            raise ConversionError(
+                f"openvino-int8 cannot keep the scales of '{source.path.name}': OpenVINO reads its {QCDQ} as float "
+                "layers (measured: a QCDQ Conv ran float, one output step off the source); use onnx-int8, which "
+                "keeps them")
         ov.save_model(model, str(output), compress_to_fp16=False)
         used.update(kept_source_scales(source))
     elif target.variant == "int8":

@@ -197,6 +197,9 @@ def _audit_onnx(model: ModelFile) -> QuantizationAudit:
     op_types, float_ops, counted, weights, integer_weights = Counter(), Counter(), 0, 0, 0
     quantized_next = _quantized_outputs(summary)
     integer_made: set[str] = set()  # outputs of ops counted integer: a Relu between them and a Q is folded
+    # a QuantizeLinear's output is integer data: an op reading it directly (QCDQ's Clip to a sub-8-bit range) is
+    # integer arithmetic, not a float op
+    quantized = {out for n in summary.nodes if n.op_type == "QuantizeLinear" for out in n.outputs}
     for node in summary.nodes:
         op_types[node.op_type] += 1
         if node.op_type in _QDQ or node.op_type in _ONNX_DATA_MOVEMENT:
@@ -209,7 +212,7 @@ def _audit_onnx(model: ModelFile) -> QuantizationAudit:
         folded = node.op_type in _ONNX_CLAMPS and inputs and inputs[0] in integer_made \
             and all(o in quantized_next for o in node.outputs)
         is_float = node.op_type not in _ONNX_INTEGER_OPS and not folded \
-            and not all(_integer_input(i, dequantized, summary) for i in inputs)
+            and not all(_integer_input(i, dequantized, summary) or i in quantized for i in inputs)
         if not is_float:
             integer_made.update(node.outputs)
         if is_float:
@@ -246,6 +249,10 @@ def _quantized_outputs(summary: Any) -> set[str]:
     return {name for name in readers if quantized(name, True)}
 
 
+#: how a QDQ model narrows a range below 8 bits: a clamp between QuantizeLinear and DequantizeLinear
+QCDQ = "Q->Clip->DQ (sub-8-bit ranges)"
+
+
 def source_quantization(model: ModelFile) -> str | None:
     """How a model arrives already quantized (QAT, or quantized by another tool), or None for a float model:
     the scales it carries are the ones to keep. ONNX: weights stored as integers behind DequantizeLinear
@@ -266,8 +273,10 @@ def source_quantization(model: ModelFile) -> str | None:
         return None
     if qoperator:
         return f"QOperator ONNX ({qoperator} integer op(s))"
+    quantized = {out for n in summary.nodes if n.op_type == "QuantizeLinear" for out in n.outputs}
+    clipped = sum(1 for n in summary.nodes if n.op_type in _ONNX_CLAMPS and n.inputs and n.inputs[0] in quantized)
     return (f"QDQ ONNX ({ops['QuantizeLinear']} QuantizeLinear, {ops['DequantizeLinear']} DequantizeLinear, "
-            f"{integer_weights} integer weight tensor(s))")
+            f"{integer_weights} integer weight tensor(s)" + (f"; {clipped} {QCDQ}" if clipped else "") + ")")
 
 
 def _integer_input(name: str, dequantized: dict[str, str], summary: Any) -> bool:

@@ -227,3 +227,40 @@ def test_an_nncf_int8_ir_is_kept_as_it_is(digits_torch_onnx, tmp_path):
                                   validate_outputs=False)
     with pytest.raises(edgekit.EdgekitError, match="is a float OpenVINO IR: an IR is a conversion source only when"):
         edgekit.convert(float_ir.artifact, "openvino-int8", calibration=DIGITS_IMAGES, output_dir=tmp_path / "no")
+
+
+def _qcdq_conv(path: Path) -> Path:
+    """A 4-bit QCDQ Conv as sub-8-bit QAT exports write it: weights in [-8, 7] behind DequantizeLinear, and each
+    activation QuantizeLinear -> Clip(-8, 7) -> DequantizeLinear."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    scalars = {"w_s": np.float32(0.02), "a_s": np.float32(0.05), "o_s": np.float32(0.1), "zp": np.int8(0),
+               "lo": np.int8(-8), "hi": np.int8(7)}
+    weights = np.random.default_rng(0).integers(-8, 8, (8, 4, 3, 3)).astype(np.int8)
+    initializers = [numpy_helper.from_array(weights, "w_q")] + [numpy_helper.from_array(np.array(v), k)
+                                                                  for k, v in scalars.items()]
+    node = helper.make_node
+    nodes = [node("QuantizeLinear", ["x", "a_s", "zp"], ["xq"]), node("Clip", ["xq", "lo", "hi"], ["xc"]),
+             node("DequantizeLinear", ["xc", "a_s", "zp"], ["xd"]),
+             node("DequantizeLinear", ["w_q", "w_s", "zp"], ["wd"]),
+             node("Conv", ["xd", "wd"], ["c"], pads=[1, 1, 1, 1]),
+             node("QuantizeLinear", ["c", "o_s", "zp"], ["cq"]), node("Clip", ["cq", "lo", "hi"], ["cc"]),
+             node("DequantizeLinear", ["cc", "o_s", "zp"], ["y"])]
+    graph = helper.make_graph(nodes, "qcdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], initializers)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_a_qcdq_source_keeps_its_sub_8_bit_ranges_where_the_engine_reads_them(tmp_path):
+    source = _qcdq_conv(tmp_path / "qcdq.onnx")
+    (kept,) = edgekit.convert(source, "onnx-int8", calibration="random", output_dir=tmp_path / "out")
+    assert kept.passed and "2 Q->Clip->DQ (sub-8-bit ranges)" in kept.report["options"]["source_quantization"]
+    assert kept.report["audit"]["float_ops"] == {}  # the Clips compute on int8 data
+    x = np.random.default_rng(1).random((1, 4, 8, 8), dtype=np.float32) * 0.6
+    with edgekit.load(source) as a, edgekit.load(kept.artifact) as b:
+        assert np.array_equal(a.run(x)["y"], b.run(x)["y"])
+    with pytest.raises(edgekit.EdgekitError, match="openvino-int8 cannot keep the scales of 'qcdq.onnx': OpenVINO "
+                                                   "reads its Q->Clip->DQ .* use onnx-int8"):
+        edgekit.convert(source, "openvino-int8", calibration="random", output_dir=tmp_path / "ov")
