@@ -184,6 +184,33 @@ def test_a_pi5_computes_in_fp16_where_the_model_allows_it(tmp_path, tflite_fp32)
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.torch
+def test_a_sparse_encoded_tflite_runs_on_arm64_as_its_dense_form_on_x86(tmp_path):
+    """tflite-sparse's DENSIFY and CSR weights load in the Pi's ai-edge-litert, where XNNPACK's sparse kernels
+    live: the answers are the dense model's (float summation order aside)."""
+    from test_sparsity import _pruned_mobilenet
+
+    model, example = _pruned_mobilenet(0.85)
+    dense, sparse = edgekit.convert(model, "tflite-fp32,tflite-sparse", example_inputs=example, output_dir=tmp_path,
+                                    validate_outputs=False)
+    folder = ROOT / "tmp" / "edgekit-sparse"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    x = np.random.default_rng(5).random((1, 3, 64, 64), dtype=np.float32)
+    np.save(folder / "x.npy", x)
+    run = _RUN.replace("np.asarray(json.loads(sys.argv[2]), dtype=np.float32)", "np.load(sys.argv[2])")
+    try:
+        shutil.copyfile(sparse.artifact, folder / "sparse.tflite")
+        done = chroot("python", "-c", run, "/tmp/edgekit-sparse/sparse.tflite", "/tmp/edgekit-sparse/x.npy")
+        assert done.returncode == 0, done.stderr[-2000:]
+        device = np.asarray(json.loads(done.stdout.strip().splitlines()[-1])["output"])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    with edgekit.load(dense.artifact) as rt:
+        here = rt.run(x)["output_0"]
+    np.testing.assert_allclose(device, here, atol=1e-5 * np.abs(here).max())
+
+
 def test_a_cpu_xnnpack_cannot_read_gives_one_error_line_saying_why(device_dir):
     """A container without sysfs: XNNPACK cannot detect the CPU, so fp16 cannot be forced; the reason is
     LiteRT's logged error, not the source line its exception names, and its teardown stays off the terminal."""
