@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from edgekit.runtimes._cpu import has_fp16_arithmetic
 from edgekit.runtimes._formats import ModelFile
-from edgekit.runtimes._native_log import native_log_captured, silence_native_log_at_exit
+from edgekit.runtimes._native_log import last_error_logged, native_log_captured, silence_native_log_at_exit
 from edgekit.runtimes._tflite_metadata import read_metadata
 from edgekit.runtimes.base import Runtime, TensorSpec
 from edgekit.runtimes.errors import (
@@ -176,7 +176,8 @@ class LiteRTRuntime(Runtime):
         if asked == "f16":
             from edgekit.runtimes.audit import audit_model  # (it imports this module)
 
-            audit = audit_model(model)
+            with native_log_captured("LiteRT"):  # its interpreter logs too (cpuinfo's complaints, where it has any)
+                audit = audit_model(model)
             if audit.compute_ops and not audit.float_ops:  # forcing fp16 would run, change nothing, say "f16"
                 raise UnsupportedModelError(
                     f"precision 'f16' changes nothing in '{self.path}': every compute op is integer "
@@ -215,9 +216,10 @@ class LiteRTRuntime(Runtime):
         except (RuntimeError, ValueError, OSError) as exc:
             if device == "cpu":
                 # the exception names only a source line; the reason is the last error LiteRT logged
-                logged = [line for line in engine_said if line.lower().startswith("error")][-1:]
-                raise UnsupportedModelError(
-                    f"LiteRT cannot compile '{self.path}': {logged[0] if logged else first_line(exc)}") from exc
+                reason = ([line for line in engine_said if line.lower().startswith("error")] or [first_line(exc)])[-1]
+                if reason.startswith("ERROR: [") and reason.endswith("]"):  # a bare source location
+                    reason = last_error_logged("LiteRT") or reason  # (cpuinfo says why once per process)
+                raise UnsupportedModelError(f"LiteRT cannot compile '{self.path}': {reason}") from exc
             reason = [line.strip(" └") for line in str(exc).splitlines() if line.strip(" └")][-1:] or ["no details"]
             raise DeviceError(
                 f"LiteRT has no usable {device.upper()} accelerator here ({reason[0]}); present: cpu (XNNPACK). "

@@ -40,6 +40,17 @@ def native_log_captured(engine: str) -> Iterator[list[str]]:
             lines.extend(line for line in capture.read().decode("utf-8", "replace").splitlines() if line.strip())
             for line in lines:
                 log.debug("%s: %s", engine, line)
+                if line.lower().startswith("error"):
+                    _last_error[engine] = line
+
+
+#: the last error line each engine logged in this process: some are logged once per process (XNNPACK's cpuinfo
+#: reports a failed CPU detection at its first use) and explain later failures that log nothing new
+_last_error: dict[str, str] = {}
+
+
+def last_error_logged(engine: str) -> str | None:
+    return _last_error.get(engine)
 
 
 _exit_silencer_registered = False

@@ -51,12 +51,12 @@ def chroot(*args: str, timeout: float = 600, venv: str = "/opt/venv") -> subproc
 
 
 @pytest.fixture(scope="module")
-def device_dir(tflite_int8, onnx_int8_io, ir_fp32):
+def device_dir(tflite_int8, tflite_fp32, onnx_int8_io, ir_fp32):
     """The test models copied into the device's /tmp."""
     folder = ROOT / "tmp" / "edgekit-models"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    for source in (tflite_int8, onnx_int8_io, ir_fp32, ir_fp32.with_suffix(".bin")):
+    for source in (tflite_int8, tflite_fp32, onnx_int8_io, ir_fp32, ir_fp32.with_suffix(".bin")):
         shutil.copyfile(source, folder / source.name)
     return folder
 
@@ -217,12 +217,12 @@ def test_a_cpu_xnnpack_cannot_read_gives_one_error_line_saying_why(device_dir):
     cpu = ROOT / "sys" / "devices"
     cpu.rename(ROOT / "sys" / "devices-hidden")
     try:
-        done = chroot("edgekit", "run", "/tmp/edgekit-models/tiny_int8.tflite", "--random", "--precision", "f16")
+        done = chroot("edgekit", "run", "/tmp/edgekit-models/tiny_fp32.tflite", "--random", "--precision", "f16")
     finally:
         (ROOT / "sys" / "devices-hidden").rename(cpu)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [
-        "Error: LiteRT cannot compile '/tmp/edgekit-models/tiny_int8.tflite': Error in cpuinfo: failed to parse "
+        "Error: LiteRT cannot compile '/tmp/edgekit-models/tiny_fp32.tflite': Error in cpuinfo: failed to parse "
         "both lists of possible and present processors"], done.stderr
 
 
