@@ -197,9 +197,8 @@ def _audit_onnx(model: ModelFile) -> QuantizationAudit:
     op_types, float_ops, counted, weights, integer_weights = Counter(), Counter(), 0, 0, 0
     quantized_next = _quantized_outputs(summary)
     integer_made: set[str] = set()  # outputs of ops counted integer: a Relu between them and a Q is folded
-    # a QuantizeLinear's output is integer data: an op reading it directly (QCDQ's Clip to a sub-8-bit range) is
-    # integer arithmetic, not a float op
-    quantized = {out for n in summary.nodes if n.op_type == "QuantizeLinear" for out in n.outputs}
+    # an op reading QuantizeLinear's integer output directly (QCDQ's Clip) is integer arithmetic, not a float op
+    quantized = _quantize_outputs(summary)
     for node in summary.nodes:
         op_types[node.op_type] += 1
         if node.op_type in _QDQ or node.op_type in _ONNX_DATA_MOVEMENT:
@@ -249,6 +248,11 @@ def _quantized_outputs(summary: Any) -> set[str]:
     return {name for name in readers if quantized(name, True)}
 
 
+def _quantize_outputs(summary: Any) -> set[str]:
+    """The integer tensors QuantizeLinear nodes write."""
+    return {out for n in summary.nodes if n.op_type == "QuantizeLinear" for out in n.outputs}
+
+
 #: how a QDQ model narrows a range below 8 bits: a clamp between QuantizeLinear and DequantizeLinear
 QCDQ = "Q->Clip->DQ (sub-8-bit ranges)"
 
@@ -273,7 +277,7 @@ def source_quantization(model: ModelFile) -> str | None:
         return None
     if qoperator:
         return f"QOperator ONNX ({qoperator} integer op(s))"
-    quantized = {out for n in summary.nodes if n.op_type == "QuantizeLinear" for out in n.outputs}
+    quantized = _quantize_outputs(summary)
     clipped = sum(1 for n in summary.nodes if n.op_type in _ONNX_CLAMPS and n.inputs and n.inputs[0] in quantized)
     return (f"QDQ ONNX ({ops['QuantizeLinear']} QuantizeLinear, {ops['DequantizeLinear']} DequantizeLinear, "
             f"{integer_weights} integer weight tensor(s)" + (f"; {clipped} {QCDQ}" if clipped else "") + ")")

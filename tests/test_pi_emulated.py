@@ -87,6 +87,9 @@ print(json.dumps({"output": next(iter(out.values())).tolist(), "engine": rt.engi
                   "heavy": sorted(m for m in ("tensorflow", "edgekit.converters", "nncf") if m in sys.modules)}))
 """
 
+# the same, with the input read from an .npy file (a 64x64 image is too long for a command line)
+_RUN_FROM_FILE = _RUN.replace("np.asarray(json.loads(sys.argv[2]), dtype=np.float32)", "np.load(sys.argv[2])")
+
 
 @contextmanager
 def host_sysfs():
@@ -131,11 +134,11 @@ def test_a_pytorch_models_tflite_forms_run_on_arm64_as_on_x86(tmp_path):
     folder.mkdir(parents=True)
     x = torch_zoo.inputs_for("mobilenet_v3", 1, seed=99)["images"]
     np.save(folder / "x.npy", x)  # 12,288 floats: too long for a command line
-    run = _RUN.replace("np.asarray(json.loads(sys.argv[2]), dtype=np.float32)", "np.load(sys.argv[2])")
     try:
         for result in results:
             shutil.copyfile(result.artifact, folder / result.artifact.name)
-            done = chroot("python", "-c", run, f"/tmp/edgekit-torch/{result.artifact.name}", "/tmp/edgekit-torch/x.npy")
+            done = chroot("python", "-c", _RUN_FROM_FILE, f"/tmp/edgekit-torch/{result.artifact.name}",
+                          "/tmp/edgekit-torch/x.npy")
             assert done.returncode == 0, done.stderr[-2000:]
             device = np.asarray(json.loads(done.stdout.strip().splitlines()[-1])["output"])
             with edgekit.load(result.artifact) as rt:
@@ -198,10 +201,9 @@ def test_a_sparse_encoded_tflite_runs_on_arm64_as_its_dense_form_on_x86(tmp_path
     folder.mkdir(parents=True)
     x = np.random.default_rng(5).random((1, 3, 64, 64), dtype=np.float32)
     np.save(folder / "x.npy", x)
-    run = _RUN.replace("np.asarray(json.loads(sys.argv[2]), dtype=np.float32)", "np.load(sys.argv[2])")
     try:
         shutil.copyfile(sparse.artifact, folder / "sparse.tflite")
-        done = chroot("python", "-c", run, "/tmp/edgekit-sparse/sparse.tflite", "/tmp/edgekit-sparse/x.npy")
+        done = chroot("python", "-c", _RUN_FROM_FILE, "/tmp/edgekit-sparse/sparse.tflite", "/tmp/edgekit-sparse/x.npy")
         assert done.returncode == 0, done.stderr[-2000:]
         device = np.asarray(json.loads(done.stdout.strip().splitlines()[-1])["output"])
     finally:
