@@ -107,14 +107,20 @@ def convert_float(onnx_path: Path, output: Path, input_names: list[str], work: P
     work = work.resolve()  # onnx2tf runs in the work folder: relative paths would point elsewhere
     folder = work / "onnx2tf"
     command = [str(python), "-m", "onnx2tf", "-i", str(onnx_path.resolve()), "-o", str(folder),
-               "-tb", "flatbuffer_direct", "-n"] + (["-k", *input_names] if input_names else [])
-    done = subprocess.run(command, cwd=work, capture_output=True, text=True)
+               "-tb", "flatbuffer_direct"] + (["-k", *input_names] if input_names else [])
+    # onnx2tf simplifies the graph first by default, calling the `onnxsim` command its environment installs: with
+    # that environment's bin folder on PATH it finds it. Unsimplified, an Ultralytics export's shape arithmetic
+    # (Shape -> Gather -> Div feeding Slice) became a .tflite that LiteRT could not run.
+    env = {**os.environ, "PATH": os.pathsep.join(filter(None, [str(Path(python).parent), os.environ.get("PATH")]))}
+    done = subprocess.run(command, cwd=work, capture_output=True, text=True, env=env)
     produced = folder / f"{onnx_path.stem}_float32.tflite"
     if done.returncode or not produced.is_file():
         reason = _last_error(done.stderr + done.stdout)
         raise ConversionError(f"onnx2tf cannot convert the ONNX model to TFLite: {reason}")
     shutil.move(str(produced), str(output.resolve()))
+    simplified = "Simplified Model" in done.stdout  # onnx2tf goes on unsimplified when onnxsim fails
     return {"route": "ONNX -> TFLite (onnx2tf flatbuffer_direct, float32)", "exporter": f"onnx2tf {version(python)}",
+            "onnx2tf_simplified": simplified,
             "layout": f"kept as in the ONNX model (-k): {input_names}" if input_names else "channels-last inputs"}
 
 
