@@ -4,6 +4,8 @@ registry does not work with the CPU torch wheel here), with BatchNorm statistics
 - ``resnet``: torchvision's ResNet layout (stem, BasicBlocks with a projection shortcut, global pool, fc)
 - ``mobilenet_v3``: torchvision's MobileNetV3 blocks (expand, depthwise, squeeze-excite with hard-sigmoid,
   hard-swish, project, residual), trained for a few seconds on sklearn's digits (64x64 RGB, 96 % held-out)
+- ``mobilenet_v2``: torchvision's MobileNetV2 blocks (expand, depthwise, ReLU6, linear bottleneck, residual),
+  trained on the digits the same way
 - ``yolo``: an Ultralytics-style detector whose head concatenates boxes (pixels, 0-640) and class scores
   (sigmoid, 0-1) into [N, anchors, 4 + classes]
 - ``encoder``: a BERT-style encoder as transformers builds it (int64 ids and attention mask, embeddings +
@@ -25,6 +27,9 @@ import numpy as np
 IMAGE = 64
 TOKENS, VOCAB, CLASSES = 16, 500, 7
 NAMES = ("resnet", "mobilenet_v3", "yolo", "encoder")
+# the families of issue 29's table (benchmarks/families.py); NAMES is what every test converts to every target
+FAMILIES = ("resnet", "mobilenet_v2", "mobilenet_v3", "yolo", "encoder")
+TRAINED_ON_DIGITS = ("mobilenet_v2", "mobilenet_v3")
 
 
 def images(count: int, seed: int = 0) -> np.ndarray:
@@ -52,7 +57,7 @@ def _digits(train: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 def inputs_for(name: str, count: int, seed: int = 0) -> dict[str, np.ndarray]:
-    if name == "mobilenet_v3":
+    if name in TRAINED_ON_DIGITS:
         return {"images": digit_images(count, seed)}
     if name == "encoder":
         import zoo
@@ -123,6 +128,30 @@ def _modules():
         def forward(self, images):
             return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(images), 1), 1))
 
+    class LinearBottleneck(nn.Module):
+        def __init__(self, cin, expand, cout, stride):
+            super().__init__()
+            self.residual = stride == 1 and cin == cout
+            self.block = nn.Sequential(conv_bn(cin, expand, 1, act=nn.ReLU6),
+                                       conv_bn(expand, expand, 3, stride, expand, nn.ReLU6),
+                                       conv_bn(expand, cout, 1, act=None))
+
+        def forward(self, x):
+            return x + self.block(x) if self.residual else self.block(x)
+
+    class MobileNetV2(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(
+                conv_bn(3, 32, 3, 2, act=nn.ReLU6), conv_bn(32, 32, 3, 1, 32, nn.ReLU6), conv_bn(32, 16, 1, act=None),
+                LinearBottleneck(16, 96, 24, 2), LinearBottleneck(24, 144, 24, 1), LinearBottleneck(24, 144, 32, 2),
+                LinearBottleneck(32, 192, 32, 1), LinearBottleneck(32, 192, 64, 2), LinearBottleneck(64, 384, 64, 1),
+                conv_bn(64, 320, 1, act=nn.ReLU6))
+            self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(320, 10))
+
+        def forward(self, images):
+            return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(images), 1), 1))
+
     class Yolo(nn.Module):
         def __init__(self, classes=3):
             super().__init__()
@@ -160,7 +189,8 @@ def _modules():
                 x = block["norm2"](x + block["ff"](x))
             return self.classifier(x[:, 0])
 
-    return {"resnet": ResNet, "mobilenet_v3": MobileNetV3, "yolo": Yolo, "encoder": Encoder}
+    return {"resnet": ResNet, "mobilenet_v2": MobileNetV2, "mobilenet_v3": MobileNetV3, "yolo": Yolo,
+            "encoder": Encoder}
 
 
 def measure_batchnorm(model, data: dict[str, np.ndarray]) -> None:
@@ -201,7 +231,7 @@ def build(name: str, seed: int = 0):
 
     torch.manual_seed(seed)
     model = _modules()[name]()
-    if name == "mobilenet_v3":
+    if name in TRAINED_ON_DIGITS:
         model.load_state_dict(_trained_on_digits(name, seed))
         measure_batchnorm(model, {"images": digit_images(256, seed + 1, train=True)})
     else:
