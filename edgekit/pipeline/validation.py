@@ -65,9 +65,9 @@ def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
 DECISION_FLOOR = 0.90
 SQNR_FLOOR_DB = 10.0
 #: a classifier whose clear decisions hold is judged by them down to this SQNR of its logits, where the noise
-#: is half their power and the scores a confidence threshold reads are lost. Measured on torchvision nets
-#: fine-tuned on the digits: MobileNetV3-Small's int8 read 5.8-7.3 dB on three engines, its held-out accuracy
-#: within a point of float; EfficientNet-B0's 1.1-1.2 dB, 2-4.5 points down.
+#: is half their power and the scores a confidence threshold reads are lost. Measured on a torchvision
+#: MobileNetV3-Small fine-tuned on the digits: its int8 read 5.8-7.3 dB on three engines, its held-out accuracy
+#: within a point of float.
 CLASSIFIER_SQNR_FLOOR_DB = 3.0
 DETECTOR_CONFIDENCE = 0.25  # YOLO's default confidence threshold
 MAP_THRESHOLD = 0.5
