@@ -12,6 +12,7 @@ onnx2tf`` creates in edgekit's cache folder.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.runtimes.errors import ConversionError, MissingDependencyError
+
+log = logging.getLogger("edgekit")
 
 ENV_VARIABLE = "EDGEKIT_ONNX2TF"
 #: the version tested here (TF-free flatbuffer_direct backend, no network code, calibration-based int8)
@@ -100,27 +103,40 @@ def version(python: Path) -> str:
     return done.stdout.strip() or "unknown"
 
 
+def simplify(onnx_path: Path, output: Path) -> str:
+    """Write ``onnx_path`` simplified by onnxsim (constant folding, fusions) to ``output``, as onnx2tf does by
+    default, with the onnxsim of onnx2tf's environment; returns what happened, for the report.
+
+    Unsimplified, an Ultralytics YOLOv8 exported with the TorchScript exporter keeps C2f's ``chunk`` as
+    Shape -> Gather -> Div -> Slice arithmetic, which onnx2tf lowered to slices LiteRT could not size. It runs
+    here rather than inside onnx2tf so that edgekit's rewrites come after it: onnxsim fuses a Pad back into the
+    MaxPool the rewrites separated. A failure leaves the graph as it was, as in onnx2tf."""
+    python = find_python()
+    done = subprocess.run([str(python), "-m", "onnxsim", str(onnx_path), str(output), "--no-large-tensor", "10MB"],
+                          capture_output=True, text=True)
+    if done.returncode or not output.is_file():
+        reason = _last_error(done.stderr + done.stdout)
+        log.warning("onnxsim could not simplify the ONNX model before onnx2tf (%s); converting it as it is", reason)
+        return f"not simplified: onnxsim failed ({reason})"
+    return "simplified by onnxsim (onnx2tf's default)"
+
+
 def convert_float(onnx_path: Path, output: Path, input_names: list[str], work: Path) -> dict[str, Any]:
     """Write ``onnx_path`` as a float32 .tflite at ``output``; ``input_names`` keep their ONNX layout (the
     others become channels-last, onnx2tf's default)."""
     python = find_python()
     work = work.resolve()  # onnx2tf runs in the work folder: relative paths would point elsewhere
     folder = work / "onnx2tf"
+    # -n: the graph was simplified already (``simplify``), before edgekit's rewrites, which onnxsim would undo
     command = [str(python), "-m", "onnx2tf", "-i", str(onnx_path.resolve()), "-o", str(folder),
-               "-tb", "flatbuffer_direct"] + (["-k", *input_names] if input_names else [])
-    # onnx2tf simplifies the graph first by default, calling the `onnxsim` command its environment installs: with
-    # that environment's bin folder on PATH it finds it. Unsimplified, an Ultralytics export's shape arithmetic
-    # (Shape -> Gather -> Div feeding Slice) became a .tflite that LiteRT could not run.
-    env = {**os.environ, "PATH": os.pathsep.join(filter(None, [str(Path(python).parent), os.environ.get("PATH")]))}
-    done = subprocess.run(command, cwd=work, capture_output=True, text=True, env=env)
+               "-tb", "flatbuffer_direct", "-n"] + (["-k", *input_names] if input_names else [])
+    done = subprocess.run(command, cwd=work, capture_output=True, text=True)
     produced = folder / f"{onnx_path.stem}_float32.tflite"
     if done.returncode or not produced.is_file():
         reason = _last_error(done.stderr + done.stdout)
         raise ConversionError(f"onnx2tf cannot convert the ONNX model to TFLite: {reason}")
     shutil.move(str(produced), str(output.resolve()))
-    simplified = "Simplified Model" in done.stdout  # onnx2tf goes on unsimplified when onnxsim fails
     return {"route": "ONNX -> TFLite (onnx2tf flatbuffer_direct, float32)", "exporter": f"onnx2tf {version(python)}",
-            "onnx2tf_simplified": simplified,
             "layout": f"kept as in the ONNX model (-k): {input_names}" if input_names else "channels-last inputs"}
 
 

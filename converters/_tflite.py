@@ -354,12 +354,15 @@ def float_tflite(source: Source, work: Path, channels_last: bool = False) -> tup
         info = export_tflite(source.torch_model, path, channels_last=tuple(nhwc))
     elif source.kind == ONNX:
         from edgekit.converters._onnx import export_onnx
-        from edgekit.converters._onnx2tf import convert_float, restore_output_layouts
+        from edgekit.converters._onnx2tf import convert_float, restore_output_layouts, simplify
 
         export_onnx(source, work / "source.onnx")  # the fixed input shapes written in
         kept = [s.name for s in source.inputs if s.name not in nhwc]
-        rewritten = _rewritten_for_quantizer(work / "source.onnx", work / "rewritten.onnx")
-        info = convert_float(work / ("rewritten.onnx" if rewritten else "source.onnx"), path, kept, work)
+        simplified = simplify(work / "source.onnx", work / "simplified.onnx")
+        graph = work / ("simplified.onnx" if (work / "simplified.onnx").is_file() else "source.onnx")
+        rewritten = _rewritten_for_quantizer(graph, work / "rewritten.onnx")
+        info = convert_float(work / "rewritten.onnx" if rewritten else graph, path, kept, work)
+        info["onnx2tf_simplified"] = simplified
         if rewritten:
             info["rewritten_before_onnx2tf"] = rewritten
         restored = restore_output_layouts(work / "source.onnx", path, nhwc)
