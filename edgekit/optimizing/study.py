@@ -95,7 +95,13 @@ def optimize(
         workers: Worker processes on this machine (more than one needs a server storage such as PostgreSQL).
         remote: ``USER@HOST[:PORT]``: measure latency on that device over SSH; ``ssh`` holds ``identity``,
             ``known_hosts``, ``accept_new_host_key`` and the device's ``python``.
-        input_shapes, recipe, calib_size, val_size, seed, name, trust_pickle: As for ``convert``.
+        input_shapes: As for ``convert``.
+        recipe: As for ``convert``.
+        calib_size: As for ``convert``.
+        val_size: As for ``convert``.
+        seed: As for ``convert``.
+        name: As for ``convert``.
+        trust_pickle: As for ``convert``.
         max_kept_float: The most layers the search may keep in float, by sensitivity rank.
         settle_rounds: Interleaved re-measurements of the front and the baselines at the end.
         search_seed: The sampler's seed (``seed`` shuffles the data, as in ``convert``).

@@ -156,7 +156,10 @@ def convert(
         One ``ConversionResult`` per target, in the order asked.
 
     Raises:
-        ConversionError, CalibrationError, UnsupportedModelError, MissingDependencyError.
+        ConversionError: A target could not be made (unless ``keep_going``), or an artifact could not be written.
+        CalibrationError: The calibration data cannot be read or does not fit the model's inputs.
+        UnsupportedModelError: The source, or a target for it, is not supported.
+        MissingDependencyError: A converter or engine a target needs is not installed (the error says how).
     """
     started = time.perf_counter()
     progress = progress or _no_progress

@@ -211,19 +211,25 @@ def profile(
     """Benchmark a model (a path, loaded here, or an already loaded Runtime).
 
     Args:
-        warmup_runs / warmup_seconds: Warm-up lasts at least this many runs and seconds.
-        runs / min_seconds / max_seconds: The steady state lasts at least ``runs`` runs and
-            ``min_seconds``, and at most ``max_seconds``.
-        threads, device, backend, precision: As in ``edgekit.load`` (ignored for a Runtime).
+        warmup_runs: Warm-up lasts at least this many runs (and ``warmup_seconds``).
+        warmup_seconds: Warm-up lasts at least this many seconds (and ``warmup_runs``).
+        runs: The steady state lasts at least this many runs and ``min_seconds``, and at most ``max_seconds``.
+        min_seconds: The shortest steady state, in seconds.
+        max_seconds: The longest steady state, in seconds.
+        threads: As in ``edgekit.load`` (ignored for a Runtime).
+        device: As in ``edgekit.load`` (ignored for a Runtime).
+        backend: As in ``edgekit.load`` (ignored for a Runtime).
+        precision: As in ``edgekit.load`` (ignored for a Runtime).
         inputs: Real feeds ``{name: array}`` (float data is quantized as usual); default seeded random
             data in each input's range.
         input_shapes: Shapes for dynamic inputs of the random data (default: 1 for each dynamic dim).
         per_op: Also time each op where the engine exposes it (ONNX Runtime, OpenVINO).
         concurrency: Run this many requests at once (OpenVINO async requests, threads elsewhere)
             and report throughput.
-        energy / idle_seconds: Where the device measures power (RAPL, a Raspberry Pi 5's PMIC, a Jetson's
-            INA3221), record it during the timed runs after ``idle_seconds`` of idle power, and report the
-            energy each inference added (``energy``); elsewhere ``energy`` says why there is none.
+        energy: Where the device measures power (RAPL, a Raspberry Pi 5's PMIC, a Jetson's INA3221), record
+            it during the timed runs after ``idle_seconds`` of idle power, and report the energy each inference
+            added (the report's ``energy``); elsewhere ``energy`` says why there is none.
+        idle_seconds: How long idle power is measured before the timed runs, with ``energy``.
     """
     from edgekit._api import load
     from edgekit.profiling.energy import Recorder, energy_report, find_meter
