@@ -90,7 +90,7 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
 @click.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--to", "targets", required=True, metavar="T1[,T2...]",
-              help="Targets, e.g. tflite-int8,tflite-fp32 (see the README's conversions matrix).")
+              help="Targets, e.g. tflite-int8,tflite-fp32 (docs/guides/convert.md has the source x target matrix).")
 @data_options
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("."),
               show_default=True, help="Where artifacts and their .json reports go.")
