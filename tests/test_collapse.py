@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import edgekit
-from edgekit.pipeline.validation import CLASSIFIER_SQNR_FLOOR_DB, DECISION_FLOOR, judge, sqnr_db, validate
+from edgekit.pipeline.validation import DECISION_FLOOR, judge, sqnr_db, validate
 
 RNG = np.random.default_rng(0)
 
@@ -108,26 +108,24 @@ def test_a_few_decided_samples_are_too_few_to_call_a_collapse():
     assert judge(many, many[:, ::-1].copy()).agreement == 0.0
 
 
-def test_a_classifier_whose_clear_decisions_hold_is_not_failed_for_its_logits_sqnr():
-    """Noise on the classes a classifier does not pick lowers its logits' SQNR below the floor (a fine-tuned
-    torchvision MobileNetV3-Small read 6-7 dB on every int8 engine, its accuracy within a point of float): with
-    enough clear decisions kept, the decisions judge it and the SQNR is a note. With too few clear decisions,
-    SQNR still judges alone."""
-    rng = np.random.default_rng(1)
-    ref = (np.eye(10, dtype=np.float32)[rng.integers(0, 10, 20)] * 4).astype(np.float32)
-    noisy = ref + rng.normal(0, 0.6, ref.shape).astype(np.float32) * (ref == 0)  # losers only, top-1 kept
-    assert (noisy.argmax(1) == ref.argmax(1)).all() and CLASSIFIER_SQNR_FLOOR_DB < sqnr_db(ref, noisy) < 10
+def test_a_few_samples_outside_the_calibrated_range_do_not_make_a_collapse():
+    """SQNR over all samples at once is ruled by the samples with the largest outputs: a fine-tuned torchvision
+    EfficientNet-B0 gave logits of 50-475 on 3 of 200 held-out digits (the rest under 12), and its int8 read
+    0.4 dB over all samples at 26.8 dB per sample (median) with 97.5 % of the decisions kept. The median over
+    samples judges; a collapse, which breaks most samples, still falls below the floor."""
+    rng = np.random.default_rng(3)
+    ref = rng.normal(0, 3, (20, 10)).astype(np.float32)
+    ref[:3] *= 40  # three outlying samples
+    close = ref + rng.normal(0, 0.1, ref.shape).astype(np.float32)
+    close[:3] = np.clip(close[:3], -12, 12)  # int8 cannot reach them: clipped at the calibrated range
     samples = [type("S", (), {"feeds": {}, "label": None})()]
-    report = validate(_Fixed([ref]), _Fixed([noisy]), samples)
-    assert report.passed and not report.collapsed, report.failures
-    assert any("below the 10 dB floor" in n and "100%" in n for n in report.notes), report.notes
-    few = validate(_Fixed([ref[:5]]), _Fixed([noisy[:5]]), samples)
-    assert not few.passed and "SQNR" in few.collapsed[0]
-    drowned = ref + rng.normal(0, 3.0, ref.shape).astype(np.float32) * (ref == 0)  # noise over the logits' power
-    drowned[np.arange(len(ref)), ref.argmax(1)] = 12.0  # the decisions still hold
-    assert sqnr_db(ref, drowned) < CLASSIFIER_SQNR_FLOOR_DB
-    lost = validate(_Fixed([ref]), _Fixed([drowned]), samples)
-    assert not lost.passed and "floor 3 dB for a classifier" in lost.collapsed[0]
+    report = validate(_Fixed([ref]), _Fixed([close]), samples)
+    metrics = report.outputs["y"]
+    assert metrics["sqnr_db"] < 3 and metrics["sqnr_db_median_sample"] > 25, metrics
+    assert not any("SQNR" in c for c in report.collapsed), report.collapsed
+    broken = ref + rng.normal(0, 3, ref.shape).astype(np.float32)  # every sample as noisy as it is loud
+    lost = validate(_Fixed([ref]), _Fixed([broken]), samples)
+    assert any("the median over samples" in c for c in lost.collapsed), lost.collapsed
 
 
 class _Fixed:

@@ -59,16 +59,24 @@ def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     return float(10 * np.log10(signal / noise)) if signal else float("-inf")
 
 
+@metric("sqnr_db_median_sample")
+def sqnr_db_median_sample(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """The median over samples (the leading axis) of each sample's SQNR: what judges a collapse.
+
+    SQNR over all samples at once is ruled by the samples with the largest outputs: three held-out digits on
+    which a fine-tuned torchvision EfficientNet-B0 gave logits of 50-475 (the rest under 12) took its int8's
+    figure to 0.4 dB while each sample's median was 26.8 dB and 97.5 % of the decisions held; a
+    MobileNetV3-Small's tflite-int8 read 6.1 dB over all and 15.8 dB per sample. A collapse breaks most
+    samples; a few samples outside the calibrated range break only themselves (the decisions count them)."""
+    per_sample = [sqnr_db(r[None], c[None]) for r, c in zip(reference, candidate) if np.any(r)]
+    return float(np.median(per_sample)) if per_sample else sqnr_db(reference, candidate)
+
+
 #: Defaults for "collapsed", chosen from the artifacts of tests/test_real_models.py and test_architectures.py:
 #: every int8 artifact that still did its task kept >= 0.94 decision agreement and >= 11 dB; the collapses
 #: (an OCR model reading 13 %, detectors finding nothing) fell to <= 0.85 and <= 8 dB.
 DECISION_FLOOR = 0.90
 SQNR_FLOOR_DB = 10.0
-#: a classifier whose clear decisions hold is judged by them down to this SQNR of its logits, where the noise
-#: is half their power and the scores a confidence threshold reads are lost. Measured on a torchvision
-#: MobileNetV3-Small fine-tuned on the digits: its int8 read 5.8-7.3 dB on three engines, its held-out accuracy
-#: within a point of float.
-CLASSIFIER_SQNR_FLOOR_DB = 3.0
 DETECTOR_CONFIDENCE = 0.25  # YOLO's default confidence threshold
 MAP_THRESHOLD = 0.5
 MAX_SEQUENCE = 1024  # longer position axes are a detector's anchors, not a sequence
@@ -240,9 +248,8 @@ class ValidationReport:
     failures: tuple[str, ...] = field(default_factory=tuple)
     collapsed: tuple[str, ...] = ()  # outputs below the floors, with the figure that judged them
     accept_loss: bool = False  # the user accepted a collapse: recorded, not failed
-    floors: dict[str, float] = field(default_factory=lambda: {
-        "decision_agreement": DECISION_FLOOR, "sqnr_db": SQNR_FLOOR_DB,
-        "classifier_sqnr_db": CLASSIFIER_SQNR_FLOOR_DB})
+    floors: dict[str, float] = field(default_factory=lambda: {"decision_agreement": DECISION_FLOOR,
+                                                              "sqnr_db": SQNR_FLOOR_DB})
     precision: str = "f32"  # what the artifact's float layers ran in: the engine's default, as on the device
     decisions: dict[str, Any] | None = None  # the application's own decisions (``decide``): by, count, agreement
     notes: tuple[str, ...] = ()  # what limits the judgement (too few decided samples), for the report's warnings
@@ -276,9 +283,9 @@ def validate(
 ) -> ValidationReport:
     """Run both models on every sample (objects with ``.feeds`` and ``.label``) and compare.
 
-    Every output is judged by the decision its shape calls for (``judge``) and by SQNR (a classifier whose
-    clear decisions hold, by them alone); one below the floors (``DECISION_FLOOR``, ``SQNR_FLOOR_DB``) has
-    collapsed, which fails the artifact unless
+    Every output is judged by the decision its shape calls for (``judge``) and by its samples' median SQNR
+    (``sqnr_db_median_sample``); one below the
+    floors (``DECISION_FLOOR``, ``SQNR_FLOOR_DB``) has collapsed, which fails the artifact unless
     ``accept_loss``. ``decide`` is the application's own reading of the outputs, for what no output shape
     shows (an embedding a later model classifies, windows a tracker joins): it gets every validation
     sample's outputs stacked in order (``{reference output name: array}``) and returns an array of
@@ -305,9 +312,9 @@ def validate(
         judgement = judge(ref, cand)
         outputs[cand_name].update(judged_by=judgement.kind, why=judgement.why,
                                   decision_agreement=judgement.agreement)
-        below, sqnr_note = _below_floors(cand_name, judgement, outputs[cand_name]["sqnr_db"])
-        collapsed += below
-        notes += [f"output '{cand_name}': {note}" for note in (judgement.note, sqnr_note) if note]
+        collapsed += _below_floors(cand_name, judgement, outputs[cand_name]["sqnr_db_median_sample"])
+        if judgement.note:
+            notes.append(f"output '{cand_name}': {judgement.note}")
         varies = count > 1 and np.ptp(ref, axis=0).max() > 0
         if varies and np.ptp(cand, axis=0).max() == 0:
             degenerate.append(f"output '{cand_name}' is constant across samples")
@@ -364,23 +371,11 @@ def _decisions(decide: Callable[[dict[str, np.ndarray]], Any], reference: dict[s
     return {"by": by, "count": int(expected.size), "agreement": float(np.mean(expected == found))}
 
 
-def _below_floors(name: str, judgement: Judgement, sqnr: float) -> tuple[list[str], str]:
-    """What collapsed, and a note when a low SQNR was not held against an output whose decisions hold.
-
-    A classifier's logits carry every class's score, but its task is the clearly decided arg-max: where
-    enough clear decisions were judged (``MIN_DECISIONS``) and held, they judge it down to
-    ``CLASSIFIER_SQNR_FLOOR_DB``. Every other output (and a classifier with too few decisions) keeps the SQNR
-    floor, since its agreement can be vacuous (a detector with no confident anchor reads 1.0)."""
+def _below_floors(name: str, judgement: Judgement, sqnr: float) -> list[str]:
     found = []
     if judgement.agreement is not None and judgement.agreement < DECISION_FLOOR:
         found.append(f"output '{name}' keeps {judgement.agreement:.0%} of the float model's {judgement.kind} "
                      f"decisions (floor {DECISION_FLOOR:.0%})")
     if sqnr < SQNR_FLOOR_DB:
-        decided = judgement.kind == "classifier" and judgement.agreement is not None
-        if decided and not found and sqnr >= CLASSIFIER_SQNR_FLOOR_DB:
-            return [], (f"SQNR {sqnr:.1f} dB is below the {SQNR_FLOOR_DB:g} dB floor, but {judgement.agreement:.0%} "
-                        "of the clearly decided arg-max decisions hold: the decisions judge a classifier's logits")
-        floor = CLASSIFIER_SQNR_FLOOR_DB if decided and not found else SQNR_FLOOR_DB
-        kind = " for a classifier whose decisions hold" if floor == CLASSIFIER_SQNR_FLOOR_DB else ""
-        found.append(f"output '{name}' SQNR {sqnr:.1f} dB (floor {floor:g} dB{kind})")
-    return found, ""
+        found.append(f"output '{name}' SQNR {sqnr:.1f} dB, the median over samples (floor {SQNR_FLOOR_DB:g} dB)")
+    return found

@@ -215,9 +215,11 @@ def _details(row: Artifact) -> str:
         outputs = row.validation.get("outputs") or {}
         if outputs:
             parts.append("<h3>Validation per output</h3>" + _table(
-                ["output", "judged by", "decisions kept", "cosine", "SQNR dB", "max abs err"],
+                ["output", "judged by", "decisions kept", "cosine", "SQNR dB (all samples)",
+                 "SQNR dB (median sample)", "max abs err"],
                 [[name, m.get("judged_by", ""), _number(m.get("decision_agreement"), 3), f"{m['cosine']:.5f}",
-                  f"{m['sqnr_db']:.1f}", f"{m['max_abs_error']:.4g}"] for name, m in outputs.items()]))
+                  f"{m['sqnr_db']:.1f}", _number(m.get("sqnr_db_median_sample"), 1), f"{m['max_abs_error']:.4g}"]
+                 for name, m in outputs.items()]))
         if c.get("failures"):
             parts.append("<p class='bad'>" + html.escape("; ".join(c["failures"])) + "</p>")
     return "".join(parts) + "</details>"

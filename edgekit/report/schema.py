@@ -66,6 +66,7 @@ CONVERSION = {
                             "outputs": optional(MapOf({"judged_by": optional(TEXT),
                                                       "decision_agreement": optional(NUMBER),
                                                       "cosine": INFINITE_OK, "sqnr_db": INFINITE_OK,
+                                                      "sqnr_db_median_sample": optional(INFINITE_OK),
                                                       "max_abs_error": INFINITE_OK}))}),
     "failures": optional(ListOf(TEXT)), "tools": optional(MapOf(TEXT)),
 }
