@@ -24,10 +24,12 @@ __version__ = "0.1.0"
 __all__ = [
     "CalibrationError",
     "ConversionError",
+    "ConversionResult",
     "DeviceError",
     "EdgekitError",
     "InferenceError",
     "MissingDependencyError",
+    "OptimizeResult",
     "ProfileReport",
     "Recipe",
     "Runtime",
@@ -38,7 +40,9 @@ __all__ = [
     "convert",
     "inspect_model",
     "load",
+    "load_image",
     "optimize",
+    "preprocess_frame",
     "profile",
 ]
 
@@ -49,20 +53,25 @@ _LAZY = {
     "TensorSpec": "edgekit.runtimes.base",
     "inspect_model": "edgekit.inspection",
     "convert": "edgekit.pipeline.conversion",
+    "ConversionResult": "edgekit.pipeline.conversion",
     "Recipe": "edgekit.pipeline.preprocess",
+    "load_image": "edgekit.pipeline.preprocess",
+    "preprocess_frame": "edgekit.pipeline.preprocess",
     "build_dataset": "edgekit.pipeline.calibration",
     "profile": "edgekit.profiling.profiler",
     "ProfileReport": "edgekit.profiling.profiler",
     "optimize": "edgekit.optimizing.study",
+    "OptimizeResult": "edgekit.optimizing.result",
 }
 
 if TYPE_CHECKING:
     from edgekit._api import load
     from edgekit.inspection import inspect_model
+    from edgekit.optimizing.result import OptimizeResult
     from edgekit.optimizing.study import optimize
     from edgekit.pipeline.calibration import build_dataset
-    from edgekit.pipeline.conversion import convert
-    from edgekit.pipeline.preprocess import Recipe
+    from edgekit.pipeline.conversion import ConversionResult, convert
+    from edgekit.pipeline.preprocess import Recipe, load_image, preprocess_frame
     from edgekit.profiling.profiler import ProfileReport, profile
     from edgekit.runtimes.base import Runtime, TensorSpec
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import edgekit
-from edgekit.pipeline.preprocess import Recipe, load_image, preprocess_frame
+from edgekit import Recipe, load_image, preprocess_frame
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
