@@ -126,6 +126,7 @@ def test_energy_per_inference_is_what_the_runs_added_above_idle():
     assert report["source"] == "a steady 2 W rail" and "minus the idle power" in report["method"]
 
 
+@pytest.mark.litert  # the profiled model is a .tflite
 def test_the_profiler_measures_idle_then_the_runs(tmp_path, tflite_fp32):
     """A Pi 5 whose PMIC reads 1 W more while the model runs than while it idles."""
     _write(tmp_path / "proc" / "device-tree" / "model", "Raspberry Pi 5 Model B Rev 1.0\x00")
@@ -146,6 +147,7 @@ def test_the_profiler_measures_idle_then_the_runs(tmp_path, tflite_fp32):
     assert energy["source"] == PiPmic.source
 
 
+@pytest.mark.litert  # the profiled model is a .tflite
 def test_the_cli_says_when_energy_cannot_be_measured(tflite_fp32):
     meter, note = find_meter()
     result = CliRunner().invoke(cli, ["profile", str(tflite_fp32), "--runs", "5", "--min-seconds", "0.05"])
