@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from edgekit import EdgekitError
 from edgekit.cli import cli
+from edgekit.pareto import non_dominated
 from edgekit.report import collect, load_reports, render_markdown
-from edgekit.report.artifacts import pareto_front
 
 
 def _conversion(name: str, drop: float, size: int) -> dict:
@@ -45,9 +45,11 @@ def test_reports_join_per_file_name_across_machines():
     assert rows[2].size_bytes == 12000 and rows[0].status == "ok · stable"
 
 
-def test_pareto_front_keeps_what_nothing_beats_on_both_axes():
+def test_pareto_front_keeps_what_nothing_beats_on_every_axis():
     points = [(1.0, 0.5), (2.0, 0.1), (1.5, 0.6), (3.0, 0.0), (2.5, 0.1)]  # (latency, drop)
-    assert pareto_front(points) == [0, 1, 3]
+    assert non_dominated(points) == [0, 1, 3]
+    sized = [(1.0, 0.5, 9), (2.0, 0.5, 1), (1.0, 0.5, 9), (1.5, 0.6, 9)]  # (latency, drop, size): ties both stay
+    assert non_dominated(sized) == [0, 2, 1]
 
 
 def test_markdown_gives_each_row_a_regression_verdict():

@@ -23,6 +23,7 @@ from edgekit._files import write_atomic
 from edgekit.optimizing.cache import matches_sha256
 from edgekit.optimizing.evaluate import samples_to_prove
 from edgekit.optimizing.space import Candidate
+from edgekit.pareto import non_dominated
 from edgekit.runtimes.errors import EdgekitError
 
 NOISE_FLOOR = 0.02  # relative: below this two latencies are not told apart on a shared machine
@@ -88,7 +89,9 @@ def write_outputs(study: Any, evaluator: Any, settings: Any, out: Path, *, run_i
     trials = study.get_trials(deepcopy=False)
     points = [_point(t, settings, reproduce) for t in trials if t.state.name == "COMPLETE"]
     points = _unique(points)
-    front_ids = _non_dominated([p for p in points if p.feasible])
+    feasible = [p for p in points if p.feasible]
+    # lower is better on latency, drop and size at once
+    front_ids = [feasible[i].trial for i in non_dominated([(p.latency_ms, p.drop, p.size_bytes) for p in feasible])]
     chosen_pool = [p for p in points if p.trial in front_ids or (p.baseline and p.feasible)]
     artifacts = {t.number: t.user_attrs["artifact"] for t in trials if t.state.name == "COMPLETE"}
     settled = _settle(evaluator, chosen_pool + [p for p in points if p.baseline and not p.feasible], artifacts)
@@ -140,19 +143,6 @@ def _unique(points: list[Point]) -> list[Point]:
         if key not in seen or point.baseline:
             seen[key] = point
     return sorted(seen.values(), key=lambda p: p.trial)
-
-
-def _non_dominated(points: list[Point]) -> list[int]:
-    """Trials no other point beats on latency, drop and size at once (lower is better on each)."""
-    def objectives(p: Point) -> tuple[float, float, float]:
-        return p.latency_ms, p.drop, p.size_bytes
-
-    front = []
-    for p in points:
-        a = objectives(p)
-        if not any(all(x <= y for x, y in zip(objectives(q), a)) and objectives(q) != a for q in points):
-            front.append(p.trial)
-    return front
 
 
 def _settle(evaluator: Any, points: list[Point], artifacts: dict[int, dict[str, Any]]) -> dict[int, Point]:

@@ -68,14 +68,3 @@ def collect(reports: list[dict[str, Any]]) -> list[Artifact]:
     profiled = {row.name for row in rows}
     rows += [Artifact(name, c, None) for name, c in conversions.items() if name not in profiled]
     return rows
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both (lower is better on each axis), by the first axis."""
-    order = sorted(range(len(points)), key=lambda i: points[i])
-    front, best = [], float("inf")
-    for i in order:
-        if points[i][1] < best:
-            front.append(i)
-            best = points[i][1]
-    return front

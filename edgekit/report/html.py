@@ -17,7 +17,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from edgekit.report.artifacts import Artifact, pareto_front
+from edgekit.pareto import non_dominated
+from edgekit.report.artifacts import Artifact
 from edgekit.runtimes.errors import MissingDependencyError
 
 COLUMNS = ("artifact", "target", "engine", "p50 ms", "p90 ms", "size KB", "accuracy %", "drop", "integer ops",
@@ -103,7 +104,7 @@ def comparison_plot(rows: list[Artifact]) -> str | None:
         hollow = row.drop is None
         axes.scatter([x], [y], s=area, alpha=0.6, facecolors="none" if hollow else None, edgecolors="C0")
         axes.annotate(row.label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    front = [points[i] for i in pareto_front([(x, y) for x, y, _ in points])]
+    front = [points[i] for i in non_dominated([(x, y) for x, y, _ in points])]
     axes.plot([x for x, _, _ in front], [y for _, y, _ in front], "r--o", linewidth=1, markersize=3,
               label="Pareto front")
     axes.set(xlabel="p50 latency (ms)", ylabel="accuracy drop (points; hollow: not validated)",
