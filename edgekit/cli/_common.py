@@ -10,7 +10,7 @@ import click
 
 from edgekit._escape import terminal_console, visible
 from edgekit.errors import EdgekitError
-from edgekit.runtimes import PRECISIONS
+from edgekit.runtimes import BACKENDS, DEVICES, PRECISIONS
 
 
 def emit_json(data: Any) -> None:
@@ -35,9 +35,9 @@ def shape_text(shape: Any) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-backend_option = click.option("--backend", type=click.Choice(["litert", "onnxruntime", "openvino"]),
+backend_option = click.option("--backend", type=click.Choice(list(BACKENDS)),
                               help="Engine to use (default: the file format's own).")
-device_option = click.option("--device", type=click.Choice(["cpu", "gpu", "npu", "auto"]), default="cpu",
+device_option = click.option("--device", type=click.Choice(list(DEVICES)), default="cpu",
                              show_default=True, help="Where to run.")
 threads_option = click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads.")
 precision_option = click.option("--precision", type=click.Choice(list(PRECISIONS)),

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from edgekit.cli._common import console, emit_json, json_option
+from edgekit.pipeline.preprocess import COLORS, LAYOUTS
 from edgekit.runtimes._cpu import FOR_CPU
 from edgekit.runtimes._vela import NPU_CONFIGS
 
@@ -64,8 +65,8 @@ DATA_OPTIONS = [
     click.option("--scale", type=float, default=1 / 255, show_default="1/255", help="Multiply pixels by this."),
     click.option("--mean", help="Per-channel mean to subtract after scaling, e.g. 0.485,0.456,0.406."),
     click.option("--std", help="Per-channel std to divide by, e.g. 0.229,0.224,0.225."),
-    click.option("--color", type=click.Choice(["rgb", "bgr", "gray"]), default="rgb", show_default=True),
-    click.option("--layout", type=click.Choice(["nhwc", "nchw"]), help="Image layout [default: from the input shape]."),
+    click.option("--color", type=click.Choice(list(COLORS)), default="rgb", show_default=True),
+    click.option("--layout", type=click.Choice(list(LAYOUTS)), help="Image layout [default: from the input shape]."),
     click.option("--name", help="Stem of the artifacts' names [default: the source's]."),
     click.option("--trust-pickle", is_flag=True, help="PyTorch .pt2: load pickled objects beyond tensors (runs their "
                  "code; only for files you trust)."),
