@@ -50,14 +50,15 @@ def report_page(tmp_path_factory):
     folder = tmp_path_factory.mktemp("report")
     results = edgekit.convert(make_conv_onnx(folder / "conv.onnx"), "onnx-fp32,onnx-int8", calibration="random",
                               output_dir=folder / "out")
-    profiles = [edgekit.profile(r.artifact, runs=30, min_seconds=0.1, per_op=True, energy=False).to_dict()
-                for r in results]
+    # three thread counts each: six rows, as the demo shows (its labels once piled up at the plot's left)
+    profiles = [edgekit.profile(r.artifact, runs=30, min_seconds=0.1, per_op=True, energy=False, threads=t).to_dict()
+                for r in results for t in (1, 2, 3)]
     (folder / "profile.json").write_text(__import__("json").dumps(profiles))
     page = folder / "report.html"
     result = CliRunner().invoke(cli, ["report", *[str(r.report_path) for r in results], str(folder / "profile.json"),
                                       "-o", str(page)])
     assert result.exit_code == 0, result.output
-    return page, len(results)
+    return page, len(profiles)
 
 
 def test_the_report_renders_in_chromium_with_plots_and_one_row_per_artifact(report_page):
@@ -83,7 +84,7 @@ def test_clicking_a_header_sorts_the_table(report_page, tmp_path):
     """The page's own sort script, driven by clicks appended to a copy of the page: p50 ascending, then
     descending (the page lists the rows in conversion order, which need not be either)."""
     page, artifacts = report_page
-    row = re.compile(r'<tr><td data-value="[^"]*">[^<]*</td>(?:<td[^>]*>[^<]*</td>){2}<td data-value="([\d.e-]+)"')
+    row = re.compile(r'<tr><td[^>]*>[^<]*</td>(?:<td[^>]*>[^<]*</td>){2}<td[^>]*? data-value="([\d.e-]+)"')
     for clicks, descending in ((1, False), (2, True)):
         script = "<script>var th = document.querySelectorAll('#comparison th')[3];" + "th.click();" * clicks
         copy = tmp_path / f"clicked-{clicks}.html"
@@ -98,3 +99,34 @@ def test_the_console_check_catches_a_script_error(tmp_path):
     page = tmp_path / "broken.html"
     page.write_text("<!doctype html><html><body><script>undefinedFunction();</script></body></html>")
     assert console_errors(chromium(page, "--dump-dom").stderr)
+
+
+def _measured(page, tmp_path, width: int) -> dict:
+    """The page at ``width`` CSS pixels, measured by a script appended to a copy: the comparison table's and the
+    document's scroll width against their visible width."""
+    import json
+
+    script = ("<script>var t = document.getElementById('comparison');"
+              "document.body.dataset.fit = JSON.stringify({table: [t.scrollWidth, t.clientWidth], "
+              "page: [document.documentElement.scrollWidth, document.documentElement.clientWidth]});</script>")
+    copy = tmp_path / f"measured-{width}.html"
+    copy.write_text(page.read_text().replace("</body>", script + "</body>"))
+    dumped = chromium(copy, "--dump-dom", f"--window-size={width},900")
+    found = re.search(r'data-fit="([^"]+)"', dumped.stdout)
+    assert found, dumped.stderr[-2000:]
+    return json.loads(found.group(1).replace("&quot;", '"'))
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_table_fits_a_laptop_and_a_phone_without_scrolling_sideways(report_page, tmp_path, width):
+    page, _ = report_page
+    fit = _measured(page, tmp_path, width)
+    assert fit["table"][0] <= fit["table"][1] + 1, fit
+    assert fit["page"][0] <= fit["page"][1] + 1, fit
+
+
+def test_timing_stability_is_stated_once_and_rows_say_only_their_status(report_page):
+    text = report_page[0].read_text()
+    assert text.count("timing: ") == 1 and "UNSTABLE" not in text
+    assert re.findall(r"<summary>[^<]*</summary>", text) and all(
+        s.rsplit("— ", 1)[1].startswith(("ok", "failed")) for s in re.findall(r"<summary>([^<]*)</summary>", text))

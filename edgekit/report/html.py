@@ -3,7 +3,8 @@
 Header (device, engine versions, state) -> a latency vs accuracy-drop plot of every artifact (marker size =
 file size, the Pareto front drawn) -> a sortable comparison table -> one folded section per row with its
 latency histogram, latency per run with the temperature, per-op time by type and by node, the quantization
-audit and the validation metrics per output. Narrow screens scroll the table, and the plots shrink.
+audit and the validation metrics per output. The table fits a laptop's width; on a phone each row becomes a
+card of "column: value" lines, and the plots shrink. Timing stability is stated once, above the plot.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import datetime
 import functools
 import html
 import io
+import re
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -21,17 +23,24 @@ from edgekit.pareto import non_dominated
 from edgekit.report.artifacts import Artifact
 from edgekit.runtimes.errors import MissingDependencyError
 
-COLUMNS = ("artifact", "target", "engine", "p50 ms", "p90 ms", "size KB", "accuracy %", "drop", "integer ops",
+COLUMNS = ("artifact", "target", "engine", "p50 ms", "p90 ms", "size KB", "accuracy %", "drop", "integer",
            "energy mJ", "status")
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,sans-serif;margin:0 auto;max-width:1100px;padding:12px;color:#222}
 h1{font-size:1.4em;margin:.2em 0}.meta{color:#555;font-size:.9em}
-table{border-collapse:collapse;display:block;overflow-x:auto;font-size:.9em;margin:.6em 0}
-th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}
-th:first-child,td:first-child{text-align:left}th{background:#f0f0f0;cursor:pointer}
+table{border-collapse:collapse;font-size:.85em;margin:.6em 0;width:100%}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}td{white-space:nowrap}
+th:first-child,td:first-child{text-align:left;white-space:normal;overflow-wrap:anywhere}
+th{background:#f0f0f0;cursor:pointer;font-weight:600}
 img{max-width:100%;height:auto}details{border:1px solid #ddd;border-radius:6px;margin:.5em 0;padding:.3em .6em}
-summary{cursor:pointer;font-weight:600}.bad{color:#b00020}
+summary{cursor:pointer;font-weight:600}.bad{color:#b00020}.noisy{color:#8a5a00}
+details table{display:block;overflow-x:auto}
+@media (max-width:700px){
+ table.sortable thead{display:none}table.sortable tr{display:block;border:1px solid #ccc;margin:.4em 0}
+ table.sortable td{display:flex;justify-content:space-between;gap:1em;border:0;white-space:normal}
+ table.sortable td::before{content:attr(data-label);font-weight:600;text-align:left}
+}
 """
 # Click a header to sort by it (numbers as numbers); click again to reverse.
 _SORT = """
@@ -97,19 +106,24 @@ def comparison_plot(rows: list[Artifact]) -> str | None:
     if not points:
         return None
     plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(8, 4.2))
+    figure, axes = plt.subplots(figsize=(9, 4.2 + 0.18 * len(points)))
     largest = max((r.size_bytes or 1) for _, _, r in points)
-    for x, y, row in points:
-        area = 40 + 600 * (row.size_bytes or 0) / largest
-        hollow = row.drop is None
-        axes.scatter([x], [y], s=area, alpha=0.6, facecolors="none" if hollow else None, edgecolors="C0")
-        axes.annotate(row.label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    markers = "osD^v<>Ph*X"
+    for index, (x, y, row) in enumerate(points):
+        # one colour and marker per artifact, named in the legend: labels written beside close points collided
+        color, marker = f"C{index % 10}", markers[index // 10 % len(markers)]
+        axes.scatter([x], [y], s=40 + 600 * (row.size_bytes or 0) / largest, alpha=0.7, marker=marker,
+                     facecolors="none" if row.drop is None else color, edgecolors=color, label=row.label)
     front = [points[i] for i in non_dominated([(x, y) for x, y, _ in points])]
-    axes.plot([x for x, _, _ in front], [y for _, y, _ in front], "r--o", linewidth=1, markersize=3,
-              label="Pareto front")
+    axes.plot([x for x, _, _ in front], [y for _, y, _ in front], "k--", linewidth=0.8, label="Pareto front")
+    drops = [y for _, y, _ in points]
+    low, high = min(0.0, *drops), max(drops)
+    if high - low < 1.0:  # equal drops (all 0.00) otherwise give an axis of -0.04..0.04 points
+        axes.set_ylim(low - 0.1, low + 1.0)
     axes.set(xlabel="p50 latency (ms)", ylabel="accuracy drop (points; hollow: not validated)",
              title="every artifact: latency vs accuracy drop (marker size = file size)")
-    axes.legend(loc="best", fontsize=8)
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False,
+                markerscale=0.5)
     return _png(figure)
 
 
@@ -150,9 +164,11 @@ def _text(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _cell(value: Any, text: str | None = None) -> str:
+def _cell(value: Any, text: str | None = None, *, title: str = "", css: str = "") -> str:
     sort_key = "" if value is None else value
-    return f"<td data-value='{html.escape(str(sort_key))}'>{html.escape(text if text is not None else str(value))}</td>"
+    extra = (f" title='{html.escape(title)}'" if title else "") + (f" class='{css}'" if css else "")
+    return (f"<td data-value='{html.escape(str(sort_key))}'{extra}>"
+            f"{html.escape(text if text is not None else str(value))}</td>")
 
 
 def _number(value: float | None, digits: int) -> str:
@@ -164,13 +180,26 @@ def _row(row: Artifact) -> str:
     integer = _integer_share(audit)
     engine = (row.profile or {}).get("engine", "")
     size_kb = None if row.size_bytes is None else row.size_bytes / 1024
+    noisy = "; ".join((row.profile or {}).get("unstable") or [])
+    p50 = _number(row.latency("p50"), 3) + (" †" if noisy else "")
     cells = [_cell(row.label), _cell(row.target), _cell(engine),
-             _cell(row.latency("p50"), _number(row.latency("p50"), 3)),
+             _cell(row.latency("p50"), p50, title=noisy, css="noisy" if noisy else ""),
              _cell(row.latency("p90"), _number(row.latency("p90"), 3)), _cell(size_kb, _number(size_kb, 1)),
              _cell(row.accuracy, _number(row.accuracy, 1)), _cell(row.drop, _number(row.drop, 2)),
-             _cell(_share(audit), integer),
-             _cell(row.energy_mj, _number(row.energy_mj, 3)), _cell(row.status)]
-    return "<tr>" + "".join(cells) + "</tr>"
+             _cell(_share(audit), integer, title=_integer_ops(audit)),
+             _cell(row.energy_mj, _number(row.energy_mj, 3)), _cell(_status(row))]
+    # each cell names its column: a phone shows a row as a card of "column: value" lines
+    labelled = [cell.replace("<td ", f"<td data-label='{html.escape(column)}' ", 1)
+                for column, cell in zip(COLUMNS, cells)]
+    return "<tr>" + "".join(labelled) + "</tr>"
+
+
+def _status(row: Artifact) -> str:
+    """The conversion's status; a profile adds only that it was an estimate (stability is stated once, above)."""
+    parts = [row.conversion["status"]] if row.conversion else []
+    if row.profile and row.profile.get("estimated"):
+        parts.append("estimate")
+    return " · ".join(parts) or "profiled"
 
 
 def _share(audit: dict[str, Any] | None) -> float | None:
@@ -182,7 +211,11 @@ def _share(audit: dict[str, Any] | None) -> float | None:
 
 
 def _integer_share(audit: dict[str, Any] | None) -> str:
-    return f"{_share(audit):.0%} ({audit['integer_ops']}/{audit['compute_ops']} ops)" if audit else ""
+    return f"{_share(audit):.0%}" if audit else ""
+
+
+def _integer_ops(audit: dict[str, Any] | None) -> str:
+    return f"{audit['integer_ops']} of {audit['compute_ops']} compute ops integer" if audit else ""
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -192,7 +225,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def _details(row: Artifact) -> str:
-    parts = [f"<details><summary>{html.escape(row.label)} — {html.escape(row.status)}</summary>"]
+    parts = [f"<details><summary>{html.escape(row.label)} — {html.escape(_status(row))}</summary>"]
     if row.profile:
         p = row.profile
         clocks = p["system"].get("frequencies_mhz") or []
@@ -237,12 +270,30 @@ def _header(rows: list[Artifact]) -> str:
                      + (f" · {max(temps.values()):.1f} °C after" if temps else ""))
         engines = sorted({f"{r.profile['backend']} {r.profile['engine']}" for r in rows if r.profile})
         lines.append("engines: " + ", ".join(engines))
-        unstable = sorted({u for r in rows if r.profile for u in r.profile["unstable"]})
-        lines.append("state: " + ("; ".join(unstable) if unstable else "stable (no throttling, CV within 10 %)"))
+        lines.append(_stability([r.profile for r in rows if r.profile]))
     conversion = next((r.conversion for r in rows if r.conversion), None)
     if conversion:
         lines.append("tools: " + ", ".join(f"{k} {v}" for k, v in conversion["tools"].items()))
     return "".join(f"<p class='meta'>{html.escape(line)}</p>" for line in lines)
+
+
+def _stability(profiles: list[dict[str, Any]]) -> str:
+    """One line for every profile's stability: how many were unstable, each kind of reason once (CVs as a
+    range), and what to do about it."""
+    unstable = [p for p in profiles if p["unstable"]]
+    if not unstable:
+        return "timing: stable in every profile (no throttling, CV within 10 %)"
+    kinds: dict[str, list[str]] = {}
+    for reason in (r for p in unstable for r in p["unstable"]):
+        kinds.setdefault(reason.split(" (")[0].split(":")[0], []).append(reason)
+    described = []
+    for kind, reasons in kinds.items():
+        cvs = sorted(int(m.group(1)) for m in (re.search(r"CV (\d+)%", r) for r in reasons) if m)
+        span = f" (CV {cvs[0]}–{cvs[-1]} %)" if cvs and cvs[0] != cvs[-1] else f" (CV {cvs[0]} %)" if cvs else ""
+        described.append(f"{kind}{span} in {len(reasons)}")
+    return (f"timing: {len(unstable)} of {len(profiles)} profiles unstable (marked † beside p50): "
+            + "; ".join(described) + ". Those latencies are noisy: set the CPU governor to performance, close other "
+            "programs, let the board cool, and profile again with more runs (--min-seconds).")
 
 
 def render(rows: list[Artifact], *, title: str = "edgekit report") -> str:
