@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from edgekit.runtimes._formats import hash_feeds, hash_into
+from edgekit.runtimes.quantization import dequantize, quantize
 
 #: calibration samples a ranking runs (both models keep every intermediate tensor: memory grows with it)
 SENSITIVITY_SAMPLES = 16
@@ -215,8 +216,7 @@ def _tflite_tensors(interpreter_class: Any, path: Path) -> Callable[[dict[str, n
             scale, zero_point = detail["quantization"]
             dtype = np.dtype(detail["dtype"])
             if dtype.kind in "iu" and scale:
-                info = np.iinfo(dtype)
-                value = np.clip(np.rint(value / scale) + zero_point, info.min, info.max)
+                value = quantize(np.asarray(value, np.float32), scale, zero_point, dtype)
             feeds[name] = np.asarray(value).astype(dtype)
         runner(**feeds)
         found = {}
@@ -227,7 +227,7 @@ def _tflite_tensors(interpreter_class: Any, path: Path) -> Callable[[dict[str, n
                 continue
             scale, zero_point = detail["quantization"]
             if np.dtype(detail["dtype"]).kind in "iu" and scale:
-                value = (value.astype(np.float32) - zero_point) * scale
+                value = dequantize(value, scale, zero_point)
             found[detail["name"]] = np.array(value, dtype=np.float32)
         return found
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from edgekit.runtimes.errors import InferenceError
+from edgekit.runtimes.quantization import dequantize, quantize
 
 _INTEGER_KINDS = "iub"
 _MISSING = object()
@@ -60,8 +61,7 @@ def _describe(shape: tuple[int | None, ...]) -> str:
 class _FeedPlan:
     """Precomputed checks for one input, so a run costs a few attribute reads per feed."""
 
-    __slots__ = ("spec", "name", "rank", "fixed_dims", "dtype", "quantize", "passthrough", "_inverse_scale",
-                 "_limits")
+    __slots__ = ("spec", "name", "rank", "fixed_dims", "dtype", "quantize", "passthrough")
 
     def __init__(self, spec: TensorSpec) -> None:
         self.spec = spec
@@ -73,10 +73,6 @@ class _FeedPlan:
         self.fixed_dims = tuple((i, d) for i, d in enumerate(spec.shape) if d is not None)
         self.dtype = spec.dtype
         self.quantize = spec.quantized
-        if self.quantize:
-            info = np.iinfo(spec.dtype)
-            self._inverse_scale = np.float32(1.0 / spec.scale)
-            self._limits = (info.min - spec.zero_point, info.max - spec.zero_point)
 
     def prepare(self, value: Any, raw: bool) -> np.ndarray:
         if self.passthrough:
@@ -103,15 +99,8 @@ class _FeedPlan:
         name, expected, given = self.spec.name, self.dtype, array.dtype
         if expected.kind in "OV" or (expected.kind in "SU" and given.kind in "OSU"):
             return array  # strings and element types numpy has no name for: the engine judges them
-        if given.kind == "f" and self.quantize and not raw:
-            # Float data for an integer model: quantize with the model's own parameters
-            # (round half to even, as TFLite and ONNX QuantizeLinear do), in place to stay cheap.
-            q = np.multiply(array, self._inverse_scale, dtype=np.float32)
-            np.rint(q, out=q)
-            np.clip(q, *self._limits, out=q)
-            if self.spec.zero_point:
-                q += np.float32(self.spec.zero_point)
-            return q.astype(expected)
+        if given.kind == "f" and self.quantize and not raw:  # float data for an integer model: its own parameters
+            return quantize(array, self.spec.scale, self.spec.zero_point, expected)
         if expected.kind == "f" and given.kind == "f":
             return array.astype(expected)
         if expected.kind in _INTEGER_KINDS and given.kind in _INTEGER_KINDS and expected.kind != "b":
@@ -198,7 +187,7 @@ class Runtime(abc.ABC):
         out: dict[str, np.ndarray] = {}
         for name, deq, value in zip(self._output_names, self._dequantize, results):
             if deq is not None:
-                value = (value.astype(np.float32) - np.float32(deq[1])) * np.float32(deq[0])
+                value = dequantize(value, *deq)
             out[name] = value
         return out
 

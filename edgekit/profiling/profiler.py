@@ -22,6 +22,7 @@ import numpy as np
 from edgekit import __version__
 from edgekit.profiling.system_state import DeviceState, instability_reasons, snapshot, throttle_limit_c
 from edgekit.runtimes.base import Runtime
+from edgekit.runtimes.quantization import dequantize
 
 PERCENTILES = (50, 90, 95, 99)
 PER_OP_RUNS = 20
@@ -160,7 +161,7 @@ def random_feeds(runtime: Runtime, seed: int = 0, shapes: dict[str, tuple[int, .
             low, high = (info.min, info.max) if spec.quantized else (0, 10)
             values = rng.integers(low, high, shape, endpoint=True, dtype=spec.dtype)
             if spec.quantized and as_float:
-                feeds[spec.name] = ((values.astype(np.float32) - spec.zero_point) * spec.scale).astype(np.float32)
+                feeds[spec.name] = dequantize(values, spec.scale, spec.zero_point)
             else:
                 feeds[spec.name] = values
                 raw = raw or spec.quantized
