@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from edgekit.runtimes._formats import hash_feeds, hash_into
-from edgekit.runtimes.quantization import dequantize, quantize
+from edgekit.runtimes.quantization import dequantize, quantize, sqnr_db
 
 #: calibration samples a ranking runs (both models keep every intermediate tensor: memory grows with it)
 SENSITIVITY_SAMPLES = 16
@@ -303,4 +303,5 @@ EXACT_DB = 100.0  # what an unquantized tensor scores: far beyond anything int8 
 
 
 def _ratio_db(signal: float, noise: float) -> float:
-    return EXACT_DB if noise == 0 else min(EXACT_DB, float(10 * np.log10(max(signal, 1e-30) / noise)))
+    """``sqnr_db``, finite: an exact tensor reads EXACT_DB, a silent one the noise against 1e-30."""
+    return min(EXACT_DB, sqnr_db(max(signal, 1e-30), noise))

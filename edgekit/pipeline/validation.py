@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.runtimes import quantization
 from edgekit.runtimes.base import Runtime
 from edgekit.runtimes.errors import ConversionError
 
@@ -50,13 +51,9 @@ def mean_abs_error(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 @metric("sqnr_db")
 def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio in dB (float16 exports show 60+, good int8 20-40, a collapse < 10)."""
+    """Signal-to-quantization-noise ratio in dB of ``candidate`` against ``reference``, over all samples."""
     a = reference.astype(np.float64)
-    noise = float(np.sum((a - candidate) ** 2))
-    signal = float(np.sum(a**2))
-    if noise == 0:
-        return float("inf")
-    return float(10 * np.log10(signal / noise)) if signal else float("-inf")
+    return quantization.sqnr_db(float(np.sum(a**2)), float(np.sum((a - candidate) ** 2)))
 
 
 @metric("sqnr_db_median_sample")
