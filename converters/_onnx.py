@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from edgekit.converters import check_int8_placement, kept_source_scales, placement_backs_off, work_folder
-from edgekit.converters._source import DEQUANTIZE, KERAS, PYTORCH, SAVEDMODEL, Source
+from edgekit.converters._source import DEQUANTIZE, KERAS, PYTORCH, SAVEDMODEL, Source, serving_function
 from edgekit.runtimes._cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu, is_arm
 from edgekit.runtimes._formats import ONNX, TFLITE
 from edgekit.runtimes._ort import engine_errors
@@ -126,7 +126,6 @@ def _fix_input_dims(model: Any, source: Source) -> None:
 
 def _from_tensorflow(source: Source, output: Path, opset: int) -> dict[str, Any]:
     from edgekit.converters._quiet import import_tensorflow, native_stderr_silenced
-    from edgekit.converters._tflite import serving_function
 
     tf = import_tensorflow()
     try:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from edgekit.converters import WEIGHT_ONLY, kept_source_scales, work_folder
-from edgekit.converters._source import DEQUANTIZE, KERAS, PYTORCH, SAVEDMODEL, Source
+from edgekit.converters._source import DEQUANTIZE, KERAS, PYTORCH, SAVEDMODEL, Source, serving_function
 from edgekit.runtimes._cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu, is_arm
 from edgekit.runtimes._formats import ONNX, OPENVINO, TFLITE
 from edgekit.runtimes._openvino import engine_message
@@ -120,7 +120,6 @@ def _match_names(ports: Any, names: list[str]) -> None:
 
 def _savedmodel(source: Source, folder: Path) -> Path:
     from edgekit.converters._quiet import import_tensorflow, native_stderr_silenced
-    from edgekit.converters._tflite import serving_function
 
     tf = import_tensorflow()
     function, _, holder = serving_function(tf, source)

@@ -238,3 +238,33 @@ def _describe_runtime_model(path: Path, fmt: str) -> Source:
     with open_runtime(path) as runtime:
         inputs, outputs = runtime.inputs, tuple(s.name for s in runtime.outputs)
     return Source(path, fmt, inputs, outputs, quantization=source_quantization(open_model_file(path)))
+
+
+def serving_function(tf: Any, source: Source) -> tuple[Any, list[Any], Any]:
+    """A tf.function over the source whose input specs carry the source's input names and whose
+    outputs are a dict keyed by its output names, its input specs, and the object that holds its
+    variables (what the TFLite converter freezes)."""
+    specs = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in source.inputs]
+    names = [s.name for s in source.inputs]
+    if source.kind == KERAS:
+        model = load_keras(source)
+
+        def serve(*args):
+            outputs = model(args[0] if len(args) == 1 else list(args), training=False)
+            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            return dict(zip(source.output_names, outputs))
+
+        # The converter freezes only variables it can find through the trackable object; Keras 3
+        # variables wrap tf.Variables, so hand it those (else READ_VARIABLE ops stay in the model).
+        holder = tf.Module()
+        holder.variables_to_freeze = [getattr(v, "value", v) for v in model.variables]
+        return tf.function(serve, input_signature=specs), specs, holder
+    if source.kind == SAVEDMODEL:
+        loaded = load_savedmodel(source)
+        signature = loaded.signatures[source.signature]
+
+        def serve(*args):
+            return signature(**dict(zip(names, args)))
+
+        return tf.function(serve, input_signature=specs), specs, loaded
+    raise UnsupportedModelError(f"TensorFlow cannot read a {source.kind} source ('{source.path}')")

@@ -20,43 +20,13 @@ from typing import Any
 import numpy as np
 from edgekit.converters import check_int8_placement, kept_source_scales, placement_backs_off, work_folder
 from edgekit.converters._quiet import import_tensorflow, native_stderr_silenced
-from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source, load_keras, load_savedmodel
+from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source, serving_function
 from edgekit.runtimes._formats import ONNX, TFLITE
 from edgekit.runtimes._litert import implementation_version, import_interpreter
 from edgekit.runtimes.errors import ConversionError, UnsupportedModelError, first_line
 
 log = logging.getLogger("edgekit")
 IO_TYPES = ("int8", "uint8", "float")
-
-
-def serving_function(tf: Any, source: Source) -> tuple[Any, list[Any], Any]:
-    """A tf.function over the source whose input specs carry the source's input names and whose
-    outputs are a dict keyed by its output names, its input specs, and the object that holds its
-    variables (what the TFLite converter freezes)."""
-    specs = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in source.inputs]
-    names = [s.name for s in source.inputs]
-    if source.kind == KERAS:
-        model = load_keras(source)
-
-        def serve(*args):
-            outputs = model(args[0] if len(args) == 1 else list(args), training=False)
-            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-            return dict(zip(source.output_names, outputs))
-
-        # The converter freezes only variables it can find through the trackable object; Keras 3
-        # variables wrap tf.Variables, so hand it those (else READ_VARIABLE ops stay in the model).
-        holder = tf.Module()
-        holder.variables_to_freeze = [getattr(v, "value", v) for v in model.variables]
-        return tf.function(serve, input_signature=specs), specs, holder
-    if source.kind == SAVEDMODEL:
-        loaded = load_savedmodel(source)
-        signature = loaded.signatures[source.signature]
-
-        def serve(*args):
-            return signature(**dict(zip(names, args)))
-
-        return tf.function(serve, input_signature=specs), specs, loaded
-    raise UnsupportedModelError(f"TensorFlow cannot read a {source.kind} source ('{source.path}')")
 
 
 def convert(
