@@ -116,7 +116,7 @@ class _Reader:
 def _raw_onnx(folder: Path) -> dict[str, Path]:
     """ORT's quantizer on the plain export (what tf2onnx writes; edgekit's onnx-fp32 is ORT-optimized, with
     fused ops the quantizer does not know)."""
-    from edgekit.converters._onnx import export_onnx
+    from edgekit.converters._onnx_export import export_onnx
     from edgekit.converters._source import open_source
     from onnxruntime import quantization as q
 

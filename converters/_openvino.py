@@ -50,12 +50,12 @@ def read_source(source: Source, work: Path) -> Any:
     elif source.kind in (ONNX, TFLITE, OPENVINO) and not source.cache.get(DEQUANTIZE):
         path = source.path  # (an IR source is a quantized one: read as it is, its FakeQuantize layers kept)
     elif source.kind == ONNX:  # made float on request: through the dequantized export
-        from edgekit.converters._onnx import export_onnx
+        from edgekit.converters._onnx_export import export_onnx
 
         path = work / "source.onnx"
         export_onnx(source, path)
     elif source.kind == PYTORCH:  # through its ONNX export: the same graph and names as the ONNX targets
-        from edgekit.converters._onnx import export_onnx
+        from edgekit.converters._onnx_export import export_onnx
 
         path = work / "source.onnx"
         source.cache["openvino_route"] = export_onnx(source, path)["route"] + " -> openvino.convert_model"

@@ -323,8 +323,8 @@ def float_tflite(source: Source, work: Path, channels_last: bool = False) -> tup
 
         info = export_tflite(source.torch_model, path, channels_last=tuple(nhwc))
     elif source.kind == ONNX:
-        from edgekit.converters._onnx import export_onnx
         from edgekit.converters._onnx2tf import convert_float, restore_output_layouts, simplify
+        from edgekit.converters._onnx_export import export_onnx
 
         export_onnx(source, work / "source.onnx")  # the fixed input shapes written in
         kept = [s.name for s in source.inputs if s.name not in nhwc]

@@ -1,0 +1,170 @@
+"""Any source as a float ONNX model, the form the ONNX and OpenVINO targets (and onnx2tf, for TFLite) consume:
+PyTorch through torch.onnx, Keras and SavedModel through tf2onnx, an ONNX source with its input shapes fixed
+(and its QDQ pairs removed when asked to dequantize it). TensorFlow, tf2onnx and torch are imported inside."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from edgekit.converters._source import DEQUANTIZE, KERAS, PYTORCH, SAVEDMODEL, Source, serving_function
+from edgekit.runtimes._formats import ONNX, TFLITE
+from edgekit.runtimes.errors import ConversionError, MissingDependencyError, UnsupportedModelError
+
+DEFAULT_OPSET = 17
+
+
+def _imports() -> Any:
+    try:
+        import onnx
+    except ImportError as exc:
+        raise MissingDependencyError("onnx (needed for ONNX targets)", "onnx") from exc
+    return onnx
+
+
+def export_onnx(source: Source, output: Path, opset: int | None = None) -> dict[str, Any]:
+    """Write the source as a float ONNX model with the source's input names and fixed shapes."""
+    onnx = _imports()
+    if source.kind in (KERAS, SAVEDMODEL):
+        return _from_tensorflow(source, output, opset or DEFAULT_OPSET)
+    if source.kind == PYTORCH:
+        return _from_torch(source, output, opset)
+    if source.kind == ONNX:
+        model = onnx.load(str(source.path))  # by path: external data resolves beside the model
+        _fix_input_dims(model, source)
+        info = {"exporter": "none (ONNX source)", "opset": opset_of(model)}
+        if source.cache.get(DEQUANTIZE):  # asked for: a QAT/QDQ source made float again
+            from edgekit.converters._onnx_rewrite import dequantize_qdq
+
+            try:
+                info["dequantized_qdq_nodes"] = dequantize_qdq(model)
+            except ValueError as exc:
+                raise UnsupportedModelError(f"cannot dequantize '{source.path}': {exc}") from exc
+        if opset and opset > info["opset"]:
+            model = onnx.version_converter.convert_version(model, opset)
+            info.update(opset=opset, opset_upgraded_from=info["opset"])
+        save_onnx(onnx, model, output)
+        return info
+    if source.kind == TFLITE:
+        raise UnsupportedModelError(
+            f"ONNX targets convert ONNX, PyTorch, Keras or SavedModel sources; '{source.path}' is a .tflite. "
+            "Convert from the original model"
+        )
+    raise UnsupportedModelError(f"cannot make ONNX from a {source.kind} source")
+
+
+def _from_torch(source: Source, output: Path, opset: int | None) -> dict[str, Any]:
+    """Export once per source and opset; every ONNX and OpenVINO target reuses that file."""
+    from edgekit.converters._torch import export_onnx as export_torch
+
+    key = f"onnx_export_{opset}"
+    if key not in source.cache:
+        info = export_torch(source.torch_model, output, opset)
+        info["opset"] = opset_of(_imports().load(str(output), load_external_data=False))
+        source.cache[key] = (output, info)
+    exported, info = source.cache[key]
+    if exported != output:
+        shutil.copyfile(exported, output)
+    return dict(info)
+
+
+def opset_of(model: Any) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def save_onnx(onnx: Any, model: Any, output: Path) -> None:
+    # Protobuf cannot serialise 2 GB; large models keep their weights in one file beside the graph.
+    if model.ByteSize() > 1_800_000_000:
+        onnx.save(model, str(output), save_as_external_data=True, location=f"{output.name}.data")
+    else:
+        onnx.save(model, str(output))
+
+
+def _fix_input_dims(model: Any, source: Source) -> None:
+    fixed = {s.name: s.shape for s in source.inputs}
+    for value in model.graph.input:
+        shape = fixed.get(value.name)
+        if shape is None:
+            continue
+        for dim, size in zip(value.type.tensor_type.shape.dim, shape):
+            if size is not None:
+                dim.dim_value = size
+
+
+def _from_tensorflow(source: Source, output: Path, opset: int) -> dict[str, Any]:
+    from edgekit.converters._quiet import import_tensorflow, native_stderr_silenced
+
+    tf = import_tensorflow()
+    try:
+        import tf2onnx
+    except ImportError as exc:
+        raise MissingDependencyError("tf2onnx (needed to export Keras/SavedModel to ONNX)", "convert") from exc
+    function, specs, _ = serving_function(tf, source)
+    try:
+        with native_stderr_silenced():
+            tf2onnx.convert.from_function(function, input_signature=specs, opset=opset, output_path=str(output))
+    except Exception as exc:  # noqa: BLE001 - tf2onnx raises many types; translate all at this edge
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ConversionError(f"tf2onnx cannot convert '{source.path}' (opset {opset}): {first[:300]}") from exc
+    info = {"exporter": f"tf2onnx {tf2onnx.__version__}", "opset": opset}
+    onnx = _imports()
+    model = onnx.load(str(output))  # mended in memory, written once
+    inlined = _inline_captured_constants(tf, function, model)
+    rewritten = _replace_erfc(model)
+    if inlined or rewritten:
+        onnx.save(model, str(output))
+    if inlined:
+        info["inlined_constants"] = inlined
+    if rewritten:
+        info["rewritten_ops"] = {"Erfc": rewritten}
+    _require_onnx_ops(output, source)
+    return info
+
+
+def _replace_erfc(model: Any) -> int:
+    """Keras 3's exact GELU is 0.5 * x * erfc(-x / sqrt 2); tf2onnx passes TensorFlow's Erfc through, which is
+    no ONNX op, so every transformer with exact GELU failed to load. erfc(x) = 1 - erf(x)."""
+    from onnx import helper, numpy_helper
+
+    nodes = [n for n in model.graph.node if n.op_type == "Erfc" and n.domain in ("", "ai.onnx")]
+    if not nodes:
+        return 0
+    one = "edgekit_erfc_one"
+    model.graph.initializer.append(numpy_helper.from_array(np.ones((), np.float32), one))
+    for node in nodes:
+        index = list(model.graph.node).index(node)
+        erf = helper.make_node("Erf", list(node.input), [f"{node.output[0]}_erf"], name=f"{node.name}_erf")
+        sub = helper.make_node("Sub", [one, erf.output[0]], list(node.output), name=node.name)
+        model.graph.node.remove(node)
+        model.graph.node.insert(index, sub)
+        model.graph.node.insert(index, erf)
+    return len(nodes)
+
+
+def _require_onnx_ops(path: Path, source: Source) -> None:
+    """An exporter may leave ops that are not ONNX (TensorFlow's own): say which, before any engine trips on them."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as exc:
+        reason = next((line for line in str(exc).splitlines() if "No Op registered" in line), str(exc).splitlines()[0])
+        raise ConversionError(f"the ONNX export of '{source.path}' is invalid: {reason.strip()[:300]}; "
+                              "try another --opset or replace the layer") from exc
+
+
+def _inline_captured_constants(tf: Any, function: Any, model: Any) -> list[str]:
+    """Keras 3 layers that compute tensors once at build time (Normalization's mean and variance) reach the
+    traced function as captured eager tensors, not variables; tf2onnx freezes variables only and leaves
+    those as extra graph inputs. Turn every such input back into the constant it was."""
+    from onnx import numpy_helper
+
+    captured = {internal.name: external for external, internal in function.get_concrete_function().graph.captures
+                if isinstance(external, tf.Tensor) and external.dtype != tf.resource and hasattr(external, "numpy")}
+    extra = [i for i in model.graph.input if i.name in captured]
+    for value in extra:
+        model.graph.initializer.append(numpy_helper.from_array(captured[value.name].numpy(), value.name))
+        model.graph.input.remove(value)
+    return [value.name for value in extra]
