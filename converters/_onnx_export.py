@@ -113,14 +113,31 @@ def _from_tensorflow(source: Source, output: Path, opset: int) -> dict[str, Any]
     model = onnx.load(str(output))  # mended in memory, written once
     inlined = _inline_captured_constants(tf, function, model)
     rewritten = _replace_erfc(model)
-    if inlined or rewritten:
-        onnx.save(model, str(output))
+    _stable_node_names(model.graph)
+    onnx.save(model, str(output))
     if inlined:
         info["inlined_constants"] = inlined
     if rewritten:
         info["rewritten_ops"] = {"Erfc": rewritten}
     _require_onnx_ops(output, source)
     return info
+
+
+def _stable_node_names(graph: Any) -> None:
+    """Number tf2onnx's generated node names (``Transpose__168``) in graph order, base by base.
+
+    tf2onnx takes the suffix from a counter that runs on through every export in a process, so exporting the
+    same model twice named its nodes differently, and a node kept float by name (``exclude_nodes`` from a
+    sensitivity ranking made in one export, applied to another: ``optimize`` does this) named no node."""
+    import re
+
+    seen: dict[str, int] = {}
+    for node in graph.node:
+        numbered = re.fullmatch(r"(.+)__\d+", node.name)
+        if numbered:
+            base = numbered.group(1)
+            node.name = f"{base}__{seen.get(base, 0)}"
+            seen[base] = seen.get(base, 0) + 1
 
 
 def _replace_erfc(model: Any) -> int:
