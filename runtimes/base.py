@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from edgekit.runtimes.errors import InferenceError
-from edgekit.runtimes.quantization import dequantize, quantize
+from edgekit.runtimes.quantization import Quantizer, dequantize
 
 _INTEGER_KINDS = "iub"
 _MISSING = object()
@@ -61,7 +61,7 @@ def _describe(shape: tuple[int | None, ...]) -> str:
 class _FeedPlan:
     """Precomputed checks for one input, so a run costs a few attribute reads per feed."""
 
-    __slots__ = ("spec", "name", "rank", "fixed_dims", "dtype", "quantize", "passthrough")
+    __slots__ = ("spec", "name", "rank", "fixed_dims", "dtype", "quantize", "passthrough", "_quantizer")
 
     def __init__(self, spec: TensorSpec) -> None:
         self.spec = spec
@@ -73,6 +73,7 @@ class _FeedPlan:
         self.fixed_dims = tuple((i, d) for i, d in enumerate(spec.shape) if d is not None)
         self.dtype = spec.dtype
         self.quantize = spec.quantized
+        self._quantizer = Quantizer(spec.scale, spec.zero_point, spec.dtype) if self.quantize else None
 
     def prepare(self, value: Any, raw: bool) -> np.ndarray:
         if self.passthrough:
@@ -100,7 +101,7 @@ class _FeedPlan:
         if expected.kind in "OV" or (expected.kind in "SU" and given.kind in "OSU"):
             return array  # strings and element types numpy has no name for: the engine judges them
         if given.kind == "f" and self.quantize and not raw:  # float data for an integer model: its own parameters
-            return quantize(array, self.spec.scale, self.spec.zero_point, expected)
+            return self._quantizer(array)
         if expected.kind == "f" and given.kind == "f":
             return array.astype(expected)
         if expected.kind in _INTEGER_KINDS and given.kind in _INTEGER_KINDS and expected.kind != "b":

@@ -1,24 +1,41 @@
 """Affine integer quantization, the arithmetic every engine here uses for int8/uint8/int16 tensors:
 ``real = (q - zero_point) * scale`` and ``q = clip(round_half_to_even(real / scale) + zero_point)``, as TFLite
 and ONNX's QuantizeLinear/DequantizeLinear define it. The runtime's feeds and outputs, the profiler's
-synthetic inputs and the TFLite sensitivity ranking all go through these two functions; ``sqnr_db`` is the
-figure validation and the sensitivity rankings judge quantization noise by."""
+synthetic inputs and the TFLite sensitivity ranking all go through ``Quantizer``/``quantize`` and
+``dequantize``; ``sqnr_db`` is the figure validation and the sensitivity rankings judge quantization noise by."""
 
 from __future__ import annotations
 
 import numpy as np
 
 
+class Quantizer:
+    """Float values as ``dtype`` integers (rounded half to even, clipped to the type's range), with the
+    parameters worked out once: the runtime quantizes every float feed of an integer model with one of these,
+    on a path where a model may run in microseconds."""
+
+    __slots__ = ("_inverse_scale", "_low", "_high", "_zero_point", "_dtype")
+
+    def __init__(self, scale: float, zero_point: int, dtype: np.dtype) -> None:
+        info = np.iinfo(dtype)
+        self._inverse_scale = np.float32(1.0 / scale)
+        # clipped before the zero point is added, so the float32 sum cannot leave the integer type's range
+        self._low, self._high = info.min - zero_point, info.max - zero_point
+        self._zero_point = np.float32(zero_point) if zero_point else None
+        self._dtype = np.dtype(dtype)
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        q = np.multiply(values, self._inverse_scale, dtype=np.float32)
+        np.rint(q, out=q)
+        np.clip(q, self._low, self._high, out=q)
+        if self._zero_point is not None:
+            q += self._zero_point
+        return q.astype(self._dtype)
+
+
 def quantize(values: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
-    """Float values as ``dtype`` integers (rounded half to even, clipped to the type's range)."""
-    info = np.iinfo(dtype)
-    q = np.multiply(values, np.float32(1.0 / scale), dtype=np.float32)
-    np.rint(q, out=q)
-    # clipped before the zero point is added, so the float32 sum cannot leave the integer type's range
-    np.clip(q, info.min - zero_point, info.max - zero_point, out=q)
-    if zero_point:
-        q += np.float32(zero_point)
-    return q.astype(dtype)
+    """Float values as ``dtype`` integers, once (``Quantizer`` for many calls with the same parameters)."""
+    return Quantizer(scale, zero_point, dtype)(values)
 
 
 def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
