@@ -103,9 +103,9 @@ def version(python: Path) -> str:
     return done.stdout.strip() or "unknown"
 
 
-def simplify(onnx_path: Path, output: Path) -> str:
-    """Write ``onnx_path`` simplified by onnxsim (constant folding, fusions) to ``output``, as onnx2tf does by
-    default, with the onnxsim of onnx2tf's environment; returns what happened, for the report.
+def simplify(onnx_path: Path, output: Path) -> tuple[Path, str]:
+    """``onnx_path`` simplified by onnxsim (constant folding, fusions) into ``output``, as onnx2tf does by
+    default, with the onnxsim of onnx2tf's environment: (the graph to convert, what happened, for the report).
 
     Unsimplified, an Ultralytics YOLOv8 exported with the TorchScript exporter keeps C2f's ``chunk`` as
     Shape -> Gather -> Div -> Slice arithmetic, which onnx2tf lowered to slices LiteRT could not size. It runs
@@ -117,8 +117,8 @@ def simplify(onnx_path: Path, output: Path) -> str:
     if done.returncode or not output.is_file():
         reason = _last_error(done.stderr + done.stdout)
         log.warning("onnxsim could not simplify the ONNX model before onnx2tf (%s); converting it as it is", reason)
-        return f"not simplified: onnxsim failed ({reason})"
-    return "simplified by onnxsim (onnx2tf's default)"
+        return onnx_path, f"not simplified: onnxsim failed ({reason})"
+    return output, "simplified by onnxsim (onnx2tf's default)"
 
 
 def convert_float(onnx_path: Path, output: Path, input_names: list[str], work: Path) -> dict[str, Any]:

@@ -328,8 +328,7 @@ def float_tflite(source: Source, work: Path, channels_last: bool = False) -> tup
 
         export_onnx(source, work / "source.onnx")  # the fixed input shapes written in
         kept = [s.name for s in source.inputs if s.name not in nhwc]
-        simplified = simplify(work / "source.onnx", work / "simplified.onnx")
-        graph = work / ("simplified.onnx" if (work / "simplified.onnx").is_file() else "source.onnx")
+        graph, simplified = simplify(work / "source.onnx", work / "simplified.onnx")
         rewritten = _rewritten_for_quantizer(graph, work / "rewritten.onnx")
         info = convert_float(work / "rewritten.onnx" if rewritten else graph, path, kept, work)
         info["onnx2tf_simplified"] = simplified
