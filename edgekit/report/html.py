@@ -164,10 +164,11 @@ def _text(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _cell(value: Any, text: str | None = None, *, title: str = "", css: str = "") -> str:
+def _cell(column: str, value: Any, text: str | None = None, *, title: str = "", css: str = "") -> str:
+    """One cell of the comparison table; it names its column, which a phone shows as a row's card lines."""
     sort_key = "" if value is None else value
     extra = (f" title='{html.escape(title)}'" if title else "") + (f" class='{css}'" if css else "")
-    return (f"<td data-value='{html.escape(str(sort_key))}'{extra}>"
+    return (f"<td data-label='{html.escape(column)}' data-value='{html.escape(str(sort_key))}'{extra}>"
             f"{html.escape(text if text is not None else str(value))}</td>")
 
 
@@ -182,16 +183,14 @@ def _row(row: Artifact) -> str:
     size_kb = None if row.size_bytes is None else row.size_bytes / 1024
     noisy = "; ".join((row.profile or {}).get("unstable") or [])
     p50 = _number(row.latency("p50"), 3) + (" †" if noisy else "")
-    cells = [_cell(row.label), _cell(row.target), _cell(engine),
-             _cell(row.latency("p50"), p50, title=noisy, css="noisy" if noisy else ""),
-             _cell(row.latency("p90"), _number(row.latency("p90"), 3)), _cell(size_kb, _number(size_kb, 1)),
-             _cell(row.accuracy, _number(row.accuracy, 1)), _cell(row.drop, _number(row.drop, 2)),
-             _cell(_share(audit), integer, title=_integer_ops(audit)),
-             _cell(row.energy_mj, _number(row.energy_mj, 3)), _cell(_status(row))]
-    # each cell names its column: a phone shows a row as a card of "column: value" lines
-    labelled = [cell.replace("<td ", f"<td data-label='{html.escape(column)}' ", 1)
-                for column, cell in zip(COLUMNS, cells)]
-    return "<tr>" + "".join(labelled) + "</tr>"
+    cells = [(row.label, None, {}), (row.target, None, {}), (engine, None, {}),
+             (row.latency("p50"), p50, {"title": noisy, "css": "noisy" if noisy else ""}),
+             (row.latency("p90"), _number(row.latency("p90"), 3), {}), (size_kb, _number(size_kb, 1), {}),
+             (row.accuracy, _number(row.accuracy, 1), {}), (row.drop, _number(row.drop, 2), {}),
+             (_share(audit), integer, {"title": _integer_ops(audit)}),
+             (row.energy_mj, _number(row.energy_mj, 3), {}), (_status(row), None, {})]
+    return "<tr>" + "".join(_cell(column, value, text, **extra)
+                            for column, (value, text, extra) in zip(COLUMNS, cells)) + "</tr>"
 
 
 def _status(row: Artifact) -> str:
