@@ -114,7 +114,7 @@ def _from_tensorflow(source: Source, output: Path, opset: int) -> dict[str, Any]
     inlined = _inline_captured_constants(tf, function, model)
     rewritten = _replace_erfc(model)
     _stable_node_names(model.graph)
-    onnx.save(model, str(output))
+    save_onnx(onnx, model, output)
     if inlined:
         info["inlined_constants"] = inlined
     if rewritten:
