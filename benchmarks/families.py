@@ -34,18 +34,16 @@ TARGETS = ("onnx-int8", "openvino-int8", "tflite-int8")
 CALIB, HELD_OUT = 80, 40
 
 
-def _export(name: str, folder: Path) -> dict[str, Path]:
+def _export(name: str, folder: Path) -> None:
     import torch
     import torch_zoo
 
     model, example = torch_zoo.build(name)
-    files = {"onnx": folder / f"{name}.onnx", "pt2": folder / f"{name}.pt2"}
-    torch.onnx.export(model, (), files["onnx"], kwargs=example, dynamo=True, external_data=False)
-    torch.export.save(torch.export.export(model, (), kwargs=example), files["pt2"])
+    torch.onnx.export(model, (), folder / f"{name}.onnx", kwargs=example, dynamo=True, external_data=False)
+    torch.export.save(torch.export.export(model, (), kwargs=example), folder / f"{name}.pt2")
     np.savez(folder / f"{name}-calib.npz", **torch_zoo.inputs_for(name, CALIB, seed=1))
     held_out = torch_zoo.inputs_for(name, HELD_OUT, seed=99)
     np.savez(folder / f"{name}-held-out.npz", expected=torch_zoo.predict(model, held_out), **held_out)
-    return files
 
 
 def _cosine_on_held_out(artifact: Path, held_out: dict[str, np.ndarray]) -> float:
