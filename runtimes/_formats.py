@@ -68,8 +68,17 @@ def hash_feeds(digest: Any, feeds: dict[str, Any]) -> None:
 @contextmanager
 def _mapped(path: Path):
     with open(path, "rb") as handle:
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        view = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
             yield view
+        finally:
+            try:
+                view.close()
+            except BufferError:
+                # an exception raised while a slice of the map was alive (a Ctrl-C mid-parse) still holds it in
+                # its traceback: closing now would replace that exception with this one; the map is released
+                # with the traceback instead
+                pass
 
 
 def _sniff(path: Path, head: bytes) -> str | None:

@@ -127,3 +127,20 @@ def test_missing_engine_names_the_pip_extra():
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_an_interrupt_mid_parse_stays_an_interrupt(tmp_path):
+    """Ctrl-C while a model file's map is being read: the user's KeyboardInterrupt, not mmap's BufferError
+    ("cannot close exported pointers exist") from the slice its traceback still holds."""
+    from edgekit.runtimes._formats import _mapped
+
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"\0" * 64)
+
+    def parse(view):
+        header = memoryview(view)[:8]  # noqa: F841 - alive in this frame when the interrupt comes
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        with _mapped(path) as view:
+            parse(view)
