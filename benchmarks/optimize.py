@@ -109,7 +109,7 @@ def main() -> None:
         recipe = edgekit.Recipe(scale=1 / 255, color="gray", layout="nchw")
     else:
         (model, data), recipe = zoo_onnx(args.model, out / "model"), None
-    common = dict(calibration=data, output_dir=out, formats=formats, cosine=0.99, calib_size=100, val_size=200,
+    common = dict(calibration=data, output_dir=out, formats=formats, cosine=0.99, calib_size=100, validation_size=200,
                   recipe=recipe, max_kept_float=0, settle_rounds=1)
     space = _space(Settings(model=str(model), calibration=str(data), formats=formats, max_kept_float=0))
     budget = 1.0  # (1 - 0.99) x 100

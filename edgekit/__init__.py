@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CalibrationError",
     "ConversionError",
+    "ConversionJob",
     "ConversionResult",
     "DeviceError",
     "EdgekitError",
@@ -42,6 +43,7 @@ __all__ = [
     "load",
     "load_image",
     "optimize",
+    "prepare",
     "preprocess_frame",
     "profile",
 ]
@@ -53,6 +55,8 @@ _LAZY = {
     "TensorSpec": "edgekit.runtimes.base",
     "inspect_model": "edgekit.inspection",
     "convert": "edgekit.pipeline.conversion",
+    "prepare": "edgekit.pipeline.job",
+    "ConversionJob": "edgekit.pipeline.job",
     "ConversionResult": "edgekit.pipeline.conversion",
     "Recipe": "edgekit.pipeline.preprocess",
     "load_image": "edgekit.pipeline.preprocess",
@@ -71,6 +75,7 @@ if TYPE_CHECKING:
     from edgekit.optimizing.study import optimize
     from edgekit.pipeline.calibration import build_dataset
     from edgekit.pipeline.conversion import ConversionResult, convert
+    from edgekit.pipeline.job import ConversionJob, prepare
     from edgekit.pipeline.preprocess import Recipe, load_image, preprocess_frame
     from edgekit.profiling.profiler import ProfileReport, profile
     from edgekit.runtimes.base import Runtime, TensorSpec

@@ -128,7 +128,7 @@ def test_bad_calibration_is_a_calibration_error(tmp_path, digits_keras, digits_s
     with pytest.raises(CalibrationError) as info:
         edgekit.convert(digits_keras, "tflite-int8", calibration=path, output_dir=out)
     assert fragment in str(info.value)
-    assert not list(out.iterdir())  # nothing written, not even a staging folder
+    assert not (out.exists() and list(out.iterdir()))  # nothing written, not even a staging folder
 
 
 def test_some_unreadable_images_are_skipped_and_counted(tmp_path, digits_keras, digits_folder):

@@ -53,7 +53,7 @@ def searched(digits_torch_onnx, tmp_path_factory):
     out = tmp_path_factory.mktemp("optimize")
     result = edgekit.optimize(digits_torch_onnx, calibration=DIGITS_IMAGES, output_dir=out,
                               formats=("onnx", "openvino"), trials=10, budget=BUDGET, recipe=RECIPE, calib_size=100,
-                              val_size=200, settle_rounds=3)
+                              validation_size=200, settle_rounds=3)
     return result, out
 
 

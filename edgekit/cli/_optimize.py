@@ -90,7 +90,7 @@ def optimize(model: Path | None, calib: str | None, calib_size: int, val_size: i
             study=study_name, workers=workers, remote=remote, ssh=ssh if remote else None,
             input_shapes=parse_input_shapes(input_shapes),
             recipe=recipe_from(size, crop, scale, mean, std, color, layout), calib_size=calib_size,
-            val_size=val_size, seed=seed, name=name, trust_pickle=trust_pickle, max_kept_float=max_kept_float,
+            validation_size=val_size, seed=seed, name=name, trust_pickle=trust_pickle, max_kept_float=max_kept_float,
             settle_rounds=settle_rounds, search_seed=search_seed, require_bound=require_bound)
     except KeyboardInterrupt:
         click.echo(f"interrupted: finished trials are kept in the study; run the same command again to continue "

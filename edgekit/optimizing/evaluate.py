@@ -74,6 +74,15 @@ class Settings:
     # judge the budget on the drop's upper 95 % bound rather than on the measured drop
     require_bound: bool = False
 
+    def preparation(self) -> dict[str, Any]:
+        """``edgekit.prepare``'s keywords for these settings: how a worker opens the model and reads the data."""
+        from edgekit.pipeline.preprocess import Recipe
+
+        return {"calibration": self.calibration, "name": self.name, "trust_pickle": self.trust_pickle,
+                "input_shapes": {k: tuple(v) for k, v in self.input_shapes.items()} or None,
+                "recipe": Recipe.from_dict(self.recipe),
+                "calib_size": self.calib_size, "validation_size": self.val_size, "seed": self.seed}
+
     def judged(self, accuracy: dict[str, Any]) -> float:
         """The figure the budget is checked on: the measured drop, or its upper bound with ``require_bound``."""
         return accuracy["drop_ucb"] if self.require_bound else accuracy["drop"]
@@ -127,32 +136,28 @@ WORKER_OWN = frozenset({"trust_pickle", "ssh"})
 class Evaluator:
     """Converts, validates and profiles candidates for one model and data set."""
 
-    def __init__(self, settings: Settings, cache: Cache, *, source: Any = None) -> None:
-        from edgekit.converters._source import open_source
-        from edgekit.pipeline.calibration import build_dataset, every_sample
-        from edgekit.pipeline.conversion import _source_info, _tool_versions
-        from edgekit.pipeline.preprocess import Recipe
+    def __init__(self, settings: Settings, cache: Cache, *, job: Any = None) -> None:
+        """``job``: the ``ConversionJob`` the settings were made from (the coordinator's); a worker prepares
+        its own from the settings."""
+        from edgekit.pipeline.calibration import every_sample
+        from edgekit.pipeline.job import prepare, tool_versions
 
         self.settings, self.cache = settings, cache
-        self.source = source if source is not None else settings.model
-        self.recipe = Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.recipe.items()})
-        self.input_shapes = {k: tuple(v) for k, v in settings.input_shapes.items()} or None
-        src = open_source(self.source, self.input_shapes, name=settings.name, trust_pickle=settings.trust_pickle)
-        self.model_sha = _source_info(src)["sha256"]
-        self.tools = _tool_versions()
-        dataset = build_dataset(settings.calibration, src.inputs, recipe=self.recipe, calib_size=settings.calib_size,
-                                validation_size=settings.val_size, seed=settings.seed)
-        samples = every_sample(settings.val, src.inputs, recipe=self.recipe, seed=settings.seed)[0] \
-            if settings.val else list(dataset.validation)
+        self.job = job if job is not None else prepare(settings.model, **settings.preparation())
+        self.model_sha = self.job.source_info["sha256"]
+        self.tools = tool_versions()
+        inputs, recipe = self.job.source.inputs, self.job.recipe
+        samples = every_sample(settings.val, inputs, recipe=recipe, seed=settings.seed)[0] \
+            if settings.val else list(self.job.dataset.validation)
         if len(samples) < 4:
             raise EdgekitError(f"only {len(samples)} validation sample(s): optimize needs at least 4 (half to "
                                "search on, half held out); pass more data or --val")
         # even samples steer the search, odd ones re-check the final front: no point is judged on its own data
         self.splits = {"search": samples[0::2], "heldout": samples[1::2]}
-        calibration = list(dataset.calibration)  # loaded once: both digests need it
+        calibration = list(self.job.dataset.calibration)  # loaded once: both digests need it
         self.data_sha = _samples_digest(calibration + samples)
         self.calibration_sha = _samples_digest(calibration)
-        self.reference = self._reference_outputs(src)  # split -> per sample -> every output
+        self.reference = self._reference_outputs()  # split -> per sample -> every output
         first = self.reference["search"][0][0]
         self.labeled = settings.metric != "cosine" and all(s.label is not None for s in samples) \
             and first.ndim == 2 and first.shape[1] > 1
@@ -161,15 +166,13 @@ class Evaluator:
         self.lease_engine = None  # a shared study's database engine: devices are then leased through it
 
     # -- the float original ------------------------------------------------------------------------------
-    def _reference_outputs(self, src: Any) -> dict[str, list[list[np.ndarray]]]:
+    def _reference_outputs(self) -> dict[str, list[list[np.ndarray]]]:
         """The float model's outputs on both splits, per sample, cached."""
         key = digest("reference", self.model_sha, self.data_sha, self.tools)
         folder = self.cache.folder("reference", key)
         stored = folder / "outputs.npz"
         if self.cache.get("reference", key) is None:
-            from edgekit.pipeline.conversion import _float_reference, _no_progress
-
-            reference = _float_reference(src, folder, _no_progress)
+            reference = self.job.float_reference(folder)
             try:
                 arrays = {}
                 for split, samples in self.splits.items():
@@ -207,12 +210,8 @@ class Evaluator:
                             "converting it again", candidate.target, found.get("path"))
             folder = self.cache.folder("artifacts", key)
             started = time.perf_counter()
-            (result,) = convert(self.source, candidate.target, calibration=self.settings.calibration,
-                                output_dir=folder, input_shapes=self.input_shapes, recipe=self.recipe,
-                                calib_size=self.settings.calib_size, validation_size=self.settings.val_size,
-                                seed=self.settings.seed, name=self.settings.name,
-                                trust_pickle=self.settings.trust_pickle,
-                                validate_outputs=False, check_speed=False, repair=False, force=True, **options)
+            (result,) = convert(self.job, candidate.target, output_dir=folder, validate_outputs=False,
+                                check_speed=False, repair=False, force=True, **options)
             if not result.passed:  # e.g. an "int8" artifact that came out mostly float: not a point to offer
                 raise ConversionError(f"{candidate.target}: {'; '.join(result.report['failures'])}")
             entry = {"path": str(result.artifact.relative_to(self.cache.root)), "sha256":
@@ -231,11 +230,7 @@ class Evaluator:
         with self.cache.locked("ranking", key):
             found = self.cache.get("ranking", key)
             if found is None:
-                ranking = sensitivity_ranking(
-                    self.source, target, calibration=self.settings.calibration,
-                    work_dir=self.cache.folder("ranking", key), input_shapes=self.input_shapes, recipe=self.recipe,
-                    calib_size=self.settings.calib_size, validation_size=self.settings.val_size,
-                    seed=self.settings.seed, trust_pickle=self.settings.trust_pickle)
+                ranking = sensitivity_ranking(self.job, target, work_dir=self.cache.folder("ranking", key))
                 if not ranking:
                     raise EdgekitError(f"{target}: this model's route gives no per-layer sensitivity ranking, so "
                                        "no layer can be kept float by rank")

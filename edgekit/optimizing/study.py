@@ -27,11 +27,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edgekit._files import check_stem
 from edgekit.optimizing.cache import Cache, digest
 from edgekit.optimizing.evaluate import Evaluator, Settings
 from edgekit.optimizing.result import OptimizeResult, safe_url, write_outputs
 from edgekit.optimizing.space import PRECISIONS, Space
+from edgekit.pipeline.job import PREPARE_KEYWORDS, ConversionJob, as_job
+from edgekit.pipeline.preprocess import Recipe
 from edgekit.runtimes.errors import EdgekitError, MissingDependencyError
 
 log = logging.getLogger("edgekit")
@@ -51,7 +52,6 @@ class TrialFailed(Exception):
 def optimize(
     model: Any,
     *,
-    calibration: Any,
     output_dir: str | Path,
     val: str | Path | None = None,
     budget: float = 1.0,
@@ -64,24 +64,21 @@ def optimize(
     workers: int = 1,
     remote: str | None = None,
     ssh: dict[str, Any] | None = None,
-    input_shapes: dict[str, tuple[int, ...]] | None = None,
-    recipe: Any = None,
-    calib_size: int = 200,
-    val_size: int | None = None,
-    seed: int = 0,
-    name: str | None = None,
-    trust_pickle: bool = False,
     max_kept_float: int = 8,
     settle_rounds: int = 5,
     search_seed: int = 0,
     require_bound: bool = False,
+    **preparation: Any,
 ) -> OptimizeResult:
     """Search formats, precisions, quantization and runtime options for the fastest artifact within ``budget``.
 
     Args:
-        model: A model file ``edgekit convert`` takes (.pt2, .keras, SavedModel, .onnx, float .tflite) or a
-            torch ``nn.Module`` (one process only: workers rebuild the source from its path).
-        calibration: Calibration data as for ``convert`` (its held-out part judges accuracy unless ``val``).
+        model: A ``ConversionJob`` from ``edgekit.prepare`` with calibration data given as a path, or a model
+            ``prepare`` takes with its keywords (``calibration`` required; ``input_shapes``, ``recipe``,
+            ``calib_size``, ``validation_size``, ``seed``, ``name``, ``trust_pickle``, ``example_inputs``) as
+            ``preparation``. The calibration data's held-out part judges accuracy unless ``val``. Worker
+            processes (``workers``, ``--worker``) prepare the model again from its path: an in-memory
+            ``nn.Module`` is searched in one process only.
         output_dir: Where the study, the cache, the trial table, the report and the winning artifact go.
         val: Labeled validation data (image folder with class sub-folders): the drop is then in accuracy points.
         budget: The largest drop allowed: accuracy points with labels, else (1 - cosine) x 100.
@@ -95,13 +92,6 @@ def optimize(
         workers: Worker processes on this machine (more than one needs a server storage such as PostgreSQL).
         remote: ``USER@HOST[:PORT]``: measure latency on that device over SSH; ``ssh`` holds ``identity``,
             ``known_hosts``, ``accept_new_host_key`` and the device's ``python``.
-        input_shapes: As for ``convert``.
-        recipe: As for ``convert``.
-        calib_size: As for ``convert``.
-        val_size: As for ``convert``.
-        seed: As for ``convert``.
-        name: As for ``convert``.
-        trust_pickle: As for ``convert``.
         max_kept_float: The most layers the search may keep in float, by sensitivity rank.
         settle_rounds: Interleaved re-measurements of the front and the baselines at the end.
         search_seed: The sampler's seed (``seed`` shuffles the data, as in ``convert``).
@@ -111,9 +101,19 @@ def optimize(
     Returns:
         An ``OptimizeResult``: the chosen point, the front, every trial and the report's path.
     """
-    settings = _settings(model, calibration, val, budget, cosine, formats, trials, input_shapes, recipe, calib_size,
-                         val_size, seed, name, trust_pickle, max_kept_float, remote, ssh, settle_rounds, search_seed,
-                         require_bound)
+    if "val_size" in preparation:  # the name before prepare() existed
+        warnings.warn("optimize(val_size=...) is now validation_size=..., as in prepare() and convert(); val_size "
+                      "will be removed in the next release", DeprecationWarning, stacklevel=2)
+        preparation["validation_size"] = preparation.pop("val_size")
+    unknown = sorted(set(preparation) - set(PREPARE_KEYWORDS))
+    if unknown:
+        raise TypeError(f"optimize() got unexpected keyword argument(s) {unknown}")
+    _check_search(formats, budget, cosine, trials, settle_rounds, remote)
+    _check_data(model.calibration if isinstance(model, ConversionJob) else preparation.get("calibration"), val)
+    job = as_job(model, preparation, "optimize")
+    settings = _settings(job, val=val, budget=budget, cosine=cosine, formats=formats, trials=trials, remote=remote,
+                         ssh=ssh, max_kept_float=max_kept_float, settle_rounds=settle_rounds, search_seed=search_seed,
+                         require_bound=require_bound)
     if timeout_s is not None and timeout_s <= 0:
         raise EdgekitError(f"--timeout must be positive, got {timeout_s:g} s")
     if workers < 1:
@@ -124,13 +124,13 @@ def optimize(
     if workers > 1 and url.startswith("sqlite"):
         raise EdgekitError(f"--workers {workers} needs a server storage: SQLite is not safe for parallel workers "
                            "(Optuna's FAQ); pass --storage postgresql://USER@HOST/DB")
-    if workers > 1 and not isinstance(model, (str, os.PathLike)):
+    if workers > 1 and not isinstance(job.model, (str, os.PathLike)):
         raise EdgekitError("--workers needs a model file: worker processes cannot share an in-memory module")
-    study_name = study or f"{_stem(model, name)}-{digest(settings.search_key())[:8]}"
+    study_name = study or f"{job.stem}-{digest(settings.search_key())[:8]}"
     run_id = uuid.uuid4().hex[:12]
     optuna_study = _open_study(url, study_name, settings, create=True)
     space = _space(settings)
-    evaluator = Evaluator(settings, Cache(out / "cache"), source=model)
+    evaluator = Evaluator(settings, Cache(out / "cache"), job=job)
     evaluator.lease_engine = _shared_engine(optuna_study)
     if not optuna_study.trials:
         for params in space.defaults():  # the coordinator alone enqueues (concurrent enqueues duplicate)
@@ -169,51 +169,61 @@ def run_worker(storage: str, study_name: str, output_dir: str | Path, *, trust_p
     return _run_trials(optuna_study, evaluator, _space(settings), settings, run_id, None)
 
 
-def _settings(model: Any, calibration: Any, val: Any, budget: float, cosine: float | None, formats: Any, trials: int,
-              input_shapes: Any, recipe: Any, calib_size: int, val_size: int | None, seed: int, name: str | None,
-              trust_pickle: bool, max_kept_float: int, remote: str | None, ssh: dict[str, Any] | None,
-              settle_rounds: int, search_seed: int, require_bound: bool = False) -> Settings:
-    formats = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
-    unknown = [f for f in formats if f not in PRECISIONS]
-    if unknown or not formats:
+def _check_search(formats: Any, budget: float, cosine: float | None, trials: int, settle_rounds: int,
+                  remote: str | None) -> None:
+    """The search's own options, checked before the model is opened."""
+    chosen = [f.strip().lower() for f in formats if f.strip()]
+    unknown = [f for f in chosen if f not in PRECISIONS]
+    if unknown or not chosen:
         raise EdgekitError(f"--formats {','.join(unknown) or '(none)'}: choose from {', '.join(PRECISIONS)}")
-    if cosine is not None:
-        if not 0 < cosine <= 1:
-            raise EdgekitError(f"--cosine must be in (0, 1], got {cosine:g}")
-        budget = (1 - cosine) * 100
-    if budget < 0:
+    if cosine is not None and not 0 < cosine <= 1:
+        raise EdgekitError(f"--cosine must be in (0, 1], got {cosine:g}")
+    if cosine is None and budget < 0:
         raise EdgekitError(f"--budget must be zero or more accuracy points, got {budget:g}")
     if trials < 1:
         raise EdgekitError(f"--trials must be at least 1, got {trials}")
     if settle_rounds < 1:
         raise EdgekitError(f"--settle-rounds must be at least 1, got {settle_rounds}")
+    if remote:
+        from edgekit.profiling.remote import parse_remote
+
+        parse_remote(remote)
+
+
+def _check_data(calibration: Any, val: Any) -> None:
+    """Workers read the data again from where the study says: it must be a path, and real."""
     if not isinstance(calibration, (str, os.PathLike)) or str(calibration) == "random":
         raise EdgekitError(f"--calib {calibration!s:.40}: optimize needs real data as a path (image folder, .npy, "
                            ".npz), since it judges accuracy on its held-out part")
     for flag, path in (("--calib", calibration), ("--val", val)):
         if path is not None and not Path(path).exists():
             raise EdgekitError(f"{flag} '{path}' does not exist; check the path")
-    if remote:
-        from edgekit.profiling.remote import parse_remote
 
-        parse_remote(remote)
-    if name is not None:
-        check_stem(name)
+
+def _settings(job: ConversionJob, *, val: Any, budget: float, cosine: float | None, formats: Any, trials: int,
+              remote: str | None, ssh: dict[str, Any] | None, max_kept_float: int, settle_rounds: int,
+              search_seed: int, require_bound: bool) -> Settings:
+    """The study's settings: the search's options and the arguments ``job`` was prepared from."""
+    if job.dequantize or job.dataset is None:
+        raise EdgekitError("optimize takes a job prepared with calibration data and without dequantize")
+    model = job.model
     return Settings(
         model=str(Path(model).resolve()) if isinstance(model, (str, os.PathLike)) else f"<{type(model).__name__}>",
-        calibration=str(Path(calibration).resolve()), val=str(Path(val).resolve()) if val else None,
-        budget=float(budget), metric="cosine" if cosine is not None else "auto", formats=formats, trials=trials,
-        input_shapes={k: list(v) for k, v in (input_shapes or {}).items()},
-        recipe=recipe.to_dict() if recipe is not None else {}, calib_size=calib_size, val_size=val_size, seed=seed,
-        name=name, trust_pickle=trust_pickle, max_kept_float=max_kept_float, remote=remote,
+        calibration=str(Path(job.calibration).resolve()), val=str(Path(val).resolve()) if val else None,
+        budget=float((1 - cosine) * 100 if cosine is not None else budget),
+        metric="cosine" if cosine is not None else "auto",
+        formats=tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip())), trials=trials,
+        input_shapes={k: list(v) for k, v in (job.input_shapes or {}).items()}, recipe=_recipe_asked(job.recipe),
+        calib_size=job.calib_size, val_size=job.validation_size, seed=job.seed, name=job.name,
+        trust_pickle=job.trust_pickle, max_kept_float=max_kept_float, remote=remote,
         ssh={k: str(v) if isinstance(v, Path) else v for k, v in (ssh or {}).items()}, settle_rounds=settle_rounds,
         search_seed=search_seed, require_bound=bool(require_bound))
 
 
-def _stem(model: Any, name: str | None) -> str:
-    if name:
-        return name
-    return Path(model).stem if isinstance(model, (str, os.PathLike)) else type(model).__name__.lower()
+def _recipe_asked(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as the study stores it: empty when it is the default (what a study made before jobs stored,
+    so its name, cache keys and reproduce commands stay as they were)."""
+    return {} if recipe == Recipe() else recipe.to_dict()
 
 
 def _optuna() -> Any:

@@ -1,6 +1,6 @@
 """The conversion pipeline shared by every target: ``edgekit.convert``.
 
-source -> (calibration) -> artifact in a staging folder -> validation against
+prepared job (``edgekit.pipeline.job``: source and data) -> artifact in a staging folder -> validation against
 the float original -> quantization audit -> JSON report -> atomic publish.
 Nothing reaches the output folder until it is complete; an existing file is
 never overwritten without ``force``.
@@ -9,51 +9,39 @@ never overwritten without ``force``.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import importlib
 import io
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext, redirect_stdout
+from collections.abc import Callable
+from contextlib import nullcontext, redirect_stdout
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from edgekit import __version__
-from edgekit._files import check_stem, ensure_writable, publish, staging_dir
+from edgekit._files import ensure_writable, publish, staging_dir
 from edgekit.audit import audit_model
 from edgekit.converters import WEIGHT_ONLY, Target, check_options, check_quantized_source, resolve_targets
 from edgekit.converters._quiet import native_stderr_silenced
-from edgekit.converters._source import DEQUANTIZE, KERAS, PYTORCH, SAVEDMODEL, Source, dequantize_source, open_source
+from edgekit.converters._source import Source
 from edgekit.pipeline.calibration import RANDOM_SOURCE, Dataset, build_dataset, fail_if_empty
 from edgekit.pipeline.engine_log import engine_messages
-from edgekit.pipeline.preprocess import Recipe
+from edgekit.pipeline.job import ConversionJob, Progress, as_job, no_progress, split_keywords, tool_versions
 from edgekit.pipeline.repair import try_remedies
 from edgekit.pipeline.speed import slower_warning, speed_check
 from edgekit.pipeline.validation import ValidationReport, validate
 from edgekit.runtimes import open_runtime
-from edgekit.runtimes._formats import ONNX, hash_feeds, hash_into, open_model_file
+from edgekit.runtimes._formats import ONNX, open_model_file
 from edgekit.runtimes.errors import ConversionError, EdgekitError
 from edgekit.runtimes.sparsity import weight_sparsity
 
 log = logging.getLogger("edgekit")
 
-#: progress(description, total) -> context manager yielding an advance() callable
-Progress = Callable[[str, "int | None"], AbstractContextManager[Callable[[], None]]]
 #: where an artifact that failed its checks is kept aside, inside the output folder: never under the name a good
 #: artifact would have, where a deploy script globbing the folder would ship it
 FAILED_FOLDER = "failed"
-_TOOL_DISTRIBUTIONS = ("tensorflow", "tf2onnx", "torch", "onnxscript", "litert-torch", "ai-edge-quantizer", "onnx",
-                       "onnxruntime", "openvino", "nncf", "ai-edge-litert", "numpy")
-
-
-@contextmanager
-def _no_progress(description: str, total: int | None) -> Iterator[Callable[[], None]]:
-    log.info("%s", description)
-    yield lambda: None
 
 
 @dataclass(frozen=True)
@@ -84,17 +72,7 @@ def convert(
     source: Any,
     to: str | list[str],
     *,
-    example_inputs: Any = None,
-    output_names: list[str] | tuple[str, ...] | None = None,
-    name: str | None = None,
-    trust_pickle: bool = False,
-    calibration: Any = None,
     output_dir: str | Path = ".",
-    input_shapes: dict[str, tuple[int, ...]] | None = None,
-    recipe: Recipe | None = None,
-    calib_size: int = 200,
-    validation_size: int | None = None,
-    seed: int = 0,
     max_drop: float | None = None,
     accept_loss: bool = False,
     decide: Callable[[dict[str, Any]], Any] | None = None,
@@ -109,21 +87,13 @@ def convert(
     """Convert a trained model to one or more edge targets, validate and report each.
 
     Args:
-        source: A Keras .keras/.h5 file, a SavedModel folder, an .onnx, a float .tflite (re-quantized for the
-            TFLite targets), a PyTorch ``.pt2`` ExportedProgram file or a torch ``nn.Module``.
+        source: A ``ConversionJob`` from ``edgekit.prepare`` (the model opened and its data read once), or
+            anything ``prepare`` takes (a Keras .keras/.h5 file, a SavedModel folder, an .onnx, a float .tflite,
+            a PyTorch ``.pt2`` file or a torch ``nn.Module``) with ``prepare``'s keywords among ``options``:
+            ``calibration``, ``example_inputs``, ``output_names``, ``name``, ``trust_pickle``, ``input_shapes``,
+            ``recipe``, ``calib_size``, ``validation_size``, ``seed``, ``dequantize``.
         to: Target names, e.g. ``"tflite-int8,tflite-fp32"`` (see ``edgekit.converters.TARGETS``).
-        example_inputs: A PyTorch module's inputs to convert with (a tensor, a tuple in ``forward``'s order
-            or a dict by parameter name); they fix the artifacts' static shapes. A .pt2 file brings its own.
-        output_names: Names for a PyTorch model's outputs (default: a returned dict's keys, else output_0...).
-        name: The artifacts' stem (default: the source file's stem, or a module's class name in lower case).
-        trust_pickle: Load a .pt2 file whose pickled members hold more than tensors (loading runs their code;
-            without this such a file is refused).
-        calibration: Image folder, .npy/.npz, an iterable/callable of ``{input_name: array}``, or
-            ``"random"`` (synthetic; the report then says the accuracy figures mean nothing).
         output_dir: Where ``<stem>_<variant>.<ext>`` and its ``.json`` report go (created if missing).
-        input_shapes: ``{input_name: shape}`` fixing dynamic dimensions.
-        recipe: Image preprocessing for image-folder calibration; stored in every report.
-        calib_size: Calibration samples; ``validation_size`` more are held out for validation.
         max_drop: Fail (report status "failed") when accuracy drops more than this many points
             (with labels), more than this percentage of ``decide``'s decisions change (with it), or
             (1 - cosine) x 100 exceeds it (otherwise).
@@ -149,8 +119,7 @@ def convert(
             ONNX: ``calib_method``, ``per_channel``, ``activation_type``, ``weight_type``, ``symmetric``,
             ``exclude_nodes``, ``exclude_op_types``, ``keep_output_float``, ``onnx_format``, ``for_cpu``,
             ``reduce_range``, ``opset``. Weight-only: ``group_size``, ``symmetric_weights``,
-            ``accuracy_level``. ``dequantize=True`` makes a quantized (QAT/QDQ) ONNX source float first, so
-            any target takes it (by default only the int8 targets that keep its scales do).
+            ``accuracy_level``.
 
     Returns:
         One ``ConversionResult`` per target, in the order asked.
@@ -162,93 +131,68 @@ def convert(
         MissingDependencyError: A converter or engine a target needs is not installed (the error says how).
     """
     started = time.perf_counter()
-    progress = progress or _no_progress
+    progress = progress or no_progress
     targets = resolve_targets(to)
-    options = {k: v for k, v in options.items() if v is not None}
-    dequantize = options.pop("dequantize", False)  # a source option, not a converter's
+    preparation, options = split_keywords({k: v for k, v in options.items() if v is not None})
     check_options(targets, options)
-    if name is not None:
-        check_stem(name)
-    out_dir = Path(output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    src = open_source(source, input_shapes, example_inputs=example_inputs, output_names=output_names, name=name,
-                      trust_pickle=trust_pickle)
-    stem = name or (src.path.name if src.path.is_dir() else src.path.stem)
-    if dequantize:
-        src = dequantize_source(src)
+    job = as_job(source, preparation, "convert")
+    src = job.fresh_source()
     check_quantized_source(src, targets)
     _check_route(src, targets)
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     for target in targets:  # fail before any work rather than after minutes of it
-        final = out_dir / target.artifact_name(stem, options)
-        for path in [final, Path(f"{final}.json")] + [out_dir / n for n in target.companion_names(stem, options)]:
+        final = out_dir / target.artifact_name(job.stem, options)
+        for path in [final, Path(f"{final}.json")] + [out_dir / n for n in target.companion_names(job.stem, options)]:
             ensure_writable(path, force=force)
     needing = [t.name for t in targets if t.calibrates(src)]
-    if calibration is None and needing:
+    if job.dataset is None and needing:
         raise ConversionError(f"{', '.join(needing)} need(s) calibration data: pass --calib PATH (or --calib random)")
-    recipe = recipe or Recipe()
-    dataset = None
-    if calibration is not None:
-        dataset = build_dataset(calibration, src.inputs, recipe=recipe, calib_size=calib_size,
-                                validation_size=validation_size, seed=seed)
-    source_info = _source_info(src)
     results = []
     with staging_dir(out_dir) as staging:
-        reference = _float_reference(src, staging, progress) if validate_outputs else None
+        reference = job.float_reference(staging, progress) if validate_outputs else None
         for target in targets:
-            job = _Job(src, target, stem, out_dir, staging, dataset, reference, max_drop, accept_loss, seed, options,
-                       progress, decide)
+            run = _TargetRun(job, src, target, out_dir, staging, reference, max_drop, accept_loss, options, progress,
+                             decide)
             try:
-                results.append(_convert_one(job, source_info, recipe=recipe, repair=repair, force=force,
-                                            check_speed=check_speed))
+                results.append(_convert_one(run, repair=repair, force=force, check_speed=check_speed))
             except EdgekitError as exc:
                 if not keep_going:
                     raise
                 log.info("not converted: %s", exc)
                 results.append(ConversionResult(target.name, None, None, {
-                    "target": target.name, "status": "error", "failures": [str(exc)], "source": source_info}))
+                    "target": target.name, "status": "error", "failures": [str(exc)], "source": job.source_info}))
         if reference is not None:
             reference.close()
     log.info("converted %s to %d target(s) in %.1f s", src.path, len(results), time.perf_counter() - started)
     return results
 
 
-def sensitivity_ranking(
-    source: Any,
-    target: str,
-    *,
-    calibration: Any,
-    work_dir: str | Path,
-    example_inputs: Any = None,
-    output_names: list[str] | tuple[str, ...] | None = None,
-    trust_pickle: bool = False,
-    input_shapes: dict[str, tuple[int, ...]] | None = None,
-    recipe: Recipe | None = None,
-    calib_size: int = 200,
-    validation_size: int | None = None,
-    seed: int = 0,
-    **options: Any,
-) -> list[dict[str, Any]] | None:
+def sensitivity_ranking(source: Any, target: str, *, work_dir: str | Path,
+                        **options: Any) -> list[dict[str, Any]] | None:
     """The per-layer sensitivity ranking of ``target``'s int8 model (``tflite-int8``, ``onnx-int8``,
     ``openvino-int8``): layers by the quantization noise each adds, worst first, measured with the engine's own
     tooling on the calibration samples (what the repair loop ranks, and what ``optimize`` keeps the top k of in
     float). None when the target's route gives nothing to rank. Cached per model and calibration set
-    (``_sensitivity``)."""
+    (``_sensitivity``).
+
+    ``source`` is a ``ConversionJob`` prepared with calibration data, or a model with ``prepare``'s keywords
+    among ``options``, as for ``convert``; the other ``options`` are the target's converter options."""
     (chosen,) = resolve_targets(target)
     ranker = importlib.import_module(f"edgekit.converters._{chosen.family}")
     if not hasattr(ranker, "rank") or chosen.remedies is None:
         raise ConversionError(f"{chosen.name} has no per-layer sensitivity ranking; tflite-int8, onnx-int8 and "
                               "openvino-int8 do")
-    src = open_source(source, input_shapes, example_inputs=example_inputs, output_names=output_names,
-                      trust_pickle=trust_pickle)
-    dataset = build_dataset(calibration, src.inputs, recipe=recipe or Recipe(), calib_size=calib_size,
-                            validation_size=validation_size, seed=seed)
+    preparation, options = split_keywords(options)
+    job = as_job(source, preparation, "sensitivity_ranking")
+    if job.dataset is None:
+        raise ConversionError("a sensitivity ranking needs calibration data: prepare the job with calibration=...")
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     with staging_dir(work_dir) as staging:
-        job = _Job(src, chosen, src.path.stem, work_dir, staging, dataset, None, None, False, seed, options,
-                   _no_progress)
-        attempt = _attempt(job, 1, "ranking", ranker.RANK_OPTIONS)
-        return ranker.rank(attempt.staged, dataset.calibration.feeds())
+        run = _TargetRun(job, job.fresh_source(), chosen, work_dir, staging, None, None, False, options, no_progress)
+        attempt = _attempt(run, 1, "ranking", ranker.RANK_OPTIONS)
+        return ranker.rank(attempt.staged, job.dataset.calibration.feeds())
 
 
 def _check_route(src: Source, targets: list[Target]) -> None:
@@ -266,41 +210,6 @@ def _check_route(src: Source, targets: list[Target]) -> None:
     find_python()
 
 
-def _float_reference(src: Source, staging: Path, progress: Progress):
-    """The float original as a runtime: the source itself, its float TFLite export, or the PyTorch model."""
-    if src.kind == PYTORCH:
-        from edgekit.converters._torch import TorchReference
-
-        return _Remembered(TorchReference(src.torch_model))
-    if src.kind in (KERAS, SAVEDMODEL):
-        from edgekit.converters._tflite import export_float
-
-        with progress("exporting the float reference", None):
-            path = export_float(src, staging / "reference_fp32.tflite")
-    else:
-        path = src.path
-    return _Remembered(open_runtime(path), path)
-
-
-class _Remembered:
-    """The float reference, run once per held-out sample: every target and every repair attempt is validated
-    on the same samples, and the reference's outputs do not change between them."""
-
-    def __init__(self, runtime: Any, path: Path | None = None) -> None:
-        self._runtime, self.outputs, self._seen, self.path = runtime, runtime.outputs, {}, path
-
-    def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
-        digest = hashlib.blake2b(digest_size=16)
-        hash_feeds(digest, feeds)
-        key = digest.digest()
-        if key not in self._seen:
-            self._seen[key] = self._runtime.run(feeds)
-        return self._seen[key]
-
-    def close(self) -> None:
-        self._runtime.close()
-
-
 def _calibration_feeds(dataset: Dataset, target: Target, progress: Progress, counter: list[int]):
     def feeds():
         counter[0] = 0
@@ -314,19 +223,17 @@ def _calibration_feeds(dataset: Dataset, target: Target, progress: Progress, cou
 
 
 @dataclass(frozen=True)
-class _Job:
+class _TargetRun:
     """What every attempt at one target shares."""
 
-    src: Source
+    job: ConversionJob
+    src: Source  # this run's (``ConversionJob.fresh_source``)
     target: Target
-    stem: str
     out_dir: Path
     staging: Path
-    dataset: Dataset | None
     reference: Any
     max_drop: float | None
     accept_loss: bool
-    seed: int
     options: dict[str, Any]
     progress: Progress
     decide: Callable[[dict[str, Any]], Any] | None = None
@@ -357,36 +264,36 @@ class _Attempt:
         return self.collapsed or bool(self.validation and self.validation.over_budget)
 
 
-def _attempt(job: _Job, index: int, label: str, extra: dict[str, Any]) -> _Attempt:
+def _attempt(run: _TargetRun, index: int, label: str, extra: dict[str, Any]) -> _Attempt:
     """Convert, check, audit and validate once, in a folder of its own inside staging."""
     started = time.perf_counter()
-    target, options = job.target, {**job.options, **extra}
-    folder = job.staging / f"{target.name}-attempt-{index}"
+    target, options = run.target, {**run.options, **extra}
+    folder = run.staging / f"{target.name}-attempt-{index}"
     folder.mkdir()
-    staged = folder / target.artifact_name(job.stem, options)
+    staged = folder / target.artifact_name(run.job.stem, options)
     counter = [0]
     calibration = None
-    if job.dataset and target.calibrates(job.src):
-        calibration = _calibration_feeds(job.dataset, target, job.progress, counter)
+    if run.job.dataset and target.calibrates(run.src):
+        calibration = _calibration_feeds(run.job.dataset, target, run.progress, counter)
     accepted = target.options()
     function_options = {k: v for k, v in options.items() if k in accepted}
-    supplied = {"calibration_count": len(job.dataset.calibration) if job.dataset else None,
-                "validation": job.dataset.validation if job.dataset else None, "max_drop": job.max_drop}
+    supplied = {"calibration_count": len(run.job.dataset.calibration) if run.job.dataset else None,
+                "validation": run.job.dataset.validation if run.job.dataset else None, "max_drop": run.max_drop}
     function_options.update({k: v for k, v in supplied.items() if k in target.parameters()})
     chatter = io.StringIO()
     # Engines print progress to stdout (onnxruntime's calibrators do); stdout is for results only.
     try:
-        with job.progress(f"converting to {target.name}", None) if calibration is None else nullcontext(), \
+        with run.progress(f"converting to {target.name}", None) if calibration is None else nullcontext(), \
                 redirect_stdout(chatter), native_stderr_silenced(), engine_messages() as said:
-            used = target.function()(job.src, target, staged, calibration=calibration, **function_options)
+            used = target.function()(run.src, target, staged, calibration=calibration, **function_options)
     except OSError as exc:  # a full disk or a vanished folder, mid-write: typed, and staging is cleaned up
-        raise ConversionError(f"{target.name}: cannot write in '{job.out_dir}': {exc.strerror or exc}") from exc
+        raise ConversionError(f"{target.name}: cannot write in '{run.out_dir}': {exc.strerror or exc}") from exc
     if chatter.getvalue().strip():
         log.debug("%s converter output:\n%s", target.name, chatter.getvalue().rstrip())
     if said:  # kept in the report, not repeated on the terminal (the CLI shows them with -v)
         used["engine_messages"] = said
     if calibration is not None:
-        fail_if_empty(counter[0], job.dataset.provenance)
+        fail_if_empty(counter[0], run.job.dataset.provenance)
     convert_s = time.perf_counter() - started
     try:
         model = open_model_file(staged)
@@ -416,9 +323,9 @@ def _attempt(job: _Job, index: int, label: str, extra: dict[str, Any]) -> _Attem
         warnings.append(f"{target.name} is not fully integer: {floats} stay float ({why}; "
                         f"{audit.describe_share()}){strict}")
     validation = None
-    if job.reference is not None:
+    if run.reference is not None:
         with native_stderr_silenced():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" and the like
-            validation = _validate(job, checked.path, used.get("channels_last_inputs", ()))
+            validation = _validate(run, checked.path, used.get("channels_last_inputs", ()))
     used.pop("validated_artifact", None)  # a staging path, gone after this call: not for the report
     speed_reference = used.pop("speed_reference", None)
     not_integer = None
@@ -430,17 +337,17 @@ def _attempt(job: _Job, index: int, label: str, extra: dict[str, Any]) -> _Attem
                     speed_reference, not_integer)
 
 
-def _convert_one(job: _Job, source_info: dict[str, Any], *, recipe: Recipe, repair: bool,
-                 force: bool, check_speed: bool) -> ConversionResult:
+def _convert_one(run: _TargetRun, *, repair: bool, force: bool, check_speed: bool) -> ConversionResult:
     started = time.perf_counter()
-    target, out_dir, dataset, stem, options = job.target, job.out_dir, job.dataset, job.stem, job.options
-    accept_loss, progress = job.accept_loss, job.progress
-    first = _attempt(job, 0, "default", {})
+    target, out_dir, dataset, stem, options = run.target, run.out_dir, run.job.dataset, run.job.stem, run.options
+    source_info, recipe = run.job.source_info, run.job.recipe
+    accept_loss, progress = run.accept_loss, run.progress
+    first = _attempt(run, 0, "default", {})
     chosen, repaired = first, None
     # remedies re-quantize; a source's own scales are kept as they are, good or bad
-    if first.needs_repair and repair and not accept_loss and target.remedies and not target.keeps_scales_of(job.src):
-        chosen, repaired = try_remedies(target, first, lambda i, label, extra: _attempt(job, i, label, extra),
-                                      job.dataset.calibration.feeds if job.dataset else (lambda: iter(())),
+    if first.needs_repair and repair and not accept_loss and target.remedies and not target.keeps_scales_of(run.src):
+        chosen, repaired = try_remedies(target, first, lambda i, label, extra: _attempt(run, i, label, extra),
+                                      run.job.dataset.calibration.feeds if run.job.dataset else (lambda: iter(())),
                                       progress)
     validation, model, used = chosen.validation, chosen.model, chosen.used
     name = chosen.staged.name
@@ -448,7 +355,7 @@ def _convert_one(job: _Job, source_info: dict[str, Any], *, recipe: Recipe, repa
     # a failed artifact is kept aside for inspection, never under the name a good one would have
     destination = out_dir / FAILED_FOLDER if failures else out_dir
     warnings = list(chosen.warnings) + (list(validation.notes) if validation else [])
-    speed = _speed_here(job, chosen) if check_speed and not failures else None
+    speed = _speed_here(run, chosen) if check_speed and not failures else None
     slower = slower_warning(target, speed) if speed else None
     if slower:
         warnings.append(slower)
@@ -475,7 +382,7 @@ def _convert_one(job: _Job, source_info: dict[str, Any], *, recipe: Recipe, repa
         "audit": chosen.audit.to_dict(),
         "sparsity": _sparsity(model, used.get("for_cpu")),
         "speed_vs_float_here": speed,
-        "tools": _tool_versions(),
+        "tools": tool_versions(),
         "durations_s": {"convert": round(chosen.convert_s, 3), "total": round(time.perf_counter() - started, 3)},
     }
     report_name = f"{name}.json"
@@ -514,19 +421,19 @@ class _ChannelsLast:
         return self._runtime.run(self._transpose(feeds, self._names))
 
 
-def _speed_here(job: _Job, attempt: _Attempt) -> dict[str, Any] | None:
+def _speed_here(run: _TargetRun, attempt: _Attempt) -> dict[str, Any] | None:
     """An int8 artifact against its float sibling (the converter's float model, or the float .tflite the
     reference runs) on this machine, when it was built for this CPU (``edgekit.pipeline.speed``)."""
-    target, used = job.target, attempt.used
+    target, used = run.target, attempt.used
     if target.variant not in ("int8", *WEIGHT_ONLY) or target.family not in ("tflite", "onnx", "openvino"):
         return None
     float_path = attempt.speed_reference
-    reference = job.reference.path if job.reference is not None else None
+    reference = run.reference.path if run.reference is not None else None
     if float_path is None and target.family == "tflite" and reference and reference.suffix == ".tflite":
         float_path = reference  # Keras/SavedModel: TensorFlow's converter made no float .tflite of its own
     if float_path is None:
         return {"measured": False, "why": "no float model of this engine at hand (validation off?)"}
-    sample = next(iter(_held_out(job).validation), None)
+    sample = next(iter(_held_out(run).validation), None)
     if sample is None:
         return {"measured": False, "why": "no held-out sample to run"}
     channels_last = used.get("channels_last_inputs", ())
@@ -543,17 +450,17 @@ def _sparsity(model: Any, for_cpu: str | None) -> dict[str, Any]:
         return {"measured": False, "why_not": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
 
 
-def _held_out(job: _Job) -> Dataset:
-    """The job's data, or synthetic inputs when none was given (flagged as such by the validation)."""
-    if job.dataset is not None:
-        return job.dataset
-    return build_dataset(RANDOM_SOURCE, job.src.inputs, calib_size=1, validation_size=50, seed=job.seed)
+def _held_out(run: _TargetRun) -> Dataset:
+    """The run's data, or synthetic inputs when none was given (flagged as such by the validation)."""
+    if run.job.dataset is not None:
+        return run.job.dataset
+    return build_dataset(RANDOM_SOURCE, run.src.inputs, calib_size=1, validation_size=50, seed=run.job.seed)
 
 
-def _validate(job: _Job, staged: Path, channels_last: tuple[str, ...] | list[str] = ()) -> ValidationReport:
-    target = job.target
-    synthetic = job.dataset is None or job.dataset.provenance.synthetic
-    dataset = _held_out(job)
+def _validate(run: _TargetRun, staged: Path, channels_last: tuple[str, ...] | list[str] = ()) -> ValidationReport:
+    target = run.target
+    synthetic = run.job.dataset is None or run.job.dataset.provenance.synthetic
+    dataset = _held_out(run)
     try:
         candidate = open_runtime(staged)
     except EdgekitError as exc:
@@ -561,10 +468,10 @@ def _validate(job: _Job, staged: Path, channels_last: tuple[str, ...] | list[str
             f"{target.name}: the converted model does not load: {exc}".replace(str(staged.parent) + "/", "")
         ) from exc
     with candidate:
-        with job.progress(f"validating {target.name}", len(dataset.validation)) as advance:
+        with run.progress(f"validating {target.name}", len(dataset.validation)) as advance:
             fed = _ChannelsLast(candidate, channels_last) if channels_last else candidate
-            return validate(job.reference, fed, dataset.validation, max_drop=job.max_drop,
-                            synthetic=synthetic, accept_loss=job.accept_loss, decide=job.decide, on_sample=advance)
+            return validate(run.reference, fed, dataset.validation, max_drop=run.max_drop,
+                            synthetic=synthetic, accept_loss=run.accept_loss, decide=run.decide, on_sample=advance)
 
 
 def _artifact_recipe(recipe: dict[str, Any], used: dict[str, Any]) -> dict[str, Any]:
@@ -572,38 +479,3 @@ def _artifact_recipe(recipe: dict[str, Any], used: dict[str, Any]) -> dict[str, 
     if used.get("channels_last_inputs"):
         return {**recipe, "layout": "nhwc"}
     return recipe
-
-
-def _source_info(src: Source) -> dict[str, Any]:
-    info = {"kind": src.kind, "size_bytes": src.size_bytes, "inputs": [s.to_dict() for s in src.inputs],
-            "outputs": list(src.output_names)}
-    if src.kind == PYTORCH:
-        model = src.torch_model
-        where = str(model["path"]) if model["path"] else f"nn.Module {type(model['module']).__name__} (in memory)"
-        info.update(path=where, sha256=model["sha256"], reference="the PyTorch model itself, run by torch",
-                    sha256_of="state_dict tensors")
-    else:
-        digest = hashlib.sha256()
-        files = sorted(p for p in src.path.rglob("*") if p.is_file()) if src.path.is_dir() else [src.path]
-        for file in files:
-            if src.path.is_dir():
-                digest.update(str(file.relative_to(src.path)).encode())
-            hash_into(digest, file)
-        info.update(path=str(src.path), sha256=digest.hexdigest())
-    if src.quantization:
-        info["quantization"] = src.quantization
-    if src.cache.get(DEQUANTIZE):
-        info["dequantized"] = "on request: Q/DQ pairs removed, weights folded to float"
-    if src.quantization or src.cache.get(DEQUANTIZE):  # the report's "float" figures are the quantized source's
-        info["reference"] = f"the quantized source itself, run by {'torch' if src.kind == PYTORCH else 'its engine'}"
-    return info
-
-
-def _tool_versions() -> dict[str, str]:
-    versions = {"edgekit": __version__}
-    for name in _TOOL_DISTRIBUTIONS:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
