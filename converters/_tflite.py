@@ -19,11 +19,16 @@ from typing import Any
 
 import numpy as np
 from edgekit.converters import check_int8_placement, kept_source_scales, placement_backs_off, work_folder
-from edgekit.converters._quiet import import_tensorflow, native_stderr_silenced
-from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source, serving_function
-from edgekit.runtimes._formats import ONNX, TFLITE
+from edgekit.converters._quiet import native_stderr_silenced
+from edgekit.converters._source import KERAS, SAVEDMODEL, Source
+from edgekit.converters._tflite_export import (
+    channels_last_feeds,
+    float_tflite,
+    run_converter,
+    tensorflow_converter,
+)
 from edgekit.runtimes._litert import implementation_version, import_interpreter
-from edgekit.runtimes.errors import ConversionError, UnsupportedModelError, first_line
+from edgekit.runtimes.errors import ConversionError
 
 log = logging.getLogger("edgekit")
 IO_TYPES = ("int8", "uint8", "float")
@@ -154,9 +159,7 @@ def _with_tensorflow(source: Source, target: Any, output: Path,
     """TensorFlow's TFLiteConverter on a Keras/SavedModel source; ``float_ops`` (int8 only) are op types left
     in float through TensorFlow's own selective quantization (its QuantizationDebugger's denylist), so the
     rest keeps the converter's calibration and its quality."""
-    tf = import_tensorflow()
-    function, _, holder = serving_function(tf, source)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], holder)
+    tf, converter = tensorflow_converter(source)
     variant = target.variant
     used: dict[str, Any] = {"target": target.name}
     if variant == "fp16":
@@ -194,15 +197,8 @@ def _with_tensorflow(source: Source, target: Any, output: Path,
         used.update(io=io, allow_float_ops=allow_float_ops)
         if float_ops:
             used["quantizer"] = "TFLiteConverter, selective (QuantizationDebugger's denylisted_ops)"
-    try:
-        with native_stderr_silenced():
-            flatbuffer = _selectively_quantized(tf, converter, float_ops, io) if float_ops else converter.convert()
-    except Exception as exc:  # noqa: BLE001 - TF raises ConverterError, ValueError, RuntimeError and more: translate all
-        # Ops without an integer kernel do not fail here (the converter keeps them float); the
-        # pipeline's audit catches those. What fails here is unsupported ops or broken graphs.
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise ConversionError(f"TFLite conversion to {target.name} failed: {first[:300]}") from exc
-    output.write_bytes(flatbuffer)
+    convert_now = (lambda: _selectively_quantized(tf, converter, float_ops, io)) if float_ops else converter.convert
+    output.write_bytes(run_converter(convert_now, target.name))
     return used
 
 
@@ -298,79 +294,6 @@ def ops_outside_xnnpack(path: Path, int8_only: bool = True) -> dict[str, int]:
     return outside
 
 
-def channels_last_inputs(source: Source) -> list[str]:
-    """The inputs ``channels_last`` turns from NCHW to NHWC: the 4-D ones."""
-    return [s.name for s in source.inputs if len(s.shape) == 4]
-
-
-def float_tflite(source: Source, work: Path, channels_last: bool = False) -> tuple[Path, dict[str, Any]]:
-    """The source as a float32 .tflite (made once per source and layout, reused by every TFLite target)."""
-    key = f"float_tflite_{'nhwc' if channels_last else 'source'}"
-    if key in source.cache:
-        return source.cache[key]
-    path = work / "float32.tflite"
-    nhwc = channels_last_inputs(source) if channels_last else []
-    if channels_last and (source.kind not in (PYTORCH, ONNX) or not nhwc):
-        raise ConversionError("--channels-last applies to the 4-D inputs of PyTorch and ONNX sources; "
-                              f"this {source.kind} source has none")
-    if source.kind in (KERAS, SAVEDMODEL):  # TensorFlow's own float conversion (the keep_output_float path)
-        from edgekit.converters import TARGETS
-
-        convert(source, TARGETS["tflite-fp32"], path)
-        info = {"route": f"{source.kind} -> TFLite (TFLiteConverter, float32)"}
-    elif source.kind == PYTORCH:
-        from edgekit.converters._torch import export_tflite
-
-        info = export_tflite(source.torch_model, path, channels_last=tuple(nhwc))
-    elif source.kind == ONNX:
-        from edgekit.converters._onnx2tf import convert_float, restore_output_layouts, simplify
-        from edgekit.converters._onnx_export import export_onnx
-
-        export_onnx(source, work / "source.onnx")  # the fixed input shapes written in
-        kept = [s.name for s in source.inputs if s.name not in nhwc]
-        graph, simplified = simplify(work / "source.onnx", work / "simplified.onnx")
-        rewritten = _rewritten_for_quantizer(graph, work / "rewritten.onnx")
-        info = convert_float(work / "rewritten.onnx" if rewritten else graph, path, kept, work)
-        info["onnx2tf_simplified"] = simplified
-        if rewritten:
-            info["rewritten_before_onnx2tf"] = rewritten
-        restored = restore_output_layouts(work / "source.onnx", path, nhwc)
-        if restored:
-            info["output_layouts_restored"] = restored
-    elif source.kind == TFLITE:
-        from edgekit.runtimes._formats import open_model_file
-        from edgekit.runtimes.audit import is_quantized_tflite
-
-        if is_quantized_tflite(open_model_file(source.path)):
-            raise UnsupportedModelError(f"'{source.path}' is already quantized (it holds int8/int16 tensors with "
-                                        "scales); re-quantizing needs its float .tflite or the original model")
-        shutil.copyfile(source.path, path)  # beside the attempt, where the repair's sensitivity ranking finds it
-        info = {"route": "float .tflite (the source itself)"}
-    else:
-        raise UnsupportedModelError(f"TFLite targets cannot read a {source.kind} source")
-    if nhwc:
-        info["channels_last_inputs"] = nhwc
-    source.cache[key] = (path, info)
-    return path, info
-
-
-def _rewritten_for_quantizer(onnx_path: Path, output: Path) -> list[str]:
-    """Write ``onnx_path`` with the exact rewrites ai-edge-quantizer needs (``_onnx_rewrite``) to ``output``;
-    returns what was rewritten (nothing written when nothing was)."""
-    import onnx
-    from edgekit.converters._onnx_rewrite import rewrite_for_tflite_quantizer
-
-    model = onnx.load(str(onnx_path))
-    try:
-        rewritten = rewrite_for_tflite_quantizer(model)
-    except Exception as exc:  # noqa: BLE001 - an untrusted graph the rewrites do not expect: convert it unrewritten
-        log.warning("ONNX rewrites before onnx2tf skipped (%s: %s)", type(exc).__name__, first_line(exc)[:200])
-        return []
-    if rewritten:
-        onnx.save(model, str(output))
-    return rewritten
-
-
 def _from_float_tflite(source: Source, target: Any, output: Path,
                        calibration: Callable[[], Iterable[dict[str, Any]]] | None, io: str | None,
                        channels_last: bool, keep_output_float: bool = False,
@@ -401,11 +324,6 @@ def _from_float_tflite(source: Source, target: Any, output: Path,
     used["route"] += f" -> {used['recipe']} (ai-edge-quantizer)"
     used["speed_reference"] = str(work / float_path.name)
     return used
-
-
-def channels_last_feeds(feeds: dict[str, Any], names: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Feeds in the source's layout (NCHW) for an artifact whose ``names`` inputs are NHWC."""
-    return {k: v.transpose(0, 2, 3, 1) if k in names else v for k, v in feeds.items()}
 
 
 def _transposed(samples: Callable[[], Iterable[dict[str, Any]]], names: list[str]):
@@ -449,12 +367,3 @@ def remedies(first: Path, samples: Any):
 
     yield from keep_most_sensitive(rank(folder / first.name, samples()), head, "exclude_nodes", "op(s)")
     yield "int16 activations, int8 weights (16x8)", {"activations": "int16"}, None
-
-
-def export_float(source: Source, output: Path) -> Path:
-    """The float reference that validation compares every artifact against."""
-    from edgekit.converters import TARGETS
-
-    convert(source, TARGETS["tflite-fp32"], output)
-    return output
-

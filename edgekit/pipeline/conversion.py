@@ -412,7 +412,7 @@ class _ChannelsLast:
     """An artifact built with NHWC inputs, fed the samples the source takes (NCHW)."""
 
     def __init__(self, runtime: Any, names: tuple[str, ...] | list[str]) -> None:
-        from edgekit.converters._tflite import channels_last_feeds
+        from edgekit.converters._tflite_export import channels_last_feeds
 
         self._runtime, self._names, self.outputs = runtime, tuple(names), runtime.outputs
         self.precision, self._transpose = runtime.precision, channels_last_feeds

@@ -72,7 +72,7 @@ class ConversionJob:
 
             return FloatReference(TorchReference(src.torch_model))
         if src.kind in (KERAS, SAVEDMODEL):
-            from edgekit.converters._tflite import export_float
+            from edgekit.converters._tflite_export import export_float
 
             with (progress or no_progress)("exporting the float reference", None):
                 path = export_float(src, work / "reference_fp32.tflite")
