@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
 
@@ -24,6 +24,22 @@ INT8_PLACEMENTS = ("engine", "everywhere")
 WEIGHT_ONLY = ("w4", "w8")
 #: Converter parameters the pipeline fills in itself (calibration data, held-out samples, the drop budget).
 PIPELINE_ARGUMENTS = frozenset({"calibration", "calibration_count", "validation", "max_drop"})
+
+
+class Converter(Protocol):
+    """What every target family's ``convert`` is (``_tflite``, ``_onnx``, ``_openvino``, ``_ethosu``): write
+    ``target``'s artifact for ``source`` (a ``_source.Source``) to ``output`` and return what it used — the
+    report's ``options``: the route, the settings chosen, what stayed float. Its keyword-only parameters are the
+    target's user options (``Target.options``) and what the pipeline fills in (``PIPELINE_ARGUMENTS``);
+    ``calibration`` returns a fresh iterable of ``{input_name: array}`` samples each time it is called.
+
+    Target modules consume what the source-side modules make (``_source``: a source opened and described;
+    ``_onnx_export``: a float ONNX; ``_tflite_export``: a float .tflite; ``_torch``: a PyTorch program) and
+    never each other, except ``_ethosu``, which compiles the int8 .tflite the TFLite target makes."""
+
+    def __call__(self, source: Any, target: Target, output: Path, *,
+                 calibration: Callable[[], Iterable[dict[str, Any]]] | None = None,
+                 **options: Any) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -70,7 +86,7 @@ class Target:
         variant = (options or {}).get(self.variant_option, self.variant) if self.variant_option else self.variant
         return f"{stem}_{variant}{self.extension}"
 
-    def function(self) -> Callable[..., dict[str, Any]]:
+    def function(self) -> Converter:
         module, attr = self.converter.split(":")
         return getattr(importlib.import_module(module), attr)
 

@@ -1,0 +1,102 @@
+"""The code's shape, read from its own imports (every import statement, inside functions too): converters
+are a row — source-side modules make what targets consume, target modules consume it and never each other —
+and no edgekit module imports another package's private functions."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = {"edgekit": ROOT / "edgekit", "edgekit.converters": ROOT / "converters", "edgekit.runtimes": ROOT / "runtimes"}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package, folder in FOLDERS.items():
+        for path in folder.rglob("*.py"):
+            if package == "edgekit" and path.relative_to(folder).parts[0] in ("converters", "runtimes"):
+                continue
+            parts = path.relative_to(folder).with_suffix("").parts
+            name = ".".join((package, *parts)).removesuffix(".__init__")
+            found[name] = path
+    return found
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(module, names) of every ``from X import a, b`` and ``import X`` the file runs (those under ``if
+    TYPE_CHECKING:`` are for type checkers only)."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            node.body = []
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module, [alias.name for alias in node.names]))
+        elif isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names]
+    return found
+
+
+def _target_modules() -> set[str]:
+    from edgekit.converters import TARGETS
+
+    return {target.converter.split(":")[0] for target in TARGETS.values()}
+
+
+def test_target_modules_consume_sources_and_never_each_other():
+    targets = _target_modules()
+    assert targets == {f"edgekit.converters._{n}" for n in ("tflite", "onnx", "openvino", "ethosu")}
+    modules = _modules()
+    crossing = []
+    for name in targets:
+        for imported, _ in _imports(modules[name]):
+            # Ethos-U compiles the int8 .tflite the TFLite target makes: the one target built on another
+            if imported in targets and imported != name and (name, imported) != ("edgekit.converters._ethosu",
+                                                                                     "edgekit.converters._tflite"):
+                crossing.append(f"{name} imports {imported}")
+    assert not crossing
+
+
+def test_only_the_converter_registry_reaches_a_target_module():
+    """Source-side modules, the pipeline and the job (its float reference, the channels-last feeds) use what
+    the source side makes; a target module is reached through ``Target.function()`` alone."""
+    targets = _target_modules()
+    modules = _modules()
+    reaching = [f"{name} imports {imported}" for name, path in modules.items() if name not in targets
+                for imported, _ in _imports(path) if imported in targets]
+    assert not reaching
+
+
+def test_no_module_imports_a_private_function_of_another_package():
+    """``from edgekit.pipeline.conversion import _source_info`` from the optimizer was how the prepared job's work
+    got done twice; a private name is its own package's business."""
+    modules = _modules()
+    found = []
+    for name, path in modules.items():
+        package = name.rsplit(".", 1)[0] if path.name != "__init__.py" else name
+        for imported, names in _imports(path):
+            if not imported.startswith("edgekit"):
+                continue
+            other = imported.rsplit(".", 1)[0] if imported in modules and modules[imported].name != "__init__.py" \
+                else imported
+            private = [n for n in names if n.startswith("_") and n != "__version__" and f"{imported}.{n}" not in modules]
+            if private and other != package:
+                found.append(f"{name}: from {imported} import {', '.join(private)}")
+    assert not found
+
+
+@pytest.mark.parametrize("name", sorted({t for t in __import__("edgekit.converters").converters.TARGETS}))
+def test_every_target_converter_has_the_converter_signature(name):
+    from edgekit.converters import PIPELINE_ARGUMENTS, TARGETS
+
+    target = TARGETS[name]
+    parameters = list(inspect.signature(target.function()).parameters.values())
+    assert [p.name for p in parameters[:3]] == ["source", "target", "output"]
+    assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters[:3])
+    assert all(p.kind is p.KEYWORD_ONLY for p in parameters[3:]), name
+    assert "calibration" in target.parameters() and target.options().isdisjoint(PIPELINE_ARGUMENTS)
