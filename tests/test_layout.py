@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = {"edgekit": ROOT / "edgekit", "edgekit.converters": ROOT / "converters", "edgekit.runtimes": ROOT / "runtimes"}
+FOLDERS = {"edgekit": ROOT / "edgekit", "edgekit.converters": ROOT / "converters",
+           "edgekit.runtimes": ROOT / "runtimes"}
 
 
 def _modules() -> dict[str, Path]:
@@ -84,7 +85,8 @@ def test_no_module_imports_a_private_function_of_another_package():
                 continue
             other = imported.rsplit(".", 1)[0] if imported in modules and modules[imported].name != "__init__.py" \
                 else imported
-            private = [n for n in names if n.startswith("_") and n != "__version__" and f"{imported}.{n}" not in modules]
+            private = [n for n in names
+                       if n.startswith("_") and n != "__version__" and f"{imported}.{n}" not in modules]
             if private and other != package:
                 found.append(f"{name}: from {imported} import {', '.join(private)}")
     assert not found
