@@ -101,7 +101,7 @@ def latencies_ms(paths: dict[str, Path], threads: int, rounds: int, calls: int) 
 
 def cpu_name() -> str:
     """This machine's CPU model and its int8 instructions, for every figure a benchmark prints."""
-    from edgekit.runtimes._cpu import describe_cpu
+    from edgekit.runtimes.cpu import describe_cpu
 
     names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
              if line.startswith("model name")]

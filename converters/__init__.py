@@ -224,8 +224,8 @@ def placement_backs_off(artifact: Path, kept_float: str, why: str) -> str | None
     """What an engine placement reports when keeping ``kept_float`` in float for speed left the int8 ``artifact``
     mostly float — then the caller quantizes them too, since speed never buys an "-int8" name for a float model;
     None when the artifact is mostly integer."""
-    from edgekit.runtimes._formats import open_model_file
     from edgekit.runtimes.audit import audit_model
+    from edgekit.runtimes.formats import open_model_file
 
     audit = audit_model(open_model_file(artifact))
     if not audit.mostly_float:

@@ -13,9 +13,9 @@ from typing import Any
 
 from edgekit.converters import work_folder
 from edgekit.converters._source import Source
-from edgekit.runtimes._formats import TFLITE, open_model_file
-from edgekit.runtimes._vela import DEFAULT_NPU, compile_for_ethos_u
 from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
+from edgekit.runtimes.formats import TFLITE, open_model_file
+from edgekit.runtimes.vela import DEFAULT_NPU, compile_for_ethos_u
 
 
 def convert(

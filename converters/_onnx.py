@@ -5,7 +5,7 @@ functions only. Static int8 defaults depend on the CPU the model is built for
 (``for_cpu``): on x86, uint8 activations with int8 weights (ONNX Runtime's fast
 U8S8 kernels; int8 activations run about as slow as float there), with
 ``reduce_range`` when the CPU lacks VNNI so results do not depend on the CPU;
-on arm64, int8 activations and weights (S8S8). ``runtimes/_cpu.py`` names the CPUs.
+on arm64, int8 activations and weights (S8S8). ``runtimes/cpu.py`` names the CPUs.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 from edgekit.converters import check_int8_placement, kept_source_scales, placement_backs_off, work_folder
 from edgekit.converters._onnx_export import export_onnx, opset_of, save_onnx
 from edgekit.converters._source import Source
-from edgekit.runtimes._cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu, is_arm
 from edgekit.runtimes._ort import engine_errors
+from edgekit.runtimes.cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu, is_arm
 from edgekit.runtimes.errors import ConversionError, MissingDependencyError, first_line
 
 log = logging.getLogger("edgekit")

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 from edgekit.converters._source import DEQUANTIZE, KERAS, PYTORCH, SAVEDMODEL, Source, serving_function
-from edgekit.runtimes._formats import ONNX, TFLITE
 from edgekit.runtimes.errors import ConversionError, MissingDependencyError, UnsupportedModelError
+from edgekit.runtimes.formats import ONNX, TFLITE
 
 DEFAULT_OPSET = 17
 

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 from edgekit.converters import WEIGHT_ONLY, kept_source_scales, work_folder
 from edgekit.converters._source import DEQUANTIZE, KERAS, PYTORCH, SAVEDMODEL, Source, serving_function
-from edgekit.runtimes._cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu, is_arm
-from edgekit.runtimes._formats import ONNX, OPENVINO, TFLITE
 from edgekit.runtimes._openvino import engine_message
-from edgekit.runtimes._telemetry import keep_engine_telemetry_off
 from edgekit.runtimes.audit import QCDQ
+from edgekit.runtimes.cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu, is_arm
 from edgekit.runtimes.errors import ConversionError, EdgekitError, MissingDependencyError
+from edgekit.runtimes.formats import ONNX, OPENVINO, TFLITE
+from edgekit.runtimes.telemetry import keep_engine_telemetry_off
 
 log = logging.getLogger("edgekit")
 

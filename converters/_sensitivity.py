@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgekit.runtimes._formats import hash_feeds, hash_into
+from edgekit.runtimes.formats import hash_feeds, hash_into
 from edgekit.runtimes.quantization import dequantize, quantize, sqnr_db
 
 #: calibration samples a ranking runs (both models keep every intermediate tensor: memory grows with it)
@@ -243,7 +243,7 @@ _OPENVINO_SKIPPED = {"Parameter", "Constant", "Result", "FakeQuantize", "Convert
 def _rank_openvino(float_model: Path, quantized_model: Path, samples: list[dict[str, np.ndarray]],
                    work: Path) -> list[dict[str, Any]]:
     """Layers NNCF quantized (a FakeQuantize feeds them), by the noise they add; tensors named layer:port."""
-    from edgekit.runtimes._telemetry import keep_engine_telemetry_off
+    from edgekit.runtimes.telemetry import keep_engine_telemetry_off
 
     keep_engine_telemetry_off()
     import openvino as ov

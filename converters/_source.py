@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from edgekit.converters import _torch
 from edgekit.converters._torch import PYTORCH
-from edgekit.runtimes._formats import ONNX, OPENVINO, open_model_file
 from edgekit.runtimes.base import TensorSpec
 from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
+from edgekit.runtimes.formats import ONNX, OPENVINO, open_model_file
 
 KERAS, SAVEDMODEL = "keras", "savedmodel"
 #: ``Source.cache`` key: a quantized ONNX source is made float on request (``dequantize_source``)
@@ -50,7 +50,7 @@ class Source:
         if self.path.is_dir():
             return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
         if self.kind == ONNX:  # with the external data files beside it (a large model's weights live there)
-            from edgekit.runtimes._formats import check_onnx
+            from edgekit.runtimes.formats import check_onnx
 
             beside = {self.path.parent / name for name in check_onnx(self.path).external_locations}
             return self.path.stat().st_size + sum(p.stat().st_size for p in beside)

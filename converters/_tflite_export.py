@@ -17,8 +17,8 @@ from typing import Any
 
 from edgekit.converters._quiet import import_tensorflow, native_stderr_silenced
 from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source, serving_function
-from edgekit.runtimes._formats import ONNX, TFLITE
 from edgekit.runtimes.errors import ConversionError, UnsupportedModelError, first_line
+from edgekit.runtimes.formats import ONNX, TFLITE
 
 log = logging.getLogger("edgekit")
 
@@ -82,8 +82,8 @@ def float_tflite(source: Source, work: Path, channels_last: bool = False) -> tup
     elif source.kind == ONNX:
         info = _from_onnx(source, work, path, nhwc)
     elif source.kind == TFLITE:
-        from edgekit.runtimes._formats import open_model_file
         from edgekit.runtimes.audit import is_quantized_tflite
+        from edgekit.runtimes.formats import open_model_file
 
         if is_quantized_tflite(open_model_file(source.path)):
             raise UnsupportedModelError(f"'{source.path}' is already quantized (it holds int8/int16 tensors with "

@@ -115,7 +115,7 @@ def cpu_notes(rows: list[DemoRow], cpu: str | None = None) -> list[str]:
     """This CPU (or ``cpu``, a ``describe_cpu`` description) by its int8 instructions, and for every int8 form
     slower than its float, the reason."""
     from edgekit.devices import read_cpu_name
-    from edgekit.runtimes._cpu import INT8_INSTRUCTIONS, describe_cpu
+    from edgekit.runtimes.cpu import INT8_INSTRUCTIONS, describe_cpu
 
     cpu = cpu or describe_cpu("auto")
     notes = [f"CPU: {read_cpu_name()} = {cpu}: int8 dot products by {INT8_INSTRUCTIONS[cpu]}"]

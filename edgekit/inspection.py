@@ -9,8 +9,8 @@ from typing import Any
 
 from edgekit.audit import QuantizationAudit, audit_model
 from edgekit.runtimes import open_runtime
-from edgekit.runtimes._formats import open_model_file
 from edgekit.runtimes.base import TensorSpec
+from edgekit.runtimes.formats import open_model_file
 from edgekit.runtimes.sparsity import SparsityReport, weight_sparsity
 
 

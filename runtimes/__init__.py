@@ -12,8 +12,8 @@ import importlib.util
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from edgekit.runtimes._formats import ONNX, OPENVINO, TFLITE, ModelFile, open_model_file
 from edgekit.runtimes.errors import DeviceError, EdgekitError, MissingDependencyError, UnsupportedModelError
+from edgekit.runtimes.formats import ONNX, OPENVINO, TFLITE, ModelFile, open_model_file
 
 if TYPE_CHECKING:  # base imports numpy; the package itself stays import-cheap
     from edgekit.runtimes.base import Runtime

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgekit.runtimes._cpu import has_fp16_arithmetic
-from edgekit.runtimes._formats import ModelFile
 from edgekit.runtimes._native_log import last_error_logged, native_log_captured, silence_native_log_at_exit
 from edgekit.runtimes._tflite_metadata import read_metadata
 from edgekit.runtimes.base import Runtime, TensorSpec
+from edgekit.runtimes.cpu import has_fp16_arithmetic
 from edgekit.runtimes.errors import (
     DeviceError,
     InferenceError,
@@ -33,6 +32,7 @@ from edgekit.runtimes.errors import (
     UnsupportedModelError,
     first_line,
 )
+from edgekit.runtimes.formats import ModelFile
 
 log = logging.getLogger("edgekit.runtimes")
 

@@ -16,11 +16,11 @@ import threading
 from typing import Any
 
 import numpy as np
-from edgekit.runtimes._formats import ONNX, TFLITE, ModelFile
 from edgekit.runtimes._onnx_proto import io_quantization
-from edgekit.runtimes._telemetry import keep_engine_telemetry_off
 from edgekit.runtimes.base import Runtime, TensorSpec
 from edgekit.runtimes.errors import DeviceError, InferenceError, UnsupportedModelError
+from edgekit.runtimes.formats import ONNX, TFLITE, ModelFile
+from edgekit.runtimes.telemetry import keep_engine_telemetry_off
 
 log = logging.getLogger("edgekit.runtimes")
 

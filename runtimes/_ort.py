@@ -11,10 +11,10 @@ import logging
 from typing import Any
 
 import numpy as np
-from edgekit.runtimes._formats import ModelFile
 from edgekit.runtimes._onnx_proto import io_quantization
 from edgekit.runtimes.base import Runtime, TensorSpec
 from edgekit.runtimes.errors import DeviceError, InferenceError, UnsupportedModelError, first_line
+from edgekit.runtimes.formats import ModelFile
 
 log = logging.getLogger("edgekit.runtimes")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from edgekit.runtimes._formats import ONNX, OPENVINO, TFLITE, ModelFile, check_onnx
+from edgekit.runtimes.formats import ONNX, OPENVINO, TFLITE, ModelFile, check_onnx
 
 # Ops that only move, convert or describe data; they neither help nor hurt "integer-ness" (SHAPE reads a
 # tensor's shape, not its values, whatever its dtype).

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from edgekit.runtimes._cpu import X86_AMX, describe_cpu, is_arm
-from edgekit.runtimes._formats import ONNX, OPENVINO, TFLITE, ModelFile
+from edgekit.runtimes.cpu import X86_AMX, describe_cpu, is_arm
+from edgekit.runtimes.formats import ONNX, OPENVINO, TFLITE, ModelFile
 
 #: a layer at least this sparse is listed
 SPARSE_LAYER = 0.5

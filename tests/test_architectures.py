@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import zoo
-from edgekit.runtimes._cpu import X86_WITHOUT_VNNI, describe_cpu
+from edgekit.runtimes.cpu import X86_WITHOUT_VNNI, describe_cpu
 
 import edgekit
 from edgekit.pipeline.validation import cosine

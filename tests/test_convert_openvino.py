@@ -118,7 +118,7 @@ def test_the_overflow_fix_follows_the_cpu_the_model_is_for(tmp_path, onnx_fp32):
     7 bits there; with VNNI, on ARM, or for an explicit x86 (VNNI assumed, as ONNX's --for), NNCF's default.
     The report records the CPU and the fix; an explicit --overflow-fix wins."""
     from edgekit.converters._openvino import overflow_fix_for
-    from edgekit.runtimes._cpu import X86_WITHOUT_VNNI, describe_cpu
+    from edgekit.runtimes.cpu import X86_WITHOUT_VNNI, describe_cpu
 
     described = {flags: describe_cpu("auto", cpuinfo=f"flags : fpu {flags}") for flags in
                  ("avx2", "avx2 avx512f avx512_vnni", "avx2 avx_vnni", "avx512f amx_int8")}

@@ -235,7 +235,7 @@ def test_a_float_tflite_with_shape_arithmetic_is_float_and_requantizes(tmp_path)
     is) carries int32 SHAPE / STRIDED_SLICE / PACK ops: shape arithmetic, not quantization. It is float, and
     tflite-int8 is made from it (it was refused as "already quantized")."""
     import tensorflow as tf
-    from edgekit.runtimes._formats import open_model_file
+    from edgekit.runtimes.formats import open_model_file
 
     from edgekit.audit import audit_model
 

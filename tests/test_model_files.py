@@ -132,7 +132,7 @@ def _write(path: Path, data: bytes) -> Path:
 def test_an_interrupt_mid_parse_stays_an_interrupt(tmp_path):
     """Ctrl-C while a model file's map is being read: the user's KeyboardInterrupt, not mmap's BufferError
     ("cannot close exported pointers exist") from the slice its traceback still holds."""
-    from edgekit.runtimes._formats import _mapped
+    from edgekit.runtimes.formats import _mapped
 
     path = tmp_path / "model.onnx"
     path.write_bytes(b"\0" * 64)

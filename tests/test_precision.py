@@ -103,7 +103,7 @@ def test_litert_weight_cache_is_written_once_and_reused(tflite_fp32, tmp_path):
 
 
 def test_fp16_arithmetic_is_read_from_the_cpu_as_xnnpack_reads_it():
-    from edgekit.runtimes._cpu import has_fp16_arithmetic
+    from edgekit.runtimes.cpu import has_fp16_arithmetic
 
     pi5 = "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc asimddp"
     pi4 = "Features\t: fp asimd evtstrm crc32 cpuid"

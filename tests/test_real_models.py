@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import task_data
 import wheels
-from edgekit.runtimes._cpu import X86_WITHOUT_VNNI, describe_cpu
+from edgekit.runtimes.cpu import X86_WITHOUT_VNNI, describe_cpu
 
 import edgekit
 from edgekit import ConversionError

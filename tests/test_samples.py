@@ -85,7 +85,7 @@ def test_demo_converts_validates_and_profiles_every_form(demo_output):
 def test_demo_explains_an_int8_form_slower_than_float_per_cpu():
     """Where the CPU is the reason (LiteRT's int8 on x86 without VNNI), the demo says so with the measured
     kernel ratio; anywhere else a slower int8 form is a bug, and the demo asks for the report."""
-    from edgekit.runtimes._cpu import X86_VNNI, X86_WITHOUT_VNNI
+    from edgekit.runtimes.cpu import X86_VNNI, X86_WITHOUT_VNNI
 
     from edgekit.demo import DemoRow, cpu_notes
 

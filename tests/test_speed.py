@@ -7,7 +7,7 @@ import time
 import pytest
 from conftest import make_conv_onnx
 from edgekit.converters import TARGETS
-from edgekit.runtimes._cpu import describe_cpu
+from edgekit.runtimes.cpu import describe_cpu
 
 import edgekit
 from edgekit.pipeline.speed import int8_against_float, slower_warning, speed_check

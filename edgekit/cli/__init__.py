@@ -284,7 +284,7 @@ def devices(as_json: bool) -> None:
         table.add_row(e.backend, "yes" if e.installed else "no", e.implementation or "", e.version or "", detail,
                       e.npu or "")
     out.print(table)
-    from edgekit.runtimes._vela import vela_installed
+    from edgekit.runtimes.vela import vela_installed
 
     out.print("Arm Ethos-U (offline compile and estimates): "
               + ("vela installed" if vela_installed() else "absent: pip install 'edgekit[ethos-u]'"))

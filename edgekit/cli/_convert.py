@@ -10,8 +10,8 @@ import click
 
 from edgekit.cli._common import console, emit_json, json_option
 from edgekit.pipeline.preprocess import COLORS, LAYOUTS
-from edgekit.runtimes._cpu import FOR_CPU
-from edgekit.runtimes._vela import NPU_CONFIGS
+from edgekit.runtimes.cpu import FOR_CPU
+from edgekit.runtimes.vela import NPU_CONFIGS
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:

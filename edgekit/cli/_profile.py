@@ -20,7 +20,7 @@ from edgekit.cli._common import (
     precision_option,
 )
 from edgekit.cli._convert import parse_input_shapes
-from edgekit.runtimes._vela import NPU_CONFIGS
+from edgekit.runtimes.vela import NPU_CONFIGS
 
 
 def _thread_counts(text: str | None) -> list[int | None]:

@@ -107,7 +107,7 @@ def _flock(path: Path) -> Iterator[None]:
 def matches_sha256(path: Path, sha256: str) -> bool:
     """Whether the model at ``path`` (an IR: its .xml and .bin) still has the hash recorded for it."""
     from edgekit.runtimes import EdgekitError
-    from edgekit.runtimes._formats import open_model_file
+    from edgekit.runtimes.formats import open_model_file
 
     try:
         return open_model_file(path).sha256() == sha256

@@ -26,8 +26,8 @@ from edgekit import __version__
 from edgekit._files import write_atomic
 from edgekit.optimizing.cache import Cache, device_lease, digest, matches_sha256
 from edgekit.optimizing.space import KEEP_FLOAT_OPTION, Candidate
-from edgekit.runtimes._formats import hash_feeds
 from edgekit.runtimes.errors import ConversionError, EdgekitError
+from edgekit.runtimes.formats import hash_feeds
 
 log = logging.getLogger("edgekit")
 

@@ -33,8 +33,8 @@ from edgekit.pipeline.repair import try_remedies
 from edgekit.pipeline.speed import slower_warning, speed_check
 from edgekit.pipeline.validation import ValidationReport, validate
 from edgekit.runtimes import open_runtime
-from edgekit.runtimes._formats import ONNX, open_model_file
 from edgekit.runtimes.errors import ConversionError, EdgekitError
+from edgekit.runtimes.formats import ONNX, open_model_file
 from edgekit.runtimes.sparsity import weight_sparsity
 
 log = logging.getLogger("edgekit")

@@ -24,7 +24,7 @@ from edgekit.converters._source import DEQUANTIZE, KERAS, PYTORCH, SAVEDMODEL, S
 from edgekit.pipeline.calibration import DEFAULT_CALIB_SIZE, Dataset, build_dataset
 from edgekit.pipeline.preprocess import Recipe
 from edgekit.runtimes import open_runtime
-from edgekit.runtimes._formats import hash_feeds, hash_into
+from edgekit.runtimes.formats import hash_feeds, hash_into
 
 #: progress(description, total) -> context manager yielding an advance() callable
 Progress = Callable[[str, "int | None"], AbstractContextManager[Callable[[], None]]]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.runtimes import open_runtime
-from edgekit.runtimes._cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu
+from edgekit.runtimes.cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu
 from edgekit.runtimes.errors import EdgekitError
 
 #: why an engine's int8 can trail its float on a CPU, measured (benchmarks/int8_speedup.py's one-conv check)

@@ -355,10 +355,10 @@ def estimate(model: str | os.PathLike[str], npu_config: str, *, system_config: s
     import tempfile
 
     from edgekit.devices import describe_system
-    from edgekit.runtimes._formats import open_model_file
-    from edgekit.runtimes._vela import compile_for_ethos_u
     from edgekit.runtimes.audit import audit_model
     from edgekit.runtimes.errors import UnsupportedModelError
+    from edgekit.runtimes.formats import open_model_file
+    from edgekit.runtimes.vela import compile_for_ethos_u
 
     checked = open_model_file(model)
     if checked.format != "tflite" or not audit_model(checked).integer_compute:
