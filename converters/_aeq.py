@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgekit.runtimes._litert import implementation_version
 from edgekit.runtimes.errors import ConversionError, MissingDependencyError, first_line
+from edgekit.runtimes.litert_interpreter import implementation_version
 
 #: ops that only move data: an output's float "head" follows them back to the op that computed it
 DATA_MOVEMENT = {"RESHAPE", "TRANSPOSE", "CONCATENATION", "SQUEEZE", "EXPAND_DIMS", "PACK", "UNPACK", "SPLIT",

@@ -27,8 +27,8 @@ from edgekit.converters._tflite_export import (
     run_converter,
     tensorflow_converter,
 )
-from edgekit.runtimes._litert import implementation_version, import_interpreter
 from edgekit.runtimes.errors import ConversionError
+from edgekit.runtimes.litert_interpreter import implementation_version, import_interpreter
 
 log = logging.getLogger("edgekit")
 IO_TYPES = ("int8", "uint8", "float")

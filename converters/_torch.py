@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from edgekit.converters._pt2 import load_program
 from edgekit.converters._quiet import verbose
-from edgekit.runtimes._litert import implementation_version
 from edgekit.runtimes.base import TensorSpec
 from edgekit.runtimes.errors import ConversionError, MissingDependencyError, first_line
+from edgekit.runtimes.litert_interpreter import implementation_version
 
 PYTORCH = "pytorch"
 

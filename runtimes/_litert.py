@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes.util
 import gc
-import importlib
 import logging
 import os
 import threading
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 from edgekit.runtimes._native_log import last_error_logged, native_log_captured, silence_native_log_at_exit
 from edgekit.runtimes._tflite_metadata import read_metadata
+from edgekit.runtimes.audit import audit_model
 from edgekit.runtimes.base import Runtime, TensorSpec
 from edgekit.runtimes.cpu import has_fp16_arithmetic
 from edgekit.runtimes.errors import (
@@ -33,14 +33,10 @@ from edgekit.runtimes.errors import (
     first_line,
 )
 from edgekit.runtimes.formats import ModelFile
+from edgekit.runtimes.litert_interpreter import implementation_version, import_interpreter
 
 log = logging.getLogger("edgekit.runtimes")
 
-IMPLEMENTATIONS = (
-    ("ai_edge_litert", "ai_edge_litert.interpreter"),
-    ("tflite_runtime", "tflite_runtime.interpreter"),
-    ("tensorflow", "tensorflow.lite.python.interpreter"),
-)
 # Well-known delegate libraries a device may have installed system-wide.
 KNOWN_DELEGATES = {"edgetpu": "npu", "vx_delegate": "npu", "ethosu_delegate": "npu",
                    "tensorflowlite_gpu_delegate": "gpu"}
@@ -48,29 +44,6 @@ KNOWN_DELEGATES = {"edgetpu": "npu", "vx_delegate": "npu", "ethosu_delegate": "n
 XNNPACK_DEFAULT_FLAGS, XNNPACK_FORCE_FP16 = 0x1 | 0x2, 0x4
 #: the metadata entry by which a model allows XNNPACK fp16 arithmetic (what converters write for tflite-fp16)
 FP16_ARITHMETIC_MARK = ("reduced_precision_support", b"fp16accfp16")
-
-
-def import_interpreter(preferred: str | None = None) -> tuple[str, Any]:
-    """Return (implementation name, interpreter module), trying the implementations in order."""
-    order = [i for i in IMPLEMENTATIONS if preferred in (None, i[0])]
-    if not order:
-        names = ", ".join(name for name, _ in IMPLEMENTATIONS)
-        raise UnsupportedModelError(f"unknown LiteRT implementation '{preferred}'; choose one of {names}")
-    for name, module in order:
-        try:
-            return name, importlib.import_module(module)
-        except ImportError:
-            continue
-    raise MissingDependencyError("a LiteRT interpreter (ai-edge-litert or tflite-runtime)", "litert")
-
-
-def implementation_version(name: str) -> str:
-    try:
-        from importlib.metadata import version
-
-        return version({"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}.get(name, name))
-    except Exception:  # noqa: BLE001 - metadata may be absent in frozen installs; the version is informative only
-        return "unknown"
 
 
 def find_system_delegates() -> dict[str, str]:
@@ -174,8 +147,6 @@ class LiteRTRuntime(Runtime):
             raise UnsupportedModelError(f"LiteRT runs float layers in f32 or f16 (XNNPACK), not '{asked}'; "
                                         "bf16 is an OpenVINO hint: load with backend='openvino'")
         if asked == "f16":
-            from edgekit.runtimes.audit import audit_model  # (it imports this module)
-
             with native_log_captured("LiteRT"):  # its interpreter logs too (cpuinfo's complaints, where it has any)
                 audit = audit_model(model)
             if audit.compute_ops and not audit.float_ops:  # forcing fp16 would run, change nothing, say "f16"

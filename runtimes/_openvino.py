@@ -89,8 +89,9 @@ def _tflite_signature(path: str, inputs: Any, outputs: Any) -> tuple[list[str], 
     """Names and I/O quantization of a .tflite read by OpenVINO, from its signature. OpenVINO names the ports
     after inner tensors ('serving_default_x:0', 'StatefulPartitionedCall:0') and drops the I/O scales; a
     LiteRT interpreter, when one is installed, reads what the file says (parsing only, nothing runs)."""
-    from edgekit.runtimes._litert import import_interpreter, signature_io
+    from edgekit.runtimes._litert import signature_io
     from edgekit.runtimes.errors import MissingDependencyError
+    from edgekit.runtimes.litert_interpreter import import_interpreter
 
     try:
         _, module = import_interpreter()

@@ -137,7 +137,7 @@ def audit_model(model: ModelFile) -> QuantizationAudit:
 
 
 def _audit_tflite(model: ModelFile) -> QuantizationAudit:
-    from edgekit.runtimes._litert import import_interpreter
+    from edgekit.runtimes.litert_interpreter import import_interpreter
 
     _, module = import_interpreter()
     interpreter = module.Interpreter(model_path=str(model.path))
@@ -181,7 +181,7 @@ def _shape_arithmetic(tensors: list[int], details: dict[int, Any]) -> bool:
 def is_quantized_tflite(model: ModelFile) -> bool:
     """Whether a .tflite holds quantized tensors (int8/uint8/int16 with a scale): what re-quantizing needs the
     float model for. Shape arithmetic on int32 and fp16 weights do not count."""
-    from edgekit.runtimes._litert import import_interpreter
+    from edgekit.runtimes.litert_interpreter import import_interpreter
 
     _, module = import_interpreter()
     interpreter = module.Interpreter(model_path=str(model.path))

@@ -165,7 +165,7 @@ def _onnx_layers(model: ModelFile) -> list[LayerSparsity]:
 
 
 def _tflite_layers(model: ModelFile) -> list[LayerSparsity]:
-    from edgekit.runtimes._litert import import_interpreter
+    from edgekit.runtimes.litert_interpreter import import_interpreter
 
     _, module = import_interpreter()
     interpreter = module.Interpreter(model_path=str(model.path))

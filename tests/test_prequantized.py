@@ -194,7 +194,7 @@ def test_a_tfmot_qat_savedmodel_keeps_its_learned_ranges(tmp_path):
                  if v.shape.rank == 0 and "kernel" not in v.name}
     learned = {round((float(variables[name[:-4] + "_max"].numpy()) - float(v.numpy())) / 255, 7)
                for name, v in variables.items() if name.endswith("_min")}
-    from edgekit.runtimes._litert import import_interpreter
+    from edgekit.runtimes.litert_interpreter import import_interpreter
 
     interpreter = import_interpreter()[1].Interpreter(model_path=str(result.artifact))
     scales = {round(float(t["quantization"][0]), 7) for t in interpreter.get_tensor_details()

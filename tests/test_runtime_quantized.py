@@ -29,7 +29,7 @@ def test_tflite_int8_io_spec_and_float_roundtrip(tflite_int8):
 
 @pytest.mark.litert
 def test_tflite_raw_matches_the_interpreter(tflite_int8):
-    from edgekit.runtimes._litert import import_interpreter
+    from edgekit.runtimes.litert_interpreter import import_interpreter
 
     x = tiny.sample_inputs(1, seed=8)
     with edgekit.load(tflite_int8) as rt:
