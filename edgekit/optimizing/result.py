@@ -21,7 +21,7 @@ from typing import Any
 
 from edgekit._files import write_atomic
 from edgekit.optimizing.cache import matches_sha256
-from edgekit.optimizing.evaluate import samples_to_prove
+from edgekit.optimizing.evaluate import Settings, samples_to_prove
 from edgekit.optimizing.space import Candidate
 from edgekit.pareto import non_dominated
 from edgekit.runtimes.errors import EdgekitError
@@ -84,7 +84,6 @@ class OptimizeResult:
 
 def write_outputs(study: Any, evaluator: Any, settings: Any, out: Path, *, run_id: str, storage: str,
                   study_name: str) -> OptimizeResult:
-    from edgekit.optimizing.study import reproduce
 
     trials = study.get_trials(deepcopy=False)
     points = [_point(t, settings, reproduce) for t in trials if t.state.name == "COMPLETE"]
@@ -300,3 +299,43 @@ def safe_url(url: str, text: str | None = None) -> str:
     for form in {password, unquote(password), quote(password, safe="")} - {""}:
         text = text.replace(form, "***")
     return text
+
+
+def reproduce(settings: Settings, candidate: dict[str, Any], options: dict[str, Any], artifact: str) -> str:
+    """The commands that rebuild and re-measure one point by hand."""
+    import shlex
+
+    flags = {"io": "--io", "calib_method": "--calib-method", "preset": "--preset"}
+    parts = ["edgekit", "convert", settings.model, "--to", candidate["target"], "--calib", settings.calibration,
+             "--calib-size", str(settings.calib_size), "--seed", str(settings.seed)]
+    parts += ["--val-size", str(settings.val_size)] if settings.val_size else []
+    for name, shape in settings.input_shapes.items():
+        parts += ["--input-shape", f"{name}:{','.join(map(str, shape))}"]
+    recipe = settings.recipe
+    for key in ("size", "crop"):
+        parts += [f"--{key}", "x".join(map(str, recipe[key]))] if recipe.get(key) else []
+    for key in ("mean", "std"):
+        parts += [f"--{key}", ",".join(map(str, recipe[key]))] if recipe.get(key) else []
+    parts += ["--scale", repr(recipe["scale"])] if "scale" in recipe else []
+    parts += ["--color", recipe["color"]] if recipe.get("color") else []
+    parts += ["--layout", recipe["layout"]] if recipe.get("layout") else []
+    parts += ["--name", settings.name] if settings.name else []
+    parts += ["--trust-pickle"] if settings.trust_pickle else []
+    for name, value in options.items():
+        if name in flags:
+            parts += [flags[name], str(value)]
+        elif name == "per_channel":
+            parts.append("--per-channel" if value else "--per-tensor")
+        elif name == "keep_output_float" and value:
+            parts.append("--keep-output-float")
+        elif name == "allow_float_ops":
+            parts.append("--allow-float-ops" if value else "--integer-only")
+        elif name in ("exclude_nodes", "ignored_names"):
+            parts += ["--" + name.replace("_", "-"), ",".join(value)]
+    parts += ["-o", "reproduced"]
+    profile = ["edgekit", "profile", f"reproduced/{Path(artifact).name}"]
+    for name in ("threads", "precision", "graph_optimization"):
+        if candidate.get(name) is not None:
+            profile += [f"--{name.replace('_', '-')}", str(candidate[name])]
+    profile += ["--remote", settings.remote] if settings.remote else []
+    return " ".join(map(shlex.quote, parts)) + " && " + " ".join(map(shlex.quote, profile))

@@ -29,7 +29,7 @@ from typing import Any
 
 from edgekit.optimizing.cache import Cache, digest
 from edgekit.optimizing.evaluate import Evaluator, Settings
-from edgekit.optimizing.result import OptimizeResult, safe_url, write_outputs
+from edgekit.optimizing.result import OptimizeResult, reproduce, safe_url, write_outputs
 from edgekit.optimizing.space import PRECISIONS, Space
 from edgekit.pipeline.job import PREPARE_KEYWORDS, ConversionJob, as_job
 from edgekit.pipeline.preprocess import Recipe
@@ -426,46 +426,6 @@ def _evaluated_twin(study: Any, candidate: Any, number: int) -> int | None:
                 and other.user_attrs.get("candidate") == key:
             return other.number
     return None
-
-
-def reproduce(settings: Settings, candidate: dict[str, Any], options: dict[str, Any], artifact: str) -> str:
-    """The commands that rebuild and re-measure one point by hand."""
-    import shlex
-
-    flags = {"io": "--io", "calib_method": "--calib-method", "preset": "--preset"}
-    parts = ["edgekit", "convert", settings.model, "--to", candidate["target"], "--calib", settings.calibration,
-             "--calib-size", str(settings.calib_size), "--seed", str(settings.seed)]
-    parts += ["--val-size", str(settings.val_size)] if settings.val_size else []
-    for name, shape in settings.input_shapes.items():
-        parts += ["--input-shape", f"{name}:{','.join(map(str, shape))}"]
-    recipe = settings.recipe
-    for key in ("size", "crop"):
-        parts += [f"--{key}", "x".join(map(str, recipe[key]))] if recipe.get(key) else []
-    for key in ("mean", "std"):
-        parts += [f"--{key}", ",".join(map(str, recipe[key]))] if recipe.get(key) else []
-    parts += ["--scale", repr(recipe["scale"])] if "scale" in recipe else []
-    parts += ["--color", recipe["color"]] if recipe.get("color") else []
-    parts += ["--layout", recipe["layout"]] if recipe.get("layout") else []
-    parts += ["--name", settings.name] if settings.name else []
-    parts += ["--trust-pickle"] if settings.trust_pickle else []
-    for name, value in options.items():
-        if name in flags:
-            parts += [flags[name], str(value)]
-        elif name == "per_channel":
-            parts.append("--per-channel" if value else "--per-tensor")
-        elif name == "keep_output_float" and value:
-            parts.append("--keep-output-float")
-        elif name == "allow_float_ops":
-            parts.append("--allow-float-ops" if value else "--integer-only")
-        elif name in ("exclude_nodes", "ignored_names"):
-            parts += ["--" + name.replace("_", "-"), ",".join(value)]
-    parts += ["-o", "reproduced"]
-    profile = ["edgekit", "profile", f"reproduced/{Path(artifact).name}"]
-    for name in ("threads", "precision", "graph_optimization"):
-        if candidate.get(name) is not None:
-            profile += [f"--{name.replace('_', '-')}", str(candidate[name])]
-    profile += ["--remote", settings.remote] if settings.remote else []
-    return " ".join(map(shlex.quote, parts)) + " && " + " ".join(map(shlex.quote, profile))
 
 
 __all__ = ["TrialFailed", "optimize", "reproduce", "run_worker"]
