@@ -131,3 +131,27 @@ def test_no_import_circle():
     for name in sorted(graph):
         if name not in state:
             assert circle_from(name, []) is None
+
+
+#: an engine's private backend module, shared only with that engine's converter and the device listing
+ENGINE_INTERNALS = {
+    "edgekit.converters._onnx": {"edgekit.runtimes._ort"},  # ONNX Runtime's errors, as the backend reads them
+    "edgekit.converters._openvino": {"edgekit.runtimes._openvino"},  # OpenVINO's messages, likewise
+    "edgekit.devices": {"edgekit.runtimes._litert", "edgekit.runtimes._ort", "edgekit.runtimes._openvino"},
+}
+
+
+def test_outside_runtimes_only_engine_internals_are_shared_and_only_with_their_engine():
+    """What several layers use is a public module of ``edgekit.runtimes`` (formats, cpu, quantization, audit,
+    vela, telemetry, litert_interpreter); a private one is an engine's backend, reached from outside only by
+    the code that speaks to that same engine."""
+    modules = _modules()
+    found = []
+    for name, path in modules.items():
+        if name.startswith("edgekit.runtimes"):
+            continue
+        for imported, names in _imports(path):
+            private = [m for m in [imported, *(f"{imported}.{n}" for n in names)]
+                       if m in modules and m.startswith("edgekit.runtimes._")]
+            found += [f"{name} imports {m}" for m in private if m not in ENGINE_INTERNALS.get(name, ())]
+    assert not found
