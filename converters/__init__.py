@@ -22,6 +22,17 @@ from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
 INT8_PLACEMENTS = ("engine", "everywhere")
 #: variants with weights in fewer bits and activations in float (onnx-w4, openvino-w8...)
 WEIGHT_ONLY = ("w4", "w8")
+#: The values each converter option takes, here beside the registry so the command line offers the same
+#: choices the converters check without importing a converter (``edgekit run`` on a board loads none).
+#: tflite-int8's input/output types, and tflite-int16x8's
+INT8_IO_TYPES, INT16X8_IO_TYPES = ("int8", "uint8", "float"), ("float", "int16")
+CALIB_METHODS = ("minmax", "entropy", "percentile")  # ONNX Runtime's calibrators
+ONNX_FORMATS = ("qdq", "qoperator")
+ONNX_QUANT_TYPES = ("int8", "uint8")  # onnx-int8's activation and weight types
+ACCURACY_LEVELS = (0, 1, 2, 3, 4)  # MatMulNBits' accuracy_level (onnx-w4/w8), "auto" besides
+PRESETS = ("performance", "mixed")  # NNCF's
+OVERFLOW_FIXES = ("enable", "first_layer_only", "disable")  # NNCF's
+MODEL_TYPES = ("auto", "transformer", "none")  # NNCF's model type; "auto" is edgekit's attention check
 #: Converter parameters the pipeline fills in itself (calibration data, held-out samples, the drop budget).
 PIPELINE_ARGUMENTS = frozenset({"calibration", "calibration_count", "validation", "max_drop"})
 

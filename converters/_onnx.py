@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgekit.converters import check_int8_placement, kept_source_scales, placement_backs_off, work_folder
+from edgekit.converters import (
+    CALIB_METHODS,
+    ONNX_FORMATS,
+    ONNX_QUANT_TYPES,
+    check_int8_placement,
+    kept_source_scales,
+    placement_backs_off,
+    work_folder,
+)
 from edgekit.converters._onnx_export import export_onnx, opset_of, save_onnx
 from edgekit.converters._source import Source
 from edgekit.runtimes._ort import engine_errors
@@ -29,7 +37,6 @@ from edgekit.runtimes.errors import ConversionError, MissingDependencyError, fir
 log = logging.getLogger("edgekit")
 
 MIN_PER_CHANNEL_OPSET = 13  # DequantizeLinear has no axis attribute before opset 13
-CALIB_METHODS = ("minmax", "entropy", "percentile")
 # Entropy and percentile keep every activation of every sample until the end: cap the samples.
 # MinMax keeps only per-tensor min/max values per sample, so it streams at any size. (ONNX Runtime's
 # CalibMaxIntermediateOutputs is not used: in 1.32 it discards each full batch instead of merging it.)
@@ -162,8 +169,8 @@ class _Reader:
 
 def _quant_type(quantization: Any, name: str, flag: str) -> Any:
     types = {"int8": quantization.QuantType.QInt8, "uint8": quantization.QuantType.QUInt8}
-    if name not in types:
-        raise ConversionError(f"{flag} must be int8 or uint8, got '{name}'")
+    if name not in ONNX_QUANT_TYPES:
+        raise ConversionError(f"{flag} must be one of {', '.join(ONNX_QUANT_TYPES)}, got '{name}'")
     return types[name]
 
 
@@ -293,7 +300,7 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
         raise ConversionError("onnx-int8 needs calibration data: pass --calib PATH (or --calib random)")
     if calib_method not in CALIB_METHODS:
         raise ConversionError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, got '{calib_method}'")
-    if onnx_format not in ("qdq", "qoperator"):
+    if onnx_format not in ONNX_FORMATS:
         raise ConversionError(f"--onnx-format must be qdq or qoperator, got '{onnx_format}'")
     check_int8_placement(int8_placement)
     defaults = int8_defaults(for_cpu)

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgekit.converters import ACCURACY_LEVELS
 from edgekit.runtimes.base import TensorSpec
 from edgekit.runtimes.errors import ConversionError
 
 ORT_DEFAULT_GROUP = 128  # MatMulNBitsQuantizer's block_size default
-ACCURACY_LEVELS = (0, 1, 2, 3, 4)
 AUTO_CANDIDATES = (0, 4)  # ORT's default, and int8 compute
 _TIMING_ROUNDS, _RUNS_PER_ROUND = 5, 5
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgekit.converters import WEIGHT_ONLY, kept_source_scales, work_folder
+from edgekit.converters import MODEL_TYPES, OVERFLOW_FIXES, PRESETS, WEIGHT_ONLY, kept_source_scales, work_folder
 from edgekit.converters._source import DEQUANTIZE, KERAS, PYTORCH, SAVEDMODEL, Source, serving_function
 from edgekit.runtimes._openvino import engine_message
 from edgekit.runtimes.audit import QCDQ
@@ -27,8 +27,6 @@ from edgekit.runtimes.telemetry import keep_engine_telemetry_off
 
 log = logging.getLogger("edgekit")
 
-PRESETS = ("performance", "mixed")
-OVERFLOW_FIXES = ("enable", "first_layer_only", "disable")
 _COMPUTE_TYPES = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData"}
 
 
@@ -264,7 +262,6 @@ def _compress_weights(model: Any, output: Path, bits: int, group_size: int | Non
             "compute": "float activations; the CPU plugin decompresses weights inside its matmul kernels"}
 
 
-MODEL_TYPES = ("auto", "transformer", "none")
 #: what sits between an attention MatMul's operand and where it came from without making it a weight
 _PASS_THROUGH = {"Convert", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "Multiply", "Divide", "FakeQuantize"}
 

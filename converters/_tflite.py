@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgekit.converters import check_int8_placement, kept_source_scales, placement_backs_off, work_folder
+from edgekit.converters import (
+    INT8_IO_TYPES,
+    INT16X8_IO_TYPES,
+    check_int8_placement,
+    kept_source_scales,
+    placement_backs_off,
+    work_folder,
+)
 from edgekit.converters._quiet import native_stderr_silenced
 from edgekit.converters._source import KERAS, SAVEDMODEL, Source
 from edgekit.converters._tflite_export import (
@@ -31,7 +38,6 @@ from edgekit.runtimes.errors import ConversionError
 from edgekit.runtimes.litert_interpreter import implementation_version, import_interpreter
 
 log = logging.getLogger("edgekit")
-IO_TYPES = ("int8", "uint8", "float")
 
 
 def convert(
@@ -176,15 +182,15 @@ def _with_tensorflow(source: Source, target: Any, output: Path,
             converter.representative_dataset = lambda: ([feeds[n] for n in names] for feeds in calibration())
         if variant == "int8":
             io = io or "int8"
-            if io not in IO_TYPES:
-                raise ConversionError(f"--io must be one of {', '.join(IO_TYPES)}, got '{io}'")
+            if io not in INT8_IO_TYPES:
+                raise ConversionError(f"--io must be one of {', '.join(INT8_IO_TYPES)}, got '{io}'")
             ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             if io != "float":
                 converter.inference_input_type = getattr(tf, io)
                 converter.inference_output_type = getattr(tf, io)
         else:
             io = io or "float"
-            if io not in ("float", "int16"):
+            if io not in INT16X8_IO_TYPES:
                 raise ConversionError(f"--io for tflite-int16x8 must be float or int16, got '{io}'")
             ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
             if io == "int16":

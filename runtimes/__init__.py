@@ -23,6 +23,8 @@ __all__ = ["BACKENDS", "DEVICES", "Backend", "open_runtime", "resolve_backend"]
 DEVICES = ("cpu", "gpu", "npu", "auto")
 #: execution precisions ``precision=`` can ask for; "auto" (or None) is the engine's own default
 PRECISIONS = ("auto", "f32", "bf16", "f16")
+#: ``graph_optimization=`` levels (ONNX Runtime's own; "all" is its default)
+GRAPH_OPTIMIZATIONS = ("disabled", "basic", "extended", "all")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import numpy as np
+from edgekit.runtimes import GRAPH_OPTIMIZATIONS
 from edgekit.runtimes._onnx_proto import io_quantization
 from edgekit.runtimes.base import Runtime, TensorSpec
 from edgekit.runtimes.errors import DeviceError, InferenceError, UnsupportedModelError, first_line
@@ -76,8 +77,8 @@ def _spec(arg: Any, quant: dict[str, tuple[float, int]]) -> TensorSpec:
 
 
 #: ``graph_optimization=`` names -> ONNX Runtime's levels ("all" is its default)
-GRAPH_OPTIMIZATION_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
-                             "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+GRAPH_OPTIMIZATION_LEVELS = dict(zip(GRAPH_OPTIMIZATIONS, ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED",
+                                                              "ORT_ENABLE_ALL")))
 
 
 def _optimization_level(ort: Any, name: str) -> Any:
