@@ -7,6 +7,7 @@ errors exit 2 (click's convention); a traceback only with ``--debug``.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -31,12 +32,6 @@ from edgekit.cli._common import (
     shape_text,
     threads_option,
 )
-from edgekit.cli._convert import convert
-from edgekit.cli._demo import demo
-from edgekit.cli._optimize import optimize
-from edgekit.cli._profile import profile
-from edgekit.cli._report import report
-from edgekit.cli._setup import setup
 from edgekit.errors import EdgekitError
 from edgekit.pipeline.engine_log import is_edgekit_record
 
@@ -71,7 +66,19 @@ def _ignore_interrupts(unraisable: Any) -> None:
 
 
 class _Group(click.Group):
-    """Turns edgekit errors into one line and exit code 1 (or a traceback with --debug)."""
+    """Turns edgekit errors into one line and exit code 1 (or a traceback with --debug), and imports each
+    command defined in its own module only when it is run or listed: ``edgekit run`` on a board never loads the
+    converter vocabulary ``convert``'s options are made of (click's lazily loaded subcommands)."""
+
+    LAZY = {name: f"edgekit.cli._{name}" for name in ("convert", "demo", "optimize", "profile", "report", "setup")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.LAZY and name not in self.commands:
+            self.add_command(getattr(importlib.import_module(self.LAZY[name]), name))
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -290,12 +297,6 @@ def devices(as_json: bool) -> None:
               + ("vela installed" if vela_installed() else "absent: pip install 'edgekit[ethos-u]'"))
 
 
-cli.add_command(convert)
-cli.add_command(demo)
-cli.add_command(optimize)
-cli.add_command(profile)
-cli.add_command(setup)
-cli.add_command(report)
 
 
 def main() -> None:

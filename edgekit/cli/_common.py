@@ -47,6 +47,20 @@ precision_option = click.option("--precision", type=click.Choice(list(PRECISIONS
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
 
+def parse_input_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """``--input-shape NAME:1,224,224,3`` values (convert, optimize, profile) as ``{name: shape}``."""
+    shapes = {}
+    for value in values:
+        name, sep, dims = value.rpartition(":")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shapes[name] = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
+        except ValueError:
+            raise click.BadParameter(f"'{value}': write NAME:1,224,224,3", param_hint="--input-shape") from None
+    return shapes
+
+
 def stored_recipe(model: Path):
     """The preprocessing recipe stored beside a converted model (its .json report), else the default."""
     from edgekit.pipeline.preprocess import Recipe

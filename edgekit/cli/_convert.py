@@ -8,27 +8,22 @@ from typing import Any
 
 import click
 
-from edgekit.cli._common import console, emit_json, json_option
+from edgekit.cli._common import console, emit_json, json_option, parse_input_shapes
+from edgekit.converters import (
+    ACCURACY_LEVELS,
+    CALIB_METHODS,
+    INT8_IO_TYPES,
+    INT8_PLACEMENTS,
+    INT16X8_IO_TYPES,
+    MODEL_TYPES,
+    ONNX_FORMATS,
+    ONNX_QUANT_TYPES,
+    OVERFLOW_FIXES,
+    PRESETS,
+)
 from edgekit.pipeline.preprocess import COLORS, LAYOUTS
 from edgekit.runtimes.cpu import FOR_CPU
 from edgekit.runtimes.vela import NPU_CONFIGS
-
-
-def _parse_shape(text: str) -> tuple[int, ...]:
-    return tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
-
-
-def parse_input_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
-    shapes = {}
-    for value in values:
-        name, sep, dims = value.rpartition(":")
-        try:
-            if not sep or not name:
-                raise ValueError
-            shapes[name] = _parse_shape(dims)
-        except ValueError:
-            raise click.BadParameter(f"'{value}': write NAME:1,224,224,3", param_hint="--input-shape") from None
-    return shapes
 
 
 def _pair(text: str | None, flag: str) -> tuple[int, int] | None:
@@ -109,31 +104,32 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
 @click.option("--force", is_flag=True, help="Overwrite existing artifacts and reports.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write every target's report as one page (.html) or table (.md).")
-@click.option("--io", type=click.Choice(["int8", "uint8", "float", "int16"]),
+@click.option("--io", type=click.Choice(list(dict.fromkeys(INT8_IO_TYPES + INT16X8_IO_TYPES))),
               help="TFLite: I/O type of integer targets [default: int8 for tflite-int8, float for tflite-int16x8].")
 @click.option("--allow-float-ops/--integer-only", default=None,
               help="TFLite int8: ops that cannot be quantized stay float, listed in the report (the TFLite "
               "converter's float fallback), or the strict full-integer mode fails on them [default: allow].")
-@click.option("--int8-placement", type=click.Choice(["engine", "everywhere"]),
+@click.option("--int8-placement", type=click.Choice(list(INT8_PLACEMENTS)),
               help="TFLite and ONNX int8: 'engine' keeps in float what the engine has no int8 kernel for (XNNPACK's "
               "missing op types; ONNX Runtime's x*HardSigmoid(x) gates with their conv), as those made int8 slower "
               "than float; 'everywhere' quantizes all, as the engine's own quantizer does [default: engine].")
 @click.option("--channels-last", is_flag=True, default=None,
               help="TFLite from PyTorch/ONNX: make 4-D NCHW inputs NHWC (default: keep the source's layout).")
-@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]),
+@click.option("--calib-method", type=click.Choice(list(CALIB_METHODS)),
               help="ONNX int8: range calibration [default: minmax].")
 @click.option("--per-channel/--per-tensor", default=None, help="ONNX int8: weight quantization granularity "
               "[default: per-channel].")
-@click.option("--activation-type", type=click.Choice(["int8", "uint8"]),
+@click.option("--activation-type", type=click.Choice(list(ONNX_QUANT_TYPES)),
               help="ONNX int8: activation type [default: from --for].")
-@click.option("--weight-type", type=click.Choice(["int8", "uint8"]), help="ONNX int8: weight type [default: int8].")
+@click.option("--weight-type", type=click.Choice(list(ONNX_QUANT_TYPES)),
+              help="ONNX int8: weight type [default: int8].")
 @click.option("--symmetric", is_flag=True, default=None, help="ONNX int8: symmetric activation ranges.")
 @click.option("--exclude-nodes", help="ONNX int8: comma-separated node names to keep in float.")
 @click.option("--exclude-op-types", help="ONNX int8: comma-separated op types to keep in float.")
 @click.option("--keep-output-float", is_flag=True, default=None,
               help="int8 (ONNX, OpenVINO, TFLite): keep the ops computing the model's outputs in float (detector "
               "heads).")
-@click.option("--onnx-format", type=click.Choice(["qdq", "qoperator"]),
+@click.option("--onnx-format", type=click.Choice(list(ONNX_FORMATS)),
               help="ONNX int8: QDQ (portable, default) or QOperator (com.microsoft ops, ONNX Runtime only).")
 @click.option("--for", "for_cpu", type=click.Choice(["auto", *FOR_CPU]),
               help="int8 (ONNX, OpenVINO): the CPU the model is for, by its int8 instructions; picks ONNX's types "
@@ -141,9 +137,9 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
 @click.option("--reduce-range/--full-range", default=None, help="ONNX int8: 7-bit weights (x86 without VNNI) "
               "[default: from --for].")
 @click.option("--opset", type=click.IntRange(min=7), help="ONNX: opset of the export [default: 17].")
-@click.option("--preset", type=click.Choice(["performance", "mixed"]),
+@click.option("--preset", type=click.Choice(list(PRESETS)),
               help="OpenVINO int8: NNCF preset [default: performance; mixed = asymmetric activations].")
-@click.option("--model-type", type=click.Choice(["auto", "transformer", "none"]),
+@click.option("--model-type", type=click.Choice(list(MODEL_TYPES)),
               help="OpenVINO int8: NNCF's model type; 'auto' uses 'transformer' for graphs with attention "
               "(MatMuls of two activations and a Softmax), 'none' is NNCF's default [default: auto].")
 @click.option("--ignored-names", help="OpenVINO int8: comma-separated layer names to keep in float.")
@@ -154,7 +150,7 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
 @click.option("--system-config", help="ethos-u: Vela system configuration (e.g. Ethos_U55_High_End_Embedded).")
 @click.option("--memory-mode", help="ethos-u: Vela memory mode (e.g. Shared_Sram, Dedicated_Sram).")
 @click.option("--require-full-npu", is_flag=True, default=None, help="ethos-u: fail when any op falls back to the CPU.")
-@click.option("--overflow-fix", type=click.Choice(["enable", "first_layer_only", "disable"]),
+@click.option("--overflow-fix", type=click.Choice(list(OVERFLOW_FIXES)),
               help="OpenVINO int8: NNCF's 7-bit weights against int8 saturation [default: enable for x86 without "
               "VNNI, else NNCF's first_layer_only].")
 @click.option("--fast-bias-correction/--bias-correction", default=None,
@@ -168,7 +164,7 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
               "Q/DQ pairs first, so float targets (or a new calibration) can take it.")
 @click.option("--fp16-arithmetic/--no-fp16-arithmetic", default=None, help="tflite-fp16: let XNNPACK compute in "
               "fp16 on CPUs with fp16 arithmetic (Armv8.2+, e.g. Pi 5) [default], or keep fp32 arithmetic.")
-@click.option("--accuracy-level", type=click.Choice(["auto", "0", "1", "2", "3", "4"]),
+@click.option("--accuracy-level", type=click.Choice(["auto", *map(str, ACCURACY_LEVELS)]),
               help="onnx-w4/w8: MatMulNBits compute [default: auto = time ORT's default 0 against 4 (int8 "
               "activations) here and keep the faster].")
 @json_option

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from edgekit.cli._common import console, emit_json, json_option
-from edgekit.cli._convert import data_options, parse_input_shapes, recipe_from
+from edgekit.cli._common import console, emit_json, json_option, parse_input_shapes
+from edgekit.cli._convert import data_options, recipe_from
 
 
 def _seconds(text: str | None) -> float | None:

@@ -17,9 +17,10 @@ from edgekit.cli._common import (
     image_feeds,
     json_option,
     npy_feeds,
+    parse_input_shapes,
     precision_option,
 )
-from edgekit.cli._convert import parse_input_shapes
+from edgekit.runtimes import GRAPH_OPTIMIZATIONS
 from edgekit.runtimes.vela import NPU_CONFIGS
 
 
@@ -73,7 +74,7 @@ def _thread_counts(text: str | None) -> list[int | None]:
 @backend_option
 @device_option
 @precision_option
-@click.option("--graph-optimization", type=click.Choice(["disabled", "basic", "extended", "all"]),
+@click.option("--graph-optimization", type=click.Choice(list(GRAPH_OPTIMIZATIONS)),
               help="ONNX Runtime: graph optimization level [default: ONNX Runtime's own, all].")
 @click.option("--save", "save_paths", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Write the report: .json, .csv, .md or .html (plots); may repeat.")
