@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
+from edgekit.runtimes.errors import ConversionError, UnsupportedModelError, spelled
 
 #: ``int8_placement`` values (TFLite and ONNX int8): around what the engine runs in float, or wherever the
 #: quantizer can (its own behaviour)
@@ -228,7 +228,8 @@ def work_folder(output: Path) -> Path:
 
 def check_int8_placement(value: str) -> None:
     if value not in INT8_PLACEMENTS:
-        raise ConversionError(f"--int8-placement must be one of {', '.join(INT8_PLACEMENTS)}, got '{value}'")
+        raise ConversionError(f"{spelled('--int8-placement')} must be one of {', '.join(INT8_PLACEMENTS)}, "
+                              f"got '{value}'")
 
 
 def placement_backs_off(artifact: Path, kept_float: str, why: str) -> str | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgekit.runtimes.errors import ConversionError, MissingDependencyError, first_line
+from edgekit.runtimes.errors import ConversionError, MissingDependencyError, calibration_advice, first_line, spelled
 from edgekit.runtimes.litert_interpreter import implementation_version
 
 #: ops that only move data: an output's float "head" follows them back to the op that computed it
@@ -124,10 +124,10 @@ def quantize(float_path: Path, output: Path, variant: str, *,
         io = io or ("int8" if variant == "int8" else "float")
         allowed = ("int8", "float") if variant == "int8" else ("int16", "float")
         if io not in allowed:
-            raise ConversionError(f"--io for {variant} from this source must be {' or '.join(allowed)}, got '{io}' "
-                                  "(ai-edge-quantizer has no uint8 I/O)")
+            raise ConversionError(f"{spelled('--io')} for {variant} from this source must be "
+                                  f"{' or '.join(allowed)}, got '{io}' (ai-edge-quantizer has no uint8 I/O)")
         if calibration is None:
-            raise ConversionError(f"tflite-{variant} needs calibration data: pass --calib PATH (or --calib random)")
+            raise ConversionError(f"tflite-{variant} needs calibration data: {calibration_advice()}")
         used["io"] = io
     if variant == "w4" and group_size not in W4_RECIPES:
         raise ConversionError(f"group_size for tflite-w4 must be 32 or 64 (or none: per channel), got {group_size}")

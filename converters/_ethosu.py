@@ -13,7 +13,7 @@ from typing import Any
 
 from edgekit.converters import work_folder
 from edgekit.converters._source import Source
-from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
+from edgekit.runtimes.errors import ConversionError, UnsupportedModelError, calibration_advice, spelled
 from edgekit.runtimes.formats import TFLITE, open_model_file
 from edgekit.runtimes.vela import DEFAULT_NPU, compile_for_ethos_u
 
@@ -38,7 +38,7 @@ def convert(
         from edgekit.converters._tflite import convert as convert_tflite
 
         if calibration is None:
-            raise ConversionError("ethos-u needs calibration data for its int8 model: pass --calib PATH")
+            raise ConversionError(f"ethos-u needs calibration data for its int8 model: {calibration_advice()}")
         # every op int8: the NPU runs nothing else (what XNNPACK lacks is no reason to keep an op float here)
         convert_tflite(source, TARGETS["tflite-int8"], int8, calibration=calibration, io=io,
                        int8_placement="everywhere")
@@ -49,7 +49,7 @@ def convert(
                                  memory_mode=memory_mode)
     if require_full_npu and not result.full_npu:
         ops = ", ".join(f"{f['type']} ({f['reason']})" for f in result.cpu_fallbacks) or f"{result.cpu_ops} ops"
-        raise ConversionError(f"--require-full-npu: {result.cpu_ops} op(s) would run on the CPU: {ops}")
+        raise ConversionError(f"{spelled('--require-full-npu')}: {result.cpu_ops} op(s) would run on the CPU: {ops}")
     shutil.copyfile(result.output, output)
     details = result.to_dict()
     details.pop("output")

@@ -32,7 +32,13 @@ from edgekit.converters._onnx_export import export_onnx, opset_of, save_onnx
 from edgekit.converters._source import Source
 from edgekit.runtimes._ort import engine_errors
 from edgekit.runtimes.cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu, is_arm
-from edgekit.runtimes.errors import ConversionError, MissingDependencyError, first_line
+from edgekit.runtimes.errors import (
+    ConversionError,
+    MissingDependencyError,
+    calibration_advice,
+    first_line,
+    spelled,
+)
 
 log = logging.getLogger("edgekit")
 
@@ -263,7 +269,8 @@ def convert(
         used.update(_to_float16(onnx, float_path, output, notes))
     elif variant == "int8-dynamic":
         quantization.quantize_dynamic(str(float_path), str(output), per_channel=per_channel,
-                                      weight_type=_quant_type(quantization, weight_type or "int8", "--weight-type"))
+                                      weight_type=_quant_type(quantization, weight_type or "int8",
+                                                              spelled("--weight-type")))
         used.update(per_channel=per_channel, weight_type=weight_type or "int8")
     elif variant in ("w4", "w8"):
         from edgekit.converters._onnx_weight_only import ORT_DEFAULT_GROUP, quantize_weights
@@ -297,11 +304,12 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
                      keep_output_float: bool, onnx_format: str, for_cpu: str, reduce_range: bool | None,
                      int8_placement: str, placement_cache: dict[Any, Any]) -> dict[str, Any]:
     if calibration is None:
-        raise ConversionError("onnx-int8 needs calibration data: pass --calib PATH (or --calib random)")
+        raise ConversionError(f"onnx-int8 needs calibration data: {calibration_advice()}")
     if calib_method not in CALIB_METHODS:
-        raise ConversionError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, got '{calib_method}'")
+        raise ConversionError(f"{spelled('--calib-method')} must be one of {', '.join(CALIB_METHODS)}, "
+                              f"got '{calib_method}'")
     if onnx_format not in ONNX_FORMATS:
-        raise ConversionError(f"--onnx-format must be qdq or qoperator, got '{onnx_format}'")
+        raise ConversionError(f"{spelled('--onnx-format')} must be qdq or qoperator, got '{onnx_format}'")
     check_int8_placement(int8_placement)
     defaults = int8_defaults(for_cpu)
     activation_type = activation_type or defaults["activation_type"]
@@ -323,7 +331,7 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
         onnx.save(prepared_model, str(prepared))
     unknown = sorted(set(exclude_nodes) - {n.name for n in prepared_model.graph.node})
     if unknown:
-        raise ConversionError(f"--exclude-nodes names no node of the model: {unknown}")
+        raise ConversionError(f"{spelled('--exclude-nodes')} names no node of the model: {unknown}")
     excluded = list(exclude_nodes)
     if keep_output_float:
         excluded += output_nodes(prepared_model.graph)
@@ -344,8 +352,8 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
             quantization.quantize_static(
                 str(prepared), str(output), _Reader(calibration(), limit), quant_format=fmt,
                 op_types_to_quantize=op_types, per_channel=per_channel, reduce_range=reduce_range,
-                activation_type=_quant_type(quantization, activation_type, "--activation-type"),
-                weight_type=_quant_type(quantization, weight_type, "--weight-type"),
+                activation_type=_quant_type(quantization, activation_type, spelled("--activation-type")),
+                weight_type=_quant_type(quantization, weight_type, spelled("--weight-type")),
                 nodes_to_exclude=float_nodes or None, calibrate_method=methods[calib_method], extra_options=extra,
             )
         except (ValueError, RuntimeError, KeyError, AssertionError) as exc:

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from edgekit.runtimes.errors import UnsupportedModelError, first_line
+from edgekit.runtimes.errors import UnsupportedModelError, first_line, spelled
 
 _FORCE = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
 _FORCE_NOT = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"  # torch refuses both set at once
@@ -106,7 +106,7 @@ def load_program(torch: Any, path: Path, *, trust_pickle: bool) -> Any:
         raise UnsupportedModelError(
             f"'{path}' holds pickled data beyond tensors, and loading it would run its code "
             f"({_refusal_reason(exc)[:160]}); convert it only if you trust where it came from, with "
-            "--trust-pickle (trust_pickle=True)") from exc
+            f"{spelled('--trust-pickle', 'trust_pickle=True')}") from exc
     except Exception as exc:  # noqa: BLE001 - zip, schema and version errors of many types: translate all
         raise UnsupportedModelError(f"torch cannot read '{path}' as an ExportedProgram (.pt2): "
                                     f"{first_line(exc)[:200]}") from exc

@@ -34,7 +34,7 @@ from edgekit.converters._tflite_export import (
     run_converter,
     tensorflow_converter,
 )
-from edgekit.runtimes.errors import ConversionError
+from edgekit.runtimes.errors import ConversionError, calibration_advice, spelled
 from edgekit.runtimes.litert_interpreter import implementation_version, import_interpreter
 
 log = logging.getLogger("edgekit")
@@ -114,8 +114,8 @@ def convert(
         used = _from_float_tflite(source, target, output, calibration, io, channels_last, keep_output_float,
                                   exclude_nodes, group_size=group_size)
     elif channels_last:
-        raise ConversionError(f"--channels-last applies to PyTorch and ONNX sources; a {source.kind} model is "
-                              "channels-last already")
+        raise ConversionError(f"{spelled('--channels-last')} applies to PyTorch and ONNX sources; a {source.kind} "
+                              "model is channels-last already")
     else:
         used = _with_tensorflow(source, target, output, calibration, io, allow_float_ops)
     if target.variant == "fp16":
@@ -177,13 +177,13 @@ def _with_tensorflow(source: Source, target: Any, output: Path,
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if not target.keeps_scales_of(source):  # (a QAT model's FakeQuant ops carry the ranges instead)
             if calibration is None:
-                raise ConversionError(f"{target.name} needs calibration data: pass --calib PATH (or --calib random)")
+                raise ConversionError(f"{target.name} needs calibration data: {calibration_advice()}")
             names = [s.name for s in source.inputs]
             converter.representative_dataset = lambda: ([feeds[n] for n in names] for feeds in calibration())
         if variant == "int8":
             io = io or "int8"
             if io not in INT8_IO_TYPES:
-                raise ConversionError(f"--io must be one of {', '.join(INT8_IO_TYPES)}, got '{io}'")
+                raise ConversionError(f"{spelled('--io')} must be one of {', '.join(INT8_IO_TYPES)}, got '{io}'")
             ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             if io != "float":
                 converter.inference_input_type = getattr(tf, io)
@@ -191,7 +191,7 @@ def _with_tensorflow(source: Source, target: Any, output: Path,
         else:
             io = io or "float"
             if io not in INT16X8_IO_TYPES:
-                raise ConversionError(f"--io for tflite-int16x8 must be float or int16, got '{io}'")
+                raise ConversionError(f"{spelled('--io')} for tflite-int16x8 must be float or int16, got '{io}'")
             ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
             if io == "int16":
                 converter.inference_input_type = tf.int16
@@ -321,7 +321,7 @@ def _from_float_tflite(source: Source, target: Any, output: Path,
     used: dict[str, Any] = {"target": target.name, **info}
     if target.variant == "fp32":
         if io not in (None, "float"):
-            raise ConversionError(f"--io {io} applies to quantized targets, not {target.name}")
+            raise ConversionError(f"{spelled('--io')} {io} applies to quantized targets, not {target.name}")
         shutil.copyfile(float_path, output)
         return used
     used.update(quantize(float_path, output, target.variant, calibration=calibration, io=io,

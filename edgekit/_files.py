@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from edgekit.runtimes.errors import EdgekitError
+from edgekit.runtimes.errors import EdgekitError, spelled
 
 
 def check_stem(name: str) -> str:
@@ -37,7 +37,7 @@ def check_stem(name: str) -> str:
 def ensure_writable(path: Path, *, force: bool) -> None:
     """Refuse to clobber an existing file unless ``force``; check the folder exists and is writable."""
     if path.exists() and not force:
-        raise EdgekitError(f"'{path}' already exists; pass --force (force=True) to overwrite it")
+        raise EdgekitError(f"'{path}' already exists; pass {spelled('--force', 'force=True')} to overwrite it")
     if not path.parent.is_dir():
         raise EdgekitError(f"output folder '{path.parent}' does not exist; create it first")
     if not os.access(path.parent, os.W_OK):

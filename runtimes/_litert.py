@@ -31,6 +31,7 @@ from edgekit.runtimes.errors import (
     MissingDependencyError,
     UnsupportedModelError,
     first_line,
+    spelled,
 )
 from edgekit.runtimes.formats import ModelFile
 from edgekit.runtimes.litert_interpreter import implementation_version, import_interpreter
@@ -158,7 +159,8 @@ class LiteRTRuntime(Runtime):
         if asked == "f32" and marked:
             raise UnsupportedModelError(
                 f"'{self.path}' allows fp16 arithmetic ({key}: {value.decode()}), which XNNPACK uses on this CPU "
-                "and no option turns off: load its tflite-fp32 form, or convert with --no-fp16-arithmetic")
+                "and no option turns off: load its tflite-fp32 form, or convert with "
+                f"{spelled('--no-fp16-arithmetic', 'fp16_arithmetic=False')}")
         return "f16" if asked == "f16" or marked else "f32"
 
     # -- ai-edge-litert's CompiledModel: hardware accelerators (NPU via vendor dispatch, GPU), XNNPACK options --

@@ -15,7 +15,7 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-from edgekit.runtimes.errors import ConversionError
+from edgekit.runtimes.errors import ConversionError, spelled
 
 X86 = "x86"  # an explicit --for x86: a current x86 server or desktop, VNNI assumed
 X86_AMX = "x86 (AMX)"
@@ -66,7 +66,8 @@ def describe_cpu(for_cpu: str = "auto", cpuinfo: str | None = None, machine: str
     """The CPU description of a ``--for`` value; ``auto`` reads this machine's (or ``cpuinfo``'s) flags."""
     if for_cpu != "auto":
         if for_cpu not in FOR_CPU:
-            raise ConversionError(f"--for must be auto or one of {', '.join(FOR_CPU)}, got '{for_cpu}'")
+            raise ConversionError(f"{spelled('--for', 'for_cpu')} must be auto or one of {', '.join(FOR_CPU)}, "
+                                  f"got '{for_cpu}'")
         return FOR_CPU[for_cpu]
     machine = (machine or platform.machine()).lower()
     flags = _cpu_flags(cpuinfo)

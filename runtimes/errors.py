@@ -7,6 +7,30 @@ say what went wrong, with which value, and what to do.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
+#: True while the ``edgekit`` command runs: messages then name options as its flags (``--calib PATH``), and
+#: as ``edgekit.convert``'s keywords (``calibration=PATH``) for a Python caller
+COMMAND_LINE: ContextVar[bool] = ContextVar("edgekit_command_line", default=False)
+
+
+def spelled(flag: str, keyword: str | None = None) -> str:
+    """An option in its reader's words: ``flag`` (``"--calib-size"``, ``"--calib PATH"``) on the command line,
+    ``keyword`` from Python — by default the flag's name as a keyword (``calib_size``)."""
+    if COMMAND_LINE.get():
+        return flag
+    return keyword if keyword is not None else flag.split()[0].removeprefix("--").replace("-", "_")
+
+
+def input_shape_option(name: str, dims: str) -> str:
+    """How to fix an input's shape, in the reader's words (``dims`` as ``1,3,224,224``)."""
+    return spelled(f"--input-shape {name}:{dims}", f"input_shapes={{'{name}': ({dims.replace(',', ', ')})}}")
+
+
+def calibration_advice() -> str:
+    """What a target that calibrates says when no data was given."""
+    return spelled("pass --calib PATH (or --calib random)", "pass calibration=PATH (or calibration='random')")
+
 
 class EdgekitError(Exception):
     """Base class of every error edgekit raises on purpose."""

@@ -200,3 +200,18 @@ def test_finalizer_noise_after_an_interrupt_stays_quiet(monkeypatch, capsys):
     monkeypatch.setattr(_progress, "stop_requested", True)
     HalfBuilt()
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.onnxruntime
+def test_errors_name_options_in_the_readers_words(invoke, onnx_fp32, tmp_path):
+    """The command line reads flags (--calib PATH), a Python caller keywords (calibration=PATH); after a command
+    has run in this process, Python callers get keywords again."""
+    import edgekit
+
+    done = invoke("convert", onnx_fp32, "--to", "onnx-int8", "-o", tmp_path / "cli")
+    assert done.exit_code == 1
+    assert done.stderr.strip() == ("Error: onnx-int8 need(s) calibration data: pass --calib PATH (or --calib "
+                                   "random)"), done.stderr
+    with pytest.raises(edgekit.ConversionError) as raised:
+        edgekit.convert(onnx_fp32, "onnx-int8", output_dir=tmp_path / "api")
+    assert str(raised.value) == "onnx-int8 need(s) calibration data: pass calibration=PATH (or calibration='random')"

@@ -103,7 +103,7 @@ def test_keep_output_float_and_excluded_op_types(tmp_path):
 
 def test_dynamic_spatial_dims_need_input_shape(tmp_path):
     source = make_conv_onnx(tmp_path / "dyn.onnx", dynamic_hw=True)
-    expected = r"input 'pixels' has a dynamic dimension 2.*--input-shape pixels:1,3,1,1"
+    expected = r"input 'pixels' has a dynamic dimension 2.*input_shapes=\{'pixels': \(1, 3, 1, 1\)\}"
     with pytest.raises(ConversionError, match=expected):
         edgekit.convert(source, "onnx-int8", calibration="random", output_dir=tmp_path)
     (result,) = edgekit.convert(source, "onnx-fp32", input_shapes={"pixels": (1, 3, 16, 16)}, output_dir=tmp_path)

@@ -164,7 +164,7 @@ def test_interrupted_conversion_leaves_nothing_and_clobbers_nothing(tmp_path, di
 def test_existing_artifact_is_not_overwritten_without_force(digits_tflite_all, digits_keras, digits_folder):
     out = digits_tflite_all["tflite-fp32"].artifact.parent
     before = digits_tflite_all["tflite-fp32"].artifact.read_bytes()
-    with pytest.raises(edgekit.EdgekitError, match="already exists; pass --force"):
+    with pytest.raises(edgekit.EdgekitError, match=r"already exists; pass force=True"):
         edgekit.convert(digits_keras, "tflite-fp32", output_dir=out)
     assert digits_tflite_all["tflite-fp32"].artifact.read_bytes() == before
 
@@ -176,7 +176,7 @@ def test_target_and_source_errors(tmp_path, digits_keras, tflite_fp32):
         edgekit.convert(digits_keras, "tflite-int4", output_dir=tmp_path)
     with pytest.raises(UnsupportedModelError, match="ONNX targets convert .* is a .tflite"):
         edgekit.convert(tflite_fp32, "onnx-fp16", output_dir=tmp_path)
-    with pytest.raises(ConversionError, match="--input-shape names unknown input\\(s\\) \\['img'\\]"):
+    with pytest.raises(ConversionError, match="input_shapes names unknown input\\(s\\) \\['img'\\]"):
         edgekit.convert(digits_keras, "tflite-fp32", input_shapes={"img": (1, 8, 8, 1)}, output_dir=tmp_path)
 
 
@@ -186,7 +186,8 @@ def test_dynamic_dimensions_need_input_shape(tmp_path):
     inputs = keras.Input((None, None, 1), name="frame")
     model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="pooled")(keras.layers.Conv2D(2, 3)(inputs)))
     model.save(tmp_path / "dyn.keras")
-    with pytest.raises(ConversionError, match=r"input 'frame' has a dynamic dimension 1 .*--input-shape frame:1,1,1,1"):
+    with pytest.raises(ConversionError,
+                       match=r"input 'frame' has a dynamic dimension 1 .*input_shapes=\{'frame': \(1, 1, 1, 1\)\}"):
         edgekit.convert(tmp_path / "dyn.keras", "tflite-fp32", output_dir=tmp_path)
     (result,) = edgekit.convert(tmp_path / "dyn.keras", "tflite-fp32", input_shapes={"frame": (1, 16, 16, 1)},
                                 output_dir=tmp_path)
@@ -209,7 +210,7 @@ def test_unquantizable_ops_stay_float_and_are_stated_unless_integer_only(tmp_pat
 
     module = Sine()
     tf.saved_model.save(module, str(tmp_path / "sine"), signatures={"serving_default": module.serve})
-    with pytest.raises(ConversionError, match="cannot be quantized and would stay float: SINx1; --integer-only"):
+    with pytest.raises(ConversionError, match="cannot be quantized and would stay float: SINx1; allow_float_ops=False"):
         edgekit.convert(tmp_path / "sine", "tflite-int8", calibration="random", output_dir=tmp_path / "a",
                         allow_float_ops=False)
     assert not list((tmp_path / "a").iterdir())

@@ -60,7 +60,7 @@ def test_each_cpu_gets_its_engines_int8_settings(for_cpu, activation_type, reduc
 
 
 def test_an_unknown_cpu_is_refused_with_the_choices():
-    with pytest.raises(ConversionError, match=r"--for must be auto or one of x86, x86-amx.*got 'x86-avx512'"):
+    with pytest.raises(ConversionError, match=r"for_cpu must be auto or one of x86, x86-amx.*got 'x86-avx512'"):
         cpus.describe_cpu("x86-avx512")
 
 

@@ -99,7 +99,7 @@ def test_unsupported_op_is_listed_as_a_cpu_op(tmp_path, reduce_prod_int8):
     assert npu["cpu_ops"] == 1 and not npu["full_npu"]
     assert npu["cpu_fallbacks"] == [{"type": "REDUCE_PROD", "name": "StatefulPartitionedCall:0",
                                      "reason": "Unsupported opType"}]
-    with pytest.raises(ConversionError, match=r"--require-full-npu: 1 op\(s\) would run on the CPU: REDUCE_PROD"):
+    with pytest.raises(ConversionError, match=r"require_full_npu: 1 op\(s\) would run on the CPU: REDUCE_PROD"):
         edgekit.convert(int8, "ethos-u", output_dir=tmp_path / "strict", require_full_npu=True,
                         validate_outputs=False)
     assert not list((tmp_path / "strict").iterdir())

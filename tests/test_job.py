@@ -75,7 +75,7 @@ def test_a_ranking_needs_a_job_with_data(onnx_fp32, tmp_path):
 
 def test_optimize_still_takes_val_size_with_a_deprecation_warning(onnx_fp32, tmp_path):
     with pytest.warns(DeprecationWarning, match="validation_size"), \
-            pytest.raises(edgekit.EdgekitError, match="--formats bogus"):
+            pytest.raises(edgekit.EdgekitError, match="formats bogus"):
         edgekit.optimize(onnx_fp32, calibration="random", output_dir=tmp_path, formats=("bogus",), val_size=10)
     with pytest.raises(TypeError, match=r"\['calib_sizes'\]"):
         edgekit.optimize(onnx_fp32, calibration="random", output_dir=tmp_path, calib_sizes=10)

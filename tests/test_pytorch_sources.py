@@ -305,8 +305,8 @@ def test_onnx_to_tflite_needs_static_shapes_and_its_environment_before_any_work(
     model = onnx.load(str(exported_onnx("resnet")))
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.save(model, str(tmp_path / "dynamic.onnx"))
-    with pytest.raises(edgekit.ConversionError, match=r"input 'images' has a dynamic batch: pass --input-shape "
-                                                      r"images:1,3,64,64"):
+    with pytest.raises(edgekit.ConversionError, match=r"input 'images' has a dynamic batch: pass input_shapes="
+                                                      r"\{'images': \(1, 3, 64, 64\)\}"):
         edgekit.convert(tmp_path / "dynamic.onnx", "onnx-fp32,tflite-fp32", output_dir=tmp_path / "out")
     done = subprocess.run([EDGEKIT, "convert", str(exported_onnx("resnet")), "--to",
                            "tflite-fp32", "-o", str(tmp_path / "out")], capture_output=True, text=True,

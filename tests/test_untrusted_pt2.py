@@ -109,7 +109,7 @@ PLACES = ("sample inputs", "sample inputs (torch.save zip)", "pickled weight", "
 @pytest.mark.parametrize("place", PLACES)
 def test_a_payload_in_any_member_torch_unpickles_is_refused_and_never_runs(clean_pt2, tmp_path, place, protocol):
     path = _crafted(clean_pt2, tmp_path, place, protocol)
-    with pytest.raises(edgekit.UnsupportedModelError, match=r"holds pickled data beyond tensors.*--trust-pickle"):
+    with pytest.raises(edgekit.UnsupportedModelError, match=r"holds pickled data beyond tensors.*trust_pickle=True"):
         edgekit.convert(path, "onnx-fp32", output_dir=tmp_path / "out", validate_outputs=False)
     assert not (tmp_path / "ran").exists(), f"the payload in the {place} (protocol {protocol}) ran"
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
@@ -131,7 +131,7 @@ def test_an_aotinductor_package_is_native_code_and_refused(clean_pt2, tmp_path):
         return members
 
     path = _rewrite(clean_pt2, tmp_path / "aoti.pt2", change)
-    with pytest.raises(edgekit.UnsupportedModelError, match="AOTInductor package.*--trust-pickle"):
+    with pytest.raises(edgekit.UnsupportedModelError, match="AOTInductor package.*trust_pickle=True"):
         edgekit.convert(path, "onnx-fp32", output_dir=tmp_path / "out", validate_outputs=False)
 
 

@@ -34,6 +34,7 @@ from edgekit.cli._common import (
 )
 from edgekit.errors import EdgekitError
 from edgekit.pipeline.engine_log import is_edgekit_record
+from edgekit.runtimes.errors import COMMAND_LINE
 
 _terminated = False
 _main_pid: int | None = None
@@ -105,6 +106,8 @@ class _Group(click.Group):
 def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """Convert, run and profile neural networks on edge devices."""
     ctx.meta["edgekit.debug"] = debug
+    spoken = COMMAND_LINE.set(True)  # errors name --flags, not Python keywords, until the command ends
+    ctx.call_on_close(lambda: COMMAND_LINE.reset(spoken))
     handler = logging.StreamHandler(_CurrentStderr())
     handler.setFormatter(_TextFormatter("%(levelname)s %(name)s: %(message)s"))
     if not (verbose or debug):  # engines' and converters' loggers (and Python warnings) only with -v

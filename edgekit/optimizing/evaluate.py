@@ -26,7 +26,7 @@ from edgekit import __version__
 from edgekit._files import write_atomic
 from edgekit.optimizing.cache import Cache, device_lease, digest, matches_sha256
 from edgekit.optimizing.space import KEEP_FLOAT_OPTION, Candidate
-from edgekit.runtimes.errors import ConversionError, EdgekitError
+from edgekit.runtimes.errors import ConversionError, EdgekitError, spelled
 from edgekit.runtimes.formats import hash_feeds
 
 log = logging.getLogger("edgekit")
@@ -151,7 +151,7 @@ class Evaluator:
             if settings.val else list(self.job.dataset.validation)
         if len(samples) < 4:
             raise EdgekitError(f"only {len(samples)} validation sample(s): optimize needs at least 4 (half to "
-                               "search on, half held out); pass more data or --val")
+                               f"search on, half held out); pass more data or {spelled('--val')}")
         # even samples steer the search, odd ones re-check the final front: no point is judged on its own data
         self.splits = {"search": samples[0::2], "heldout": samples[1::2]}
         calibration = list(self.job.dataset.calibration)  # loaded once: both digests need it

@@ -33,7 +33,7 @@ from edgekit.optimizing.result import OptimizeResult, reproduce, safe_url, write
 from edgekit.optimizing.space import PRECISIONS, Space
 from edgekit.pipeline.job import PREPARE_KEYWORDS, ConversionJob, as_job
 from edgekit.pipeline.preprocess import Recipe
-from edgekit.runtimes.errors import EdgekitError, MissingDependencyError
+from edgekit.runtimes.errors import EdgekitError, MissingDependencyError, spelled
 
 log = logging.getLogger("edgekit")
 trial_log = logging.getLogger("edgekit.optimize")  # one line per trial; the CLI shows it on stderr
@@ -115,17 +115,19 @@ def optimize(
                          ssh=ssh, max_kept_float=max_kept_float, settle_rounds=settle_rounds, search_seed=search_seed,
                          require_bound=require_bound)
     if timeout_s is not None and timeout_s <= 0:
-        raise EdgekitError(f"--timeout must be positive, got {timeout_s:g} s")
+        raise EdgekitError(f"{spelled('--timeout', 'timeout_s')} must be positive, got {timeout_s:g} s")
     if workers < 1:
-        raise EdgekitError(f"--workers must be at least 1, got {workers}")
+        raise EdgekitError(f"{spelled('--workers')} must be at least 1, got {workers}")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / STUDY_FILE).resolve()}"
     if workers > 1 and url.startswith("sqlite"):
-        raise EdgekitError(f"--workers {workers} needs a server storage: SQLite is not safe for parallel workers "
-                           "(Optuna's FAQ); pass --storage postgresql://USER@HOST/DB")
+        server = spelled("--storage postgresql://USER@HOST/DB", "storage='postgresql://USER@HOST/DB'")
+        raise EdgekitError(f"{spelled('--workers')} {workers} needs a server storage: SQLite is not safe for "
+                           f"parallel workers (Optuna's FAQ); pass {server}")
     if workers > 1 and not isinstance(job.model, (str, os.PathLike)):
-        raise EdgekitError("--workers needs a model file: worker processes cannot share an in-memory module")
+        raise EdgekitError(f"{spelled('--workers')} needs a model file: worker processes cannot share an in-memory "
+                           "module")
     study_name = study or f"{job.stem}-{digest(settings.search_key())[:8]}"
     run_id = uuid.uuid4().hex[:12]
     optuna_study = _open_study(url, study_name, settings, create=True)
@@ -175,15 +177,16 @@ def _check_search(formats: Any, budget: float, cosine: float | None, trials: int
     chosen = [f.strip().lower() for f in formats if f.strip()]
     unknown = [f for f in chosen if f not in PRECISIONS]
     if unknown or not chosen:
-        raise EdgekitError(f"--formats {','.join(unknown) or '(none)'}: choose from {', '.join(PRECISIONS)}")
+        raise EdgekitError(f"{spelled('--formats')} {','.join(unknown) or '(none)'}: choose from "
+                           f"{', '.join(PRECISIONS)}")
     if cosine is not None and not 0 < cosine <= 1:
-        raise EdgekitError(f"--cosine must be in (0, 1], got {cosine:g}")
+        raise EdgekitError(f"{spelled('--cosine')} must be in (0, 1], got {cosine:g}")
     if cosine is None and budget < 0:
-        raise EdgekitError(f"--budget must be zero or more accuracy points, got {budget:g}")
+        raise EdgekitError(f"{spelled('--budget')} must be zero or more accuracy points, got {budget:g}")
     if trials < 1:
-        raise EdgekitError(f"--trials must be at least 1, got {trials}")
+        raise EdgekitError(f"{spelled('--trials')} must be at least 1, got {trials}")
     if settle_rounds < 1:
-        raise EdgekitError(f"--settle-rounds must be at least 1, got {settle_rounds}")
+        raise EdgekitError(f"{spelled('--settle-rounds')} must be at least 1, got {settle_rounds}")
     if remote:
         from edgekit.profiling.remote import parse_remote
 
@@ -193,9 +196,9 @@ def _check_search(formats: Any, budget: float, cosine: float | None, trials: int
 def _check_data(calibration: Any, val: Any) -> None:
     """Workers read the data again from where the study says: it must be a path, and real."""
     if not isinstance(calibration, (str, os.PathLike)) or str(calibration) == "random":
-        raise EdgekitError(f"--calib {calibration!s:.40}: optimize needs real data as a path (image folder, .npy, "
-                           ".npz), since it judges accuracy on its held-out part")
-    for flag, path in (("--calib", calibration), ("--val", val)):
+        raise EdgekitError(f"{spelled('--calib', 'calibration')} {calibration!s:.40}: optimize needs real data as a "
+                           "path (image folder, .npy, .npz), since it judges accuracy on its held-out part")
+    for flag, path in ((spelled("--calib", "calibration"), calibration), (spelled("--val"), val)):
         if path is not None and not Path(path).exists():
             raise EdgekitError(f"{flag} '{path}' does not exist; check the path")
 
@@ -269,7 +272,7 @@ def _open_study(url: str, study_name: str, settings: Settings | None, *, create:
     elif (before := Settings.from_study(stored).search_key()) != settings.search_key():
         changed = sorted(k for k, v in settings.search_key().items() if before.get(k) != v)
         raise EdgekitError(f"study '{study_name}' was started with other settings ({', '.join(changed)} differ); "
-                           "pass another --study or the same settings")
+                           f"pass another {spelled('--study')} or the same settings")
     return found
 
 

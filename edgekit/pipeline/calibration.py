@@ -22,7 +22,7 @@ import numpy as np
 
 from edgekit.pipeline.preprocess import Recipe, load_image
 from edgekit.runtimes.base import TensorSpec
-from edgekit.runtimes.errors import CalibrationError, EdgekitError
+from edgekit.runtimes.errors import CalibrationError, EdgekitError, input_shape_option, spelled
 
 log = logging.getLogger("edgekit")
 
@@ -47,7 +47,7 @@ def synthetic_shape(spec: TensorSpec, shape: Sequence[int | None] | None = None)
         raise EdgekitError(
             f"input '{spec.name}' declares shape {list(dims)}: {_bytes_text(size)} of {spec.dtype.name}, more than "
             f"edgekit makes as synthetic data ({_bytes_text(SYNTHETIC_LIMIT_BYTES)}); pass real data or a smaller "
-            f"shape (--input-shape {spec.name}:...)")
+            f"shape ({input_shape_option(spec.name, '...')})")
     return dims
 
 
@@ -146,7 +146,7 @@ def build_dataset(
         CalibrationError: The data cannot be used for this model; the message says why.
     """
     if calib_size < 1:
-        raise CalibrationError(f"--calib-size must be at least 1, got {calib_size}")
+        raise CalibrationError(f"{spelled('--calib-size')} must be at least 1, got {calib_size}")
     wanted_val = max(50, calib_size // 4) if validation_size is None else validation_size
     rng = np.random.default_rng(seed)
     if isinstance(source, str) and source == RANDOM_SOURCE:

@@ -33,7 +33,7 @@ from edgekit.pipeline.repair import try_remedies
 from edgekit.pipeline.speed import slower_warning, speed_check
 from edgekit.pipeline.validation import ValidationReport, validate
 from edgekit.runtimes import open_runtime
-from edgekit.runtimes.errors import ConversionError, EdgekitError
+from edgekit.runtimes.errors import ConversionError, EdgekitError, calibration_advice, input_shape_option, spelled
 from edgekit.runtimes.formats import ONNX, open_model_file
 from edgekit.runtimes.sparsity import weight_sparsity
 
@@ -147,7 +147,7 @@ def convert(
             ensure_writable(path, force=force)
     needing = [t.name for t in targets if t.calibrates(src)]
     if job.dataset is None and needing:
-        raise ConversionError(f"{', '.join(needing)} need(s) calibration data: pass --calib PATH (or --calib random)")
+        raise ConversionError(f"{', '.join(needing)} need(s) calibration data: {calibration_advice()}")
     results = []
     with staging_dir(out_dir) as staging:
         reference = job.float_reference(staging, progress) if validate_outputs else None
@@ -204,7 +204,7 @@ def _check_route(src: Source, targets: list[Target]) -> None:
         if None in spec.shape:
             fixed = ",".join("1" if d is None else str(d) for d in spec.shape)
             raise ConversionError(f"{', '.join(tflite)} from ONNX need static shapes, and input '{spec.name}' has a "
-                                  f"dynamic batch: pass --input-shape {spec.name}:{fixed}")
+                                  f"dynamic batch: pass {input_shape_option(spec.name, fixed)}")
     from edgekit.converters._onnx2tf import find_python
 
     find_python()
@@ -304,9 +304,11 @@ def _attempt(run: _TargetRun, index: int, label: str, extra: dict[str, Any]) -> 
     audit = audit_model(checked)
     warnings: list[str] = []
     kept_for_engine = used.get("kept_float_for_engine", {})
+    integer_only = spelled("--integer-only", "allow_float_ops=False")
     if kept_for_engine:
+        everywhere = spelled("--int8-placement everywhere", "int8_placement='everywhere'")
         warnings.append(f"{target.name}: {', '.join(kept_for_engine)} kept in float, as its engine runs them fastest "
-                        f"({next(iter(kept_for_engine.values()))}); --int8-placement everywhere quantizes them")
+                        f"({next(iter(kept_for_engine.values()))}); {everywhere} quantizes them")
     unplanned = {op: count for op, count in audit.float_ops.items() if op not in kept_for_engine}
     if target.integer_only and unplanned:
         floats = ", ".join(f"{op}x{count}" for op, count in unplanned.items())
@@ -314,12 +316,12 @@ def _attempt(run: _TargetRun, index: int, label: str, extra: dict[str, Any]) -> 
         chosen_float = used.get("kept_float_outputs") or used.get("excluded_nodes")
         if options.get("allow_float_ops") is False and not chosen_float:
             raise ConversionError(
-                f"{target.name}: these ops cannot be quantized and would stay float: {floats}; --integer-only "
+                f"{target.name}: these ops cannot be quantized and would stay float: {floats}; {integer_only} "
                 "refuses them (without it they stay float and the report lists them), or change the model"
             )
         why = ("the output head or the ops named in the options are kept float" if chosen_float
                else "the quantizer has no int8 form for them")
-        strict = "" if chosen_float else "; --integer-only refuses such a model"
+        strict = "" if chosen_float else f"; {integer_only} refuses such a model"
         warnings.append(f"{target.name} is not fully integer: {floats} stay float ({why}; "
                         f"{audit.describe_share()}){strict}")
     validation = None
@@ -360,7 +362,8 @@ def _convert_one(run: _TargetRun, *, repair: bool, force: bool, check_speed: boo
     if slower:
         warnings.append(slower)
     if validation and validation.collapsed and accept_loss:
-        warnings.append("collapse accepted (--accept-loss): " + "; ".join(validation.collapsed))
+        warnings.append(f"collapse accepted ({spelled('--accept-loss', 'accept_loss=True')}): "
+                        + "; ".join(validation.collapsed))
     artifact_size = model.size_bytes
     report = {
         "edgekit_version": __version__,

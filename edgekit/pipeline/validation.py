@@ -17,7 +17,7 @@ import numpy as np
 
 from edgekit.runtimes import quantization
 from edgekit.runtimes.base import Runtime
-from edgekit.runtimes.errors import ConversionError
+from edgekit.runtimes.errors import ConversionError, spelled
 
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {}
 
@@ -103,7 +103,8 @@ def judge(reference: np.ndarray, candidate: np.ndarray) -> Judgement:
         if decided < MIN_DECISIONS:
             note = (f"only {decided} of {len(ref)} validation samples are decided clearly by the float model (top-1 "
                     f"ahead of top-2 by >= {MARGIN:.0%} of the output's range): too few to judge decisions (at "
-                    f"least {MIN_DECISIONS}), so cosine and SQNR judge; validate on more samples (--val-size)")
+                    f"least {MIN_DECISIONS}), so cosine and SQNR judge; validate on more samples "
+                    f"({spelled('--val-size', 'validation_size')})")
             return Judgement("classifier", f"[N, classes]: {note}", None, note)
         return Judgement("classifier", why, agreement)
     if ref.ndim == 3 and min(ref.shape[1:]) >= 5:
@@ -347,7 +348,7 @@ def validate(
     if count == 0:
         failures.append("no validation samples")
     if max_drop is not None and drop is not None and drop > max_drop:
-        failures.append(f"drop {drop:.2f} exceeds --max-drop {max_drop:g} ({basis})")
+        failures.append(f"drop {drop:.2f} exceeds {spelled('--max-drop')} {max_drop:g} ({basis})")
     return ValidationReport(count, outputs, agreement, accuracy_ref, accuracy_cand, tuple(degenerate), synthetic,
                             max_drop, drop, basis, tuple(failures), tuple(collapsed), accept_loss,
                             precision=getattr(candidate, "precision", "f32"), decisions=decisions, notes=tuple(notes))
