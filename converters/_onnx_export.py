@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgekit.converters._source import DEQUANTIZE, KERAS, PYTORCH, SAVEDMODEL, Source, serving_function
-from edgekit.runtimes.errors import ConversionError, MissingDependencyError, UnsupportedModelError
+from edgekit.converters._source import DEQUANTIZE, KERAS, PYTORCH, SAVEDMODEL, Source
+from edgekit.converters._tensorflow import serving_function
+from edgekit.runtimes.errors import ConversionError, MissingDependencyError, UnsupportedModelError, spelled
 from edgekit.runtimes.formats import ONNX, TFLITE
 
 DEFAULT_OPSET = 17
@@ -169,7 +170,7 @@ def _require_onnx_ops(path: Path, source: Source) -> None:
     except onnx.checker.ValidationError as exc:
         reason = next((line for line in str(exc).splitlines() if "No Op registered" in line), str(exc).splitlines()[0])
         raise ConversionError(f"the ONNX export of '{source.path}' is invalid: {reason.strip()[:300]}; "
-                              "try another --opset or replace the layer") from exc
+                              f"try another {spelled('--opset')} or replace the layer") from exc
 
 
 def _inline_captured_constants(tf: Any, function: Any, model: Any) -> list[str]:

@@ -17,11 +17,18 @@ from typing import Any
 
 import numpy as np
 from edgekit.converters import MODEL_TYPES, OVERFLOW_FIXES, PRESETS, WEIGHT_ONLY, kept_source_scales, work_folder
-from edgekit.converters._source import DEQUANTIZE, KERAS, PYTORCH, SAVEDMODEL, Source, serving_function
+from edgekit.converters._source import DEQUANTIZE, KERAS, PYTORCH, SAVEDMODEL, Source
+from edgekit.converters._tensorflow import serving_function
 from edgekit.runtimes._openvino import engine_message
 from edgekit.runtimes.audit import QCDQ
 from edgekit.runtimes.cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu, is_arm
-from edgekit.runtimes.errors import ConversionError, EdgekitError, MissingDependencyError
+from edgekit.runtimes.errors import (
+    ConversionError,
+    EdgekitError,
+    MissingDependencyError,
+    calibration_advice,
+    spelled,
+)
 from edgekit.runtimes.formats import ONNX, OPENVINO, TFLITE
 from edgekit.runtimes.telemetry import keep_engine_telemetry_off
 
@@ -85,7 +92,7 @@ def conversion_failure(exc: BaseException) -> str:
     summary = re.search(r"Conversion is failed for: ([^\n]+)", text)
     if summary:
         return f"ops that OpenVINO cannot convert: {summary.group(1).strip()}; try another source form or fix " \
-               "the input shapes with --input-shape"
+               f"the input shapes with {spelled('--input-shape', 'input_shapes')}"
     return engine_message(exc)[:300]
 
 
@@ -272,14 +279,14 @@ def _model_type(model: Any, asked: str | None, notes: list[str]) -> str | None:
     scheme failed on a BERT export with a KeyError); ``none`` is NNCF's default."""
     asked = "none" if asked is None else asked
     if asked not in MODEL_TYPES:
-        raise ConversionError(f"--model-type must be one of {', '.join(MODEL_TYPES)}, got '{asked}'")
+        raise ConversionError(f"{spelled('--model-type')} must be one of {', '.join(MODEL_TYPES)}, got '{asked}'")
     if asked != "auto":
         return None if asked == "none" else asked
     attention = attention_matmuls(model)
     if not attention:
         return None
     notes.append(f"NNCF model type 'transformer': the graph has {attention} attention op(s) "
-                 "(--model-type none for NNCF's default scheme)")
+                 f"({spelled('--model-type')} none for NNCF's default scheme)")
     return "transformer"
 
 
@@ -348,11 +355,11 @@ def _quantize(model: Any, calibration: Callable[[], Iterable[dict[str, Any]]] | 
               options: NncfOptions) -> tuple[Any, dict[str, Any]]:
     nncf = _nncf()
     if calibration is None:
-        raise ConversionError("openvino-int8 needs calibration data: pass --calib PATH (or --calib random)")
+        raise ConversionError(f"openvino-int8 needs calibration data: {calibration_advice()}")
     if options.preset not in PRESETS:
-        raise ConversionError(f"--preset must be one of {', '.join(PRESETS)}, got '{options.preset}'")
+        raise ConversionError(f"{spelled('--preset')} must be one of {', '.join(PRESETS)}, got '{options.preset}'")
     if options.overflow_fix not in (None, *OVERFLOW_FIXES):
-        raise ConversionError(f"--overflow-fix must be one of {', '.join(OVERFLOW_FIXES)}, got "
+        raise ConversionError(f"{spelled('--overflow-fix')} must be one of {', '.join(OVERFLOW_FIXES)}, got "
                               f"'{options.overflow_fix}'")
     dataset = nncf.Dataset(_Samples(calibration, count))
     common = {
@@ -394,7 +401,8 @@ def _quantize(model: Any, calibration: Callable[[], Iterable[dict[str, Any]]] | 
     except Exception as exc:  # noqa: BLE001 - NNCF raises KeyError, IndexError, RuntimeError...: translate all here
         raise ConversionError(f"NNCF could not quantize the model ({type(exc).__name__}: "
                               f"{engine_message(exc)[:300]}); keep the "
-                              "failing layers in float with --ignored-names/--ignored-types, try --model-type "
+                              f"failing layers in float with {spelled('--ignored-names')}/"
+                              f"{spelled('--ignored-types')}, try {spelled('--model-type')} "
                               "transformer for attention models, or use openvino-fp16 / onnx-int8") from exc
     details.update(accuracy_control={"max_drop_points": max_drop, "validation_samples": len(labeled),
                                      "reverted_to_float": reverted_layers(plain, controlled)})

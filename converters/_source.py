@@ -1,26 +1,24 @@
 """Source models: recognise them, describe their inputs, fix their shapes.
 
-Keras (.keras/.h5) and TensorFlow SavedModel folders are loaded with
-TensorFlow, PyTorch modules and .pt2 files with torch (both imported inside
-functions); ONNX and TFLite files are described through the runtime layer.
+Each source family has its module: Keras (.keras/.h5) and TensorFlow SavedModel folders ``_tensorflow``,
+PyTorch modules and .pt2 files ``_torch`` (each importing its framework inside functions); ONNX and TFLite
+files are described through the runtime layer. A ``Source`` is what the target modules and the float forms
+(``_onnx_export``, ``_tflite_export``) are made from.
 """
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from edgekit.converters import _torch
+from edgekit.converters._tensorflow import KERAS, SAVEDMODEL, describe_keras, describe_savedmodel
 from edgekit.converters._torch import PYTORCH
 from edgekit.runtimes.base import TensorSpec
-from edgekit.runtimes.errors import ConversionError, UnsupportedModelError
-from edgekit.runtimes.formats import ONNX, OPENVINO, open_model_file
+from edgekit.runtimes.errors import ConversionError, UnsupportedModelError, input_shape_option, spelled
+from edgekit.runtimes.formats import ONNX, OPENVINO, ModelFile, open_model_file
 
-KERAS, SAVEDMODEL = "keras", "savedmodel"
 #: ``Source.cache`` key: a quantized ONNX source is made float on request (``dequantize_source``)
 DEQUANTIZE = "dequantize_qdq"
 
@@ -76,12 +74,6 @@ def dequantize_source(source: Source) -> Source:
     return replace(source, quantization=None)
 
 
-def sanitize_name(name: str) -> str:
-    """A tensor name TensorFlow accepts in a signature (Keras may add ':0' or slashes)."""
-    cleaned = re.sub(r"[^A-Za-z0-9_.\-]", "_", name.split(":")[0])
-    return cleaned if re.match(r"[A-Za-z]", cleaned) else f"input_{cleaned}"
-
-
 def open_source(path: Any, input_shapes: dict[str, tuple[int, ...]] | None = None, *,
                 example_inputs: Any = None, output_names: tuple[str, ...] | None = None,
                 name: str | None = None, trust_pickle: bool = False) -> Source:
@@ -107,12 +99,12 @@ def open_source(path: Any, input_shapes: dict[str, tuple[int, ...]] | None = Non
             raise UnsupportedModelError(
                 f"'{path}' is a folder without saved_model.pb; pass a SavedModel folder, .keras, .h5, .onnx or .tflite"
             )
-        source = _describe_savedmodel(path)
+        source = Source(path, SAVEDMODEL, **describe_savedmodel(path, cache := {}), cache=cache)
     elif path.suffix.lower() in (".keras", ".h5", ".hdf5"):
-        source = _describe_keras(path)
+        source = Source(path, KERAS, **describe_keras(path, cache := {}), cache=cache)
     else:
         model = open_model_file(path)
-        source = _describe_runtime_model(path, model.format)
+        source = _describe_runtime_model(model)
         if model.format == OPENVINO and source.quantization is None:
             raise UnsupportedModelError(
                 f"'{path}' is a float OpenVINO IR: an IR is a conversion source only when already quantized "
@@ -136,135 +128,32 @@ def _fix_shapes(source: Source, overrides: dict[str, tuple[int, ...]]) -> Source
     names = [s.name for s in source.inputs]
     unknown = [n for n in overrides if n not in names]
     if unknown:
-        raise ConversionError(f"--input-shape names unknown input(s) {unknown}; the model's inputs are {names}")
+        raise ConversionError(f"{spelled('--input-shape', 'input_shapes')} names unknown input(s) {unknown}; the "
+                              f"model's inputs are {names}")
     fixed = []
     for spec in source.inputs:
         shape = tuple(overrides.get(spec.name, spec.shape))
         if spec.name in overrides and len(shape) != len(spec.shape):
             raise ConversionError(
-                f"--input-shape for '{spec.name}' has rank {len(shape)}, the model's input has rank {len(spec.shape)}"
+                f"{spelled('--input-shape', 'input_shapes')} for '{spec.name}' has rank {len(shape)}, the model's "
+                f"input has rank {len(spec.shape)}"
             )
         for axis, size in enumerate(shape):
             if size is None and axis > 0:
                 shown = ",".join("?" if d is None else str(d) for d in shape)
                 raise ConversionError(
                     f"input '{spec.name}' has a dynamic dimension {axis} (shape [{shown}]); fix it with "
-                    f"--input-shape {spec.name}:{','.join('1' if d is None else str(d) for d in shape)}"
+                    f"{input_shape_option(spec.name, ','.join('1' if d is None else str(d) for d in shape))}"
                 )
         fixed.append(replace(spec, shape=shape))
     return replace(source, inputs=tuple(fixed))
 
 
-def _tf():
-    from edgekit.converters._quiet import import_tensorflow
-
-    return import_tensorflow()
-
-
-def load_keras(source: Source) -> Any:
-    if "keras" not in source.cache:
-        tf = _tf()
-        try:
-            source.cache["keras"] = tf.keras.models.load_model(source.path, compile=False)
-        except (OSError, ValueError, TypeError) as exc:
-            raise UnsupportedModelError(f"Keras cannot load '{source.path}': {exc}".splitlines()[0]) from exc
-    return source.cache["keras"]
-
-
-def _describe_keras(path: Path) -> Source:
-    source = Source(path, KERAS, (), ())
-    model = load_keras(source)
-    inputs = tuple(
-        TensorSpec(sanitize_name(_keras_name(t, t.name)), tuple(None if d is None else int(d) for d in t.shape),
-                   np.dtype(getattr(t.dtype, "name", t.dtype)))
-        for t in model.inputs
-    )
-    outputs = tuple(sanitize_name(_keras_name(t, f"output_{i}")) for i, t in enumerate(model.outputs))
-    return replace(source, inputs=inputs, output_names=outputs)
-
-
-def _keras_name(tensor: Any, default: str) -> str:
-    """The name of the layer that made a Keras tensor (Keras 3 names the tensors themselves 'keras_tensor_N')."""
-    history = getattr(tensor, "_keras_history", None)
-    operation = getattr(history, "operation", None)
-    return getattr(operation, "name", None) or default
-
-
-def load_savedmodel(source: Source) -> Any:
-    if "savedmodel" not in source.cache:
-        tf = _tf()
-        try:
-            source.cache["savedmodel"] = tf.saved_model.load(str(source.path))
-        except (OSError, ValueError) as exc:
-            raise UnsupportedModelError(f"TensorFlow cannot load '{source.path}': {exc}".splitlines()[0]) from exc
-    return source.cache["savedmodel"]
-
-
-def _describe_savedmodel(path: Path) -> Source:
-    source = Source(path, SAVEDMODEL, (), ())
-    loaded = load_savedmodel(source)
-    keys = list(loaded.signatures.keys())
-    if not keys:
-        raise UnsupportedModelError(f"SavedModel '{path}' has no signatures; export it with a serving signature")
-    key = "serving_default" if "serving_default" in keys else keys[0]
-    function = loaded.signatures[key]
-    specs = function.structured_input_signature[1]
-    inputs = tuple(
-        TensorSpec(name, tuple(None if d is None else int(d) for d in spec.shape), np.dtype(spec.dtype.as_numpy_dtype))
-        for name, spec in sorted(specs.items())
-    )
-    return replace(source, inputs=inputs, output_names=tuple(sorted(function.structured_outputs)), signature=key,
-                   quantization=_fake_quantization(function))
-
-
-def _fake_quantization(function: Any) -> str | None:
-    """A SavedModel trained with fake quantization (TensorFlow Model Optimization's QAT) carries FakeQuant ops
-    whose learned ranges are its scales; None for a float model."""
-    graph = function.graph.as_graph_def()
-    ops = Counter(node.op for node in graph.node)
-    for library_function in graph.library.function:
-        ops.update(node.op for node in library_function.node_def)
-    fake = {op: count for op, count in sorted(ops.items()) if op.startswith("FakeQuantWithMinMax")}
-    if not fake:
-        return None
-    counts = ", ".join(f"{count} {op}" for op, count in fake.items())
-    return f"SavedModel with FakeQuant ops ({counts}: quantization-aware training)"
-
-
-def _describe_runtime_model(path: Path, fmt: str) -> Source:
+def _describe_runtime_model(model: ModelFile) -> Source:
+    """An ONNX, TFLite or OpenVINO source, from the file as ``open_model_file`` checked it (parsed once)."""
     from edgekit.runtimes import open_runtime
     from edgekit.runtimes.audit import source_quantization
 
-    with open_runtime(path) as runtime:
+    with open_runtime(model) as runtime:
         inputs, outputs = runtime.inputs, tuple(s.name for s in runtime.outputs)
-    return Source(path, fmt, inputs, outputs, quantization=source_quantization(open_model_file(path)))
-
-
-def serving_function(tf: Any, source: Source) -> tuple[Any, list[Any], Any]:
-    """A tf.function over the source whose input specs carry the source's input names and whose
-    outputs are a dict keyed by its output names, its input specs, and the object that holds its
-    variables (what the TFLite converter freezes)."""
-    specs = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in source.inputs]
-    names = [s.name for s in source.inputs]
-    if source.kind == KERAS:
-        model = load_keras(source)
-
-        def serve(*args):
-            outputs = model(args[0] if len(args) == 1 else list(args), training=False)
-            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-            return dict(zip(source.output_names, outputs))
-
-        # The converter freezes only variables it can find through the trackable object; Keras 3
-        # variables wrap tf.Variables, so hand it those (else READ_VARIABLE ops stay in the model).
-        holder = tf.Module()
-        holder.variables_to_freeze = [getattr(v, "value", v) for v in model.variables]
-        return tf.function(serve, input_signature=specs), specs, holder
-    if source.kind == SAVEDMODEL:
-        loaded = load_savedmodel(source)
-        signature = loaded.signatures[source.signature]
-
-        def serve(*args):
-            return signature(**dict(zip(names, args)))
-
-        return tf.function(serve, input_signature=specs), specs, loaded
-    raise UnsupportedModelError(f"TensorFlow cannot read a {source.kind} source ('{source.path}')")
+    return Source(model.path, model.format, inputs, outputs, quantization=source_quantization(model))

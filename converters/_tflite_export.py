@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.converters._quiet import import_tensorflow, native_stderr_silenced
-from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source, serving_function
-from edgekit.runtimes.errors import ConversionError, UnsupportedModelError, first_line
+from edgekit.converters._source import KERAS, PYTORCH, SAVEDMODEL, Source
+from edgekit.converters._tensorflow import serving_function
+from edgekit.runtimes.errors import ConversionError, UnsupportedModelError, first_line, spelled
 from edgekit.runtimes.formats import ONNX, TFLITE
 
 log = logging.getLogger("edgekit")
@@ -70,7 +71,7 @@ def float_tflite(source: Source, work: Path, channels_last: bool = False) -> tup
     path = work / "float32.tflite"
     nhwc = channels_last_inputs(source) if channels_last else []
     if channels_last and (source.kind not in (PYTORCH, ONNX) or not nhwc):
-        raise ConversionError("--channels-last applies to the 4-D inputs of PyTorch and ONNX sources; "
+        raise ConversionError(f"{spelled('--channels-last')} applies to the 4-D inputs of PyTorch and ONNX sources; "
                               f"this {source.kind} source has none")
     if source.kind in (KERAS, SAVEDMODEL):  # TensorFlow's own float conversion (the keep_output_float path)
         export_float(source, path)
