@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tiny
 from click.testing import CliRunner
-from edgekit.runtimes.base import Runtime, TensorSpec
+from fakes import FakeClock, FakeRuntime
 
 import edgekit
 from edgekit.cli import cli
@@ -20,37 +20,6 @@ from edgekit.profiling.system_state import instability_reasons, read_frequencies
 TOP_LEVEL_KEYS = {"model", "backend", "device", "threads", "latency_ms", "throughput_ips", "load_ms",
                   "first_inference_ms", "peak_rss_mb", "model_size_bytes", "per_op", "system", "unstable"}
 LATENCY_KEYS = {"mean", "std", "cv", "min", "p50", "p90", "p95", "p99", "max"}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class FakeRuntime(Runtime):
-    """Each run takes the next scripted latency on a fake clock; ``on_run`` can change the world meanwhile."""
-
-    backend, engine = "fake", "fake 1.0"
-
-    def __init__(self, path: Path, clock: FakeClock, latencies_ms, on_run=None) -> None:
-        super().__init__()
-        self.path, self._clock, self._script, self._on_run = str(path), clock, iter(latencies_ms), on_run
-        self.calls = 0
-        self._set_specs((TensorSpec("x", (1, 4), np.dtype("float32")),),
-                        (TensorSpec("y", (1, 2), np.dtype("float32")),))
-
-    def _invoke(self, arrays):
-        self.calls += 1
-        self._clock.now += next(self._script) / 1e3
-        if self._on_run:
-            self._on_run(self.calls)
-        return [np.zeros((1, 2), np.float32)]
-
-    def _release(self) -> None:
-        pass
 
 
 @pytest.fixture
