@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from edgekit.runtimes.errors import ConversionError, UnsupportedModelError, spelled
+from edgekit.runtimes.errors import (
+    ConversionError,
+    UnsupportedModelError,
+    calibration_advice,
+    input_shape_option,
+    spelled,
+)
+from edgekit.runtimes.formats import ONNX
 
 #: ``int8_placement`` values (TFLite and ONNX int8): around what the engine runs in float, or wherever the
 #: quantizer can (its own behaviour)
@@ -175,6 +182,26 @@ def check_quantized_source(source: Any, targets: list[Target]) -> None:
     raise UnsupportedModelError(
         f"'{source.path.name}' is already quantized ({source.quantization}): {'; '.join(harms)}; choose "
         f"{' or '.join(keeping) or 'another source'}, which keep(s) its scales, or convert the float model")
+
+
+def check_route(source: Any, targets: list[Target], *, has_data: bool) -> None:
+    """Everything that would make ``targets`` fail for ``source`` before they start, checked before any work:
+    an already-quantized source quantized again, the ONNX -> TFLite route's static shapes and onnx2tf's
+    environment, and calibration data for the targets that calibrate (``has_data``: the job has some)."""
+    check_quantized_source(source, targets)
+    tflite = [t.name for t in targets if t.family in ("tflite", "ethos-u")]
+    if source.kind == ONNX and tflite:
+        for spec in source.inputs:
+            if None in spec.shape:
+                fixed = ",".join("1" if d is None else str(d) for d in spec.shape)
+                raise ConversionError(f"{', '.join(tflite)} from ONNX need static shapes, and input '{spec.name}' "
+                                      f"has a dynamic batch: pass {input_shape_option(spec.name, fixed)}")
+        from edgekit.converters._onnx2tf import find_python
+
+        find_python()
+    needing = [t.name for t in targets if t.calibrates(source)]
+    if needing and not has_data:
+        raise ConversionError(f"{', '.join(needing)} need(s) calibration data: {calibration_advice()}")
 
 
 TARGETS: dict[str, Target] = {

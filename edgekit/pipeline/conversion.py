@@ -23,7 +23,7 @@ from typing import Any
 from edgekit import __version__
 from edgekit._files import ensure_writable, publish, staging_dir
 from edgekit.audit import audit_model
-from edgekit.converters import WEIGHT_ONLY, Target, check_options, check_quantized_source, resolve_targets
+from edgekit.converters import WEIGHT_ONLY, Target, check_options, check_route, resolve_targets
 from edgekit.converters._quiet import native_stderr_silenced
 from edgekit.converters._source import Source
 from edgekit.pipeline.calibration import RANDOM_SOURCE, Dataset, build_dataset, fail_if_empty
@@ -33,8 +33,8 @@ from edgekit.pipeline.repair import try_remedies
 from edgekit.pipeline.speed import slower_warning, speed_check
 from edgekit.pipeline.validation import ValidationReport, validate
 from edgekit.runtimes import open_runtime
-from edgekit.runtimes.errors import ConversionError, EdgekitError, calibration_advice, input_shape_option, spelled
-from edgekit.runtimes.formats import ONNX, open_model_file
+from edgekit.runtimes.errors import ConversionError, EdgekitError, spelled
+from edgekit.runtimes.formats import open_model_file
 from edgekit.runtimes.sparsity import weight_sparsity
 
 log = logging.getLogger("edgekit")
@@ -137,17 +137,13 @@ def convert(
     check_options(targets, options)
     job = as_job(source, preparation, "convert")
     src = job.fresh_source()
-    check_quantized_source(src, targets)
-    _check_route(src, targets)
+    check_route(src, targets, has_data=job.dataset is not None)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for target in targets:  # fail before any work rather than after minutes of it
         final = out_dir / target.artifact_name(job.stem, options)
         for path in [final, Path(f"{final}.json")] + [out_dir / n for n in target.companion_names(job.stem, options)]:
             ensure_writable(path, force=force)
-    needing = [t.name for t in targets if t.calibrates(src)]
-    if job.dataset is None and needing:
-        raise ConversionError(f"{', '.join(needing)} need(s) calibration data: {calibration_advice()}")
     results = []
     with staging_dir(out_dir) as staging:
         reference = job.float_reference(staging, progress) if validate_outputs else None
@@ -193,21 +189,6 @@ def sensitivity_ranking(source: Any, target: str, *, work_dir: str | Path,
         run = _TargetRun(job, job.fresh_source(), chosen, work_dir, staging, None, None, False, options, no_progress)
         attempt = _attempt(run, 1, "ranking", ranker.RANK_OPTIONS)
         return ranker.rank(attempt.staged, job.dataset.calibration.feeds())
-
-
-def _check_route(src: Source, targets: list[Target]) -> None:
-    """What the ONNX -> TFLite route needs, checked before any work: static shapes and onnx2tf's environment."""
-    tflite = [t.name for t in targets if t.family in ("tflite", "ethos-u")]
-    if src.kind != ONNX or not tflite:
-        return
-    for spec in src.inputs:
-        if None in spec.shape:
-            fixed = ",".join("1" if d is None else str(d) for d in spec.shape)
-            raise ConversionError(f"{', '.join(tflite)} from ONNX need static shapes, and input '{spec.name}' has a "
-                                  f"dynamic batch: pass {input_shape_option(spec.name, fixed)}")
-    from edgekit.converters._onnx2tf import find_python
-
-    find_python()
 
 
 def _calibration_feeds(dataset: Dataset, target: Target, progress: Progress, counter: list[int]):
