@@ -101,7 +101,7 @@ def test_a_few_decided_samples_are_too_few_to_call_a_collapse():
     flipped = ref.copy()
     flipped[0, 1] = 5.05  # quantization noise of 0.35 on one logit flips one of them
     verdict = judge(ref, flipped)
-    assert verdict.agreement is None and "only 2 of 12" in verdict.note and "--val-size" in verdict.note
+    assert verdict.agreement is None and "only 2 of 12" in verdict.note and "(validation_size)" in verdict.note
     report = validate(_Fixed([ref]), _Fixed([flipped]), [type("S", (), {"feeds": {}, "label": None})()])
     assert not report.collapsed and report.notes and "too few to judge" in report.notes[0]
     many = np.eye(MIN_DECISIONS, dtype=np.float32) * 5
@@ -173,7 +173,7 @@ def test_the_applications_own_decisions_judge_what_no_output_shape_shows():
     assert not judged.passed and "decide() " in judged.failures[0] and "67%" in judged.failures[0]
     assert judged.drop == pytest.approx(100 * 4 / 12) and judged.drop_basis.startswith("decisions changed")
     budget = validate(_Fixed(ref), _Fixed(flipped), samples, decide=decide, max_drop=20, accept_loss=True)
-    assert budget.over_budget and "exceeds --max-drop 20 (decisions changed" in budget.failures[-1]
+    assert budget.over_budget and "exceeds max_drop 20 (decisions changed" in budget.failures[-1]
     kept = validate(_Fixed(ref), _Fixed(near), samples, decide=decide)
     same = np.mean([(r[..., 0] > 0) == (n[..., 0] > 0) for r, n in zip(ref, near)])
     assert kept.decisions["agreement"] == pytest.approx(same) and kept.passed == (same >= DECISION_FLOOR)

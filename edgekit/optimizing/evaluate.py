@@ -18,7 +18,7 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from edgekit.optimizing.cache import Cache, device_lease, digest, matches_sha256
 from edgekit.optimizing.space import KEEP_FLOAT_OPTION, Candidate
 from edgekit.runtimes.errors import ConversionError, EdgekitError, spelled
 from edgekit.runtimes.formats import hash_feeds
+
+if TYPE_CHECKING:
+    from edgekit.pipeline.job import ConversionJob
 
 log = logging.getLogger("edgekit")
 
@@ -136,7 +139,7 @@ WORKER_OWN = frozenset({"trust_pickle", "ssh"})
 class Evaluator:
     """Converts, validates and profiles candidates for one model and data set."""
 
-    def __init__(self, settings: Settings, cache: Cache, *, job: Any = None) -> None:
+    def __init__(self, settings: Settings, cache: Cache, *, job: ConversionJob | None = None) -> None:
         """``job``: the ``ConversionJob`` the settings were made from (the coordinator's); a worker prepares
         its own from the settings."""
         from edgekit.pipeline.calibration import every_sample

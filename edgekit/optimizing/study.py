@@ -108,16 +108,12 @@ def optimize(
     unknown = sorted(set(preparation) - set(PREPARE_KEYWORDS))
     if unknown:
         raise TypeError(f"optimize() got unexpected keyword argument(s) {unknown}")
-    _check_search(formats, budget, cosine, trials, settle_rounds, remote)
+    _check_search(formats, budget, cosine, trials, settle_rounds, remote, timeout_s, workers)
     _check_data(model.calibration if isinstance(model, ConversionJob) else preparation.get("calibration"), val)
     job = as_job(model, preparation, "optimize")
     settings = _settings(job, val=val, budget=budget, cosine=cosine, formats=formats, trials=trials, remote=remote,
                          ssh=ssh, max_kept_float=max_kept_float, settle_rounds=settle_rounds, search_seed=search_seed,
                          require_bound=require_bound)
-    if timeout_s is not None and timeout_s <= 0:
-        raise EdgekitError(f"{spelled('--timeout', 'timeout_s')} must be positive, got {timeout_s:g} s")
-    if workers < 1:
-        raise EdgekitError(f"{spelled('--workers')} must be at least 1, got {workers}")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / STUDY_FILE).resolve()}"
@@ -172,8 +168,12 @@ def run_worker(storage: str, study_name: str, output_dir: str | Path, *, trust_p
 
 
 def _check_search(formats: Any, budget: float, cosine: float | None, trials: int, settle_rounds: int,
-                  remote: str | None) -> None:
+                  remote: str | None, timeout_s: float | None, workers: int) -> None:
     """The search's own options, checked before the model is opened."""
+    if timeout_s is not None and timeout_s <= 0:
+        raise EdgekitError(f"{spelled('--timeout', 'timeout_s')} must be positive, got {timeout_s:g} s")
+    if workers < 1:
+        raise EdgekitError(f"{spelled('--workers')} must be at least 1, got {workers}")
     chosen = [f.strip().lower() for f in formats if f.strip()]
     unknown = [f for f in chosen if f not in PRECISIONS]
     if unknown or not chosen:
