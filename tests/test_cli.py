@@ -215,3 +215,31 @@ def test_errors_name_options_in_the_readers_words(invoke, onnx_fp32, tmp_path):
     with pytest.raises(edgekit.ConversionError) as raised:
         edgekit.convert(onnx_fp32, "onnx-int8", output_dir=tmp_path / "api")
     assert str(raised.value) == "onnx-int8 need(s) calibration data: pass calibration=PATH (or calibration='random')"
+
+
+@pytest.mark.onnxruntime
+def test_json_on_stdout_parses_when_a_native_library_prints_there(onnx_fp32):
+    """A native library writing to file descriptor 1 (LiteRT's GPU accelerator: "INFO: Loaded OpenCL library
+    with dlopen.") lands on stderr; stdout holds only the JSON — in the real console entry point, a subprocess."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys\n"
+        "import edgekit._api as api\n"
+        "real = api.load\n"
+        "def noisy(*args, **kwargs):\n"
+        "    os.write(1, b'INFO: Loaded OpenCL library with dlopen.\\n')\n"
+        "    return real(*args, **kwargs)\n"
+        "api.load = noisy\n"
+        "from edgekit.cli import main\n"
+        f"sys.argv = ['edgekit', 'profile', {str(onnx_fp32)!r}, '--json', '--runs', '3', '--min-seconds', '0']\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["model"].endswith("tiny_fp32.onnx") and report["latency_ms"]["p50"] > 0
+    assert "INFO: Loaded OpenCL library with dlopen." in done.stderr

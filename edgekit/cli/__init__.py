@@ -302,12 +302,29 @@ def devices(as_json: bool) -> None:
 
 
 
+def _results_only_on_stdout() -> None:
+    """Native libraries write to file descriptor 1 behind Python's back (LiteRT's GPU accelerator prints "INFO:
+    Loaded OpenCL library with dlopen." there), which broke ``--json`` output. Descriptor 1 becomes a copy of
+    stderr for the whole run, and ``sys.stdout`` — where edgekit writes its results — keeps the real stdout, so
+    what a pipe or a file receives is only the result. Subprocesses inherit the same arrangement."""
+    try:
+        sys.stdout.flush()
+        results = os.dup(1)
+        os.dup2(2, 1)
+    except (OSError, ValueError, AttributeError):  # no real descriptors (an embedding host): leave them be
+        return
+    like = sys.stdout  # its replacement stays open for the life of the process, as sys.stdout does
+    sys.stdout = open(results, "w", encoding=getattr(like, "encoding", None) or "utf-8",
+                      errors=getattr(like, "errors", None) or "strict", buffering=1 if os.isatty(results) else -1)
+
+
 def main() -> None:
     global _main_pid
     _main_pid = os.getpid()
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     sys.unraisablehook = _ignore_interrupts
+    _results_only_on_stdout()
     cli(prog_name="edgekit")
 
 
