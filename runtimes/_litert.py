@@ -193,12 +193,7 @@ class LiteRTRuntime(Runtime):
                 if reason.startswith("ERROR: [") and reason.endswith("]"):  # a bare source location
                     reason = last_error_logged("LiteRT") or reason  # (cpuinfo says why once per process)
                 raise UnsupportedModelError(f"LiteRT cannot compile '{self.path}': {reason}") from exc
-            reason = [line.strip(" └") for line in str(exc).splitlines() if line.strip(" └")][-1:] or ["no details"]
-            raise DeviceError(
-                f"LiteRT has no usable {device.upper()} accelerator here ({reason[0]}); present: cpu (XNNPACK). "
-                f"For an NPU pass dispatch_library='<your vendor's LiteRT dispatch folder>' or delegate='<lib.so>'; "
-                "or use device='cpu'"
-            ) from exc
+            raise DeviceError(_accelerator_unusable(device, exc, engine_said)) from exc
         self.device = device if device != "auto" else "auto (LiteRT picks)"
         self.engine += " CompiledModel"
 
@@ -397,3 +392,34 @@ def _wants_compiled_model(api: str | None, device: str, delegate: str | None, di
             raise MissingDependencyError("ai-edge-litert (the CompiledModel API for accelerators)", "litert")
         return False  # the legacy runtimes only have delegates: the delegate path reports what is missing
     return wanted
+
+
+#: what LiteRT's GPU accelerator logs when it cannot start, and what fixes it (its exception names only a source
+#: line: "ERROR: [litert/runtime/compiled_model.cc:1036]")
+_GPU_CAUSES = (
+    (("libvulkan", "couldn't load vulkan"), "the Vulkan loader (libvulkan.so.1) is missing",
+     "install it (Debian/Ubuntu: apt-get install libvulkan1) and the GPU's Vulkan driver (NVIDIA's driver ships "
+     "one; Mesa's for AMD and Intel)"),
+    (("no adapters found", "no adapter"), "no GPU adapter is visible to Vulkan/WebGPU",
+     "install the GPU's driver, or pass the GPU into the container"),
+    (("libopencl", "opencl library"), "no OpenCL library could be loaded", "install the GPU's OpenCL driver (ICD)"),
+)
+
+
+def _accelerator_unusable(device: str, exc: BaseException, engine_said: list[str]) -> str:
+    """Why the asked accelerator cannot start, from what LiteRT logged while it tried, and what to do."""
+    said = [line.strip(" └") for line in engine_said if line.strip(" └")]
+    lowered = [line.lower() for line in said]
+    # the first in the table is the root: without the Vulkan loader no adapter is found either
+    causes = [(cause, fix) for needles, cause, fix in _GPU_CAUSES
+              if device in ("gpu", "auto") and any(n in line for line in lowered for n in needles)]
+    if causes:
+        cause, fix = causes[0]
+        return f"LiteRT has no usable GPU accelerator here: {cause}; {fix}; or use device='cpu'"
+    errors = [line for line in said if line.lower().startswith("error")]
+    shown = [line.strip(" └") for line in str(exc).splitlines() if line.strip(" └")]
+    reason = (errors or shown or ["no details"])[-1]
+    advice = ("for an NPU pass dispatch_library='<your vendor's LiteRT dispatch folder>' or delegate='<lib.so>'"
+              if device == "npu" else "LiteRT's GPU accelerator needs a Vulkan (Linux) or OpenCL driver for the GPU")
+    return (f"LiteRT has no usable {device.upper()} accelerator here ({reason}); present: cpu (XNNPACK). "
+            f"{advice[0].upper() + advice[1:]}; or use device='cpu'")

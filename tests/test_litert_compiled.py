@@ -61,3 +61,32 @@ def test_litert_native_log_stays_off_the_terminal_unless_verbose(tflite_fp32, op
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
     verbose = subprocess.run([command[0], "-v", *command[1:]], capture_output=True, text=True, timeout=120)
     assert verbose.returncode == 0 and "INFO: " in verbose.stderr
+
+
+@pytest.mark.parametrize(("logged", "named"), [
+    (["ERROR: Couldn't load Vulkan: libvulkan.so.1: cannot open shared object file",
+      "ERROR: No adapters found"], "the Vulkan loader (libvulkan.so.1) is missing; install it (Debian/Ubuntu: "
+                                  "apt-get install libvulkan1)"),
+    (["ERROR: No adapters found"], "no GPU adapter is visible to Vulkan/WebGPU"),
+    (["ERROR: something new went wrong"], "(ERROR: something new went wrong)"),
+], ids=["no-vulkan-loader", "no-adapter", "unknown"])
+def test_a_gpu_that_cannot_start_is_named_by_its_cause(tflite_fp32, monkeypatch, logged, named):
+    """LiteRT's exception names a source line only ("ERROR: [litert/runtime/compiled_model.cc:1036]"); the cause
+    is in what it logs to fd 2 while it tries: the error says that, and the fix, never NPU advice."""
+    import os
+
+    from ai_edge_litert import compiled_model
+
+    class Failing:
+        @staticmethod
+        def from_file(*args, **kwargs):
+            for line in logged:
+                os.write(2, f"{line}\n".encode())
+            raise RuntimeError("ERROR: [litert/runtime/compiled_model.cc:1036]")
+
+    monkeypatch.setattr(compiled_model, "CompiledModel", Failing)
+    with pytest.raises(DeviceError) as raised:
+        edgekit.load(tflite_fp32, device="gpu")
+    message = str(raised.value)
+    assert message.startswith("LiteRT has no usable GPU accelerator here") and named in message, message
+    assert "dispatch_library" not in message and "compiled_model.cc" not in message
