@@ -65,8 +65,8 @@ def test_litert_native_log_stays_off_the_terminal_unless_verbose(tflite_fp32, op
 
 @pytest.mark.parametrize(("logged", "named"), [
     (["ERROR: Couldn't load Vulkan: libvulkan.so.1: cannot open shared object file",
-      "ERROR: No adapters found"], "the Vulkan loader (libvulkan.so.1) is missing; install it (Debian/Ubuntu: "
-                                  "apt-get install libvulkan1)"),
+      "ERROR: No adapters found"], "the Vulkan loader (libvulkan.so.1) is missing; present: cpu (XNNPACK). To use the "
+                                  "GPU, install it (Debian/Ubuntu: apt-get install libvulkan1)"),
     (["ERROR: No adapters found"], "no GPU adapter is visible to Vulkan/WebGPU"),
     (["ERROR: something new went wrong"], "(ERROR: something new went wrong)"),
 ], ids=["no-vulkan-loader", "no-adapter", "unknown"])
@@ -90,3 +90,29 @@ def test_a_gpu_that_cannot_start_is_named_by_its_cause(tflite_fp32, monkeypatch,
     message = str(raised.value)
     assert message.startswith("LiteRT has no usable GPU accelerator here") and named in message, message
     assert "dispatch_library" not in message and "compiled_model.cc" not in message
+
+
+@pytest.mark.parametrize(("precision", "enforce_f32"), [(None, False), ("auto", False), ("f16", False), ("f32", True)])
+def test_the_gpu_runs_its_own_fp16_unless_f32_is_asked(tflite_fp32, monkeypatch, precision, enforce_f32):
+    """LiteRT's GPU accelerator computes in fp16 by default (its outputs differed from the CPU's by 0.42 % of the
+    largest logit on a real GPU): edgekit reports f16 for it, and precision='f32' becomes the accelerator's own
+    enforce_f32. Checked at the point LiteRT receives its options (no GPU here)."""
+    from ai_edge_litert import compiled_model
+    from edgekit.runtimes._litert import _gpu_precision
+
+    received = []
+
+    class Recording:
+        @staticmethod
+        def from_file(path, *, environment, options):
+            received.append(options.gpu_options)
+            raise RuntimeError("ERROR: No adapters found")
+
+    monkeypatch.setattr(compiled_model, "CompiledModel", Recording)
+    with pytest.raises(DeviceError, match="no GPU adapter"):
+        edgekit.load(tflite_fp32, device="gpu", precision=precision)
+    (gpu_options,) = received  # LiteRT's default GpuOptions when none is passed
+    assert bool(getattr(gpu_options, "enforce_f32", False)) is enforce_f32
+    assert _gpu_precision(precision) == ("f32" if precision == "f32" else "f16")
+    with pytest.raises(edgekit.UnsupportedModelError, match="f16 \\(its default\\) or f32, not 'bf16'"):
+        _gpu_precision("bf16")
