@@ -150,6 +150,23 @@ def test_a_collapse_fails_by_default_and_is_recorded_when_accepted():
     assert accepted.passed and accepted.collapsed and failed.floors["decision_agreement"] == DECISION_FLOOR
 
 
+def test_outputs_that_vanish_on_an_fp16_accelerator_fail_and_say_why():
+    """A random-weight net's logits of ~1e-10 came back all zero from LiteRT's GPU accelerator (fp16 flushes them):
+    validation of that run against the CPU's must fail, naming the precision, not call it fine."""
+    rng = np.random.default_rng(5)
+    ref = [rng.normal(0, 1e-10, (1, 10)).astype(np.float32) for _ in range(8)]
+    gpu = _Fixed([np.zeros((1, 10), np.float32) for _ in range(8)])
+    gpu.precision = "f16"
+    samples = [type("Sample", (), {"feeds": {}, "label": None})() for _ in range(8)]
+    report = validate(_Fixed(ref), gpu, samples)
+    assert not report.passed
+    (degenerate,) = report.degenerate
+    assert "all zeros where the float model's are not" in degenerate and "f16 arithmetic flushes" in degenerate
+    assert "largest value is 2" in degenerate and "e-10" in degenerate
+    int8 = validate(_Fixed(ref), _Fixed([np.zeros((1, 10), np.float32) for _ in range(8)]), samples)
+    assert "stuck at its zero point" in int8.degenerate[0]
+
+
 def test_the_applications_own_decisions_judge_what_no_output_shape_shows():
     """An embedding ([N, 1, 1, 96]: no decision to read) whose small error flips the decisions a later model
     makes: cosine is near 1 and SQNR good, yet ``decide`` sees a third of the decisions change."""

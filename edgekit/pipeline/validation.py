@@ -314,10 +314,14 @@ def validate(
         if judgement.note:
             notes.append(f"output '{cand_name}': {judgement.note}")
         varies = count > 1 and np.ptp(ref, axis=0).max() > 0
-        if varies and np.ptp(cand, axis=0).max() == 0:
+        if np.any(ref) and not np.any(cand):  # the more telling of the two, so named first
+            precision = getattr(candidate, "precision", "f32")
+            why = (f"{precision} arithmetic flushes values this small to zero (an accelerator's fp16 below 6e-8)"
+                   if precision in ("f16", "bf16") else "an int8 output stuck at its zero point")
+            degenerate.append(f"output '{cand_name}' is all zeros where the float model's are not ({why}; the "
+                              f"reference's largest value is {float(np.abs(ref).max()):.3g})")
+        elif varies and np.ptp(cand, axis=0).max() == 0:
             degenerate.append(f"output '{cand_name}' is constant across samples")
-        elif np.any(ref) and not np.any(cand):
-            degenerate.append(f"output '{cand_name}' is all zeros (stuck at the zero point)")
     decisions = None
     if decide is not None and count:
         decisions = _decisions(decide, {ref: np.concatenate(ref_out[ref]) for ref, _ in pairs},
