@@ -55,6 +55,59 @@ class EngineInfo:
         return data
 
 
+@dataclass(frozen=True)
+class NpuInfo:
+    """An NPU a board may carry beside its CPU: what edgekit looked for, what it found, and what is missing
+    (with how to get it). ``present`` only when every piece is there."""
+
+    name: str
+    found: tuple[str, ...]
+    missing: tuple[str, ...]
+
+    @property
+    def present(self) -> bool:
+        return not self.missing
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "present": self.present, "found": list(self.found), "missing": list(self.missing)}
+
+
+_LIBRARY_FOLDERS = ("usr/lib", "usr/lib/aarch64-linux-gnu", "usr/local/lib", "lib")
+
+
+def describe_npus(root: Path = Path("/"), installed: Any = None) -> list[NpuInfo]:
+    """The Rockchip RKNPU (its kernel driver, the board's librknnrt.so, rknn-toolkit-lite2) and the Qualcomm
+    Hexagon HTP (FastRPC access to the DSP, onnxruntime-qnn) as this machine has them. ``root`` and
+    ``installed`` (distribution -> version or None) let a test describe another machine."""
+    installed = installed or _package_version
+
+    def first(paths: list[Path]) -> Path | None:
+        return next((p for p in paths if p.exists()), None)
+
+    def npu(name: str, pieces: list[tuple[str, Any, str]]) -> NpuInfo:
+        """``pieces``: (what, what was seen or None, how to get it)."""
+        found = tuple(f"{what} ({seen})" for what, seen, _ in pieces if seen)
+        missing = tuple(f"{what}: {fix}" for what, seen, fix in pieces if not seen)
+        return NpuInfo(name, found, missing)
+
+    return [
+        npu("Rockchip RKNPU", [
+            ("RKNPU kernel driver", first([root / "sys/kernel/debug/rknpu", root / "sys/module/rknpu"]),
+             "a Rockchip board image whose kernel carries the RKNPU driver (RK3588/3576/3566/3562, RV1106)"),
+            ("librknnrt.so", first([root / folder / "librknnrt.so" for folder in _LIBRARY_FOLDERS]),
+             "the board's librknnrt.so from Rockchip's rknn-toolkit2 release (runtime folder) in /usr/lib; "
+             "edgekit does not bundle it"),
+            ("rknn-toolkit-lite2", installed("rknn-toolkit-lite2"), "pip install rknn-toolkit-lite2"),
+        ]),
+        npu("Qualcomm Hexagon HTP", [
+            ("DSP access", first([root / "dev/fastrpc-cdsp", root / "dev/adsprpc-smd"]),
+             "a Qualcomm board image with FastRPC (/dev/fastrpc-cdsp; QCS6490: Rubik Pi 3, RB3 Gen 2)"),
+            ("onnxruntime-qnn", installed("onnxruntime-qnn"), "pip install onnxruntime-qnn (the QNN execution "
+                                                              "provider)"),
+        ]),
+    ]
+
+
 def interpreter_arch(kernel_arch: str, pointer_bits: int) -> str:
     """The userland architecture, from the interpreter's pointer size rather than ``uname -m``:
     64-bit Raspberry Pi kernels are often paired with a 32-bit (armhf) userland."""

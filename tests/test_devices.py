@@ -47,3 +47,25 @@ def test_missing_engine_on_32bit_arm_says_to_move_to_64bit(monkeypatch):
     monkeypatch.setattr(struct, "calcsize", lambda fmt: 4)
     message = str(MissingDependencyError("the litert engine", "litert"))
     assert "pip install 'edgekit[litert]'" in message and "install 64-bit Raspberry Pi OS" in message
+
+
+def test_npus_beside_the_cpu_say_what_was_found_and_what_is_missing(tmp_path):
+    """A Rockchip board with its driver, librknnrt.so and rknn-toolkit-lite2 has an RKNPU; a Qualcomm board
+    with FastRPC but no onnxruntime-qnn has not, and the listing says what to install."""
+    from edgekit.devices import describe_npus
+
+    (tmp_path / "sys/module/rknpu").mkdir(parents=True)
+    (tmp_path / "usr/lib").mkdir(parents=True)
+    (tmp_path / "usr/lib/librknnrt.so").write_bytes(b"\x7fELF")
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev/fastrpc-cdsp").write_bytes(b"")
+    versions = {"rknn-toolkit-lite2": "2.5.0"}
+    rknpu, htp = describe_npus(tmp_path, versions.get)
+    assert rknpu.present and rknpu.found == (f"RKNPU kernel driver ({tmp_path}/sys/module/rknpu)",
+                                             f"librknnrt.so ({tmp_path}/usr/lib/librknnrt.so)",
+                                             "rknn-toolkit-lite2 (2.5.0)")
+    assert not htp.present and htp.found == (f"DSP access ({tmp_path}/dev/fastrpc-cdsp)",)
+    assert htp.missing == ("onnxruntime-qnn: pip install onnxruntime-qnn (the QNN execution provider)",)
+    bare = describe_npus(tmp_path / "nothing", lambda name: None)
+    assert not any(n.present for n in bare) and "RKNPU kernel driver: a Rockchip board image" in bare[0].missing[0]
+    assert bare[1].to_dict()["present"] is False

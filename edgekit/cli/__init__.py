@@ -270,11 +270,12 @@ def run(model: Path, inputs: tuple[str, ...], image: Path | None, use_random: bo
 @json_option
 def devices(as_json: bool) -> None:
     """Show this machine and what each engine can use on it."""
-    from edgekit.devices import describe_engines, describe_system
+    from edgekit.devices import describe_engines, describe_npus, describe_system
 
-    system, engines = describe_system(), describe_engines()
+    system, engines, npus = describe_system(), describe_engines(), describe_npus()
     if as_json:
-        emit_json({"system": system.to_dict(), "engines": [e.to_dict() for e in engines]})
+        emit_json({"system": system.to_dict(), "engines": [e.to_dict() for e in engines],
+                   "npus": [n.to_dict() for n in npus]})
         return
     from rich.table import Table
     from rich.text import Text
@@ -298,6 +299,10 @@ def devices(as_json: bool) -> None:
 
     out.print("Arm Ethos-U (offline compile and estimates): "
               + ("vela installed" if vela_installed() else "absent: pip install 'edgekit[ethos-u]'"))
+    for npu in npus:
+        found = f" ({', '.join(npu.found)})" if npu.found else ""
+        out.print(f"{npu.name}: present{found}" if npu.present
+                  else f"{npu.name}: absent{found}; missing {'; '.join(npu.missing)}")
 
 
 
