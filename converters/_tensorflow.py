@@ -21,13 +21,6 @@ from edgekit.runtimes.errors import UnsupportedModelError
 KERAS, SAVEDMODEL = "keras", "savedmodel"
 
 
-class _Loading:
-    """A source being described: where it is, and the cache its loaded model goes into."""
-
-    def __init__(self, path: Path, cache: dict[str, Any]) -> None:
-        self.path, self.cache = path, cache
-
-
 def sanitize_name(name: str) -> str:
     """A tensor name TensorFlow accepts in a signature (Keras may add ':0' or slashes)."""
     cleaned = re.sub(r"[^A-Za-z0-9_.\-]", "_", name.split(":")[0])
@@ -40,20 +33,20 @@ def _tf():
     return import_tensorflow()
 
 
-def load_keras(source: Any) -> Any:
-    """The Keras model of a source (loaded once, kept in ``source.cache``)."""
-    if "keras" not in source.cache:
+def load_keras(path: Path, cache: dict[str, Any]) -> Any:
+    """The Keras model at ``path`` (loaded once, kept in a source's ``cache``)."""
+    if "keras" not in cache:
         tf = _tf()
         try:
-            source.cache["keras"] = tf.keras.models.load_model(source.path, compile=False)
+            cache["keras"] = tf.keras.models.load_model(path, compile=False)
         except (OSError, ValueError, TypeError) as exc:
-            raise UnsupportedModelError(f"Keras cannot load '{source.path}': {exc}".splitlines()[0]) from exc
-    return source.cache["keras"]
+            raise UnsupportedModelError(f"Keras cannot load '{path}': {exc}".splitlines()[0]) from exc
+    return cache["keras"]
 
 
 def describe_keras(path: Path, cache: dict[str, Any]) -> dict[str, Any]:
     """A Keras file's inputs and output names (the loaded model is kept in ``cache``)."""
-    model = load_keras(_Loading(path, cache))
+    model = load_keras(path, cache)
     inputs = tuple(
         TensorSpec(sanitize_name(_keras_name(t, t.name)), tuple(None if d is None else int(d) for d in t.shape),
                    np.dtype(getattr(t.dtype, "name", t.dtype)))
@@ -70,20 +63,20 @@ def _keras_name(tensor: Any, default: str) -> str:
     return getattr(operation, "name", None) or default
 
 
-def load_savedmodel(source: Any) -> Any:
-    """The loaded SavedModel of a source (once, kept in ``source.cache``)."""
-    if "savedmodel" not in source.cache:
+def load_savedmodel(path: Path, cache: dict[str, Any]) -> Any:
+    """The SavedModel at ``path`` (loaded once, kept in a source's ``cache``)."""
+    if "savedmodel" not in cache:
         tf = _tf()
         try:
-            source.cache["savedmodel"] = tf.saved_model.load(str(source.path))
+            cache["savedmodel"] = tf.saved_model.load(str(path))
         except (OSError, ValueError) as exc:
-            raise UnsupportedModelError(f"TensorFlow cannot load '{source.path}': {exc}".splitlines()[0]) from exc
-    return source.cache["savedmodel"]
+            raise UnsupportedModelError(f"TensorFlow cannot load '{path}': {exc}".splitlines()[0]) from exc
+    return cache["savedmodel"]
 
 
 def describe_savedmodel(path: Path, cache: dict[str, Any]) -> dict[str, Any]:
     """A SavedModel's serving signature: its inputs, output names, key and QAT scales (loaded into ``cache``)."""
-    loaded = load_savedmodel(_Loading(path, cache))
+    loaded = load_savedmodel(path, cache)
     keys = list(loaded.signatures.keys())
     if not keys:
         raise UnsupportedModelError(f"SavedModel '{path}' has no signatures; export it with a serving signature")
@@ -119,7 +112,7 @@ def serving_function(tf: Any, source: Any) -> tuple[Any, list[Any], Any]:
     specs = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in source.inputs]
     names = [s.name for s in source.inputs]
     if source.kind == KERAS:
-        model = load_keras(source)
+        model = load_keras(source.path, source.cache)
 
         def serve(*args):
             outputs = model(args[0] if len(args) == 1 else list(args), training=False)
@@ -132,7 +125,7 @@ def serving_function(tf: Any, source: Any) -> tuple[Any, list[Any], Any]:
         holder.variables_to_freeze = [getattr(v, "value", v) for v in model.variables]
         return tf.function(serve, input_signature=specs), specs, holder
     if source.kind == SAVEDMODEL:
-        loaded = load_savedmodel(source)
+        loaded = load_savedmodel(source.path, source.cache)
         signature = loaded.signatures[source.signature]
 
         def serve(*args):
