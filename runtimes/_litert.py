@@ -426,18 +426,15 @@ _GPU_CAUSES = (
 def _accelerator_unusable(device: str, exc: BaseException, engine_said: list[str]) -> str:
     """Why the asked accelerator cannot start, from what LiteRT logged while it tried, and what to do."""
     said = [line.strip(" └") for line in engine_said if line.strip(" └")]
-    lowered = [line.lower() for line in said + str(exc).splitlines()]
-    # the first in the table is the root: without the Vulkan loader no adapter is found either
-    causes = [(cause, fix) for needles, cause, fix in _GPU_CAUSES
-              if device in ("gpu", "auto") and any(n in line for line in lowered for n in needles)]
-    if causes:
-        cause, fix = causes[0]
-        return (f"LiteRT has no usable GPU accelerator here: {cause}; present: cpu (XNNPACK). To use the GPU, {fix}; "
-                "or use device='cpu'")
-    errors = [line for line in said if line.lower().startswith("error")]
-    shown = [line.strip(" └") for line in str(exc).splitlines() if line.strip(" └")]
-    reason = (errors or shown or ["no details"])[-1]
-    advice = ("for an NPU pass dispatch_library='<your vendor's LiteRT dispatch folder>' or delegate='<lib.so>'"
+    raised = [line.strip(" └") for line in str(exc).splitlines() if line.strip(" └")]
+    if device in ("gpu", "auto"):
+        text = "\n".join(said + raised).lower()
+        for needles, cause, fix in _GPU_CAUSES:  # in table order: without the Vulkan loader no adapter is found
+            if any(needle in text for needle in needles):
+                return (f"LiteRT has no usable GPU accelerator here: {cause}; present: cpu (XNNPACK). To use the "
+                        f"GPU, {fix}; or use device='cpu'")
+    reason = ([line for line in said if line.lower().startswith("error")] or raised or ["no details"])[-1]
+    advice = ("For an NPU pass dispatch_library='<your vendor's LiteRT dispatch folder>' or delegate='<lib.so>'"
               if device == "npu" else "LiteRT's GPU accelerator needs a Vulkan (Linux) or OpenCL driver for the GPU")
-    return (f"LiteRT has no usable {device.upper()} accelerator here ({reason}); present: cpu (XNNPACK). "
-            f"{advice[0].upper() + advice[1:]}; or use device='cpu'")
+    return f"LiteRT has no usable {device.upper()} accelerator here ({reason}); present: cpu (XNNPACK). {advice}; " \
+           "or use device='cpu'"
