@@ -305,8 +305,6 @@ def devices(as_json: bool) -> None:
                   else f"{npu.name}: absent{found}; missing {'; '.join(npu.missing)}")
 
 
-
-
 def _results_only_on_stdout() -> None:
     """Native libraries write to file descriptor 1 behind Python's back (LiteRT's GPU accelerator prints "INFO:
     Loaded OpenCL library with dlopen." there), which broke ``--json`` output. Descriptor 1 becomes a copy of
