@@ -91,3 +91,15 @@ def test_prepare_keywords_are_prepare_s_parameters():
 
     converter_options = {name for target in TARGETS.values() for name in target.options()}
     assert not converter_options & set(job_module.PREPARE_KEYWORDS)
+
+
+@pytest.mark.onnxruntime
+def test_optimize_refuses_a_dequantized_job_before_any_work(onnx_fp32, tmp_path):
+    """Workers prepare the job again from the study's settings, which do not carry dequantize: refused."""
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).normal(size=(20, 16)).astype(np.float32))
+    (qdq,) = edgekit.convert(onnx_fp32, "onnx-int8", calibration=str(tmp_path / "calib.npy"),
+                             output_dir=tmp_path / "qdq", check_speed=False)
+    job = edgekit.prepare(qdq.artifact, calibration=str(tmp_path / "calib.npy"), dequantize=True)
+    with pytest.raises(edgekit.EdgekitError, match="does not take a job prepared with dequantize=True"):
+        edgekit.optimize(job, output_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

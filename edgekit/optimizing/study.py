@@ -108,7 +108,7 @@ def optimize(
     unknown = sorted(set(preparation) - set(PREPARE_KEYWORDS))
     if unknown:
         raise TypeError(f"optimize() got unexpected keyword argument(s) {unknown}")
-    _check_search(formats, budget, cosine, trials, settle_rounds, remote, timeout_s, workers)
+    formats = _check_search(formats, budget, cosine, trials, settle_rounds, remote, timeout_s, workers)
     _check_data(model.calibration if isinstance(model, ConversionJob) else preparation.get("calibration"), val)
     job = as_job(model, preparation, "optimize")
     settings = _settings(job, val=val, budget=budget, cosine=cosine, formats=formats, trials=trials, remote=remote,
@@ -168,13 +168,13 @@ def run_worker(storage: str, study_name: str, output_dir: str | Path, *, trust_p
 
 
 def _check_search(formats: Any, budget: float, cosine: float | None, trials: int, settle_rounds: int,
-                  remote: str | None, timeout_s: float | None, workers: int) -> None:
-    """The search's own options, checked before the model is opened."""
+                  remote: str | None, timeout_s: float | None, workers: int) -> tuple[str, ...]:
+    """The search's own options, checked before the model is opened; returns the formats, normalised."""
     if timeout_s is not None and timeout_s <= 0:
         raise EdgekitError(f"{spelled('--timeout', 'timeout_s')} must be positive, got {timeout_s:g} s")
     if workers < 1:
         raise EdgekitError(f"{spelled('--workers')} must be at least 1, got {workers}")
-    chosen = [f.strip().lower() for f in formats if f.strip()]
+    chosen = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
     unknown = [f for f in chosen if f not in PRECISIONS]
     if unknown or not chosen:
         raise EdgekitError(f"{spelled('--formats')} {','.join(unknown) or '(none)'}: choose from "
@@ -191,6 +191,7 @@ def _check_search(formats: Any, budget: float, cosine: float | None, trials: int
         from edgekit.profiling.remote import parse_remote
 
         parse_remote(remote)
+    return chosen
 
 
 def _check_data(calibration: Any, val: Any) -> None:
@@ -203,19 +204,19 @@ def _check_data(calibration: Any, val: Any) -> None:
             raise EdgekitError(f"{flag} '{path}' does not exist; check the path")
 
 
-def _settings(job: ConversionJob, *, val: Any, budget: float, cosine: float | None, formats: Any, trials: int,
-              remote: str | None, ssh: dict[str, Any] | None, max_kept_float: int, settle_rounds: int,
-              search_seed: int, require_bound: bool) -> Settings:
+def _settings(job: ConversionJob, *, val: Any, budget: float, cosine: float | None, formats: tuple[str, ...],
+              trials: int, remote: str | None, ssh: dict[str, Any] | None, max_kept_float: int,
+              settle_rounds: int, search_seed: int, require_bound: bool) -> Settings:
     """The study's settings: the search's options and the arguments ``job`` was prepared from."""
-    if job.dequantize or job.dataset is None:
-        raise EdgekitError("optimize takes a job prepared with calibration data and without dequantize")
+    if job.dequantize:  # (its data was checked to be a real path: the job has a dataset)
+        raise EdgekitError("optimize does not take a job prepared with dequantize=True: prepare it without")
     model = job.model
     return Settings(
         model=str(Path(model).resolve()) if isinstance(model, (str, os.PathLike)) else f"<{type(model).__name__}>",
         calibration=str(Path(job.calibration).resolve()), val=str(Path(val).resolve()) if val else None,
         budget=float((1 - cosine) * 100 if cosine is not None else budget),
         metric="cosine" if cosine is not None else "auto",
-        formats=tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip())), trials=trials,
+        formats=formats, trials=trials,
         input_shapes={k: list(v) for k, v in (job.input_shapes or {}).items()}, recipe=_recipe_asked(job.recipe),
         calib_size=job.calib_size, val_size=job.validation_size, seed=job.seed, name=job.name,
         trust_pickle=job.trust_pickle, max_kept_float=max_kept_float, remote=remote,
