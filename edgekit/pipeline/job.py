@@ -10,6 +10,7 @@ options (what ``optimize`` does once per trial), reads the source and the data o
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -81,12 +82,6 @@ class ConversionJob:
         return FloatReference(open_runtime(path), path)
 
 
-#: ``prepare``'s keywords besides the model: ``convert`` and ``sensitivity_ranking`` take them too, in place of
-#: a job (as they did before jobs existed)
-PREPARE_KEYWORDS = ("calibration", "example_inputs", "output_names", "name", "trust_pickle", "input_shapes",
-                    "recipe", "calib_size", "validation_size", "seed", "dequantize")
-
-
 def prepare(
     model: Any,
     *,
@@ -143,6 +138,11 @@ def prepare(
     return ConversionJob(src, stem, recipe, dataset, _source_info(src), model=model, calibration=calibration,
                          input_shapes=input_shapes, calib_size=calib_size, validation_size=validation_size, seed=seed,
                          name=name, trust_pickle=trust_pickle, dequantize=dequantize)
+
+
+#: ``prepare``'s keywords besides the model, read from its signature: ``convert``, ``sensitivity_ranking`` and
+#: ``optimize`` take them too, in place of a job (as they did before jobs existed)
+PREPARE_KEYWORDS = tuple(inspect.signature(prepare).parameters)[1:]
 
 
 def as_job(model: Any, keywords: dict[str, Any], caller: str) -> ConversionJob:
