@@ -36,6 +36,9 @@ INT8_IO_TYPES, INT16X8_IO_TYPES = ("int8", "uint8", "float"), ("float", "int16")
 CALIB_METHODS = ("minmax", "entropy", "percentile")  # ONNX Runtime's calibrators
 ONNX_FORMATS = ("qdq", "qoperator")
 ONNX_QUANT_TYPES = ("int8", "uint8")  # onnx-int8's activation and weight types
+#: qnn-int8's activations: 8-bit (QNN's default) or 16-bit with 8-bit weights (A16W8, Qualcomm's advice when
+#: 8-bit activations lose too much)
+QNN_ACTIVATION_TYPES = ("uint8", "uint16")
 ACCURACY_LEVELS = (0, 1, 2, 3, 4)  # MatMulNBits' accuracy_level (onnx-w4/w8), "auto" besides
 PRESETS = ("performance", "mixed")  # NNCF's
 OVERFLOW_FIXES = ("enable", "first_layer_only", "disable")  # NNCF's
@@ -66,7 +69,7 @@ class Target:
 
     Attributes:
         name: The target's name on the command line.
-        family: ``tflite``, ``onnx`` or ``openvino``.
+        family: ``tflite``, ``onnx``, ``openvino``, ``ethos-u`` or ``qnn``.
         variant: The name minus its family; it ends the artifact's name (``model_int8.tflite``).
         extension: The artifact's suffix.
         converter: ``"module:function"`` that builds it, imported when used.
@@ -82,8 +85,10 @@ class Target:
     converter: str
     needs_calibration: bool = False
     integer_only: bool = False
-    # the option whose value names the artifact instead of the variant (ethos-u: the NPU configuration)
+    # the option whose value names the artifact instead of the variant (ethos-u: the NPU configuration;
+    # qnn-int8: the chip), after ``prefix`` (``model_qnn_qcs6490.onnx``)
     variant_option: str | None = None
+    prefix: str = ""
     # source kinds that arrive already quantized and so need no calibration (ethos-u: an int8 .tflite)
     quantized_sources: tuple[str, ...] = ()
     # source kinds whose already-quantized models (QAT, another tool's int8) this target takes with the scales
@@ -102,7 +107,7 @@ class Target:
 
     def artifact_name(self, stem: str, options: dict[str, Any] | None = None) -> str:
         variant = (options or {}).get(self.variant_option, self.variant) if self.variant_option else self.variant
-        return f"{stem}_{variant}{self.extension}"
+        return f"{stem}_{self.prefix}{variant}{self.extension}"
 
     def function(self) -> Converter:
         module, attr = self.converter.split(":")
@@ -228,6 +233,9 @@ TARGETS: dict[str, Target] = {
         # variant "ethos-u55-128" is the default --npu-config; the artifact is named after the chosen one
         Target("ethos-u", "ethos-u", "ethos-u55-128", ".tflite", "edgekit.converters._ethosu:convert", True,
                variant_option="npu_config", quantized_sources=("tflite",)),
+        # a Qualcomm HTP context binary in an ONNX EPContext, named after the chip (--for): model_qnn_qcs6490.onnx
+        Target("qnn-int8", "qnn", "qcs6490", ".onnx", "edgekit.converters._qnn:convert", True,
+               variant_option="chip", prefix="qnn_", remedies="edgekit.converters._qnn:remedies"),
     )
 }
 

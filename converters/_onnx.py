@@ -11,10 +11,8 @@ on arm64, int8 activations and weights (S8S8). ``runtimes/cpu.py`` names the CPU
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,13 @@ from edgekit.converters import (
     placement_backs_off,
     work_folder,
 )
-from edgekit.converters._onnx_export import export_onnx, opset_of, save_onnx
+from edgekit.converters._onnx_export import (
+    CalibrationReader,
+    export_onnx,
+    opset_of,
+    preprocess_for_quantization,
+    save_onnx,
+)
 from edgekit.converters._source import Source
 from edgekit.runtimes._ort import engine_errors
 from edgekit.runtimes.cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu, is_arm
@@ -156,55 +160,11 @@ def rank(quantized: Path, samples: Iterable[dict[str, Any]]) -> list[dict[str, A
     return rank_nodes(work / "prepared.onnx", quantized, islice(samples, SENSITIVITY_SAMPLES), work)
 
 
-class _Reader:
-    """Adapts edgekit's calibration samples to ONNX Runtime's CalibrationDataReader protocol."""
-
-    def __init__(self, samples: Iterable[dict[str, Any]], limit: int | None) -> None:
-        self._iterator, self._left = iter(samples), limit
-
-    def get_next(self) -> dict[str, Any] | None:
-        if self._left is not None:
-            if self._left <= 0:
-                return None
-            self._left -= 1
-        return next(self._iterator, None)
-
-    def rewind(self) -> None:  # part of the protocol; calibration is a single pass
-        pass
-
-
 def _quant_type(quantization: Any, name: str, flag: str) -> Any:
     types = {"int8": quantization.QuantType.QInt8, "uint8": quantization.QuantType.QUInt8}
     if name not in ONNX_QUANT_TYPES:
         raise ConversionError(f"{flag} must be one of {', '.join(ONNX_QUANT_TYPES)}, got '{name}'")
     return types[name]
-
-
-@contextmanager
-def _working_directory(folder: Path) -> Iterator[None]:
-    """ONNX Runtime's symbolic shape inference saves a debug copy of the model (sym_shape_infer_temp.onnx and
-    a <uuid>.data beside it) in the current directory when it fails: run it where that lands in scratch space
-    rather than in the user's folder."""
-    previous = os.getcwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
-
-
-def _preprocess(quantization: Any, model_path: Path, output: Path, notes: list[str]) -> Path:
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    model_path, output = model_path.resolve(), output.resolve()
-    try:
-        with _working_directory(output.parent):
-            quant_pre_process(str(model_path), str(output))
-    except Exception as exc:  # noqa: BLE001 - symbolic shape inference asserts on some real graphs
-        notes.append(f"symbolic shape inference failed ({type(exc).__name__}); used ONNX shape inference instead")
-        log.warning(notes[-1])
-        quant_pre_process(str(model_path), str(output), skip_symbolic_shape=True)
-    return output
 
 
 def convert(
@@ -324,7 +284,7 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
         onnx.save(model, str(float_path))
         used["opset"] = MIN_PER_CHANNEL_OPSET
         notes.append(f"upgraded opset {used['opset_upgraded_from']} -> 13 for per-channel quantization")
-    prepared = _preprocess(quantization, float_path, work / "prepared.onnx", notes)
+    prepared = preprocess_for_quantization(float_path, work / "prepared.onnx", notes)
     prepared_model = onnx.load(str(prepared))
     # Exclusion works by node name, and unnamed nodes would all match '' at once: name them.
     if name_unnamed_nodes(prepared_model.graph):
@@ -350,7 +310,7 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
     def quantize(float_nodes: list[str]) -> None:
         try:
             quantization.quantize_static(
-                str(prepared), str(output), _Reader(calibration(), limit), quant_format=fmt,
+                str(prepared), str(output), CalibrationReader(calibration(), limit), quant_format=fmt,
                 op_types_to_quantize=op_types, per_channel=per_channel, reduce_range=reduce_range,
                 activation_type=_quant_type(quantization, activation_type, spelled("--activation-type")),
                 weight_type=_quant_type(quantization, weight_type, spelled("--weight-type")),

@@ -4,7 +4,11 @@ PyTorch through torch.onnx, Keras and SavedModel through tf2onnx, an ONNX source
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,8 @@ from edgekit.runtimes.errors import ConversionError, MissingDependencyError, Uns
 from edgekit.runtimes.formats import ONNX, TFLITE
 
 DEFAULT_OPSET = 17
+
+log = logging.getLogger("edgekit")
 
 
 def _imports() -> Any:
@@ -186,3 +192,51 @@ def _inline_captured_constants(tf: Any, function: Any, model: Any) -> list[str]:
         model.graph.initializer.append(numpy_helper.from_array(captured[value.name].numpy(), value.name))
         model.graph.input.remove(value)
     return [value.name for value in extra]
+
+
+class CalibrationReader:
+    """Adapts edgekit's calibration samples to ONNX Runtime's CalibrationDataReader protocol (the ONNX
+    int8 and QNN targets quantize with ONNX Runtime's quantizer)."""
+
+    def __init__(self, samples: Iterable[dict[str, Any]], limit: int | None) -> None:
+        self._iterator, self._left = iter(samples), limit
+
+    def get_next(self) -> dict[str, Any] | None:
+        if self._left is not None:
+            if self._left <= 0:
+                return None
+            self._left -= 1
+        return next(self._iterator, None)
+
+    def rewind(self) -> None:  # part of the protocol; calibration is a single pass
+        pass
+
+
+@contextmanager
+def _working_directory(folder: Path) -> Iterator[None]:
+    """ONNX Runtime's symbolic shape inference saves a debug copy of the model (sym_shape_infer_temp.onnx and
+    a <uuid>.data beside it) in the current directory when it fails: run it where that lands in scratch space
+    rather than in the user's folder."""
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def preprocess_for_quantization(model_path: Path, output: Path, notes: list[str]) -> Path:
+    """ONNX Runtime's quant_pre_process (symbolic shape inference, then its basic optimizations): every
+    tensor gets a shape, which QDQ placement and the QNN compiler need; ONNX shape inference where the symbolic
+    one fails."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    model_path, output = model_path.resolve(), output.resolve()
+    try:
+        with _working_directory(output.parent):
+            quant_pre_process(str(model_path), str(output))
+    except Exception as exc:  # noqa: BLE001 - symbolic shape inference asserts on some real graphs
+        notes.append(f"symbolic shape inference failed ({type(exc).__name__}); used ONNX shape inference instead")
+        log.warning(notes[-1])
+        quant_pre_process(str(model_path), str(output), skip_symbolic_shape=True)
+    return output

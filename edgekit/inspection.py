@@ -27,6 +27,8 @@ class ModelInfo:
     audit: QuantizationAudit
     precision: str = "f32"  # what float layers run in with the engine's defaults
     sparsity: SparsityReport | None = None
+    compiled_for: str | None = None  # the accelerator a compiled artifact (a QNN context) was built for
+    simulated: str | None = None  # the vendor's simulator that runs it here, when no such accelerator is present
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -35,6 +37,7 @@ class ModelInfo:
             "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
             "audit": self.audit.to_dict(), "precision": self.precision,
             "sparsity": self.sparsity.to_dict() if self.sparsity else None,
+            "compiled_for": self.compiled_for, "simulated": self.simulated,
         }
 
 
@@ -51,4 +54,5 @@ def inspect_model(path: str | os.PathLike[str], *, backend: str | None = None, i
             path=str(Path(model.path)), format=model.format, backend=runtime.backend, engine=runtime.engine,
             size_bytes=model.size_bytes, sha256=model.sha256(), inputs=runtime.inputs, outputs=runtime.outputs,
             audit=audit_model(model), precision=runtime.precision, sparsity=weight_sparsity(model),
+            compiled_for=runtime.compiled_for, simulated=runtime.simulated,
         )

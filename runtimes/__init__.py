@@ -110,7 +110,7 @@ def open_runtime(
                                         "the file changed or is not the model you meant")
     chosen = resolve_backend(model, backend)
     runtime_class = chosen.runtime_class()
-    if isolated:
+    if isolated or _compiled_for_an_npu(model, chosen):
         from edgekit.runtimes._isolation import probe
 
         probe(model.path, chosen.name)
@@ -124,3 +124,15 @@ def open_runtime(
     runtime.check_finite = check_finite
     runtime.model_file = model
     return runtime
+
+
+def _compiled_for_an_npu(model: ModelFile, backend: Backend) -> bool:
+    """A vendor's context binary (a QNN EPContext) is parsed by the vendor's native library, which has crashed on
+    corrupted ones: such a file is always opened in a throwaway process first (not again inside that process)."""
+    import os
+
+    from edgekit.runtimes._isolation import CHILD_VARIABLE
+
+    if backend.name != "onnxruntime" or os.environ.get(CHILD_VARIABLE) or model.onnx is None:
+        return False
+    return any(node.op_type == "EPContext" for node in model.onnx.nodes)

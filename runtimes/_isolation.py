@@ -17,6 +17,8 @@ from pathlib import Path
 from edgekit.runtimes.errors import UnsupportedModelError
 
 DEFAULT_TIMEOUT_S = 120.0
+#: set in the child's environment: the load there is the isolated one
+CHILD_VARIABLE = "EDGEKIT_ISOLATED_CHILD"
 # Engines reserve several GiB of address space at start-up; the cap stops runaway allocations, not those.
 DEFAULT_MEMORY_BYTES = 16 * 2**30
 
@@ -45,7 +47,8 @@ def _limits(cpu_seconds: int, memory_bytes: int):
 def probe(path: Path, backend: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
           memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
     """Load ``path`` with ``backend`` in a limited subprocess; raise if that fails in any way."""
-    env = dict(os.environ)  # the same interpreter and environment: the child imports this installed edgekit
+    # the same interpreter and environment: the child imports this installed edgekit
+    env = {**os.environ, CHILD_VARIABLE: "1"}
     try:
         done = subprocess.run([sys.executable, "-c", _CHILD, str(path), backend], capture_output=True, text=True,
                               timeout=timeout_s, env=env,

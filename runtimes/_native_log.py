@@ -19,23 +19,28 @@ _fd2 = threading.RLock()
 
 
 @contextmanager
-def native_log_captured(engine: str) -> Iterator[list[str]]:
-    """Capture fd 2 for the duration; the yielded list holds the captured lines afterwards (for an error
-    message that wants the engine's last words)."""
+def native_log_captured(engine: str, *, stdout_too: bool = False) -> Iterator[list[str]]:
+    """Capture fd 2 (and fd 1 with ``stdout_too``: Qualcomm's libraries print there) for the duration; the
+    yielded list holds the captured lines afterwards (for an error message that wants the engine's last words)."""
     lines: list[str] = []
     if log.isEnabledFor(logging.INFO):
         yield lines
         return
+    fds = (1, 2) if stdout_too else (2,)
     with _fd2, tempfile.TemporaryFile() as capture:
+        sys.stdout.flush()
         sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(capture.fileno(), 2)
+        saved = [os.dup(fd) for fd in fds]
+        for fd in fds:
+            os.dup2(capture.fileno(), fd)
         try:
             yield lines
         finally:
+            sys.stdout.flush()
             sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
+            for fd, copy in zip(fds, saved):
+                os.dup2(copy, fd)
+                os.close(copy)
             capture.seek(0)
             lines.extend(line for line in capture.read().decode("utf-8", "replace").splitlines() if line.strip())
             for line in lines:

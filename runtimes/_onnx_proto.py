@@ -21,10 +21,12 @@ _ITEMSIZE = {"float32": 4, "uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "int3
              "float16": 2, "float64": 8, "uint32": 4, "uint64": 8, "bfloat16": 2}
 
 # field numbers from onnx.proto3
-_MODEL_GRAPH, _MODEL_FUNCTIONS, _MODEL_TRAINING, _MODEL_OPSET = 7, 25, 20, 8
+_MODEL_GRAPH, _MODEL_FUNCTIONS, _MODEL_TRAINING, _MODEL_OPSET, _MODEL_METADATA = 7, 25, 20, 8, 14
 _GRAPH_NODE, _GRAPH_INIT, _GRAPH_SPARSE_INIT, _GRAPH_INPUT, _GRAPH_OUTPUT = 1, 5, 15, 11, 12
 _NODE_INPUT, _NODE_OUTPUT, _NODE_OP_TYPE, _NODE_ATTR, _NODE_DOMAIN = 1, 2, 4, 5, 7
+_ATTR_NAME, _ATTR_I, _ATTR_S = 1, 3, 4
 _ATTR_T, _ATTR_G, _ATTR_TENSORS, _ATTR_GRAPHS, _ATTR_SPARSE, _ATTR_SPARSES = 5, 6, 10, 11, 22, 23
+_SHORT_TEXT = 256  # attribute strings kept for the summary; longer ones are payloads (an EPContext's binary)
 _TENSOR_DIMS, _TENSOR_TYPE, _TENSOR_NAME, _TENSOR_EXTERNAL = 1, 2, 8, 13
 _TENSOR_FLOATS, _TENSOR_INT32S, _TENSOR_RAW = 4, 5, 9
 _SCALAR_FORMATS = {"float32": "<f", "float16": "<e", "int8": "<b", "uint8": "<B", "int32": "<i", "int16": "<h",
@@ -46,6 +48,8 @@ class OnnxNode:
     domain: str
     inputs: list[str]
     outputs: list[str]
+    #: integer and short text attributes (top-level nodes), e.g. an EPContext's ``source`` and ``embed_mode``
+    attributes: dict[str, int | str] = field(default_factory=dict)
 
 
 @dataclass
@@ -61,6 +65,7 @@ class OnnxSummary:
     outputs: list[tuple[str, str]] = field(default_factory=list)
     opset: int | None = None
     has_graph: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)  # the model's metadata_props
 
 
 class _Malformed(Exception):
@@ -150,6 +155,9 @@ class _Walker:
                         version = v
                 if domain in ("", "ai.onnx"):
                     self.summary.opset = version
+            elif number == _MODEL_METADATA:
+                entry = {n: _text(v) for n, w, v in _fields(value) if n in (1, 2) and w == 2}
+                self.summary.metadata[entry.get(1, "")] = entry.get(2, "")
 
     def graph(self, buf: memoryview, depth: int, top: bool) -> None:
         if depth > _MAX_DEPTH:
@@ -187,20 +195,29 @@ class _Walker:
             elif number == _NODE_DOMAIN:
                 node.domain = _text(value)
             elif number == _NODE_ATTR:
-                self.attribute(value, depth)
+                self.attribute(value, depth, node.attributes if top else None)
         if top:
             self.summary.nodes.append(node)
 
-    def attribute(self, buf: memoryview, depth: int) -> None:
+    def attribute(self, buf: memoryview, depth: int, kept: dict[str, int | str] | None = None) -> None:
+        name, scalar = "", None
         for number, wire, value in _fields(buf):
+            if number == _ATTR_I and wire == 0:
+                scalar = _signed(value)
             if wire != 2:
                 continue
-            if number in (_ATTR_T, _ATTR_TENSORS):
+            if number == _ATTR_NAME:
+                name = _text(value)
+            elif number == _ATTR_S and len(value) <= _SHORT_TEXT:
+                scalar = _text(value)
+            elif number in (_ATTR_T, _ATTR_TENSORS):
                 self.tensor(value)
             elif number in (_ATTR_G, _ATTR_GRAPHS):
                 self.graph(value, depth + 1, top=False)
             elif number in (_ATTR_SPARSE, _ATTR_SPARSES):
                 self.sparse(value)
+        if kept is not None and name and scalar is not None:
+            kept[name] = scalar
 
     def sparse(self, buf: memoryview) -> None:
         for number, wire, value in _fields(buf):

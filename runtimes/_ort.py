@@ -8,11 +8,14 @@ provider last as ORT's own fallback for unsupported nodes); ``providers=`` and
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 from edgekit.runtimes import GRAPH_OPTIMIZATIONS
+from edgekit.runtimes._native_log import native_log_captured
 from edgekit.runtimes._onnx_proto import io_quantization
+from edgekit.runtimes._qnn import context_info, describe_context, describe_htp, htp_session_options, simulated
 from edgekit.runtimes.base import Runtime, TensorSpec
 from edgekit.runtimes.errors import DeviceError, InferenceError, UnsupportedModelError, first_line
 from edgekit.runtimes.formats import ModelFile
@@ -113,12 +116,23 @@ class OrtRuntime(Runtime):
         if graph_optimization is not None:
             options.graph_optimization_level = _optimization_level(ort, graph_optimization)
         self._threads = threads
-        if providers is None:
+        self.qnn = context_info(model.onnx)
+        if self.qnn is not None:  # a compiled QNN context: only the HTP (or its simulator) can run it
+            self._check_qnn(device)
+            with native_log_captured("QNN", stdout_too=True):  # Qualcomm's libraries print as they load
+                options = htp_session_options(ort, self.qnn["htp_arch"], options)
+            providers, self.device = None, "npu"
+            self.precision = "fixed-point (HTP)"  # the context binary holds no float layers
+            self.compiled_for = describe_context(self.qnn)
+            self.simulated = describe_htp(self.qnn["htp_arch"]) if simulated() else None
+        elif providers is None:
             providers, self.device = choose_providers(device, ort.get_available_providers())
         else:
             self.device = device
         try:
-            self._session = ort.InferenceSession(self.path, sess_options=options, providers=providers)
+            # the QNN provider and Qualcomm's libraries log every session to fd 2 (kept for -v)
+            with native_log_captured("QNN", stdout_too=True) if self.qnn else nullcontext():
+                self._session = ort.InferenceSession(self.path, sess_options=options, providers=providers)
         except self._errors as exc:
             raise UnsupportedModelError(f"ONNX Runtime cannot load '{self.path}': {first_line(exc)}") from exc
         self.providers = tuple(self._session.get_providers())
@@ -129,6 +143,14 @@ class OrtRuntime(Runtime):
         )
         self._output_names = [s.name for s in self.outputs]
         log.info("loaded %s with %s on %s", self.path, self.providers, self.device)
+
+    def _check_qnn(self, device: str) -> None:
+        chip = describe_context(self.qnn)
+        if device == "gpu":
+            raise DeviceError(f"'{self.path}' is compiled for the {chip}: it runs on that NPU (or its "
+                              "simulator), not a GPU; load it with device='npu'")
+        if device == "cpu":
+            log.info("'%s' is compiled for the %s: running it there, not on the CPU", self.path, chip)
 
     def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         try:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from edgekit.runtimes._qnn import context_info as qnn_context_info
 from edgekit.runtimes.formats import ONNX, OPENVINO, TFLITE, ModelFile, check_onnx
 
 # Ops that only move, convert or describe data; they neither help nor hurt "integer-ness" (SHAPE reads a
@@ -68,6 +69,8 @@ class QuantizationAudit:
         note: How the figures were derived, where that needs saying.
         weights: Weight elements of the layers that carry weights (convolutions, matmuls, fully-connected).
         integer_weights: Of those, the ones in layers that run in integer.
+        compiled_for: The accelerator a compiled model's ops live in (a QNN context binary's HTP), where the
+            file holds a vendor's binary instead of ops: nothing is counted, and nothing is called float.
     """
 
     op_types: dict[str, int]
@@ -80,6 +83,7 @@ class QuantizationAudit:
     note: str = ""
     weights: int = 0
     integer_weights: int = 0
+    compiled_for: str = ""
 
     @property
     def integer_compute(self) -> bool:
@@ -99,10 +103,12 @@ class QuantizationAudit:
 
     @property
     def mostly_float(self) -> bool:
-        return self.integer_share < MOSTLY_FLOAT_BELOW
+        return not self.compiled_for and self.integer_share < MOSTLY_FLOAT_BELOW
 
     def describe_share(self) -> str:
         """E.g. "3 % of the weights of conv/matmul/fully-connected layers (1 of 55 compute ops) run in integer"."""
+        if self.compiled_for:
+            return f"not visible: the ops are compiled into a binary for the {self.compiled_for}"
         return (f"{self.integer_share:.0%} of the {self.integer_share_basis} ({self.integer_ops} of "
                 f"{self.compute_ops} compute ops) run in integer")
 
@@ -113,7 +119,7 @@ class QuantizationAudit:
             "output_dtypes": list(self.output_dtypes), "integer_compute": self.integer_compute,
             "fully_integer": self.fully_integer, "weights": self.weights, "integer_weights": self.integer_weights,
             "integer_share": round(self.integer_share, 4), "integer_share_basis": self.integer_share_basis,
-            "note": self.note,
+            "note": self.note, "compiled_for": self.compiled_for or None,
         }
 
 
@@ -191,6 +197,13 @@ def is_quantized_tflite(model: ModelFile) -> bool:
 
 def _audit_onnx(model: ModelFile) -> QuantizationAudit:
     summary = model.onnx or check_onnx(model.path)
+    context = qnn_context_info(summary)
+    if context is not None:
+        return QuantizationAudit(Counter(n.op_type for n in summary.nodes), 0, 0,
+                                 input_dtypes=tuple(d for _, d in summary.inputs),
+                                 output_dtypes=tuple(d for _, d in summary.outputs),
+                                 note="a QNN context binary: its ops are inside Qualcomm's compiled form",
+                                 compiled_for=f"Qualcomm HTP v{context['htp_arch'] or '?'}")
     # each DequantizeLinear output -> the tensor it dequantizes (a weight's initializer, for the weight count)
     dequantized = {out: n.inputs[0] if n.inputs else "" for n in summary.nodes if n.op_type == "DequantizeLinear"
                    for out in n.outputs}

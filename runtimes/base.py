@@ -131,6 +131,12 @@ class Runtime(abc.ABC):
     #: bf16-capable x86, f16 on ARM) unless ``precision=`` asked for another.
     precision: str = "f32"
     path: str = ""
+    #: Set when the device is a vendor's simulator (its outputs are the device's, its timings are not): what
+    #: ran, e.g. "Qualcomm HTP v68 simulator (...)"; None on real hardware.
+    simulated: str | None = None
+    #: The accelerator a compiled artifact was built for (e.g. "Qualcomm HTP v75 (sm8650), QNN SDK v2.51.0");
+    #: None for a model any engine's CPU path can run.
+    compiled_for: str | None = None
     #: Refuse NaN/Inf in float feeds (off by default: the check reads every element).
     check_finite: bool = False
     #: The checked file this runtime was loaded from (set by ``open_runtime``).

@@ -25,6 +25,7 @@ ENGINE_MODULES = {
     "tensorflow": ("tensorflow",),
     "torch": ("torch",),
     "optuna": ("optuna",),
+    "qnn": ("onnxruntime_qnn",),
 }
 
 

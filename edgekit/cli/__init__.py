@@ -163,16 +163,22 @@ def inspect(model: Path, backend: str | None, isolated: bool, as_json: bool) -> 
     out = console()
     audit = info.audit
     out.print(bold(info.path))
-    out.print(f"format {info.format} · engine {info.engine} · float layers run in {info.precision} · "
-              f"{info.size_bytes:,} bytes")
+    runs_in = f"compiled for the {info.compiled_for}" if info.compiled_for else \
+        f"float layers run in {info.precision}"
+    out.print(f"format {info.format} · engine {info.engine} · {runs_in} · {info.size_bytes:,} bytes")
+    if info.simulated:
+        out.print(f"runs here on the {info.simulated}")
     out.print(f"sha256 {info.sha256}")
     out.print(_spec_table("inputs", info.inputs))
     out.print(_spec_table("outputs", info.outputs))
     ops = ", ".join(f"{name}×{count}" for name, count in sorted(audit.op_types.items(), key=lambda kv: -kv[1]))
     out.print(f"ops: {ops}")
     floats = ", ".join(f"{k}×{v}" for k, v in audit.float_ops.items()) or "none"
-    out.print(f"integer: {audit.describe_share()} (float ops: {floats}); "
-                  f"I/O {','.join(audit.input_dtypes)} -> {','.join(audit.output_dtypes)}; "
+    io = f"I/O {','.join(audit.input_dtypes)} -> {','.join(audit.output_dtypes)}"
+    if audit.compiled_for:
+        out.print(f"integer: {audit.describe_share()}; {io}")
+    else:
+        out.print(f"integer: {audit.describe_share()} (float ops: {floats}); {io}; "
                   f"fully integer: {'yes' if audit.fully_integer else 'no'}")
     out.print(f"sparsity: {info.sparsity.describe()}")
     if info.sparsity.measured and info.sparsity.sparse_layers:
@@ -237,6 +243,7 @@ def run(model: Path, inputs: tuple[str, ...], image: Path | None, use_random: bo
         latency_ms = (time.perf_counter() - start) * 1e3
         backend_used, engine, device_used, precision_used = runtime.backend, runtime.engine, runtime.device, \
             runtime.precision
+        simulated = runtime.simulated
     if output is not None:
         import numpy as np
 
@@ -247,15 +254,20 @@ def run(model: Path, inputs: tuple[str, ...], image: Path | None, use_random: bo
                 np.savez(handle, **results)
 
         write_atomic(output, save, force=force)
+    # a vendor simulator's time is not the device's latency: it is kept apart, under its own name
     report = {"model": str(model), "backend": backend_used, "engine": engine, "device": device_used,
-              "precision": precision_used, "latency_ms": latency_ms,
+              "precision": precision_used, "latency_ms": None if simulated else latency_ms,
+              **({"simulated": simulated, "simulator_ms": latency_ms} if simulated else {}),
               "outputs": [_summarise(k, v) for k, v in results.items()]}
     if as_json:
         emit_json(report)
         return
     out = console()
-    out.print(f"{model} · {engine} · {device_used} · {precision_used} · {latency_ms:.2f} ms (first run, includes "
-              "warm-up)")
+    timing = f"{latency_ms:.2f} ms on the simulator, not the device's latency" if simulated else \
+        f"{latency_ms:.2f} ms (first run, includes warm-up)"
+    out.print(f"{model} · {engine} · {device_used} · {precision_used} · {timing}")
+    if simulated:
+        out.print(f"ran on the {simulated}")
     for summary in report["outputs"]:
         stats = (f" min {summary['min']:.4g} max {summary['max']:.4g} mean {summary['mean']:.4g}"
                  if "min" in summary else "")

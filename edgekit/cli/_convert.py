@@ -20,9 +20,11 @@ from edgekit.converters import (
     ONNX_QUANT_TYPES,
     OVERFLOW_FIXES,
     PRESETS,
+    QNN_ACTIVATION_TYPES,
 )
 from edgekit.pipeline.preprocess import COLORS, LAYOUTS
 from edgekit.runtimes.cpu import FOR_CPU
+from edgekit.runtimes.npu import QNN_CHIPS
 from edgekit.runtimes.vela import NPU_CONFIGS
 
 
@@ -119,8 +121,8 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
               help="ONNX int8: range calibration [default: minmax].")
 @click.option("--per-channel/--per-tensor", default=None, help="ONNX int8: weight quantization granularity "
               "[default: per-channel].")
-@click.option("--activation-type", type=click.Choice(list(ONNX_QUANT_TYPES)),
-              help="ONNX int8: activation type [default: from --for].")
+@click.option("--activation-type", type=click.Choice(list(dict.fromkeys(ONNX_QUANT_TYPES + QNN_ACTIVATION_TYPES))),
+              help="ONNX int8: activation type [default: from --for]; qnn-int8: uint8 (default) or uint16.")
 @click.option("--weight-type", type=click.Choice(list(ONNX_QUANT_TYPES)),
               help="ONNX int8: weight type [default: int8].")
 @click.option("--symmetric", is_flag=True, default=None, help="ONNX int8: symmetric activation ranges.")
@@ -131,9 +133,10 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
               "heads).")
 @click.option("--onnx-format", type=click.Choice(list(ONNX_FORMATS)),
               help="ONNX int8: QDQ (portable, default) or QOperator (com.microsoft ops, ONNX Runtime only).")
-@click.option("--for", "for_cpu", type=click.Choice(["auto", *FOR_CPU]),
+@click.option("--for", "for_chip", type=click.Choice(["auto", *FOR_CPU, *QNN_CHIPS]),
               help="int8 (ONNX, OpenVINO): the CPU the model is for, by its int8 instructions; picks ONNX's types "
-              "and reduce_range, NNCF's overflow fix [default: auto = this machine; x86 = with VNNI].")
+              "and reduce_range, NNCF's overflow fix [default: auto = this machine; x86 = with VNNI]. qnn-int8: "
+              "the Qualcomm SoC or HTP generation [default: qcs6490 = HTP v68].")
 @click.option("--reduce-range/--full-range", default=None, help="ONNX int8: 7-bit weights (x86 without VNNI) "
               "[default: from --for].")
 @click.option("--opset", type=click.IntRange(min=7), help="ONNX: opset of the export [default: 17].")
@@ -185,6 +188,9 @@ def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_
     if options.get("io") == "uint8":
         click.echo("warning: uint8 I/O runs slower than int8 on XNNPACK and 32-bit ARM; prefer int8 unless the "
                    "device needs uint8", err=True)
+    for_chip = options.pop("for_chip")
+    if for_chip is not None:  # one --for: a CPU for the CPU targets, an NPU chip for the NPU targets
+        options["chip" if for_chip in QNN_CHIPS else "for_cpu"] = for_chip
     recipe = recipe_from(size, crop, scale, mean, std, color, layout)
     with rich_progress() as progress:
         results = run_conversion(

@@ -295,6 +295,9 @@ class Evaluator:
         with device_lease(self.device, self.lease_engine):
             report = self._remote_profile(candidate, artifact, settings) if self.settings.remote \
                 else self._local_profile(candidate, artifact, settings)
+        if report.get("simulated"):  # a vendor simulator's time is no latency objective
+            raise EdgekitError(f"{candidate.describe()}: ran on the {report['simulated']}; optimize ranks device "
+                               "latencies only: profile on the device (--remote)")
         found = {"p50_ms": report["latency_ms"]["p50"], "p90_ms": report["latency_ms"]["p90"],
                  "engine": report.get("engine"), "threads": report.get("threads"),
                  "execution": report.get("precision"), "device": self.device,

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import nullcontext, redirect_stdout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -278,11 +278,13 @@ def _attempt(run: _TargetRun, index: int, label: str, extra: dict[str, Any]) -> 
     convert_s = time.perf_counter() - started
     try:
         model = open_model_file(staged)
-        # An artifact only its accelerator can run (ethos-u) is checked through the model it was made from.
+        # An artifact only its accelerator can run (ethos-u) is checked through the model it was made from; one
+        # whose ops are compiled away (qnn-int8's context binary) is audited through the model it compiled.
         checked = open_model_file(Path(used["validated_artifact"])) if "validated_artifact" in used else model
+        audited = open_model_file(Path(used.pop("audited_artifact"))) if "audited_artifact" in used else checked
     except EdgekitError as exc:
         raise ConversionError(f"{target.name}: the converter wrote an unusable file: {exc}") from exc
-    audit = audit_model(checked)
+    audit = audit_model(audited)
     warnings: list[str] = []
     kept_for_engine = used.get("kept_float_for_engine", {})
     integer_only = spelled("--integer-only", "allow_float_ops=False")
@@ -454,8 +456,11 @@ def _validate(run: _TargetRun, staged: Path, channels_last: tuple[str, ...] | li
     with candidate:
         with run.progress(f"validating {target.name}", len(dataset.validation)) as advance:
             fed = _ChannelsLast(candidate, channels_last) if channels_last else candidate
-            return validate(run.reference, fed, dataset.validation, max_drop=run.max_drop,
-                            synthetic=synthetic, accept_loss=run.accept_loss, decide=run.decide, on_sample=advance)
+            report = validate(run.reference, fed, dataset.validation, max_drop=run.max_drop,
+                              synthetic=synthetic, accept_loss=run.accept_loss, decide=run.decide, on_sample=advance)
+    if candidate.simulated:
+        report = replace(report, notes=(*report.notes, f"run on the {candidate.simulated}"))
+    return report
 
 
 def _artifact_recipe(recipe: dict[str, Any], used: dict[str, Any]) -> dict[str, Any]:

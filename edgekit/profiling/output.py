@@ -44,6 +44,9 @@ def check_condition(reports: list[dict[str, Any]], condition: str) -> str | None
     name, op, limit = match.group(1), match.group(2), float(match.group(3))
     compare = {">": float.__gt__, ">=": float.__ge__, "<": float.__lt__, "<=": float.__le__}[op]
     for report in reports:
+        if report.get("simulated"):
+            raise EdgekitError(f"--fail-if {name}: {Path(report['model']).name} ran on the {report['simulated']}; "
+                               "a simulator's timing is not the device's: profile it on the device (--remote)")
         try:
             value = metric(report, name)
         except (KeyError, TypeError):  # energy on a device that cannot measure it, or a report from before it
@@ -123,15 +126,17 @@ def comparison_rows(reports: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for r in reports:
         lat = r["latency_ms"]
-        speedup = first / lat["p50"] if lat["p50"] else 0.0
-        stability = "estimate" if r.get("estimated") else (
-            ("UNSTABLE: " + "; ".join(r["unstable"])) if r["unstable"] else "stable")
+        # a simulator's time compared with anything is not a speed-up
+        comparable = not r.get("simulated") and not reports[0].get("simulated") and lat["p50"]
+        speedup = f"{first / lat['p50']:.2f}x" if comparable else "—"
+        stability = "estimate" if r.get("estimated") else "simulated" \
+            if r.get("simulated") else (("UNSTABLE: " + "; ".join(r["unstable"])) if r["unstable"] else "stable")
         rows.append([Path(r["model"]).name, r["backend"], r["device"], r.get("precision", ""),
                      str(r["threads"] or "default"),
                      f"{lat['p50']:.3f}",
                      f"{lat['p90']:.3f}", f"{lat['mean']:.3f} ± {lat['std']:.3f}", f"{lat['cv']:.1%}",
                      f"{r['throughput_ips']:.1f}", f"{r['load_ms']:.1f}", f"{r['peak_rss_mb']:.0f}",
-                     f"{r['model_size_bytes'] / 1024:.1f}", f"{speedup:.2f}x", stability])
+                     f"{r['model_size_bytes'] / 1024:.1f}", speedup, stability])
     return rows
 
 

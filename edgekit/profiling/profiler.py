@@ -84,6 +84,8 @@ class ProfileReport:
     concurrency: int = 1
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     estimated: bool = False
+    # the vendor simulator that ran it (its latency is not the device's: never a speed-up, a goal or a gate)
+    simulated: str | None = None
     npu: dict[str, Any] | None = None  # an estimate's NPU figures (op coverage, memory)
     # energy.energy_report(), or its keys at None with a note saying why nothing was measured
     energy: dict[str, Any] = field(default_factory=lambda: dict(NO_ENERGY))
@@ -290,6 +292,7 @@ def profile(
             model_size_bytes=size, per_op=ops, per_op_note=ops_note, system=system,
             unstable=instability_reasons(stats.cv, state_before, state_after, limit), inputs=described,
             concurrency=concurrency, latencies_ms=[round(v, 6) for v in latencies], energy=measured,
+            simulated=runtime.simulated,
         )
     finally:
         if owned:

@@ -50,8 +50,8 @@ class Artifact:
         if self.conversion:
             parts.append(self.conversion["status"])
         if self.profile:
-            parts.append("estimate" if self.profile.get("estimated") else
-                         "UNSTABLE" if self.profile["unstable"] else "stable")
+            parts.append("estimate" if self.profile.get("estimated") else "simulated" if self.profile.get("simulated")
+                         else "UNSTABLE" if self.profile["unstable"] else "stable")
         return " · ".join(parts)
 
     @property

@@ -102,7 +102,8 @@ def _img(source: str, alt: str) -> str:
 @plain_text
 def comparison_plot(rows: list[Artifact]) -> str | None:
     """Latency vs accuracy drop, marker area ~ file size, the Pareto front joined by a line."""
-    points = [(r.latency("p50"), r.drop if r.drop is not None else 0.0, r) for r in rows if r.profile]
+    timed = [r for r in rows if r.profile and not r.profile.get("simulated")]  # a simulator's time is no latency
+    points = [(r.latency("p50"), r.drop if r.drop is not None else 0.0, r) for r in timed]
     if not points:
         return None
     plt = _pyplot()
@@ -198,6 +199,8 @@ def _status(row: Artifact) -> str:
     parts = [row.conversion["status"]] if row.conversion else []
     if row.profile and row.profile.get("estimated"):
         parts.append("estimate")
+    if row.profile and row.profile.get("simulated"):
+        parts.append("simulated: not the device's latency")
     return " · ".join(parts) or "profiled"
 
 

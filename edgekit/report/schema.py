@@ -50,7 +50,7 @@ PROFILE = {
     "latencies_ms": optional(ListOf(NUMBER)), "throughput_ips": NUMBER, "load_ms": NUMBER,
     "first_inference_ms": optional(NUMBER), "peak_rss_mb": NUMBER, "model_size_bytes": INTEGER,
     "per_op": ListOf({"name": TEXT, "type": TEXT, "total_ms": NUMBER, "percent": NUMBER, "count": INTEGER}),
-    "per_op_note": TEXT, "unstable": ListOf(TEXT), "estimated": optional(FLAG),
+    "per_op_note": TEXT, "unstable": ListOf(TEXT), "estimated": optional(FLAG), "simulated": optional(TEXT),
     "energy": optional({"energy_mj_per_inference": optional(NUMBER), "source": optional(TEXT),
                         "method": optional(TEXT), "note": optional(TEXT)}),
     "system": {"os": TEXT, "arch": TEXT, "cpu": TEXT, "cores": INTEGER, "board": optional(TEXT),
