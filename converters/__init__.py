@@ -69,7 +69,7 @@ class Target:
 
     Attributes:
         name: The target's name on the command line.
-        family: ``tflite``, ``onnx``, ``openvino``, ``ethos-u`` or ``qnn``.
+        family: ``tflite``, ``onnx``, ``openvino``, ``ethos-u``, ``qnn`` or ``rknn``.
         variant: The name minus its family; it ends the artifact's name (``model_int8.tflite``).
         extension: The artifact's suffix.
         converter: ``"module:function"`` that builds it, imported when used.
@@ -204,6 +204,10 @@ def check_route(source: Any, targets: list[Target], *, has_data: bool) -> None:
         from edgekit.converters._onnx2tf import find_python
 
         find_python()
+    if any(t.family == "rknn" for t in targets):
+        from edgekit.converters._rknn import find_python as find_rknn
+
+        find_rknn()  # the toolkit's environment, before any work
     needing = [t.name for t in targets if t.calibrates(source)]
     if needing and not has_data:
         raise ConversionError(f"{', '.join(needing)} need(s) calibration data: {calibration_advice()}")
@@ -236,6 +240,9 @@ TARGETS: dict[str, Target] = {
         # a Qualcomm HTP context binary in an ONNX EPContext, named after the chip (--for): model_qnn_qcs6490.onnx
         Target("qnn-int8", "qnn", "qcs6490", ".onnx", "edgekit.converters._qnn:convert", True,
                variant_option="chip", prefix="qnn_", remedies="edgekit.converters._qnn:remedies"),
+        # a Rockchip RKNPU binary built by rknn-toolkit2 in its own environment, named after the platform (--for)
+        Target("rknn-int8", "rknn", "rk3588", ".rknn", "edgekit.converters._rknn:convert", True,
+               variant_option="chip"),
     )
 }
 

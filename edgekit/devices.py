@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.runtimes import BACKENDS
+from edgekit.runtimes.npu import RKNPU_DRIVER_PATHS
 
 log = logging.getLogger("edgekit")
 
@@ -92,7 +93,7 @@ def describe_npus(root: Path = Path("/"), installed: Any = None) -> list[NpuInfo
 
     return [
         npu("Rockchip RKNPU", [
-            ("RKNPU kernel driver", first([root / "sys/kernel/debug/rknpu", root / "sys/module/rknpu"]),
+            ("RKNPU kernel driver", first([root / path for path in RKNPU_DRIVER_PATHS]),
              "a Rockchip board image whose kernel carries the RKNPU driver (RK3588/3576/3566/3562, RV1106)"),
             ("librknnrt.so", first([root / folder / "librknnrt.so" for folder in _LIBRARY_FOLDERS]),
              "the board's librknnrt.so from Rockchip's rknn-toolkit2 release (runtime folder) in /usr/lib; "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edgekit.runtimes.errors import DeviceError, EdgekitError, MissingDependencyError, UnsupportedModelError
-from edgekit.runtimes.formats import ONNX, OPENVINO, TFLITE, ModelFile, open_model_file
+from edgekit.runtimes.formats import ONNX, OPENVINO, RKNN, TFLITE, ModelFile, open_model_file
 
 if TYPE_CHECKING:  # base imports numpy; the package itself stays import-cheap
     from edgekit.runtimes.base import Runtime
@@ -60,9 +60,12 @@ BACKENDS: dict[str, Backend] = {
     "onnxruntime": Backend("onnxruntime", "edgekit.runtimes._ort:OrtRuntime", ("onnxruntime",), "onnx", (ONNX,)),
     "openvino": Backend("openvino", "edgekit.runtimes._openvino:OpenVINORuntime", ("openvino",), "openvino",
                         (OPENVINO, ONNX, TFLITE)),
+    # rknn-toolkit-lite2 exists for the boards only: the backend itself says what is missing where (a Rockchip
+    # board without it, or a machine no .rknn can run on), so it is always importable
+    "rknn": Backend("rknn", "edgekit.runtimes._rknn:RknnRuntime", ("rknnlite", "edgekit"), "rknn", (RKNN,)),
 }
 _ALIASES = {"tflite": "litert", "ort": "onnxruntime", "ov": "openvino"}
-_DEFAULT_BACKEND = {TFLITE: "litert", ONNX: "onnxruntime", OPENVINO: "openvino"}
+_DEFAULT_BACKEND = {TFLITE: "litert", ONNX: "onnxruntime", OPENVINO: "openvino", RKNN: "rknn"}
 
 
 def resolve_backend(model: ModelFile, backend: str | None) -> Backend:

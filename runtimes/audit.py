@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from edgekit.runtimes._qnn import context_info as qnn_context_info
-from edgekit.runtimes.formats import ONNX, OPENVINO, TFLITE, ModelFile, check_onnx
+from edgekit.runtimes.formats import ONNX, OPENVINO, RKNN, TFLITE, ModelFile, check_onnx
 
 # Ops that only move, convert or describe data; they neither help nor hurt "integer-ness" (SHAPE reads a
 # tensor's shape, not its values, whatever its dtype).
@@ -139,6 +139,9 @@ def audit_model(model: ModelFile) -> QuantizationAudit:
         return _audit_onnx(model)
     if model.format == OPENVINO:
         return _audit_openvino(model)
+    if model.format == RKNN:  # Rockchip's compiled form: no ops to read without the toolkit
+        return QuantizationAudit({}, 0, 0, note="a Rockchip RKNN binary: its ops are inside the compiled form",
+                                 compiled_for="Rockchip RKNPU")
     raise ValueError(model.format)  # unreachable: ModelFile.format is one of the three
 
 

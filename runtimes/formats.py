@@ -21,8 +21,9 @@ from typing import Any
 from edgekit.runtimes._onnx_proto import OnnxSummary, read_onnx
 from edgekit.runtimes.errors import UnsupportedModelError
 
-TFLITE, ONNX, OPENVINO = "tflite", "onnx", "openvino"
+TFLITE, ONNX, OPENVINO, RKNN = "tflite", "onnx", "openvino", "rknn"
 _TFLITE_IDENTIFIER = b"TFL3"
+_RKNN_MAGIC, _RKNN_HEADER = b"RKNN", 64  # rknn-toolkit2's files: magic, then the model data's length at 16
 _XML_HEAD_BYTES = 4096
 
 
@@ -84,6 +85,8 @@ def _mapped(path: Path):
 def _sniff(path: Path, head: bytes) -> str | None:
     if len(head) >= 8 and head[4:8] == _TFLITE_IDENTIFIER:
         return TFLITE
+    if head.startswith(_RKNN_MAGIC):
+        return RKNN
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if text.startswith(b"<"):
         return OPENVINO if b"<net" in head else None
@@ -119,15 +122,26 @@ def open_model_file(path: str | os.PathLike[str]) -> ModelFile:
     kind = _sniff(path, head)
     if kind is None:
         raise UnsupportedModelError(
-            f"'{path}' is not a TFLite, ONNX or OpenVINO IR model (unrecognised content); "
-            "edgekit loads .tflite, .onnx and OpenVINO .xml+.bin files"
+            f"'{path}' is not a TFLite, ONNX, OpenVINO IR or RKNN model (unrecognised content); "
+            "edgekit loads .tflite, .onnx, OpenVINO .xml+.bin and Rockchip .rknn files"
         )
     if kind == TFLITE:
         _check_tflite(path, head, size)
         return ModelFile(path, TFLITE)
     if kind == ONNX:
         return ModelFile(path, ONNX, onnx=check_onnx(path))
+    if kind == RKNN:
+        _check_rknn(path, head, size)
+        return ModelFile(path, RKNN)
     return ModelFile(path, OPENVINO, _check_openvino(path))
+
+
+def _check_rknn(path: Path, head: bytes, size: int) -> None:
+    """A Rockchip .rknn: its header declares how many bytes of model data follow; fewer is a truncated file."""
+    declared = int.from_bytes(head[16:24], "little") if len(head) >= 24 else None
+    if size < _RKNN_HEADER or declared is None or size < _RKNN_HEADER + declared:
+        raise UnsupportedModelError(f"'{path}' is a truncated .rknn file ({size} bytes"
+                                    + (f", its header declares {declared} bytes of model data)" if declared else ")"))
 
 
 def _check_tflite(path: Path, head: bytes, size: int) -> None:

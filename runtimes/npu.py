@@ -24,3 +24,11 @@ def htp_generation(chip: str) -> str:
     raise UnsupportedModelError(f"unknown Qualcomm chip '{chip}'; choose a SoC "
                                 f"({', '.join(f'{s} = HTP v{g}' for s, g in HTP_BY_SOC.items())}) or an HTP "
                                 f"generation ({', '.join(f'htp-v{g}' for g in HTP_GENERATIONS)})")
+
+#: Rockchip platforms rknn-toolkit2 builds for: RK3588 (Orange Pi 5, Rock 5), RK3576, RK3566/RK3568 (Radxa
+#: Zero 3, Rock 3), RK3562, RV1106/RV1103 (Luckfox Pico)
+RKNN_PLATFORMS = ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562", "rv1106", "rv1103")
+#: every NPU chip ``--for`` names
+NPU_CHIPS = (*QNN_CHIPS, *RKNN_PLATFORMS)
+#: where a Rockchip board's kernel shows its RKNPU driver
+RKNPU_DRIVER_PATHS = ("sys/kernel/debug/rknpu", "sys/module/rknpu")

@@ -88,6 +88,8 @@ def weight_sparsity(model: ModelFile, cpu: str | None = None) -> SparsityReport:
     """Per-layer zero fractions and 2:4 patterns of ``model``'s conv/matmul/fully-connected weights, and what
     each engine can make of them on ``cpu`` (``describe_cpu``; default: this machine)."""
     readers = {ONNX: _onnx_layers, TFLITE: _tflite_layers, OPENVINO: _ir_layers}
+    if model.format not in readers:
+        return SparsityReport(False, why_not=f"a {model.format} file's weights are inside a vendor's compiled form")
     try:
         layers = tuple(readers[model.format](model))
     except ImportError as exc:

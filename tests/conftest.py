@@ -36,8 +36,24 @@ def _installed(module: str) -> bool:
         return False
 
 
+def _rknn_environment() -> bool:
+    """rknn-toolkit2's own environment (`edgekit setup rknn`, which the README's test command runs)."""
+    try:
+        from edgekit.converters._rknn import find_python
+
+        find_python()
+    except Exception:  # noqa: BLE001 - missing or misconfigured: the marker says so
+        return False
+    return True
+
+
 def pytest_collection_modifyitems(config, items):
+    rknn = None
     for item in items:
+        if item.get_closest_marker("rknn"):
+            rknn = _rknn_environment() if rknn is None else rknn
+            if not rknn:
+                item.add_marker(pytest.mark.skip(reason="rknn-toolkit2's environment is missing: edgekit setup rknn"))
         for marker, modules in ENGINE_MODULES.items():
             if item.get_closest_marker(marker) and not any(_installed(m) for m in modules):
                 item.add_marker(pytest.mark.skip(reason=f"{marker} is not installed"))

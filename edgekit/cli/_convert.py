@@ -24,7 +24,7 @@ from edgekit.converters import (
 )
 from edgekit.pipeline.preprocess import COLORS, LAYOUTS
 from edgekit.runtimes.cpu import FOR_CPU
-from edgekit.runtimes.npu import QNN_CHIPS
+from edgekit.runtimes.npu import NPU_CHIPS
 from edgekit.runtimes.vela import NPU_CONFIGS
 
 
@@ -133,10 +133,11 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
               "heads).")
 @click.option("--onnx-format", type=click.Choice(list(ONNX_FORMATS)),
               help="ONNX int8: QDQ (portable, default) or QOperator (com.microsoft ops, ONNX Runtime only).")
-@click.option("--for", "for_chip", type=click.Choice(["auto", *FOR_CPU, *QNN_CHIPS]),
+@click.option("--for", "for_chip", type=click.Choice(["auto", *FOR_CPU, *NPU_CHIPS]),
               help="int8 (ONNX, OpenVINO): the CPU the model is for, by its int8 instructions; picks ONNX's types "
               "and reduce_range, NNCF's overflow fix [default: auto = this machine; x86 = with VNNI]. qnn-int8: "
-              "the Qualcomm SoC or HTP generation [default: qcs6490 = HTP v68].")
+              "the Qualcomm SoC or HTP generation [default: qcs6490 = HTP v68]; rknn-int8: the Rockchip platform "
+              "[default: rk3588].")
 @click.option("--reduce-range/--full-range", default=None, help="ONNX int8: 7-bit weights (x86 without VNNI) "
               "[default: from --for].")
 @click.option("--opset", type=click.IntRange(min=7), help="ONNX: opset of the export [default: 17].")
@@ -190,7 +191,7 @@ def convert(source: Path, targets: str, calib: str | None, calib_size: int, val_
                    "device needs uint8", err=True)
     for_chip = options.pop("for_chip")
     if for_chip is not None:  # one --for: a CPU for the CPU targets, an NPU chip for the NPU targets
-        options["chip" if for_chip in QNN_CHIPS else "for_cpu"] = for_chip
+        options["chip" if for_chip in NPU_CHIPS else "for_cpu"] = for_chip
     recipe = recipe_from(size, crop, scale, mean, std, color, layout)
     with rich_progress() as progress:
         results = run_conversion(

@@ -33,8 +33,9 @@ from edgekit.pipeline.repair import try_remedies
 from edgekit.pipeline.speed import slower_warning, speed_check
 from edgekit.pipeline.validation import ValidationReport, validate
 from edgekit.runtimes import open_runtime
+from edgekit.runtimes.base import TensorSpec
 from edgekit.runtimes.errors import ConversionError, EdgekitError, spelled
-from edgekit.runtimes.formats import open_model_file
+from edgekit.runtimes.formats import hash_feeds, open_model_file
 from edgekit.runtimes.sparsity import weight_sparsity
 
 log = logging.getLogger("edgekit")
@@ -310,7 +311,9 @@ def _attempt(run: _TargetRun, index: int, label: str, extra: dict[str, Any]) -> 
     validation = None
     if run.reference is not None:
         with native_stderr_silenced():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" and the like
-            validation = _validate(run, checked.path, used.get("channels_last_inputs", ()))
+            validation = _validate(run, checked.path, used.get("channels_last_inputs", ()),
+                                   _SimulatorReplay.of(used, run) if "simulated_outputs" in used else None)
+    used.pop("simulated_outputs", None)  # a staging path as well
     used.pop("validated_artifact", None)  # a staging path, gone after this call: not for the report
     speed_reference = used.pop("speed_reference", None)
     not_integer = None
@@ -443,12 +446,56 @@ def _held_out(run: _TargetRun) -> Dataset:
     return build_dataset(RANDOM_SOURCE, run.src.inputs, calib_size=1, validation_size=50, seed=run.job.seed)
 
 
-def _validate(run: _TargetRun, staged: Path, channels_last: tuple[str, ...] | list[str] = ()) -> ValidationReport:
+class _SimulatorReplay:
+    """What a vendor's simulator gave on the held-out samples while the converter built the artifact, as a
+    runtime for validation: rknn-toolkit2's simulator runs only a model built in the same session, never the
+    exported file. Samples must come in the order the converter ran them (checked by content)."""
+
+    precision = "int8 (simulated)"
+
+    def __init__(self, outputs: Path, names: list[str], samples: list[Any], simulated: str) -> None:
+        import numpy as np
+
+        self.simulated = simulated
+        self.outputs = tuple(TensorSpec(name, (), np.dtype(np.float32)) for name in names)
+        with np.load(outputs) as saved:
+            self._given = [[saved[f"{i}:{j}"] for j in range(len(names))] for i in range(len(samples))]
+        self._expected = [_digest(sample.feeds) for sample in samples]
+        self._next = 0
+
+    @classmethod
+    def of(cls, used: dict[str, Any], run: _TargetRun) -> _SimulatorReplay:
+        return cls(Path(used["simulated_outputs"]), [s.name for s in run.reference.outputs],
+                   list(_held_out(run).validation), used["validated_on"])
+
+    def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        index, self._next = self._next, self._next + 1
+        if index >= len(self._expected) or _digest(feeds) != self._expected[index]:
+            raise ConversionError("the simulator's outputs do not belong to this held-out sample (edgekit bug)")
+        return {spec.name: value for spec, value in zip(self.outputs, self._given[index])}
+
+    def __enter__(self) -> _SimulatorReplay:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+
+def _digest(feeds: dict[str, Any]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    hash_feeds(digest, feeds)
+    return digest.hexdigest()
+
+
+def _validate(run: _TargetRun, staged: Path, channels_last: tuple[str, ...] | list[str] = (),
+              replay: _SimulatorReplay | None = None) -> ValidationReport:
     target = run.target
     synthetic = run.job.dataset is None or run.job.dataset.provenance.synthetic
     dataset = _held_out(run)
     try:
-        candidate = open_runtime(staged)
+        candidate = replay or open_runtime(staged)
     except EdgekitError as exc:
         raise ConversionError(
             f"{target.name}: the converted model does not load: {exc}".replace(str(staged.parent) + "/", "")

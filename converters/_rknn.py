@@ -1,0 +1,230 @@
+"""rknn-int8: a model compiled for a Rockchip RKNPU (RK3588, RK3576, RK3566/3568, RK3562, RV1106/1103) by Rockchip's
+rknn-toolkit2, which lives in an environment edgekit manages.
+
+rknn-toolkit2 pins numpy 1.x, onnx <= 1.18 and protobuf 4.x, so it cannot share edgekit's main install:
+``edgekit setup rknn`` makes a venv of its own (``$EDGEKIT_RKNN`` may name another), and the toolkit runs there
+in a child process, files in and files out — it calls ``exit()`` on some errors. Route: the source as float
+ONNX (opset <= 19, the toolkit's limit) -> ``config`` (w8a8, per-channel weights, the chosen platform; no
+mean/std: edgekit feeds preprocessed floats, as to every target) -> ``load_onnx`` -> ``build`` calibrated on the
+neutral dataset -> ``export_rknn``. Then, in the same session, the toolkit's simulator runs the built model on
+the held-out samples: an exported .rknn cannot be run by the simulator later (the toolkit refuses
+``load_rknn`` without a board), so this is where its outputs are checked, and the pipeline judges those
+outputs against the float model like every target's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from edgekit.converters import work_folder
+from edgekit.converters._onnx_export import export_onnx, save_onnx
+from edgekit.converters._source import Source
+from edgekit.runtimes.errors import ConversionError, MissingDependencyError, calibration_advice, spelled
+from edgekit.runtimes.npu import RKNN_PLATFORMS
+
+ENV_VARIABLE = "EDGEKIT_RKNN"
+TOOLKIT = "rknn-toolkit2==2.5.0"
+#: what the toolkit really needs (its own metadata asks for torch <= 2.4 and ~2.5 GB of CUDA libraries, which
+#: its ONNX route never uses): installed beside it with --no-deps; setuptools for its pkg_resources import
+TOOLKIT_NEEDS = ("protobuf>=4.21.6,<=4.25.4", "psutil", "ruamel.yaml", "scipy", "tqdm", "opencv-python-headless",
+                 "fast-histogram", "numpy<=1.26.4", "onnx>=1.16.1,<=1.18.0", "onnxruntime>=1.17", "setuptools<81")
+PYTHONS = ((3, 8), (3, 12))  # the toolkit's wheels
+MAX_OPSET = 19
+DEFAULT_PLATFORM = "rk3588"
+QUANTIZED_ALGORITHMS = ("normal", "mmse", "kl_divergence")  # the toolkit's
+TIMEOUT_S = 1800
+
+_BUILD = r"""
+import json, sys
+import numpy as np
+from rknn.api import RKNN
+job = json.loads(sys.argv[1])
+rknn = RKNN(verbose=False)
+def step(name, code):
+    if code != 0:
+        print(json.dumps({"ok": False, "step": name}), flush=True)
+        sys.exit(3)
+step("config", rknn.config(target_platform=job["platform"], quantized_dtype="w8a8",
+                           quantized_algorithm=job["algorithm"], quantized_method="channel"))
+step("load_onnx", rknn.load_onnx(job["onnx"]))
+step("build", rknn.build(do_quantization=True, dataset=job["dataset"]))
+step("export_rknn", rknn.export_rknn(job["output"]))
+step("init_runtime", rknn.init_runtime())
+outputs = {}
+for index, sample in enumerate(job["held_out"]):
+    arrays = [np.load(path) for path in sample]
+    got = rknn.inference(inputs=arrays, data_format=["nchw" if a.ndim == 4 else None for a in arrays])
+    if got is None:
+        step("inference", 1)
+    for position, value in enumerate(got):
+        outputs[f"{index}:{position}"] = np.asarray(value)
+np.savez(job["outputs"], **outputs)
+from importlib.metadata import version
+print(json.dumps({"ok": True, "toolkit": version("rknn-toolkit2")}), flush=True)
+"""
+
+
+def managed_env() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "edgekit" / "rknn-venv"
+
+
+def find_python() -> Path:
+    """The interpreter that has rknn-toolkit2, or a MissingDependencyError naming ``edgekit setup rknn``."""
+    given = os.environ.get(ENV_VARIABLE)
+    if given:
+        python = Path(given)
+        python = python / "bin" / "python" if python.is_dir() else python
+        if not python.is_file():
+            raise ConversionError(f"{ENV_VARIABLE}={given} is not a python interpreter or a venv folder")
+        return python
+    python = managed_env() / "bin" / "python"
+    if not python.is_file():
+        raise MissingDependencyError(
+            "rknn-toolkit2 (rknn-int8 builds with it, in its own environment: numpy 1.x, onnx <= 1.18): run "
+            f"`edgekit setup rknn`, or set {ENV_VARIABLE} to a python that has it", "convert")
+    return python
+
+
+def _version(python: str) -> tuple[int, int] | None:
+    try:
+        done = subprocess.run([python, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True,
+                              text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    major, minor = done.stdout.split()
+    return int(major), int(minor)
+
+
+def _torch_requirement() -> str:
+    """The torch the toolkit imports (and runs nothing on): the main install's own build when it has one, so a
+    CPU-only wheel is reused instead of the registry's default CUDA build."""
+    try:
+        from importlib.metadata import version
+
+        return f"torch=={version('torch')}"
+    except Exception:  # noqa: BLE001 - no torch in the main install: let pip choose
+        return "torch"
+
+
+def setup(python: str | None = None, *, log: Any = print) -> Path:
+    """Create the managed venv with rknn-toolkit2 and what its ONNX route needs, from pip's configured registry."""
+    low, high = PYTHONS
+    candidates = [python] if python else [sys.executable, *(f"python3.{m}" for m in range(high[1], low[1] - 1, -1))]
+    chosen = next((p for p in candidates if low <= (_version(p) or (0, 0)) <= high), None)
+    if chosen is None:
+        raise ConversionError(f"rknn-toolkit2 needs Python 3.{low[1]}-3.{high[1]}; none found (tried "
+                              f"{', '.join(candidates)}); pass --python PATH")
+    env = managed_env()
+    if not (env / "bin" / "python").is_file():
+        log(f"creating {env} with {chosen}")
+        subprocess.run([chosen, "-m", "venv", str(env)], check=True)
+    pip = [str(env / "bin" / "python"), "-m", "pip", "install", "-q"]
+    for what, command in ((TOOLKIT, [*pip, "--no-deps", TOOLKIT]),
+                          ("its requirements", [*pip, *TOOLKIT_NEEDS, _torch_requirement()])):
+        log(f"installing {what} into {env}")
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            lines = [line for line in done.stderr.splitlines() if "ERROR" in line] or done.stderr.splitlines()
+            raise ConversionError(f"pip could not install {what} into {env}: {(lines or ['no output'])[-1][:300]}")
+    return env
+
+
+def convert(source: Source, target: Any, output: Path, *,
+            calibration: Callable[[], Iterable[dict[str, Any]]] | None = None,
+            validation: Iterable[Any] | None = None, chip: str = DEFAULT_PLATFORM,
+            quantized_algorithm: str = "normal", opset: int | None = None) -> dict[str, Any]:
+    """Write ``source`` compiled for the Rockchip ``chip`` to ``output``; the simulator's outputs on the held-out
+    ``validation`` samples go beside it for the pipeline to judge (``simulated_outputs``)."""
+    platform = chip.strip().lower()
+    if platform not in RKNN_PLATFORMS:
+        raise ConversionError(f"rknn-int8 {spelled('--for', 'chip')}: unknown Rockchip platform '{chip}'; choose "
+                              f"one of {', '.join(RKNN_PLATFORMS)}")
+    if quantized_algorithm not in QUANTIZED_ALGORITHMS:
+        raise ConversionError(f"rknn-int8 quantized_algorithm must be one of {', '.join(QUANTIZED_ALGORITHMS)}, "
+                              f"got '{quantized_algorithm}'")
+    if calibration is None:
+        raise ConversionError(f"rknn-int8 needs calibration data: {calibration_advice()}")
+    python = find_python()
+    work = work_folder(output).resolve()
+    used: dict[str, Any] = {"target": target.name}
+    float_path = work / "float.onnx"
+    used.update(export_onnx(source, float_path, opset))
+    used.update(_opset_for_toolkit(float_path))
+    names = [spec.name for spec in source.inputs]
+    dataset = _write_samples(work / "calibration", (feeds for feeds in calibration()), names)
+    (work / "dataset.txt").write_text("".join(" ".join(files) + "\n" for files in dataset))
+    held_out = _write_samples(work / "held_out", (sample.feeds for sample in validation or ()), names)
+    job = {"platform": platform, "algorithm": quantized_algorithm, "onnx": str(float_path),
+           "dataset": str(work / "dataset.txt"), "output": str(output.resolve()), "held_out": held_out,
+           "outputs": str(work / "simulated.npz")}
+    result = _run(python, job, work)
+    used.update(platform=platform, toolkit=f"rknn-toolkit2 {result['toolkit']}", quantized_dtype="w8a8",
+                quantized_algorithm=quantized_algorithm, quantized_method="channel",
+                calibration_samples=len(dataset),
+                preprocessing="none baked in: feed the model what edgekit's recipe makes (mean/std not in the "
+                              ".rknn)",
+                validated_on=f"rknn-toolkit2 {result['toolkit']} simulator ({platform}): outputs of the model "
+                             "built in the same session as the exported file; timings not measured")
+    if held_out:
+        used["simulated_outputs"] = job["outputs"]
+    return used
+
+
+def _opset_for_toolkit(path: Path) -> dict[str, Any]:
+    """The toolkit reads opsets up to 19: bring a newer export down with ONNX's version converter."""
+    import onnx
+
+    model = onnx.load(str(path))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MAX_OPSET)
+    if opset <= MAX_OPSET:
+        return {}
+    try:
+        converted = onnx.version_converter.convert_version(model, MAX_OPSET)
+    except Exception as exc:  # noqa: BLE001 - the version converter raises bare errors on ops it cannot map
+        raise ConversionError(f"rknn-toolkit2 reads ONNX opset <= {MAX_OPSET} and this export is opset {opset}; "
+                              f"ONNX could not convert it down ({str(exc).splitlines()[0][:200]}): pass "
+                              f"{spelled('--opset 17', 'opset=17')}") from exc
+    save_onnx(onnx, converted, path)
+    return {"opset": MAX_OPSET, "opset_lowered_from": opset}
+
+
+def _write_samples(folder: Path, samples: Iterable[dict[str, Any]], names: list[str]) -> list[list[str]]:
+    """One .npy per input per sample, in input order: the toolkit's dataset file lists them per line."""
+    folder.mkdir()
+    written = []
+    for index, feeds in enumerate(samples):
+        files = []
+        for position, name in enumerate(names):
+            path = folder / f"{index}_{position}.npy"
+            np.save(path, np.asarray(feeds[name], np.float32))
+            files.append(str(path))
+        written.append(files)
+    return written
+
+
+def _run(python: Path, job: dict[str, Any], work: Path) -> dict[str, Any]:
+    try:
+        done = subprocess.run([str(python), "-c", _BUILD, json.dumps(job)], capture_output=True, text=True,
+                              cwd=work, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise ConversionError(f"rknn-toolkit2 did not finish within {TIMEOUT_S} s") from exc
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    result = json.loads(lines[-1]) if lines else {"ok": False, "step": None}
+    if done.returncode == 0 and result["ok"]:
+        return result
+    said = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + "\n" + done.stderr)
+    # the toolkit logs every build's harmless "E RKNN: Unkown op target: 0"; its real errors start with "E "
+    errors = [line[2:].strip() for line in said.splitlines()
+              if line.startswith("E ") and "Unkown op target" not in line]
+    where = f" at {result['step']}" if result.get("step") else ""
+    why = errors[-1] if errors else (said.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    raise ConversionError(f"rknn-toolkit2 failed{where} (exit status {done.returncode}): {why[:400]}")
