@@ -205,7 +205,7 @@ def check_route(source: Any, targets: list[Target], *, has_data: bool) -> None:
 
         find_python()
     if any(t.family == "rknn" for t in targets):
-        from edgekit.converters._rknn import find_python as find_rknn
+        from edgekit.converters._rknn_env import find_python as find_rknn
 
         find_rknn()  # the toolkit's environment, before any work
     needing = [t.name for t in targets if t.calibrates(source)]

@@ -1,9 +1,6 @@
 """rknn-int8: a model compiled for a Rockchip RKNPU (RK3588, RK3576, RK3566/3568, RK3562, RV1106/1103) by Rockchip's
-rknn-toolkit2, which lives in an environment edgekit manages.
-
-rknn-toolkit2 pins numpy 1.x, onnx <= 1.18 and protobuf 4.x, so it cannot share edgekit's main install:
-``edgekit setup rknn`` makes a venv of its own (``$EDGEKIT_RKNN`` may name another), and the toolkit runs there
-in a child process, files in and files out — it calls ``exit()`` on some errors. Route: the source as float
+rknn-toolkit2, run in its own environment (``_rknn_env``) in a child process, files in and files out: it calls
+``exit()`` on some errors. Route: the source as float
 ONNX (opset <= 19, the toolkit's limit) -> ``config`` (w8a8, per-channel weights, the chosen platform; no
 mean/std: edgekit feeds preprocessed floats, as to every target) -> ``load_onnx`` -> ``build`` calibrated on the
 neutral dataset -> ``export_rknn``. Then, in the same session, the toolkit's simulator runs the built model on
@@ -15,10 +12,8 @@ outputs against the float model like every target's.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -26,17 +21,11 @@ from typing import Any
 import numpy as np
 from edgekit.converters import work_folder
 from edgekit.converters._onnx_export import export_onnx, save_onnx
+from edgekit.converters._rknn_env import find_python
 from edgekit.converters._source import Source
-from edgekit.runtimes.errors import ConversionError, MissingDependencyError, calibration_advice, spelled
+from edgekit.runtimes.errors import ConversionError, calibration_advice, spelled
 from edgekit.runtimes.npu import RKNN_PLATFORMS
 
-ENV_VARIABLE = "EDGEKIT_RKNN"
-TOOLKIT = "rknn-toolkit2==2.5.0"
-#: what the toolkit really needs (its own metadata asks for torch <= 2.4 and ~2.5 GB of CUDA libraries, which
-#: its ONNX route never uses): installed beside it with --no-deps; setuptools for its pkg_resources import
-TOOLKIT_NEEDS = ("protobuf>=4.21.6,<=4.25.4", "psutil", "ruamel.yaml", "scipy", "tqdm", "opencv-python-headless",
-                 "fast-histogram", "numpy<=1.26.4", "onnx>=1.16.1,<=1.18.0", "onnxruntime>=1.17", "setuptools<81")
-PYTHONS = ((3, 8), (3, 12))  # the toolkit's wheels
 MAX_OPSET = 19
 DEFAULT_PLATFORM = "rk3588"
 QUANTIZED_ALGORITHMS = ("normal", "mmse", "kl_divergence")  # the toolkit's
@@ -70,72 +59,6 @@ np.savez(job["outputs"], **outputs)
 from importlib.metadata import version
 print(json.dumps({"ok": True, "toolkit": version("rknn-toolkit2")}), flush=True)
 """
-
-
-def managed_env() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "edgekit" / "rknn-venv"
-
-
-def find_python() -> Path:
-    """The interpreter that has rknn-toolkit2, or a MissingDependencyError naming ``edgekit setup rknn``."""
-    given = os.environ.get(ENV_VARIABLE)
-    if given:
-        python = Path(given)
-        python = python / "bin" / "python" if python.is_dir() else python
-        if not python.is_file():
-            raise ConversionError(f"{ENV_VARIABLE}={given} is not a python interpreter or a venv folder")
-        return python
-    python = managed_env() / "bin" / "python"
-    if not python.is_file():
-        raise MissingDependencyError(
-            "rknn-toolkit2 (rknn-int8 builds with it, in its own environment: numpy 1.x, onnx <= 1.18): run "
-            f"`edgekit setup rknn`, or set {ENV_VARIABLE} to a python that has it", "convert")
-    return python
-
-
-def _version(python: str) -> tuple[int, int] | None:
-    try:
-        done = subprocess.run([python, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True,
-                              text=True, timeout=30, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    major, minor = done.stdout.split()
-    return int(major), int(minor)
-
-
-def _torch_requirement() -> str:
-    """The torch the toolkit imports (and runs nothing on): the main install's own build when it has one, so a
-    CPU-only wheel is reused instead of the registry's default CUDA build."""
-    try:
-        from importlib.metadata import version
-
-        return f"torch=={version('torch')}"
-    except Exception:  # noqa: BLE001 - no torch in the main install: let pip choose
-        return "torch"
-
-
-def setup(python: str | None = None, *, log: Any = print) -> Path:
-    """Create the managed venv with rknn-toolkit2 and what its ONNX route needs, from pip's configured registry."""
-    low, high = PYTHONS
-    candidates = [python] if python else [sys.executable, *(f"python3.{m}" for m in range(high[1], low[1] - 1, -1))]
-    chosen = next((p for p in candidates if low <= (_version(p) or (0, 0)) <= high), None)
-    if chosen is None:
-        raise ConversionError(f"rknn-toolkit2 needs Python 3.{low[1]}-3.{high[1]}; none found (tried "
-                              f"{', '.join(candidates)}); pass --python PATH")
-    env = managed_env()
-    if not (env / "bin" / "python").is_file():
-        log(f"creating {env} with {chosen}")
-        subprocess.run([chosen, "-m", "venv", str(env)], check=True)
-    pip = [str(env / "bin" / "python"), "-m", "pip", "install", "-q"]
-    for what, command in ((TOOLKIT, [*pip, "--no-deps", TOOLKIT]),
-                          ("its requirements", [*pip, *TOOLKIT_NEEDS, _torch_requirement()])):
-        log(f"installing {what} into {env}")
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode:
-            lines = [line for line in done.stderr.splitlines() if "ERROR" in line] or done.stderr.splitlines()
-            raise ConversionError(f"pip could not install {what} into {env}: {(lines or ['no output'])[-1][:300]}")
-    return env
 
 
 def convert(source: Source, target: Any, output: Path, *,

@@ -214,7 +214,8 @@ _ACCELERATORS = {"litert": _litert_accelerators, "onnxruntime": _ort_accelerator
 def describe_engines() -> list[EngineInfo]:
     """Each engine: installed or not, which implementation and version, and the accelerators it sees."""
     engines = []
-    for backend in BACKENDS.values():
+    # the rknn backend drives one vendor's NPU: describe_npus reports it (driver, librknnrt, rknn-toolkit-lite2)
+    for backend in (b for b in BACKENDS.values() if b.name in _ACCELERATORS):
         module = backend.installed_module()
         if module is None:
             engines.append(EngineInfo(backend.name, False, install_hint=f"pip install 'edgekit[{backend.extra}]'"))

@@ -39,7 +39,7 @@ def _installed(module: str) -> bool:
 def _rknn_environment() -> bool:
     """rknn-toolkit2's own environment (`edgekit setup rknn`, which the README's test command runs)."""
     try:
-        from edgekit.converters._rknn import find_python
+        from edgekit.converters._rknn_env import find_python
 
         find_python()
     except Exception:  # noqa: BLE001 - missing or misconfigured: the marker says so

@@ -26,8 +26,8 @@ def setup_onnx2tf(python: str | None) -> None:
               "newest found].")
 def setup_rknn(python: str | None) -> None:
     """Create the venv that runs rknn-toolkit2 (rknn-int8, ~1.5 GB); packages come from pip's configured registry."""
-    from edgekit.converters._rknn import ENV_VARIABLE
-    from edgekit.converters._rknn import setup as create
+    from edgekit.converters._rknn_env import ENV_VARIABLE
+    from edgekit.converters._rknn_env import setup as create
 
     env = create(python, log=lambda message: click.echo(message, err=True))
     click.echo(f"rknn-toolkit2 ready in {env} (or point {ENV_VARIABLE} at another python that has it)")
