@@ -21,46 +21,27 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgekit.runtimes.errors import ConversionError, MissingDependencyError
+from edgekit.converters._managed_env import find_python as managed_python
+from edgekit.converters._managed_env import python_version, venv_folder
+from edgekit.runtimes.errors import ConversionError
 
 log = logging.getLogger("edgekit")
 
 ENV_VARIABLE = "EDGEKIT_ONNX2TF"
+VENV = "onnx2tf-venv"
 #: the version tested here (TF-free flatbuffer_direct backend, no network code, calibration-based int8)
 REQUIREMENT = "onnx2tf==2.6.9"
 MIN_PYTHON = (3, 12)
 
 
 def managed_env() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "edgekit" / "onnx2tf-venv"
+    return venv_folder(VENV)
 
 
 def find_python() -> Path:
     """The interpreter that runs onnx2tf, or a MissingDependencyError saying how to get one."""
-    given = os.environ.get(ENV_VARIABLE)
-    if given:
-        python = Path(given)
-        python = python / "bin" / "python" if python.is_dir() else python
-        if not python.is_file():
-            raise ConversionError(f"{ENV_VARIABLE}={given} is not a python interpreter or a venv folder")
-        return python
-    python = managed_env() / "bin" / "python"
-    if not python.is_file():
-        raise MissingDependencyError(
-            "onnx2tf (ONNX -> TFLite runs it in its own Python >= 3.12 environment): run `edgekit setup onnx2tf`, "
-            f"or set {ENV_VARIABLE} to a python that has it", "convert")
-    return python
-
-
-def _python_version(python: str) -> tuple[int, int] | None:
-    try:
-        done = subprocess.run([python, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True,
-                              text=True, timeout=30, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    major, minor = done.stdout.split()
-    return int(major), int(minor)
+    return managed_python(ENV_VARIABLE, VENV, "onnx2tf (ONNX -> TFLite runs it in its own Python >= 3.12 "
+                          "environment): run `edgekit setup onnx2tf`")
 
 
 def _candidate_pythons() -> list[str]:
@@ -74,7 +55,7 @@ def _candidate_pythons() -> list[str]:
 def setup(python: str | None = None, *, log: Any = print) -> Path:
     """Create the managed venv with onnx2tf (from the package registry pip is configured for)."""
     candidates = [python] if python else _candidate_pythons()
-    chosen = next((p for p in candidates if (_python_version(p) or (0, 0)) >= MIN_PYTHON), None)
+    chosen = next((p for p in candidates if (python_version(p) or (0, 0)) >= MIN_PYTHON), None)
     if chosen is None:
         tried = ", ".join(candidates) or "none"
         raise ConversionError(f"onnx2tf needs Python >= 3.12; none found (tried {tried}); pass --python PATH")

@@ -6,15 +6,17 @@ of its own in edgekit's cache folder (``$EDGEKIT_RKNN`` may name another python 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from edgekit.runtimes.errors import ConversionError, MissingDependencyError
+from edgekit.converters._managed_env import find_python as managed_python
+from edgekit.converters._managed_env import python_version, venv_folder
+from edgekit.runtimes.errors import ConversionError
 
 ENV_VARIABLE = "EDGEKIT_RKNN"
+VENV = "rknn-venv"
 TOOLKIT = "rknn-toolkit2==2.5.0"
 #: what the toolkit really needs (its own metadata asks for torch <= 2.4 and ~2.5 GB of CUDA libraries, which
 #: its ONNX route never uses): installed beside it with --no-deps; setuptools for its pkg_resources import
@@ -24,35 +26,13 @@ PYTHONS = ((3, 8), (3, 12))  # the toolkit's wheels
 
 
 def managed_env() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "edgekit" / "rknn-venv"
+    return venv_folder(VENV)
 
 
 def find_python() -> Path:
     """The interpreter that has rknn-toolkit2, or a MissingDependencyError naming ``edgekit setup rknn``."""
-    given = os.environ.get(ENV_VARIABLE)
-    if given:
-        python = Path(given)
-        python = python / "bin" / "python" if python.is_dir() else python
-        if not python.is_file():
-            raise ConversionError(f"{ENV_VARIABLE}={given} is not a python interpreter or a venv folder")
-        return python
-    python = managed_env() / "bin" / "python"
-    if not python.is_file():
-        raise MissingDependencyError(
-            "rknn-toolkit2 (rknn-int8 builds with it, in its own environment: numpy 1.x, onnx <= 1.18): run "
-            f"`edgekit setup rknn`, or set {ENV_VARIABLE} to a python that has it", "convert")
-    return python
-
-
-def _version(python: str) -> tuple[int, int] | None:
-    try:
-        done = subprocess.run([python, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True,
-                              text=True, timeout=30, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    major, minor = done.stdout.split()
-    return int(major), int(minor)
+    return managed_python(ENV_VARIABLE, VENV, "rknn-toolkit2 (rknn-int8 builds with it, in its own environment: "
+                          "numpy 1.x, onnx <= 1.18): run `edgekit setup rknn`")
 
 
 def _torch_requirement() -> str:
@@ -70,7 +50,7 @@ def setup(python: str | None = None, *, log: Any = print) -> Path:
     """Create the managed venv with rknn-toolkit2 and what its ONNX route needs, from pip's configured registry."""
     low, high = PYTHONS
     candidates = [python] if python else [sys.executable, *(f"python3.{m}" for m in range(high[1], low[1] - 1, -1))]
-    chosen = next((p for p in candidates if low <= (_version(p) or (0, 0)) <= high), None)
+    chosen = next((p for p in candidates if low <= (python_version(p) or (0, 0)) <= high), None)
     if chosen is None:
         raise ConversionError(f"rknn-toolkit2 needs Python 3.{low[1]}-3.{high[1]}; none found (tried "
                               f"{', '.join(candidates)}); pass --python PATH")
