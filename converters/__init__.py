@@ -195,12 +195,15 @@ def check_route(source: Any, targets: list[Target], *, has_data: bool) -> None:
     environment, and calibration data for the targets that calibrate (``has_data``: the job has some)."""
     check_quantized_source(source, targets)
     tflite = [t.name for t in targets if t.family in ("tflite", "ethos-u")]
-    if source.kind == ONNX and tflite:
+    # onnx2tf and rknn-toolkit2 compile fixed shapes only
+    static = tflite + [t.name for t in targets if t.family == "rknn"]
+    if source.kind == ONNX and static:
         for spec in source.inputs:
             if None in spec.shape:
                 fixed = ",".join("1" if d is None else str(d) for d in spec.shape)
-                raise ConversionError(f"{', '.join(tflite)} from ONNX need static shapes, and input '{spec.name}' "
+                raise ConversionError(f"{', '.join(static)} from ONNX need static shapes, and input '{spec.name}' "
                                       f"has a dynamic batch: pass {input_shape_option(spec.name, fixed)}")
+    if source.kind == ONNX and tflite:
         from edgekit.converters._onnx2tf import find_python
 
         find_python()

@@ -50,7 +50,7 @@ step("init_runtime", rknn.init_runtime())
 outputs = {}
 for index, sample in enumerate(job["held_out"]):
     arrays = [np.load(path) for path in sample]
-    got = rknn.inference(inputs=arrays, data_format=["nchw" if a.ndim == 4 else None for a in arrays])
+    got = rknn.inference(inputs=arrays, data_format=["nchw"] * len(arrays))  # the ONNX layout; 4-D only
     if got is None:
         step("inference", 1)
     for position, value in enumerate(got):
@@ -146,8 +146,11 @@ def _run(python: Path, job: dict[str, Any], work: Path) -> dict[str, Any]:
         return result
     said = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + "\n" + done.stderr)
     # the toolkit logs every build's harmless "E RKNN: Unkown op target: 0"; its real errors start with "E "
-    errors = [line[2:].strip() for line in said.splitlines()
-              if line.startswith("E ") and "Unkown op target" not in line]
+    # and its version after an error
+    errors = [line[2:].strip() for line in said.splitlines() if line.startswith("E ")
+              and "Unkown op target" not in line and "rknn-toolkit2 version" not in line]
     where = f" at {result['step']}" if result.get("step") else ""
-    why = errors[-1] if errors else (said.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    raised = [line for line in said.splitlines() if re.match(r"^\w+(Error|Exception): ", line)]
+    why = errors[0] if errors and "Traceback" not in errors[0] else raised[-1] if raised else \
+        (said.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
     raise ConversionError(f"rknn-toolkit2 failed{where} (exit status {done.returncode}): {why[:400]}")

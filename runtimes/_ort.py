@@ -15,6 +15,7 @@ import numpy as np
 from edgekit.runtimes import GRAPH_OPTIMIZATIONS
 from edgekit.runtimes._native_log import native_log_captured
 from edgekit.runtimes._onnx_proto import io_quantization
+from edgekit.runtimes._qnn import EP_NAME as QNN_PROVIDER
 from edgekit.runtimes._qnn import context_info, describe_context, describe_htp, htp_session_options, simulated
 from edgekit.runtimes.base import Runtime, TensorSpec
 from edgekit.runtimes.errors import DeviceError, InferenceError, UnsupportedModelError, first_line
@@ -42,6 +43,8 @@ def choose_providers(device: str, available: list[str]) -> tuple[list[str], str]
     """Map edgekit's device vocabulary to an ORT provider list; return (providers, device used)."""
     if device == "cpu":
         return ["CPUExecutionProvider"], "cpu"
+    if simulated():  # once registered, the QNN plugin is listed; on x86-64 it is Qualcomm's simulator, no NPU
+        available = [p for p in available if p != QNN_PROVIDER]
     kinds = ("npu", "gpu") if device == "auto" else (device,)
     for kind in kinds:
         for provider in PROVIDERS_BY_DEVICE[kind]:

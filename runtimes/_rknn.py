@@ -90,8 +90,8 @@ class RknnRuntime(Runtime):
         self._set_specs(inputs, tuple(TensorSpec(name, (), np.dtype(np.float32)) for name in outputs))
 
     def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        formats = ["nchw" if a.ndim == 4 else None for a in arrays]  # edgekit feeds the ONNX model's layout
-        got = self._rknn.inference(inputs=arrays, data_format=formats)
+        # edgekit feeds the ONNX model's layout (the format applies to 4-D inputs only; None is refused)
+        got = self._rknn.inference(inputs=arrays, data_format=["nchw"] * len(arrays))
         if got is None:
             raise InferenceError(f"the RKNPU returned nothing for '{self.path}'")
         return [np.asarray(v, np.float32) for v in got]

@@ -98,12 +98,16 @@ def test_a_model_that_is_not_its_source_is_caught_by_validation(digits_torch_onn
 
 
 def test_an_unknown_platform_and_a_missing_environment_are_named_before_any_work(onnx_fp32, tmp_path, monkeypatch):
+    with pytest.raises(ConversionError, match=r"rknn-int8 from ONNX need static shapes.*input_shapes="):
+        edgekit.convert(onnx_fp32, "rknn-int8", calibration="random", output_dir=tmp_path)
     with pytest.raises(ConversionError, match=r"unknown Rockchip platform 'rk9999'; choose one of rk3588, rk3576"):
-        edgekit.convert(onnx_fp32, "rknn-int8", calibration="random", chip="rk9999", output_dir=tmp_path)
+        edgekit.convert(onnx_fp32, "rknn-int8", calibration="random", chip="rk9999", output_dir=tmp_path,
+                        input_shapes={"input": (1, 16)})
     monkeypatch.delenv("EDGEKIT_RKNN", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
     with pytest.raises(MissingDependencyError, match="edgekit setup rknn"):
-        edgekit.convert(onnx_fp32, "rknn-int8", calibration="random", output_dir=tmp_path / "out")
+        edgekit.convert(onnx_fp32, "rknn-int8", calibration="random", output_dir=tmp_path / "out",
+                        input_shapes={"input": (1, 16)})
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 

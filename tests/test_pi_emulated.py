@@ -286,3 +286,24 @@ def test_optimize_measures_its_trials_on_the_emulated_pi(pi_sshd, tmp_path, digi
     assert all(r["device"] == f"root@127.0.0.1:{pi_sshd.port}" and r["latency_ms"] > 0 for r in rows)
     assert data["best"]["artifact"].endswith(".onnx") and f"--remote root@127.0.0.1:{pi_sshd.port}" in \
         data["best"]["command"]
+
+
+@pytest.mark.rknn
+def test_a_rockchip_model_on_a_pi_without_its_npu_says_what_is_missing(onnx_fp32, tmp_path):
+    """rknn-toolkit-lite2 installs from the registry's aarch64 wheel (`edgekit[rknn]`); the RKNPU driver cannot be
+    emulated, so loading a .rknn names the driver paths it looked for, and `edgekit devices` lists what is there."""
+    (result,) = edgekit.convert(onnx_fp32, "rknn-int8", calibration="random", input_shapes={"input": (1, 16)},
+                                output_dir=tmp_path)
+    folder = ROOT / "tmp" / "edgekit-rknn"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for made in (result.artifact, Path(f"{result.artifact}.json")):
+        shutil.copyfile(made, folder / made.name)
+    done = chroot("edgekit", "run", f"/tmp/edgekit-rknn/{result.artifact.name}", "--random")
+    assert done.returncode == 1 and done.stderr.count("Error:") == 1, done.stderr
+    assert "no RKNPU here" in done.stderr and "/sys/kernel/debug/rknpu" in done.stderr, done.stderr
+    listed = chroot("edgekit", "devices", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (rknpu,) = [n for n in json.loads(listed.stdout)["npus"] if n["name"] == "Rockchip RKNPU"]
+    assert not rknpu["present"] and any(f.startswith("rknn-toolkit-lite2") for f in rknpu["found"]), rknpu
+    assert any(m.startswith("RKNPU kernel driver") for m in rknpu["missing"]), rknpu

@@ -61,8 +61,8 @@ rm -rf "$ROOT/opt/edgekit-src" && mkdir -p "$ROOT/opt/edgekit-src"
     | (cd "$REPO" && xargs -0 cp --parents -t "$ROOT/opt/edgekit-src")
 run() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root PIP_DISABLE_PIP_VERSION_CHECK=1 "$@"; }
 [ -x "$ROOT/opt/venv/bin/python" ] || run python3 -m venv /opt/venv
-run /opt/venv/bin/pip install -q "/opt/edgekit-src[litert,onnx,openvino]" \
-    || fail "pip install of edgekit[litert,onnx,openvino] inside the arm64 root failed"
+run /opt/venv/bin/pip install -q "/opt/edgekit-src[litert,onnx,openvino,rknn]" \
+    || fail "pip install of edgekit[litert,onnx,openvino,rknn] inside the arm64 root failed"
 run /opt/venv/bin/pip install -q --force-reinstall --no-deps /opt/edgekit-src >/dev/null
 # a second install with no engine at all, to see what a device without one says
 [ -x "$ROOT/opt/bare/bin/python" ] || run python3 -m venv /opt/bare
