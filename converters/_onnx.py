@@ -293,6 +293,8 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
     if unknown:
         raise ConversionError(f"{spelled('--exclude-nodes')} names no node of the model: {unknown}")
     excluded = list(exclude_nodes)
+    if int8_placement == "engine":
+        prepared_model = _rewritten_for_ort_int8(onnx, prepared_model, prepared, set(exclude_nodes), used)
     if keep_output_float:
         excluded += output_nodes(prepared_model.graph)
     op_types = None
@@ -332,6 +334,27 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
                 int8_instructions=defaults["int8_instructions"], excluded_nodes=excluded,
                 excluded_op_types=list(exclude_op_types), calibration_sample_cap=limit)
     return used
+
+
+def _rewritten_for_ort_int8(onnx: Any, model: Any, path: Path, leave: set[str], used: dict[str, Any]) -> Any:
+    """``model`` with its hard-sigmoid gates and spatial means in forms ONNX Runtime runs in int8
+    (``_ort_rewrite``), saved to ``path`` when anything changed; ``model`` itself when the rewrite cannot read
+    the graph."""
+    from edgekit.converters._ort_rewrite import rewrite_for_ort_int8
+
+    rewritten_model = onnx.ModelProto()
+    rewritten_model.CopyFrom(model)
+    try:
+        rewritten = rewrite_for_ort_int8(rewritten_model, leave)
+    except Exception as exc:  # noqa: BLE001 - an untrusted graph the rewrite does not expect: quantize it as it is
+        log.warning("rewrites for ONNX Runtime's int8 kernels skipped (%s: %s)", type(exc).__name__,
+                    first_line(exc)[:200])
+        return model
+    if not rewritten:
+        return model
+    onnx.save(rewritten_model, str(path))
+    used["rewritten_before_quantization"] = rewritten
+    return rewritten_model
 
 
 def _placed_for_ort(quantize: Callable[[list[str]], None], excluded: list[str], graph: Any, work: Path,

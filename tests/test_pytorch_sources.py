@@ -365,29 +365,38 @@ def test_tflite_sensitivity_ranking_and_the_remedies_it_drives(converted, tmp_pa
     assert offered[2][1]["exclude_nodes"] == worst and offered[2][2] == ranking
 
 
-def test_onnx_int8_never_keeps_so_many_gates_float_that_int8_is_a_float_model(converted, tmp_path):
-    """ONNX Runtime has no int8 HardSigmoid: quantized, each of MobileNetV3's x*hardsigmoid(x) runs in float
-    between a DequantizeLinear and a QuantizeLinear (measured at 160x160: int8 0.43-0.55x float), so the engine
-    placement would keep those gates, their Mul and the conv ORT fuses them into in float. On MobileNetV3 that
-    leaves 36 % of the weights in integer: an "-int8" model in name only. edgekit then quantizes them too and
-    says why (the speed check reports what that costs); the result is ONNX Runtime's quantizer's own."""
+def test_onnx_int8_runs_mobilenet_v3s_gates_in_int8_kernels(converted, tmp_path):
+    """ONNX Runtime has no int8 HardSigmoid: quantized as exported, each of MobileNetV3's x*hardsigmoid(x) and
+    squeeze-excite gates (and their ReduceMean pooling) runs in float between a DequantizeLinear and a
+    QuantizeLinear (measured at 160x160: int8 0.43-0.55x float), and keeping them in float with their
+    convolutions would leave 36 % of the weights in integer. edgekit rewrites them exactly into ops ORT runs in
+    int8 (``_ort_rewrite``): nothing is left in float, and the model agrees with its float self as well as ORT's
+    quantizer's own output does."""
     from edgekit.converters._ort_placement import ops_run_in_float
 
     model, results = converted("mobilenet_v3")
     placed = results["onnx-int8"]
     options = placed.report["options"]
-    assert options["int8_placement"].startswith("everywhere: with HardSigmoid gates and their convolutions in "
-                                                "float only 36% of the weights")
-    assert "kept_float_for_engine" not in options and placed.report["audit"]["integer_share"] > 0.9
-    assert list(ops_run_in_float(placed.artifact, tmp_path).values()).count("HardSigmoid") >= 10
+    assert options["int8_placement"] == "engine" and "float_islands" not in options
+    pools, folded, shifted = options["rewritten_before_quantization"]
+    assert pools.startswith("4 ReduceMean(s)") and folded.startswith("3 HardSigmoid gate(s) folded")
+    assert shifted.startswith("13 hard-swish gate(s)")
+    assert ops_run_in_float(placed.artifact, tmp_path) == {} and placed.report["audit"]["integer_share"] > 0.9
     data = torch_zoo.inputs_for("mobilenet_v3", 80, seed=1)
     samples = [{k: v[i : i + 1] for k, v in data.items()} for i in range(80)]
     (everywhere,) = edgekit.convert(model, "onnx-int8", example_inputs=torch_zoo.build("mobilenet_v3")[1],
                                     calibration=samples, calib_size=64, validation_size=16, name="mobilenet_v3",
                                     output_dir=tmp_path / "everywhere", repair=False, int8_placement="everywhere")
     assert everywhere.report["options"]["int8_placement"] == "everywhere"
-    assert everywhere.report["audit"]["integer_share"] == placed.report["audit"]["integer_share"]
-    assert "kept_float_for_engine" not in converted("resnet")[1]["onnx-int8"].report["options"]
+    assert "rewritten_before_quantization" not in everywhere.report["options"]
+    assert list(ops_run_in_float(everywhere.artifact, tmp_path).values()).count("HardSigmoid") >= 10
+    rewritten_db, as_exported_db = (r.report["validation"]["outputs"]["output_0"]["sqnr_db_median_sample"]
+                                    for r in (placed, everywhere))
+    assert rewritten_db >= 12 and abs(rewritten_db - as_exported_db) < 3
+    assert placed.report["validation"]["top1_agreement"] >= 90
+    resnet = converted("resnet")[1]["onnx-int8"].report["options"]  # no gate; its head's mean is a pool
+    assert resnet["rewritten_before_quantization"] == [
+        "1 ReduceMean(s) over height and width as GlobalAveragePool (ONNX Runtime has no int8 ReduceMean)"]
 
 
 def test_a_torchvision_style_mobilenet_v2_pt2_becomes_an_integer_tflite_int8_that_agrees(tmp_path):
