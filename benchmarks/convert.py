@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -58,7 +59,23 @@ def _child_convert(args: argparse.Namespace) -> None:
                       "artifact": str(result.artifact), "size_bytes": result.report["artifact"]["size_bytes"],
                       "accuracy": validation.get("accuracy_converted"),
                       "accuracy_float": validation.get("accuracy_float"),
-                      "cosine": min((m["cosine"] for m in validation.get("outputs", {}).values()), default=None)}))
+                      "cosine": min((m["cosine"] for m in validation.get("outputs", {}).values()), default=None),
+                      "placement": placement(result.report["options"])}))
+
+
+def placement(options: dict) -> str:
+    """Where an int8 conversion put int8 and what it rewrote for its engine, in a few words for a table."""
+    parts = []
+    if "int8_placement" in options:
+        parts.append(options["int8_placement"].split(":")[0])
+    if options.get("preset"):
+        parts.append(f"NNCF preset {options['preset']}")
+    if options.get("rewritten_before_quantization"):
+        parts.append("rewrote " + ", ".join(line.split(" as ")[0].split(" folded")[0]
+                                            for line in options["rewritten_before_quantization"]))
+    if options.get("kept_float_for_engine"):
+        parts.append("float: " + ", ".join(options["kept_float_for_engine"]))
+    return "; ".join(parts)
 
 
 def convert_in_subprocess(source: Path, target: str, calib: str, out: Path, calib_size: int, val_size: int,
@@ -72,7 +89,10 @@ def convert_in_subprocess(source: Path, target: str, calib: str, out: Path, cali
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def latencies_ms(paths: dict[str, Path], threads: int, rounds: int, calls: int) -> dict[str, float]:
+def round_medians_ms(paths: dict[str, Path], threads: int, rounds: int, calls: int) -> dict[str, list[float]]:
+    """Each artifact's median latency per round, the artifacts interleaved in every round (so a round's
+    figures are paired: machine noise in that round hit them all), and the precision each float form ran in
+    under the key ``(label, "precision")``."""
     import edgekit
 
     runtimes = {t: edgekit.load(p, threads=threads) for t, p in paths.items()}
@@ -81,7 +101,7 @@ def latencies_ms(paths: dict[str, Path], threads: int, rounds: int, calls: int) 
         feeds[target] = {s.name: _feed(s) for s in rt.inputs}
         for _ in range(3):
             rt.run(feeds[target])
-    samples: dict[str, list[float]] = {t: [] for t in runtimes}
+    samples: dict = {t: [] for t in runtimes}
     for _ in range(rounds):
         for target, rt in runtimes.items():
             # Engines' worker threads spin for a while after a call; let the previous model's go idle
@@ -94,9 +114,40 @@ def latencies_ms(paths: dict[str, Path], threads: int, rounds: int, calls: int) 
                 rt.run(feeds[target])
                 times.append((time.perf_counter() - start) * 1e3)
             samples[target].append(statistics.median(times))
-    for rt in runtimes.values():
+    for target, rt in runtimes.items():
+        samples[(target, "precision")] = rt.precision
         rt.close()
-    return {t: statistics.median(v) for t, v in samples.items()}
+    return samples
+
+
+def latencies_ms(paths: dict[str, Path], threads: int, rounds: int, calls: int) -> dict[str, float]:
+    """Median of the per-round medians (``round_medians_ms``)."""
+    rounds_ms = round_medians_ms(paths, threads, rounds, calls)
+    return {t: statistics.median(rounds_ms[t]) for t in paths}
+
+
+def _interval_rank(n: int) -> int:
+    """k such that [r(k), r(n+1-k)] of n sorted samples holds their population median with >= 95 %
+    probability (the sign test's interval, no assumption on the distribution); 1 when n is too small."""
+    k = 1
+    while k < n // 2 and 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n <= 0.05:
+        k += 1
+    return k
+
+
+def speedup_interval(base_ms: list[float], other_ms: list[float]) -> tuple[float, float, float]:
+    """``base / other`` per round (paired: both measured in the same round), as (median, low, high): the
+    median ratio and its >= 95 % distribution-free interval."""
+    ratios = sorted(b / o for b, o in zip(base_ms, other_ms))
+    k = _interval_rank(len(ratios))
+    return statistics.median(ratios), ratios[k - 1], ratios[-k]
+
+
+def describe_speedup(median: float, low: float, high: float) -> str:
+    """``x1.45 [1.40-1.52]``, or ``inconclusive`` with the interval when it holds 1.0 (the sign of the
+    effect is not known at this noise)."""
+    interval = f"[{low:.2f}-{high:.2f}]"
+    return f"inconclusive {interval}" if low < 1.0 < high else f"x{median:.2f} {interval}"
 
 
 def cpu_name() -> str:

@@ -1,14 +1,19 @@
-"""int8 against float and against each engine's own quantizer, per architecture, side by side in one run.
+"""int8 against float and against each engine's own quantizer, per architecture and thread count, side by side.
 
 For each architecture (built the way its users build it, in Keras or, ``torch_*``, in PyTorch (torchvision's
 MobileNetV3 blocks: HardSwish/HardSigmoid ops in ONNX); BatchNorm statistics measured on data)
 this converts with edgekit's defaults to fp32 and int8 on every engine, quantizes the same float model with
-the engine's own quantizer at its defaults and at the other settings people try, then times every artifact
-through ``edgekit.load`` at the same thread count, interleaved in rounds (median of per-round medians), and
-reports each int8 form's speed-up over its fp32 sibling and its cosine to the float model on held-out inputs.
+the engine's own quantizer at its defaults and at the other settings people try, then, per thread count, times
+every artifact through ``edgekit.load``, interleaved in rounds. Each form's speed-up over its fp32 sibling is
+the median of the per-round ratios (paired: both timed in the same round) with its 95 % interval (the sign
+test's, no assumption on the noise); where the interval holds 1.0 the row says *inconclusive* instead of a
+number. OpenVINO's float form runs in OpenVINO's default precision (bf16 on AVX-512 BF16 / AMX CPUs), named in
+the table: int8 must beat that. It also prints each row's cosine to the float model on held-out inputs and
+where int8 went (placement, rewrites, layers kept float).
 
-    python benchmarks/int8_speedup.py                          # all six at 160x160 (about 15 min on 2 cores)
-    python benchmarks/int8_speedup.py --models mobilenet_v3 --engines onnx --image 224
+    python benchmarks/int8_speedup.py                          # all seven, 1 and 2 threads, 160x160
+    python benchmarks/int8_speedup.py --models torch_mobilenet_v3 --engines onnx --threads 1,2,all
+    python benchmarks/int8_speedup.py --readme                 # also write the summary table into README.md
 
 Raw settings compared (each on the float artifact edgekit made, the same calibration samples):
 - LiteRT: ``TFLiteConverter`` full-integer with float I/O (its default for a representative dataset) and int8 I/O
@@ -26,9 +31,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +44,14 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent / "tests" / "models"))
 
-from convert import convert_in_subprocess, latencies_ms  # noqa: E402
+from convert import (  # noqa: E402
+    convert_in_subprocess,
+    cpu_name,
+    describe_speedup,
+    latencies_ms,
+    round_medians_ms,
+    speedup_interval,
+)
 
 MODELS = ("resnet", "mobilenet_v2", "mobilenet_v3", "efficientnet", "yolo", "encoder", "torch_mobilenet_v3")
 ENGINES = ("tflite", "onnx", "openvino")
@@ -52,7 +66,7 @@ def _build(name: str, image: int, folder: Path) -> None:
 
     zoo.IMAGE = image
     if name.startswith("torch_"):
-        _build_torch(name, folder)
+        _build_torch(name, image, folder)
         return
     if name == "mobilenet_v2":  # keras.applications, as its users build it
         zoo.BUILDERS[name] = lambda keras: keras.applications.MobileNetV2(
@@ -64,10 +78,11 @@ def _build(name: str, image: int, folder: Path) -> None:
     np.save(folder / "expected.npy", zoo.predict(source, held_out))
 
 
-def _build_torch(name: str, folder: Path) -> None:
+def _build_torch(name: str, image: int, folder: Path) -> None:
     import torch
     import torch_zoo
 
+    torch_zoo.IMAGE = image
     model, example = torch_zoo.build(name[len("torch_"):])
     torch.export.save(torch.export.export(model, (), kwargs=example), folder / f"{name}.pt2")
     np.savez(folder / "calib.npz", **torch_zoo.inputs_for(name[len("torch_"):], CALIB, seed=1))
@@ -216,6 +231,7 @@ def bench_model(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
     _run_child("--child", "build", "--model", name, "--image", str(args.image), "--folder", str(folder))
     source, calib = source_of(folder), str(folder / "calib.npz")
     rows: list[dict] = []
+    placements: dict[str, str] = {}
     for engine in args.engines:
         made = {}
         for kind in ("fp32", "int8"):
@@ -227,6 +243,7 @@ def bench_model(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
                 print(f"  {engine}-{kind}: edgekit failed: {row['error']}")
                 continue
             made[f"edgekit {kind}"] = Path(row["artifact"])
+            placements[f"edgekit {kind}"] = row.get("placement", "")
         if "edgekit fp32" not in made:
             continue
         try:
@@ -237,12 +254,17 @@ def bench_model(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
             made.update({label: Path(path) for label, path in raw.items()})
         except RuntimeError as exc:
             print(f"  {engine}: raw quantizer failed: {exc}")
-        latency = latencies_ms(made, args.threads, args.rounds, args.calls)
-        for label, path in made.items():
-            size = sum(f.stat().st_size for f in (path, path.with_suffix(".bin")) if f.is_file())  # IR: xml + bin
-            rows.append({"model": name, "engine": engine, "form": label, "size_kb": size / 1024,
-                         "p50_ms": latency[label], "speedup": latency["edgekit fp32"] / latency[label],
-                         "cosine": cosine_to_float(path, folder)})
+        cosines = {label: cosine_to_float(path, folder) for label, path in made.items()}
+        for threads in args.threads:
+            rounds = round_medians_ms(made, threads, args.rounds, args.calls)
+            for label, path in made.items():
+                size = sum(f.stat().st_size for f in (path, path.with_suffix(".bin")) if f.is_file())  # IR: xml+bin
+                median, low, high = speedup_interval(rounds["edgekit fp32"], rounds[label])
+                rows.append({"model": name, "engine": engine, "form": label, "threads": threads,
+                             "size_kb": size / 1024, "p50_ms": statistics.median(rounds[label]), "speedup": median,
+                             "speedup_low": low, "speedup_high": high, "cosine": cosines[label],
+                             "float_precision": rounds[("edgekit fp32", "precision")],
+                             "placement": placements.get(label, "")})
     return rows
 
 
@@ -256,29 +278,63 @@ def cpu_flags() -> str:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'model':<20}{'engine':<9}{'form':<50}{'size KB':>9}{'p50 ms':>9}{'vs fp32':>9}{'cosine':>8}")
+    print(f"\n{'model':<20}{'engine':<9}{'form':<50}{'thr':>4}{'size KB':>9}{'p50 ms':>9}  {'vs fp32 [95 %]':<28}"
+          f"{'cosine':>8}")
     for row in rows:
-        print(f"{row['model']:<20}{row['engine']:<9}{row['form']:<50}{row['size_kb']:>9.0f}{row['p50_ms']:>9.3f}"
-              f"{row['speedup']:>8.2f}x{row['cosine']:>8.4f}")
+        print(f"{row['model']:<20}{row['engine']:<9}{row['form']:<50}{row['threads']:>4}{row['size_kb']:>9.0f}"
+              f"{row['p50_ms']:>9.3f}  {_speedup(row):<28}{row['cosine']:>8.4f}")
     print(f"\nedgekit int8 against the fastest raw int8 setting whose cosine is within {COSINE_SLACK} of edgekit's "
           "(a faster raw form that lost accuracy is named beside it):")
-    for (model, engine) in dict.fromkeys((r["model"], r["engine"]) for r in rows):
-        group = [r for r in rows if (r["model"], r["engine"]) == (model, engine)]
-        ours = next((r for r in group if r["form"] == "edgekit int8"), None)
-        raw = [r for r in group if not r["form"].startswith("edgekit")]
-        if not ours or not raw:
-            continue
-        fair = [r for r in raw if r["cosine"] >= ours["cosine"] - COSINE_SLACK]
-        line = (f"  {model:<20}{engine:<9} int8 {ours['speedup']:.2f}x fp32"
-                f" ({'SLOWER THAN FP32' if ours['speedup'] < 1 else 'ok'})")
-        if fair:
-            best = min(fair, key=lambda r: r["p50_ms"])
-            ratio = best["p50_ms"] / ours["p50_ms"]
-            line += f"; best raw {best['form']} {best['speedup']:.2f}x -> edgekit/raw {ratio:.2f}"
-        fastest = min(raw, key=lambda r: r["p50_ms"])
-        if fastest not in fair:
+    for ours, best, fastest in _summary(rows):
+        line = (f"  {ours['model']:<20}{ours['engine']:<9}{ours['threads']:>2} thr: int8 {_speedup(ours)} fp32"
+                f" ({'SLOWER THAN FP32' if ours['speedup_high'] < 1 else 'ok' if ours['speedup_low'] >= 1 else 'tie'})")
+        if best:
+            line += f"; best raw {best['form']} {_speedup(best)} -> edgekit/raw {best['p50_ms'] / ours['p50_ms']:.2f}"
+        if fastest:
             line += f"; (faster but cosine {fastest['cosine']:.3f}: {fastest['form']} {fastest['speedup']:.2f}x)"
         print(line)
+
+
+def _speedup(row: dict) -> str:
+    return describe_speedup(row["speedup"], row["speedup_low"], row["speedup_high"])
+
+
+def _summary(rows: list[dict]) -> list[tuple[dict, dict | None, dict | None]]:
+    """Per model, engine and thread count: edgekit's int8 row, the fastest raw int8 row within COSINE_SLACK
+    of its cosine, and a faster raw row that lost accuracy (or None)."""
+    found = []
+    for key in dict.fromkeys((r["model"], r["engine"], r["threads"]) for r in rows):
+        group = [r for r in rows if (r["model"], r["engine"], r["threads"]) == key]
+        ours = next((r for r in group if r["form"] == "edgekit int8"), None)
+        if not ours:
+            continue
+        raw = [r for r in group if not r["form"].startswith("edgekit")]
+        fair = [r for r in raw if r["cosine"] >= ours["cosine"] - COSINE_SLACK]
+        best = min(fair, key=lambda r: r["p50_ms"]) if fair else None
+        fastest = min(raw, key=lambda r: r["p50_ms"]) if raw else None
+        found.append((ours, best, fastest if fastest is not None and fastest not in fair else None))
+    return found
+
+
+README_MARKERS = ("<!-- int8-speedup -->", "<!-- /int8-speedup -->")
+
+
+def write_readme(rows: list[dict], args: argparse.Namespace, readme: Path) -> None:
+    """Put the summary table between README.md's int8-speedup markers, the CPU and the date above it."""
+    lines = [f"Measured {time.strftime('%Y-%m-%d')} on **{cpu_name()}** ({os.cpu_count()} cores; {cpu_flags()}), "
+             f"images {args.image}x{args.image}, {args.rounds} interleaved rounds (`python benchmarks/int8_speedup.py "
+             f"--threads {','.join(map(str, args.threads))} --readme`). Speed-up of int8 over the same engine's "
+             "float form in the precision it ran (OpenVINO's default: bf16 where the CPU has it), the median "
+             "per-round ratio and its 95 % interval; *inconclusive* where the interval holds 1.0.", "",
+             "| model | engine | threads | edgekit int8 vs float | float ran in | engine's own quantizer, best "
+             "setting | cosine to float | placement |", "|---|---|---|---|---|---|---|---|"]
+    for ours, best, _ in _summary(rows):
+        raw = f"{best['form']}: {_speedup(best)}" if best else "—"
+        lines.append(f"| {ours['model']} | {ours['engine']} | {ours['threads']} | {_speedup(ours)} | "
+                     f"{ours['float_precision']} | {raw} | {ours['cosine']:.4f} | {ours['placement'] or '—'} |")
+    text = readme.read_text()
+    start, end = text.index(README_MARKERS[0]), text.index(README_MARKERS[1])
+    readme.write_text(text[:start + len(README_MARKERS[0])] + "\n" + "\n".join(lines) + "\n" + text[end:])
 
 
 def _conv_child(folder: Path) -> None:
@@ -313,7 +369,7 @@ def kernel_check(args: argparse.Namespace, work: Path) -> None:
                                         repair=False)
             if "error" not in row:
                 made[f"{'onnxruntime' if engine == 'onnx' else engine} {kind}"] = Path(row["artifact"])
-    latency = latencies_ms(made, args.threads, args.rounds, args.calls * 5)
+    latency = latencies_ms(made, args.threads[0], args.rounds, args.calls * 5)
     print("one 3x3 conv 64->64 on 56x56, int8 vs fp32 per engine: "
           + ", ".join(f"{e} {latency[e + ' fp32'] / latency[e + ' int8']:.2f}x"
                       for e in ("litert", "onnxruntime", "openvino") if f"{e} int8" in latency))
@@ -324,8 +380,9 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--image", type=int, default=160)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--threads", default="1,2", help="thread counts to time, e.g. 1,2,4 ('all': every core)")
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--readme", action="store_true", help="write the summary table into README.md")
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -337,7 +394,8 @@ def main() -> None:
         _child(args)
         return
     args.engines = args.engines.split(",")
-    print(f"CPU: {cpu_flags()}; {args.threads} threads; images {args.image}x{args.image}")
+    args.threads = [os.cpu_count() if t == "all" else int(t) for t in args.threads.split(",")]
+    print(f"CPU: {cpu_name()}; flags: {cpu_flags()}; threads {args.threads}; images {args.image}x{args.image}")
     rows = []
     with tempfile.TemporaryDirectory() as work:
         kernel_check(args, Path(work))
@@ -348,6 +406,8 @@ def main() -> None:
     print_table(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
+    if args.readme:
+        write_readme(rows, args, ROOT.parent / "README.md")
 
 
 if __name__ == "__main__":
