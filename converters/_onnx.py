@@ -289,12 +289,14 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
     # Exclusion works by node name, and unnamed nodes would all match '' at once: name them.
     if name_unnamed_nodes(prepared_model.graph):
         onnx.save(prepared_model, str(prepared))
-    unknown = sorted(set(exclude_nodes) - {n.name for n in prepared_model.graph.node})
+    names = {n.name for n in prepared_model.graph.node}
+    if int8_placement == "engine":
+        prepared_model = _rewritten_for_ort_int8(onnx, prepared_model, prepared, set(exclude_nodes), used)
+    # the sensitivity ranking's remedies name nodes of the rewritten graph, a user the model's own
+    unknown = sorted(set(exclude_nodes) - names - {n.name for n in prepared_model.graph.node})
     if unknown:
         raise ConversionError(f"{spelled('--exclude-nodes')} names no node of the model: {unknown}")
     excluded = list(exclude_nodes)
-    if int8_placement == "engine":
-        prepared_model = _rewritten_for_ort_int8(onnx, prepared_model, prepared, set(exclude_nodes), used)
     if keep_output_float:
         excluded += output_nodes(prepared_model.graph)
     op_types = None

@@ -132,3 +132,25 @@ def test_only_a_spatial_mean_that_keeps_its_axes_becomes_a_global_average_pool(a
         [numpy_helper.from_array(np.array(axes, np.int64), "axes")])
     _, ops = _rewritten(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
     assert ops == (["GlobalAveragePool"] if pooled else ["ReduceMean"])
+
+
+def test_onnx_int8_reports_the_rewrites_and_takes_exclusions_of_the_nodes_they_made(tmp_path):
+    """The repair's sensitivity ranking reads the rewritten graph, so its remedies name nodes the rewrite made
+    (``<gate>_add``): those must be accepted like the model's own names, and a name of neither refused."""
+    import onnx
+
+    import edgekit
+    from edgekit.errors import ConversionError
+
+    source = tmp_path / "block.onnx"
+    onnx.save(_block("conv"), source)
+    rng = np.random.default_rng(0)
+    samples = [{"x": rng.normal(0, 2, (1, 3, 6, 6)).astype(np.float32)} for _ in range(24)]
+    (result,) = edgekit.convert(source, "onnx-int8", calibration=samples, calib_size=16, validation_size=8,
+                                output_dir=tmp_path / "out", exclude_nodes=["swish_gate_add"])
+    options = result.report["options"]
+    assert options["excluded_nodes"] == ["swish_gate_add"] and len(options["rewritten_before_quantization"]) == 3
+    assert "swish_gate_add" in {n.name for n in onnx.load(result.artifact).graph.node if n.op_type == "Add"}
+    with pytest.raises(ConversionError, match=r"names no node of the model: \['nosuch'\]"):
+        edgekit.convert(source, "onnx-int8", calibration=samples, calib_size=16, validation_size=8,
+                        output_dir=tmp_path / "refused", exclude_nodes=["nosuch"])
