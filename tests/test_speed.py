@@ -35,6 +35,33 @@ def test_an_int8_form_slower_than_its_float_is_named_with_both_times():
     assert slower_warning(TARGETS["tflite-int8"], int8_against_float(fast, slow, {})) is None
 
 
+class _ProfiledSleeper(_Sleeper):
+    """A runtime whose engine profiler splits its time into op types, as ``Runtime.profile_ops`` reports them."""
+
+    def __init__(self, seconds: float, ops: dict[str, float]) -> None:
+        super().__init__(seconds)
+        self.ops = ops
+
+    def profile_ops(self, feeds, *, runs):
+        return [{"name": f"{op}_{i}", "type": op, "total_ms": ms / 2, "count": 1}
+                for op, ms in self.ops.items() for i in range(2)]
+
+
+def test_a_slower_int8_form_says_where_each_spends_its_time_from_the_engines_profiler():
+    slow = _ProfiledSleeper(0.002, {"QLinearConv": 0.9, "QLinearMul": 0.6, "QLinearAdd": 0.3, "Transpose": 0.1,
+                                    "QuantizeLinear": 0.05})
+    fast = _ProfiledSleeper(0.0005, {"Conv": 0.45, "Mul": 0.05})
+    speed = int8_against_float(slow, fast, {})
+    assert speed["per_op_type_ms"]["int8"]["QLinearMul"] == 0.6 and list(speed["per_op_type_ms"]["float"]) == [
+        "Conv", "Mul"]
+    warning = slower_warning(TARGETS["onnx-int8"], speed)
+    assert warning.endswith("Where the time goes (the engine's profiler): int8: QLinearConv 0.9, QLinearMul 0.6, "
+                            "QLinearAdd 0.3, Transpose 0.1 ms; float: Conv 0.45, Mul 0.05 ms")
+    # not profiled when int8 pays, nor for an engine without a profiler (LiteRT through edgekit)
+    assert "per_op_type_ms" not in int8_against_float(fast, slow, {})
+    assert "per_op_type_ms" not in int8_against_float(_Sleeper(0.002), _Sleeper(0.0005), {})
+
+
 def test_an_artifact_for_another_cpu_is_not_judged_here(tmp_path):
     """Not even loaded: the files do not exist, and the answer is the CPU, not a load error."""
     other = "arm64" if describe_cpu("auto").startswith("x86") else "x86"

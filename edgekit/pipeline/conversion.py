@@ -409,6 +409,9 @@ class _ChannelsLast:
     def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
         return self._runtime.run(self._transpose(feeds, self._names))
 
+    def profile_ops(self, feeds: dict[str, Any], *, runs: int) -> list[dict[str, Any]] | None:
+        return self._runtime.profile_ops(self._transpose(feeds, self._names), runs=runs)
+
 
 def _speed_here(run: _TargetRun, attempt: _Attempt) -> dict[str, Any] | None:
     """An int8 artifact against its float sibling (the converter's float model, or the float .tflite the

@@ -10,6 +10,7 @@ sample, in interleaved rounds so that a busy machine slows both alike; the faste
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ SETTLE_SECONDS = 0.01
 ROUND_SECONDS = 0.02  # per model and round: enough calls that a microsecond model is not all timer overhead
 #: below this ratio a warning says int8 is slower (a few percent of slack for the timing itself)
 SLOWER_BELOW = 0.95
+PROFILE_RUNS = 100  # per model, when int8 is slower: where each spends its time, from the engine's profiler
+TOP_OP_TYPES = 4
 
 
 def int8_against_float(int8: Any, float_: Any, feeds: dict[str, Any]) -> dict[str, Any]:
@@ -58,9 +61,36 @@ def int8_against_float(int8: Any, float_: Any, feeds: dict[str, Any]) -> dict[st
             times[label].append((time.perf_counter() - started) / per_round * 1000)
     int8_ms, float_ms = (min(times[k]) for k in ("int8", "float"))
     here = describe_cpu("auto")
-    return {"measured": True, "cpu": here, "int8_instructions": INT8_INSTRUCTIONS[here],
-            "int8_ms": round(int8_ms, 4), "float_ms": round(float_ms, 4), "speedup": round(float_ms / int8_ms, 3),
-            "how": f"fastest of {ROUNDS} interleaved rounds of {per_round} call(s), engine defaults, one sample"}
+    speed = {"measured": True, "cpu": here, "int8_instructions": INT8_INSTRUCTIONS[here],
+             "int8_ms": round(int8_ms, 4), "float_ms": round(float_ms, 4), "speedup": round(float_ms / int8_ms, 3),
+             "how": f"fastest of {ROUNDS} interleaved rounds of {per_round} call(s), engine defaults, one sample"}
+    if speed["speedup"] < SLOWER_BELOW:
+        per_op = {label: _time_per_op_type(runtime, feeds) for label, runtime in (("int8", int8), ("float", float_))}
+        if all(per_op.values()):
+            speed["per_op_type_ms"] = per_op
+    return speed
+
+
+def _time_per_op_type(runtime: Any, feeds: dict[str, Any]) -> dict[str, float] | None:
+    """Milliseconds per inference by op type, from the engine's own profiler, largest first; None where the
+    engine has none (LiteRT through edgekit) or it fails."""
+    profile_ops = getattr(runtime, "profile_ops", None)
+    if profile_ops is None:
+        return None
+    try:
+        rows = profile_ops(feeds, runs=PROFILE_RUNS)
+    except EdgekitError:
+        return None
+    by_type: dict[str, float] = defaultdict(float)
+    for row in rows or ():
+        by_type[row["type"] or "?"] += row["total_ms"]
+    return {op: round(ms, 4) for op, ms in sorted(by_type.items(), key=lambda kv: -kv[1])} or None
+
+
+def describe_per_op_types(per_op: dict[str, dict[str, float]]) -> str:
+    """``int8: QLinearConv 0.53, QLinearMul 0.26 ms; float: Conv 0.52 ms ...``: each run's largest op types."""
+    return "; ".join(f"{label}: " + ", ".join(f"{op} {ms:.2g}" for op, ms in list(times.items())[:TOP_OP_TYPES])
+                     + " ms" for label, times in per_op.items())
 
 
 def _one_call(runtime: Any, feeds: dict[str, Any]) -> float:
@@ -86,5 +116,8 @@ def speed_check(int8_path: Path, float_path: Path, feeds: dict[str, Any], for_cp
 def slower_warning(target: Any, speed: dict[str, Any]) -> str | None:
     if not speed.get("measured") or speed["speedup"] >= SLOWER_BELOW:
         return None
+    per_op = speed.get("per_op_type_ms")
+    where = f". Where the time goes (the engine's profiler): {describe_per_op_types(per_op)}" if per_op else ""
     return (f"{target.name} runs {speed['speedup']:.2f}x the speed of its float sibling on this CPU ({speed['cpu']}; "
-            f"{speed['int8_ms']:.3g} vs {speed['float_ms']:.3g} ms): {why_int8_is_slower(target.family, speed['cpu'])}")
+            f"{speed['int8_ms']:.3g} vs {speed['float_ms']:.3g} ms): {why_int8_is_slower(target.family, speed['cpu'])}"
+            + where)
