@@ -63,7 +63,8 @@ def rewrite_for_ort_int8(model: Any, leave: set[str] = frozenset()) -> list[str]
         done.append(f"{folded} HardSigmoid gate(s) folded into the Conv/Gemm computing them (a Clip(0, 1) "
                     "ONNX Runtime folds into the int8 range)")
     if shifted:
-        done.append(f"{shifted} hard-swish gate(s) as an int8 Add whose Clip folds into its range, with the "
+        done.append(f"{shifted} hard-swish gate(s) (or gates whose input is read elsewhere) as an int8 Add whose "
+                    "Clip folds into its range, with the "
                     "gate's factor moved into the weights of the layers reading it (ONNX Runtime has no int8 "
                     "HardSigmoid)")
     return done
@@ -141,7 +142,7 @@ def _fold_into_producer(graph: Any, gate: Any, alpha: float, beta: float, made_b
 
     producer = made_by.get(gate.input[0])
     if producer is None or producer.op_type not in ("Conv", "Gemm") or len(read_by[gate.input[0]]) != 1 \
-            or len(producer.input) < 3:
+            or len(producer.input) < 3 or gate.input[0] in {o.name for o in graph.output}:
         return False
     if producer.op_type == "Gemm" and (_attribute(producer, "alpha", 1.0) != 1.0
                                        or _attribute(producer, "beta", 1.0) != 1.0):

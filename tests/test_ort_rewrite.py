@@ -102,6 +102,18 @@ def test_a_hard_swish_whose_factor_would_reach_an_add_or_an_output_is_left_as_it
     assert [line.split(" ", 2)[1] for line in done] == ["ReduceMean(s)", "HardSigmoid"]
 
 
+def test_a_gate_input_the_model_also_outputs_keeps_its_value():
+    """Folding the gate into its conv would change the conv's output, which the model returns too: the gate
+    takes the other exact form (an Add before it, its factor moved past the Mul), and every output holds."""
+    from onnx import TensorProto, helper
+
+    model = _block("conv")
+    model.graph.output.append(helper.make_tensor_value_info("g_in", TensorProto.FLOAT, [1, CHANNELS, 1, 1]))
+    done, ops = _rewritten(model)
+    assert not any("folded" in line for line in done) and done[-1].startswith("2 hard-swish gate(s)")
+    assert "HardSigmoid" not in ops and ops.count("Add") == 2
+
+
 def test_a_weight_another_layer_also_reads_is_never_scaled():
     done, ops = _rewritten(_block("conv", share_weight=True))
     assert ops.count("HardSigmoid") == 1 and len(done) == 2
