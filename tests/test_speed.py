@@ -10,7 +10,7 @@ from edgekit.converters import TARGETS
 from edgekit.runtimes.cpu import describe_cpu
 
 import edgekit
-from edgekit.pipeline.speed import int8_against_float, slower_warning, speed_check
+from edgekit.pipeline.speed import _time_per_op_type, int8_against_float, slower_warning, speed_check
 
 
 class _Sleeper:
@@ -43,6 +43,7 @@ class _ProfiledSleeper(_Sleeper):
         self.ops = ops
 
     def profile_ops(self, feeds, *, runs):
+        self.profiled_runs = runs
         return [{"name": f"{op}_{i}", "type": op, "total_ms": ms / 2, "count": 1}
                 for op, ms in self.ops.items() for i in range(2)]
 
@@ -54,9 +55,13 @@ def test_a_slower_int8_form_says_where_each_spends_its_time_from_the_engines_pro
     speed = int8_against_float(slow, fast, {})
     assert speed["per_op_type_ms"]["int8"]["QLinearMul"] == 0.6 and list(speed["per_op_type_ms"]["float"]) == [
         "Conv", "Mul"]
+    assert slow.profiled_runs == 100 and fast.profiled_runs == 100  # about a second each, at most 100 runs
     warning = slower_warning(TARGETS["onnx-int8"], speed)
     assert warning.endswith("Where the time goes (the engine's profiler): int8: QLinearConv 0.9, QLinearMul 0.6, "
                             "QLinearAdd 0.3, Transpose 0.1 ms; float: Conv 0.45, Mul 0.05 ms")
+    big = _ProfiledSleeper(0, {"Conv": 400.0})
+    _time_per_op_type(big, {}, call_ms=400.0)
+    assert big.profiled_runs == 5  # a 400 ms model is profiled 5 times, not 100
     # not profiled when int8 pays, nor for an engine without a profiler (LiteRT through edgekit)
     assert "per_op_type_ms" not in int8_against_float(fast, slow, {})
     assert "per_op_type_ms" not in int8_against_float(_Sleeper(0.002), _Sleeper(0.0005), {})

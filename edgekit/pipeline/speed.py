@@ -39,7 +39,9 @@ SETTLE_SECONDS = 0.01
 ROUND_SECONDS = 0.02  # per model and round: enough calls that a microsecond model is not all timer overhead
 #: below this ratio a warning says int8 is slower (a few percent of slack for the timing itself)
 SLOWER_BELOW = 0.95
-PROFILE_RUNS = 100  # per model, when int8 is slower: where each spends its time, from the engine's profiler
+# when int8 is slower: where each model spends its time, from the engine's profiler, for about a second each
+# (fewer runs than ~100 let a new session's first, slower runs weigh in)
+PROFILE_RUNS, PROFILE_SECONDS = (5, 100), 1.0
 TOP_OP_TYPES = 4
 
 
@@ -65,20 +67,23 @@ def int8_against_float(int8: Any, float_: Any, feeds: dict[str, Any]) -> dict[st
              "int8_ms": round(int8_ms, 4), "float_ms": round(float_ms, 4), "speedup": round(float_ms / int8_ms, 3),
              "how": f"fastest of {ROUNDS} interleaved rounds of {per_round} call(s), engine defaults, one sample"}
     if speed["speedup"] < SLOWER_BELOW:
-        per_op = {label: _time_per_op_type(runtime, feeds) for label, runtime in (("int8", int8), ("float", float_))}
+        per_op = {label: _time_per_op_type(runtime, feeds, ms) for label, runtime, ms
+                  in (("int8", int8, int8_ms), ("float", float_, float_ms))}
         if all(per_op.values()):
             speed["per_op_type_ms"] = per_op
     return speed
 
 
-def _time_per_op_type(runtime: Any, feeds: dict[str, Any]) -> dict[str, float] | None:
+def _time_per_op_type(runtime: Any, feeds: dict[str, Any], call_ms: float) -> dict[str, float] | None:
     """Milliseconds per inference by op type, from the engine's own profiler, largest first; None where the
     engine has none (LiteRT through edgekit) or it fails."""
     profile_ops = getattr(runtime, "profile_ops", None)
     if profile_ops is None:
         return None
+    fewest, most = PROFILE_RUNS
+    runs = max(fewest, min(most, int(PROFILE_SECONDS * 1000 / max(call_ms, 1e-3))))
     try:
-        rows = profile_ops(feeds, runs=PROFILE_RUNS)
+        rows = profile_ops(feeds, runs=runs)
     except Exception:  # noqa: BLE001 - evidence only: an engine profiler that fails leaves the warning without it
         return None
     by_type: dict[str, float] = defaultdict(float)
