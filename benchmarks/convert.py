@@ -89,10 +89,10 @@ def convert_in_subprocess(source: Path, target: str, calib: str, out: Path, cali
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def round_medians_ms(paths: dict[str, Path], threads: int, rounds: int, calls: int) -> dict[str, list[float]]:
+def round_medians_ms(paths: dict[str, Path], threads: int, rounds: int,
+                     calls: int) -> tuple[dict[str, list[float]], dict[str, str]]:
     """Each artifact's median latency per round, the artifacts interleaved in every round (so a round's
-    figures are paired: machine noise in that round hit them all), and the precision each float form ran in
-    under the key ``(label, "precision")``."""
+    figures are paired: machine noise in that round hit them all), and the precision each one ran in."""
     import edgekit
 
     runtimes = {t: edgekit.load(p, threads=threads) for t, p in paths.items()}
@@ -101,7 +101,7 @@ def round_medians_ms(paths: dict[str, Path], threads: int, rounds: int, calls: i
         feeds[target] = {s.name: _feed(s) for s in rt.inputs}
         for _ in range(3):
             rt.run(feeds[target])
-    samples: dict = {t: [] for t in runtimes}
+    samples: dict[str, list[float]] = {t: [] for t in runtimes}
     for _ in range(rounds):
         for target, rt in runtimes.items():
             # Engines' worker threads spin for a while after a call; let the previous model's go idle
@@ -114,16 +114,16 @@ def round_medians_ms(paths: dict[str, Path], threads: int, rounds: int, calls: i
                 rt.run(feeds[target])
                 times.append((time.perf_counter() - start) * 1e3)
             samples[target].append(statistics.median(times))
-    for target, rt in runtimes.items():
-        samples[(target, "precision")] = rt.precision
+    precisions = {target: rt.precision for target, rt in runtimes.items()}
+    for rt in runtimes.values():
         rt.close()
-    return samples
+    return samples, precisions
 
 
 def latencies_ms(paths: dict[str, Path], threads: int, rounds: int, calls: int) -> dict[str, float]:
     """Median of the per-round medians (``round_medians_ms``)."""
-    rounds_ms = round_medians_ms(paths, threads, rounds, calls)
-    return {t: statistics.median(rounds_ms[t]) for t in paths}
+    rounds_ms, _ = round_medians_ms(paths, threads, rounds, calls)
+    return {t: statistics.median(v) for t, v in rounds_ms.items()}
 
 
 def _interval_rank(n: int) -> int:

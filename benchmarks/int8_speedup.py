@@ -256,14 +256,14 @@ def bench_model(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
             print(f"  {engine}: raw quantizer failed: {exc}")
         cosines = {label: cosine_to_float(path, folder) for label, path in made.items()}
         for threads in args.threads:
-            rounds = round_medians_ms(made, threads, args.rounds, args.calls)
+            rounds, precisions = round_medians_ms(made, threads, args.rounds, args.calls)
             for label, path in made.items():
                 size = sum(f.stat().st_size for f in (path, path.with_suffix(".bin")) if f.is_file())  # IR: xml+bin
                 median, low, high = speedup_interval(rounds["edgekit fp32"], rounds[label])
                 rows.append({"model": name, "engine": engine, "form": label, "threads": threads,
                              "size_kb": size / 1024, "p50_ms": statistics.median(rounds[label]), "speedup": median,
                              "speedup_low": low, "speedup_high": high, "cosine": cosines[label],
-                             "float_precision": rounds[("edgekit fp32", "precision")],
+                             "float_precision": precisions["edgekit fp32"],
                              "placement": placements.get(label, "")})
     return rows
 

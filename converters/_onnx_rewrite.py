@@ -182,6 +182,21 @@ def _zero_padded_pools(graph: Any, producers: dict[str, Any], initializers: dict
     return rewritten
 
 
+def shifted_clip(graph: Any, gate: Any, alpha: float, beta: float, output: str) -> list[Any]:
+    """``clip(x + beta / alpha, 0, 1 / alpha)`` of the HardSigmoid ``gate``'s input into ``output`` — the gate
+    divided by alpha (alpha > 0) — as an Add and a Clip, their constants added to the graph's initializers."""
+    from onnx import helper, numpy_helper
+
+    name = gate.name or gate.output[0]
+    constants = {part: numpy_helper.from_array(np.array(value, np.float32), f"{name}_{part}")
+                 for part, value in (("shift", beta / alpha), ("low", 0.0), ("high", 1 / alpha))}
+    graph.initializer.extend(constants.values())
+    shifted = f"{name}_shifted"
+    return [helper.make_node("Add", [gate.input[0], constants["shift"].name], [shifted], name=f"{name}_add"),
+            helper.make_node("Clip", [shifted, constants["low"].name, constants["high"].name], [output],
+                             name=f"{name}_clip")]
+
+
 def _hard_sigmoids_as_relu6(graph: Any) -> int:
     from onnx import helper, numpy_helper
 
@@ -193,17 +208,11 @@ def _hard_sigmoids_as_relu6(graph: Any) -> int:
         if alpha <= 0:
             continue
         name = node.name or node.output[0]
-        constants = {part: numpy_helper.from_array(np.array(value, np.float32), f"{name}_{part}")
-                     for part, value in (("shift", beta / alpha), ("low", 0.0), ("high", 1 / alpha),
-                                         ("scale", alpha))}
-        graph.initializer.extend(constants.values())
-        shifted, clipped = f"{name}_shifted", f"{name}_clipped"
-        replacement = [
-            helper.make_node("Add", [node.input[0], constants["shift"].name], [shifted], name=f"{name}_add"),
-            helper.make_node("Clip", [shifted, constants["low"].name, constants["high"].name], [clipped],
-                             name=f"{name}_clip"),
-            helper.make_node("Mul", [clipped, constants["scale"].name], list(node.output), name=f"{name}_mul"),
-        ]
+        clipped = f"{name}_clipped"
+        replacement = shifted_clip(graph, node, alpha, beta, clipped)
+        scale = numpy_helper.from_array(np.array(alpha, np.float32), f"{name}_scale")
+        graph.initializer.append(scale)
+        replacement.append(helper.make_node("Mul", [clipped, scale.name], list(node.output), name=f"{name}_mul"))
         del graph.node[index]
         for offset, new in enumerate(replacement):
             graph.node.insert(index + offset, new)

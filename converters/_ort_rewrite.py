@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from edgekit.converters._onnx_rewrite import _attribute
+from edgekit.converters._onnx_rewrite import _attribute, shifted_clip
 from edgekit.converters._ort_placement import _links
 
 # f(s * x) = s * f(x) for s > 0: a scale passes through these to their first output
@@ -162,20 +162,12 @@ def _fold_into_producer(graph: Any, gate: Any, alpha: float, beta: float, made_b
 
 def _shift_and_push_scale(graph: Any, gate: Any, alpha: float, beta: float, read_by: dict[str, list[Any]],
                           initializers: dict[str, Any]) -> bool:
-    from onnx import helper
-
     weights = _weights_absorbing(gate.output[0], read_by, initializers, {o.name for o in graph.output})
     if weights is None:
         return False
     for weight in weights:
         _scale_initializer(weight, alpha)
-    name = gate.name or gate.output[0]
-    shifted = f"{name}_shifted"
-    add = helper.make_node("Add", [gate.input[0], _constant(graph, f"{name}_shift", beta / alpha)], [shifted],
-                           name=f"{name}_add")
-    clip = helper.make_node("Clip", [shifted, _constant(graph, f"{name}_low", 0.0),
-                                     _constant(graph, f"{name}_high", 1 / alpha)], list(gate.output),
-                            name=f"{name}_clip")
+    add, clip = shifted_clip(graph, gate, alpha, beta, gate.output[0])
     index = list(graph.node).index(gate)
     graph.node[index].CopyFrom(clip)
     graph.node.insert(index, add)

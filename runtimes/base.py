@@ -9,7 +9,8 @@ done once, here, so the three engines behave the same.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -113,6 +114,14 @@ class _FeedPlan:
         elif self.quantize and raw:
             hint = f"; with raw=True pass {expected.name} data, or drop raw=True to have float data quantized"
         raise InferenceError(f"input '{name}' expects {expected.name}, got {given.name}{hint}")
+
+
+def time_by_op_type(ops: Iterable[Mapping[str, Any]]) -> Counter[str]:
+    """Milliseconds per inference summed by op type over ``Runtime.profile_ops`` rows."""
+    by_type: Counter[str] = Counter()
+    for op in ops:
+        by_type[op["type"]] += op["total_ms"]
+    return by_type
 
 
 class Runtime(abc.ABC):

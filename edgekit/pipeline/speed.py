@@ -10,12 +10,12 @@ sample, in interleaved rounds so that a busy machine slows both alike; the faste
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edgekit.runtimes import open_runtime
+from edgekit.runtimes.base import time_by_op_type
 from edgekit.runtimes.cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu
 from edgekit.runtimes.errors import EdgekitError
 
@@ -86,10 +86,7 @@ def _time_per_op_type(runtime: Any, feeds: dict[str, Any], call_ms: float) -> di
         rows = profile_ops(feeds, runs=runs)
     except Exception:  # noqa: BLE001 - evidence only: an engine profiler that fails leaves the warning without it
         return None
-    by_type: dict[str, float] = defaultdict(float)
-    for row in rows or ():
-        by_type[row["type"] or "?"] += row["total_ms"]
-    return {op: round(ms, 4) for op, ms in sorted(by_type.items(), key=lambda kv: -kv[1])} or None
+    return {op: round(ms, 4) for op, ms in time_by_op_type(rows or ()).most_common()} or None
 
 
 def describe_per_op_types(per_op: dict[str, dict[str, float]]) -> str:

@@ -15,12 +15,12 @@ import functools
 import html
 import io
 import re
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from edgekit.pareto import non_dominated
 from edgekit.report.artifacts import Artifact
+from edgekit.runtimes.base import time_by_op_type
 from edgekit.runtimes.errors import MissingDependencyError
 
 COLUMNS = ("artifact", "target", "engine", "p50 ms", "p90 ms", "size KB", "accuracy %", "drop", "integer",
@@ -148,10 +148,7 @@ def _profile_plots(profile: dict[str, Any], top: int = 12) -> str:
         twin.plot([0, max(len(samples) - 1, 1)], [before, after], "r--")
         twin.set_ylabel("SoC °C (before, after)", color="r")
     if ops:
-        by_type = Counter()
-        for op in ops:
-            by_type[op["type"]] += op["total_ms"]
-        kinds = by_type.most_common(top)
+        kinds = time_by_op_type(ops).most_common(top)
         axes[2].barh([k for k, _ in kinds][::-1], [v for _, v in kinds][::-1])
         axes[2].set(title="time by op type", xlabel="ms per inference")
         nodes = ops[:top]
