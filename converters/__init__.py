@@ -69,7 +69,7 @@ class Target:
 
     Attributes:
         name: The target's name on the command line.
-        family: ``tflite``, ``onnx``, ``openvino``, ``ethos-u``, ``qnn`` or ``rknn``.
+        family: ``tflite``, ``onnx``, ``openvino``, ``ethos-u``, ``qnn``, ``rknn`` or ``imx500``.
         variant: The name minus its family; it ends the artifact's name (``model_int8.tflite``).
         extension: The artifact's suffix.
         converter: ``"module:function"`` that builds it, imported when used.
@@ -96,6 +96,8 @@ class Target:
     keeps_scales_from: tuple[str, ...] = ()
     # "module:function" yielding (label, options, sensitivity ranking) to try when the artifact collapses
     remedies: str | None = None
+    # files the converter writes beside the artifact, named by replacing its extension (imx500's memory report)
+    companions: tuple[str, ...] = ()
 
     def keeps_scales_of(self, source: Any) -> bool:
         """Whether this target takes ``source`` (a ``Source``) as it is quantized."""
@@ -129,8 +131,9 @@ class Target:
         return self.parameters() - PIPELINE_ARGUMENTS
 
     def companion_names(self, stem: str, options: dict[str, Any] | None = None) -> list[str]:
-        """Files written besides the artifact: an IR's .bin."""
-        return [self.artifact_name(stem, options)[: -len(".xml")] + ".bin"] if self.extension == ".xml" else []
+        """Files written besides the artifact: an IR's .bin, the ``companions``."""
+        base = self.artifact_name(stem, options)[: -len(self.extension)]
+        return [base + suffix for suffix in (".bin",) * (self.extension == ".xml") + self.companions]
 
 
 def _remedies(family: str, variant: str) -> str | None:
@@ -195,8 +198,8 @@ def check_route(source: Any, targets: list[Target], *, has_data: bool) -> None:
     environment, and calibration data for the targets that calibrate (``has_data``: the job has some)."""
     check_quantized_source(source, targets)
     tflite = [t.name for t in targets if t.family in ("tflite", "ethos-u")]
-    # onnx2tf and rknn-toolkit2 compile fixed shapes only
-    static = tflite + [t.name for t in targets if t.family == "rknn"]
+    # onnx2tf, rknn-toolkit2 and the IMX500 converter compile fixed shapes only
+    static = tflite + [t.name for t in targets if t.family in ("rknn", "imx500")]
     if source.kind == ONNX and static:
         for spec in source.inputs:
             if None in spec.shape:
@@ -211,6 +214,14 @@ def check_route(source: Any, targets: list[Target], *, has_data: bool) -> None:
         from edgekit.converters._rknn_env import find_python as find_rknn
 
         find_rknn()  # the toolkit's environment, before any work
+    if any(t.family == "imx500" for t in targets):
+        from edgekit.converters._imx500 import check_image_input
+        from edgekit.converters._imx500_env import check_java, converter_command
+        from edgekit.converters._imx500_env import find_python as find_imx500
+
+        check_image_input(source)
+        converter_command(find_imx500())  # the tools' environment and the Java they run on, before any work
+        check_java()
     needing = [t.name for t in targets if t.calibrates(source)]
     if needing and not has_data:
         raise ConversionError(f"{', '.join(needing)} need(s) calibration data: {calibration_advice()}")
@@ -246,6 +257,10 @@ TARGETS: dict[str, Target] = {
         # a Rockchip RKNPU binary built by rknn-toolkit2 in its own environment, named after the platform (--for)
         Target("rknn-int8", "rknn", "rk3588", ".rknn", "edgekit.converters._rknn:convert", True,
                variant_option="chip"),
+        # Sony's packerOut.zip for the Raspberry Pi AI Camera, quantized by MCT: model_imx500_packerOut.zip and
+        # the converter's model_imx500_MemoryReport.json
+        Target("imx500", "imx500", "imx500", "_packerOut.zip", "edgekit.converters._imx500:convert", True,
+               companions=("_MemoryReport.json",)),
     )
 }
 

@@ -81,6 +81,25 @@ def opset_of(model: Any) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
+def lower_opset(path: Path, highest: int, tool: str) -> dict[str, Any]:
+    """Bring the float export at ``path`` down to opset ``highest`` (what ``tool`` reads) with ONNX's version
+    converter, in place; what was done, for the report."""
+    onnx = _imports()
+    model = onnx.load(str(path))
+    opset = opset_of(model)
+    if opset <= highest:
+        return {}
+    try:
+        converted = onnx.version_converter.convert_version(model, highest)
+    except Exception as exc:  # noqa: BLE001 - the version converter raises bare errors on ops it cannot map
+        option = spelled(f"--opset {highest}", f"opset={highest}")
+        raise ConversionError(f"{tool} reads ONNX opset <= {highest} and this export is opset {opset}; ONNX could "
+                              f"not convert it down ({str(exc).splitlines()[0][:200]}): export the model at opset "
+                              f"{highest} (from PyTorch or Keras sources: {option})") from exc
+    save_onnx(onnx, converted, path)
+    return {"opset": highest, "opset_lowered_from": opset}
+
+
 def save_onnx(onnx: Any, model: Any, output: Path) -> None:
     # Protobuf cannot serialise 2 GB; large models keep their weights in one file beside the graph.
     if model.ByteSize() > 1_800_000_000:

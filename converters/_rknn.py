@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from edgekit.converters import work_folder
-from edgekit.converters._onnx_export import export_onnx, save_onnx
+from edgekit.converters._managed_env import write_samples
+from edgekit.converters._onnx_export import export_onnx, lower_opset
 from edgekit.converters._rknn_env import find_python
 from edgekit.converters._source import Source
 from edgekit.runtimes.errors import ConversionError, calibration_advice, spelled
@@ -81,11 +81,11 @@ def convert(source: Source, target: Any, output: Path, *,
     used: dict[str, Any] = {"target": target.name}
     float_path = work / "float.onnx"
     used.update(export_onnx(source, float_path, opset))
-    used.update(_opset_for_toolkit(float_path))
+    used.update(lower_opset(float_path, MAX_OPSET, "rknn-toolkit2"))
     names = [spec.name for spec in source.inputs]
-    dataset = _write_samples(work / "calibration", (feeds for feeds in calibration()), names)
+    dataset = write_samples(work / "calibration", (feeds for feeds in calibration()), names)
     (work / "dataset.txt").write_text("".join(" ".join(files) + "\n" for files in dataset))
-    held_out = _write_samples(work / "held_out", (sample.feeds for sample in validation or ()), names)
+    held_out = write_samples(work / "held_out", (sample.feeds for sample in validation or ()), names)
     job = {"platform": platform, "algorithm": quantized_algorithm, "onnx": str(float_path),
            "dataset": str(work / "dataset.txt"), "output": str(output.resolve()), "held_out": held_out,
            "outputs": str(work / "simulated.npz")}
@@ -100,38 +100,6 @@ def convert(source: Source, target: Any, output: Path, *,
     if held_out:
         used["simulated_outputs"] = job["outputs"]
     return used
-
-
-def _opset_for_toolkit(path: Path) -> dict[str, Any]:
-    """The toolkit reads opsets up to 19: bring a newer export down with ONNX's version converter."""
-    import onnx
-
-    model = onnx.load(str(path))
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MAX_OPSET)
-    if opset <= MAX_OPSET:
-        return {}
-    try:
-        converted = onnx.version_converter.convert_version(model, MAX_OPSET)
-    except Exception as exc:  # noqa: BLE001 - the version converter raises bare errors on ops it cannot map
-        raise ConversionError(f"rknn-toolkit2 reads ONNX opset <= {MAX_OPSET} and this export is opset {opset}; "
-                              f"ONNX could not convert it down ({str(exc).splitlines()[0][:200]}): pass "
-                              f"{spelled('--opset 17', 'opset=17')}") from exc
-    save_onnx(onnx, converted, path)
-    return {"opset": MAX_OPSET, "opset_lowered_from": opset}
-
-
-def _write_samples(folder: Path, samples: Iterable[dict[str, Any]], names: list[str]) -> list[list[str]]:
-    """One .npy per input per sample, in input order: the toolkit's dataset file lists them per line."""
-    folder.mkdir()
-    written = []
-    for index, feeds in enumerate(samples):
-        files = []
-        for position, name in enumerate(names):
-            path = folder / f"{index}_{position}.npy"
-            np.save(path, np.asarray(feeds[name], np.float32))
-            files.append(str(path))
-        written.append(files)
-    return written
 
 
 def _run(python: Path, job: dict[str, Any], work: Path) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.runtimes import BACKENDS
-from edgekit.runtimes.npu import RKNPU_DRIVER_PATHS
+from edgekit.runtimes.npu import IMX500_FIRMWARE, RKNPU_DRIVER_PATHS
 
 log = logging.getLogger("edgekit")
 
@@ -77,8 +77,9 @@ _LIBRARY_FOLDERS = ("usr/lib", "usr/lib/aarch64-linux-gnu", "usr/local/lib", "li
 
 
 def describe_npus(root: Path = Path("/"), installed: Any = None) -> list[NpuInfo]:
-    """The Rockchip RKNPU (its kernel driver, the board's librknnrt.so, rknn-toolkit-lite2) and the Qualcomm
-    Hexagon HTP (FastRPC access to the DSP, onnxruntime-qnn) as this machine has them. ``root`` and
+    """The Rockchip RKNPU (its kernel driver, the board's librknnrt.so, rknn-toolkit-lite2), the Qualcomm
+    Hexagon HTP (FastRPC access to the DSP, onnxruntime-qnn) and the Raspberry Pi AI Camera's IMX500 (the sensor
+    seen by the kernel, a video device, its firmware, Raspberry Pi's packager) as this machine has them. ``root`` and
     ``installed`` (distribution -> version or None) let a test describe another machine."""
     installed = installed or _package_version
 
@@ -106,7 +107,31 @@ def describe_npus(root: Path = Path("/"), installed: Any = None) -> list[NpuInfo
             ("onnxruntime-qnn", installed("onnxruntime-qnn"), "pip install onnxruntime-qnn (the QNN execution "
                                                               "provider)"),
         ]),
+        npu("Sony IMX500 (Raspberry Pi AI Camera)", [
+            ("imx500 sensor", _v4l2_named(root, "imx500"),
+             "connect the AI Camera to the Pi's camera port and boot with it (the kernel then names an imx500 "
+             "V4L2 sub-device; `rpicam-hello --list-cameras` lists it)"),
+            ("video device", first(sorted((root / "dev").glob("video*")) if (root / "dev").is_dir() else []),
+             "a camera the kernel has bound (/dev/video*)"),
+            ("IMX500 firmware", first([root / path for path in IMX500_FIRMWARE]),
+             "sudo apt install imx500-all (the camera's firmware and Raspberry Pi's model zoo)"),
+            ("imx500-package", first([root / "usr/bin/imx500-package"]),
+             "sudo apt install imx500-tools (turns edgekit's <stem>_imx500_packerOut.zip into network.rpk)"),
+        ]),
     ]
+
+
+def _v4l2_named(root: Path, sensor: str) -> str | None:
+    """The V4L2 node (device or sub-device) whose kernel name starts with ``sensor``, as ``<node>: <name>``."""
+    folder = root / "sys/class/video4linux"
+    for node in sorted(folder.iterdir()) if folder.is_dir() else []:
+        try:
+            name = (node / "name").read_text().strip()
+        except OSError:
+            continue
+        if name.startswith(sensor):
+            return f"{node.name}: {name}"
+    return None
 
 
 def interpreter_arch(kernel_arch: str, pointer_bits: int) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edgekit.runtimes.errors import DeviceError, EdgekitError, MissingDependencyError, UnsupportedModelError
-from edgekit.runtimes.formats import ONNX, OPENVINO, RKNN, TFLITE, ModelFile, open_model_file
+from edgekit.runtimes.formats import IMX500, ONNX, OPENVINO, RKNN, TFLITE, ModelFile, open_model_file
 
 if TYPE_CHECKING:  # base imports numpy; the package itself stays import-cheap
     from edgekit.runtimes.base import Runtime
@@ -70,6 +70,11 @@ _DEFAULT_BACKEND = {TFLITE: "litert", ONNX: "onnxruntime", OPENVINO: "openvino",
 
 def resolve_backend(model: ModelFile, backend: str | None) -> Backend:
     """Pick the backend for a model file: the one asked for, else the format's native engine."""
+    if model.format == IMX500:  # runs on the camera's sensor, driven by the Pi's camera stack, not by an engine
+        raise DeviceError(
+            f"'{model.path}' is an IMX500 package: it runs on the Raspberry Pi AI Camera's sensor, not through an "
+            "engine here; on the Pi, `imx500-package -i FILE -o DIR` makes DIR/network.rpk for picamera2 "
+            "(edgekit checked the quantized model while converting: see its report's validation)")
     if backend is None:
         return BACKENDS[_DEFAULT_BACKEND[model.format]]
     name = _ALIASES.get(backend.lower(), backend.lower())

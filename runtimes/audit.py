@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from edgekit.runtimes._qnn import context_info as qnn_context_info
-from edgekit.runtimes.formats import ONNX, OPENVINO, RKNN, TFLITE, ModelFile, check_onnx
+from edgekit.runtimes.formats import IMX500, ONNX, OPENVINO, RKNN, TFLITE, ModelFile, check_onnx
 
 # Ops that only move, convert or describe data; they neither help nor hurt "integer-ness" (SHAPE reads a
 # tensor's shape, not its values, whatever its dtype).
@@ -142,7 +142,10 @@ def audit_model(model: ModelFile) -> QuantizationAudit:
     if model.format == RKNN:  # Rockchip's compiled form: no ops to read without the toolkit
         return QuantizationAudit({}, 0, 0, note="a Rockchip RKNN binary: its ops are inside the compiled form",
                                  compiled_for="Rockchip RKNPU")
-    raise ValueError(model.format)  # unreachable: ModelFile.format is one of the three
+    if model.format == IMX500:  # Sony's converter output: the sensor's program and its weights, packed
+        return QuantizationAudit({}, 0, 0, note="an IMX500 package: MCT quantized it to 8 bits and its ops are "
+                                 "inside the sensor's compiled program", compiled_for="Sony IMX500")
+    raise ValueError(model.format)  # unreachable: ModelFile.format is one of the formats above
 
 
 def _audit_tflite(model: ModelFile) -> QuantizationAudit:

@@ -21,9 +21,11 @@ from typing import Any
 from edgekit.runtimes._onnx_proto import OnnxSummary, read_onnx
 from edgekit.runtimes.errors import UnsupportedModelError
 
-TFLITE, ONNX, OPENVINO, RKNN = "tflite", "onnx", "openvino", "rknn"
+TFLITE, ONNX, OPENVINO, RKNN, IMX500 = "tflite", "onnx", "openvino", "rknn", "imx500"
 _TFLITE_IDENTIFIER = b"TFL3"
 _RKNN_MAGIC, _RKNN_HEADER = b"RKNN", 64  # rknn-toolkit2's files: magic, then the model data's length at 16
+_ZIP_MAGIC = b"PK\x03\x04"  # an IMX500 package (imxconv-pt's packerOut.zip) is a zip archive
+_IMX500_MEMBERS = ("manifest.json", "dnnParams.xml")
 _XML_HEAD_BYTES = 4096
 
 
@@ -87,6 +89,8 @@ def _sniff(path: Path, head: bytes) -> str | None:
         return TFLITE
     if head.startswith(_RKNN_MAGIC):
         return RKNN
+    if head.startswith(_ZIP_MAGIC):
+        return IMX500
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if text.startswith(b"<"):
         return OPENVINO if b"<net" in head else None
@@ -122,8 +126,8 @@ def open_model_file(path: str | os.PathLike[str]) -> ModelFile:
     kind = _sniff(path, head)
     if kind is None:
         raise UnsupportedModelError(
-            f"'{path}' is not a TFLite, ONNX, OpenVINO IR or RKNN model (unrecognised content); "
-            "edgekit loads .tflite, .onnx, OpenVINO .xml+.bin and Rockchip .rknn files"
+            f"'{path}' is not a TFLite, ONNX, OpenVINO IR, RKNN or IMX500 model (unrecognised content); "
+            "edgekit loads .tflite, .onnx, OpenVINO .xml+.bin and Rockchip .rknn files, and reads IMX500 packages"
         )
     if kind == TFLITE:
         _check_tflite(path, head, size)
@@ -133,6 +137,9 @@ def open_model_file(path: str | os.PathLike[str]) -> ModelFile:
     if kind == RKNN:
         _check_rknn(path, head, size)
         return ModelFile(path, RKNN)
+    if kind == IMX500:
+        imx500_manifest(path)
+        return ModelFile(path, IMX500)
     return ModelFile(path, OPENVINO, _check_openvino(path))
 
 
@@ -142,6 +149,27 @@ def _check_rknn(path: Path, head: bytes, size: int) -> None:
     if size < _RKNN_HEADER or declared is None or size < _RKNN_HEADER + declared:
         raise UnsupportedModelError(f"'{path}' is a truncated .rknn file ({size} bytes"
                                     + (f", its header declares {declared} bytes of model data)" if declared else ")"))
+
+
+def imx500_manifest(path: Path) -> dict[str, Any]:
+    """An IMX500 package's manifest (imxconv-pt's packerOut.zip: the sensor's network and its dnnParams.xml);
+    any other zip archive, or a damaged one, is refused."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename: info for info in archive.infolist()}
+            manifest = members.get(_IMX500_MEMBERS[0])
+            if any(name not in members for name in _IMX500_MEMBERS) or manifest.file_size > 1 << 20:
+                raise UnsupportedModelError(f"'{path}' is a zip archive, not an IMX500 package (imxconv-pt's "
+                                            f"packerOut.zip holds {' and '.join(_IMX500_MEMBERS)})")
+            described = json.loads(archive.read(manifest))
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise UnsupportedModelError(f"'{path}' is a damaged zip archive ({exc})") from exc
+    if not isinstance(described, dict) or str(described.get("Target", "")).upper() != "IMX500":
+        raise UnsupportedModelError(f"'{path}' is a packer archive for another target than the IMX500")
+    return described
 
 
 def _check_tflite(path: Path, head: bytes, size: int) -> None:

@@ -32,3 +32,8 @@ RKNN_PLATFORMS = ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562", "rv1106", "r
 NPU_CHIPS = (*QNN_CHIPS, *RKNN_PLATFORMS)
 #: where a Rockchip board's kernel shows its RKNPU driver
 RKNPU_DRIVER_PATHS = ("sys/kernel/debug/rknpu", "sys/module/rknpu")
+#: the Sony IMX500's on-chip memory for a network, weights and activations together (the converter's default for
+#: the chip: 8 MB less 128 bytes)
+IMX500_MEMORY_BYTES = 8388480
+#: what a Raspberry Pi with the AI Camera shows: the firmware the camera loads (Raspberry Pi's imx500-all package)
+IMX500_FIRMWARE = ("lib/firmware/imx500_loader.fpk", "lib/firmware/imx500_firmware.fpk")

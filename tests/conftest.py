@@ -36,24 +36,27 @@ def _installed(module: str) -> bool:
         return False
 
 
-def _rknn_environment() -> bool:
-    """rknn-toolkit2's own environment (`edgekit setup rknn`, which the README's test command runs)."""
+def _managed_environment(module: str) -> bool:
+    """A converter's own environment (`edgekit setup rknn` / `imx500`, which the README's test command runs)."""
     try:
-        from edgekit.converters._rknn_env import find_python
-
-        find_python()
+        importlib.import_module(f"edgekit.converters.{module}").find_python()
     except Exception:  # noqa: BLE001 - missing or misconfigured: the marker says so
         return False
     return True
 
 
+#: markers of tests that need a converter's managed environment: (its module, the command that makes it)
+MANAGED_ENVIRONMENTS = {"rknn": ("_rknn_env", "edgekit setup rknn"), "imx500": ("_imx500_env", "edgekit setup imx500")}
+
+
 def pytest_collection_modifyitems(config, items):
-    rknn = None
+    ready: dict[str, bool] = {}
     for item in items:
-        if item.get_closest_marker("rknn"):
-            rknn = _rknn_environment() if rknn is None else rknn
-            if not rknn:
-                item.add_marker(pytest.mark.skip(reason="rknn-toolkit2's environment is missing: edgekit setup rknn"))
+        for marker, (module, command) in MANAGED_ENVIRONMENTS.items():
+            if item.get_closest_marker(marker):
+                ready[marker] = ready[marker] if marker in ready else _managed_environment(module)
+                if not ready[marker]:
+                    item.add_marker(pytest.mark.skip(reason=f"{marker}'s environment is missing: {command}"))
         for marker, modules in ENGINE_MODULES.items():
             if item.get_closest_marker(marker) and not any(_installed(m) for m in modules):
                 item.add_marker(pytest.mark.skip(reason=f"{marker} is not installed"))

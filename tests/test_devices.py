@@ -60,12 +60,13 @@ def test_npus_beside_the_cpu_say_what_was_found_and_what_is_missing(tmp_path):
     (tmp_path / "dev").mkdir()
     (tmp_path / "dev/fastrpc-cdsp").write_bytes(b"")
     versions = {"rknn-toolkit-lite2": "2.5.0"}
-    rknpu, htp = describe_npus(tmp_path, versions.get)
+    rknpu, htp, camera = describe_npus(tmp_path, versions.get)
     assert rknpu.present and rknpu.found == (f"RKNPU kernel driver ({tmp_path}/sys/module/rknpu)",
                                              f"librknnrt.so ({tmp_path}/usr/lib/librknnrt.so)",
                                              "rknn-toolkit-lite2 (2.5.0)")
     assert not htp.present and htp.found == (f"DSP access ({tmp_path}/dev/fastrpc-cdsp)",)
     assert htp.missing == ("onnxruntime-qnn: pip install onnxruntime-qnn (the QNN execution provider)",)
+    assert not camera.present and camera.found == ()
     bare = describe_npus(tmp_path / "nothing", lambda name: None)
     assert not any(n.present for n in bare) and "RKNPU kernel driver: a Rockchip board image" in bare[0].missing[0]
     assert bare[1].to_dict()["present"] is False

@@ -31,3 +31,16 @@ def setup_rknn(python: str | None) -> None:
 
     env = create(python, log=lambda message: click.echo(message, err=True))
     click.echo(f"rknn-toolkit2 ready in {env} (or point {ENV_VARIABLE} at another python that has it)")
+
+
+@setup.command("imx500")
+@click.option("--python", "python", metavar="PATH", help="A Python 3.10-3.12 interpreter [default: this one, else the "
+              "newest found].")
+def setup_imx500(python: str | None) -> None:
+    """Create the venv that runs Sony's MCT and imx500-converter (imx500, ~6.3 GB; needs Java 17); packages come
+    from pip's configured registry."""
+    from edgekit.converters._imx500_env import ENV_VARIABLE
+    from edgekit.converters._imx500_env import setup as create
+
+    env = create(python, log=lambda message: click.echo(message, err=True))
+    click.echo(f"MCT and imx500-converter ready in {env} (or point {ENV_VARIABLE} at another python that has them)")

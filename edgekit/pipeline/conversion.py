@@ -286,7 +286,7 @@ def _attempt(run: _TargetRun, index: int, label: str, extra: dict[str, Any]) -> 
     except EdgekitError as exc:
         raise ConversionError(f"{target.name}: the converter wrote an unusable file: {exc}") from exc
     audit = audit_model(audited)
-    warnings: list[str] = []
+    warnings: list[str] = list(used.pop("warnings", []))  # what the converter itself found wrong
     kept_for_engine = used.get("kept_float_for_engine", {})
     integer_only = spelled("--integer-only", "allow_float_ops=False")
     if kept_for_engine:

@@ -1,0 +1,324 @@
+"""imx500: a model for the Sony IMX500's on-sensor NPU (the Raspberry Pi AI Camera), built with Sony's tools in
+their own environment (``_imx500_env``), in child processes: files in, files out.
+
+Route: the source as float ONNX (edgekit's export, as for every NPU) -> Constant and Identity-of-weight nodes
+made initializers (onnx2torch reads weights from initializers only; torch's exporter shares folded biases
+through Identity nodes) -> onnx2torch -> MCT's post-training quantization with the IMX500 target platform
+(TPC v1: power-of-two activation thresholds, 8-bit symmetric per-channel weights), calibrated on the neutral
+dataset -> MCT's ONNX export -> ``imxconv-pt`` -> ``packerOut.zip`` (renamed ``<stem>_imx500_packerOut.zip``)
+and the converter's memory report. On the Pi, ``imx500-package`` turns the zip into ``network.rpk``.
+
+No simulator of the sensor exists: what is checked here is MCT's quantized model (fake-quant in PyTorch, in the
+same child process), run on the held-out samples; the pipeline judges those outputs against the float model
+like any int8 target's, and the report says the sensor itself was not run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import xml.etree.ElementTree as ElementTree
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from edgekit.converters import work_folder
+from edgekit.converters._imx500_env import check_java, converter_command, find_python
+from edgekit.converters._managed_env import write_samples
+from edgekit.converters._onnx_export import export_onnx, lower_opset, preprocess_for_quantization, save_onnx
+from edgekit.converters._source import Source
+from edgekit.runtimes.errors import ConversionError, calibration_advice
+from edgekit.runtimes.npu import IMX500_MEMORY_BYTES
+
+MAX_OPSET = 17  # onnx2torch 1.5's newest op versions (ReduceMean 13: opset 18 made its axes an input)
+MEMORY_REPORT = "_MemoryReport.json"  # beside the package: <stem>_imx500_MemoryReport.json
+QUANTIZE_TIMEOUT_S = 3600
+CONVERT_TIMEOUT_S = 3600
+
+_QUANTIZE = r"""
+import functools, json, sys
+job = json.loads(sys.argv[1])
+def say(**fields):
+    print(json.dumps(fields), flush=True)
+def fail(step, exc):
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 4:
+        chain += [line.strip() for line in str(seen).splitlines() if line.strip()]
+        seen = seen.__cause__ or seen.__context__
+    say(ok=False, step=step, error=f"{type(exc).__name__}: {' / '.join(dict.fromkeys(chain))}"[:800])
+    sys.exit(3)
+import numpy as np
+import torch
+try:
+    from onnx2torch import convert
+    model = convert(job["onnx"]).eval()
+except Exception as exc:
+    fail("onnx2torch", exc)
+import model_compression_toolkit as mct
+def samples(files):
+    def batches():
+        for sample in files:
+            yield [torch.from_numpy(np.load(path)) for path in sample]
+    return batches
+try:
+    tpc = mct.get_target_platform_capabilities("pytorch", "imx500")
+    quantized, _ = mct.ptq.pytorch_post_training_quantization(model, samples(job["calibration"]),
+                                                               target_platform_capabilities=tpc)
+except Exception as exc:
+    fail("quantize", exc)
+outputs = {}
+with torch.no_grad():
+    for index, sample in enumerate(samples(job["held_out"])()):
+        got = quantized(*sample)
+        for position, value in enumerate(got if isinstance(got, (list, tuple)) else [got]):
+            outputs[f"{index}:{position}"] = value.detach().cpu().numpy()
+np.savez(job["outputs"], **outputs)
+# MCT 2.5's exporter calls torch.onnx.export with torch's default exporter, the dynamo one from torch 2.9 on,
+# which cannot write MCT's quantizer ops: it is given the TorchScript exporter it was written for
+torch.onnx.export = functools.partial(torch.onnx.export, dynamo=False)
+try:
+    mct.exporter.pytorch_export_model(quantized, save_model_path=job["quantized"],
+                                      repr_dataset=samples(job["calibration"][:1]))
+except Exception as exc:
+    fail("export", exc)
+from importlib.metadata import version
+say(ok=True, tpc=f"{tpc.tpc_platform_type} v{tpc.tpc_minor_version}",
+    versions={name: version(name) for name in ("model-compression-toolkit", "imx500-converter", "onnx2torch",
+                                               "torch")})
+"""
+
+
+def convert(source: Source, target: Any, output: Path, *,
+            calibration: Callable[[], Iterable[dict[str, Any]]] | None = None,
+            validation: Iterable[Any] | None = None, opset: int | None = None) -> dict[str, Any]:
+    """Write ``source`` quantized by MCT and converted for the IMX500 to ``output`` (the converter's
+    packerOut.zip), its memory report beside it; MCT's quantized model's outputs on the held-out
+    ``validation`` samples go beside them for the pipeline to judge (``simulated_outputs``)."""
+    if calibration is None:
+        raise ConversionError(f"imx500 needs calibration data: {calibration_advice()}")
+    check_image_input(source)
+    python = find_python()
+    imxconv = converter_command(python)
+    java = check_java()
+    work = work_folder(output).resolve()
+    stem = output.name.removesuffix(target.extension)
+    used: dict[str, Any] = {"target": target.name}
+    float_path = work / "float.onnx"
+    used.update(export_onnx(source, float_path, opset or MAX_OPSET))
+    used.update(lower_opset(float_path, MAX_OPSET, "onnx2torch"))
+    notes: list[str] = []
+    graph = _for_onnx2torch(float_path, notes)
+    _check_weights_fit(graph["parameters"])
+    names = [spec.name for spec in source.inputs]
+    dataset = write_samples(work / "calibration", (feeds for feeds in calibration()), names)
+    held_out = write_samples(work / "held_out", (sample.feeds for sample in validation or ()), names)
+    quantized = work / f"{stem}.onnx"  # its name becomes the network's name on the sensor
+    job = {"onnx": str(float_path), "calibration": dataset, "held_out": held_out, "quantized": str(quantized),
+           "outputs": str(work / "simulated.npz")}
+    result = _quantize(python, job, work)
+    converted = work / "converted"
+    _run_converter(imxconv, quantized, converted)
+    memory = _memory_report(converted / f"{stem}{MEMORY_REPORT}")
+    if not memory["fits"]:
+        raise ConversionError(
+            f"imx500: '{source.path.name}' does not fit on the IMX500: it needs {_mb(memory['used_bytes'])} of the "
+            f"chip's {_mb(memory['available_bytes'])} ({memory['utilization']}; weights "
+            f"{_mb(memory['model_bytes'])}, activations {_mb(memory['runtime_bytes'])}); choose a smaller model or "
+            "input size")
+    (converted / "packerOut.zip").replace(output)
+    (converted / f"{stem}{MEMORY_REPORT}").replace(output.with_name(stem + MEMORY_REPORT))
+    versions = result["versions"]
+    used.update(
+        toolkit=f"model-compression-toolkit {versions['model-compression-toolkit']} (target platform "
+                f"{result['tpc']}), imx500-converter {versions['imx500-converter']}",
+        tool_versions={**versions, "java": java}, calibration_samples=len(dataset), **graph,
+        quantization=_mct_quantizers(quantized),
+        chip_memory={**memory, "fits": True, "summary": f"fits on the chip: yes, {memory['utilization']} of "
+                                                         f"{_mb(memory['available_bytes'])}"},
+        camera_input=_camera_input(converted / "dnnParams.xml"),
+        validated_on=f"quantized model of MCT {versions['model-compression-toolkit']} (fake-quant, in PyTorch): the "
+                     "IMX500 itself was not run (no simulator of the sensor exists); timings not measured")
+    if notes:
+        used["notes"] = notes
+    if "warning" in used["camera_input"]:
+        used["warnings"] = [used["camera_input"].pop("warning")]
+    if held_out:
+        used["simulated_outputs"] = job["outputs"]
+    return used
+
+
+def check_image_input(source: Source) -> None:
+    """The sensor feeds one image to the network: one 4-D input of batch 1 with 1 or 3 channels (NCHW)."""
+    specs = list(source.inputs)
+    shapes = ", ".join(f"'{s.name}' {list(s.shape)}" for s in specs)
+    if len(specs) != 1:
+        raise ConversionError(f"imx500: the IMX500 feeds one camera image to the network, and this model has "
+                              f"{len(specs)} inputs ({shapes})")
+    shape = specs[0].shape
+    if len(shape) != 4 or shape[0] not in (1, None) or shape[1] not in (1, 3):
+        raise ConversionError(f"imx500: the IMX500 feeds the network a camera image, [1, 3 or 1, height, width] "
+                              f"(NCHW); input {shapes} is not one")
+
+
+def _for_onnx2torch(path: Path, notes: list[str]) -> dict[str, Any]:
+    """Rewrite the float ONNX at ``path`` into the graph onnx2torch and MCT's torch.fx trace take, in place, and
+    count its weights. ONNX Runtime's basic optimizations fold shape arithmetic (Shape -> Slice -> Concat ->
+    Reshape, which torch.fx cannot trace) and BatchNorm into convolutions; Constant nodes and Identity nodes of
+    weights become initializers (onnx2torch reads weights there only); a division by a constant becomes a
+    multiplication by its reciprocal (onnx2torch's Div branches on dtypes, which torch.fx cannot trace)."""
+    import onnx
+    from onnx import numpy_helper
+
+    preprocess_for_quantization(path, path, notes)
+    model = onnx.load(str(path))
+    weights = {t.name: t for t in model.graph.initializer}
+    kept, reciprocals = [], 0
+    for node in model.graph.node:
+        if node.op_type == "Constant" and [a.name for a in node.attribute] == ["value"]:
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(node.attribute[0].t)
+        elif node.op_type == "Identity" and node.input[0] in weights:
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(weights[node.input[0]])
+        else:
+            divisor = weights.get(node.input[1]) if node.op_type == "Div" else None
+            if divisor is not None and divisor.data_type == onnx.TensorProto.FLOAT:
+                inverse = numpy_helper.from_array(np.float32(1) / numpy_helper.to_array(divisor),
+                                                  f"{divisor.name}_reciprocal")
+                if inverse.name not in weights:
+                    model.graph.initializer.append(inverse)
+                    weights[inverse.name] = inverse
+                node.op_type, node.input[1] = "Mul", inverse.name
+                reciprocals += 1
+            kept.append(node)
+            continue
+        tensor.name = node.output[0]
+        model.graph.initializer.append(tensor)
+        weights[tensor.name] = tensor
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    save_onnx(onnx, model, path)
+    counted = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+    return {"parameters": counted, "divisions_as_multiplications": reciprocals}
+
+
+def _check_weights_fit(parameters: int) -> None:
+    """Before the long conversion: at 8 bits per weight, weights alone over the chip's memory cannot fit."""
+    if parameters > IMX500_MEMORY_BYTES:
+        raise ConversionError(
+            f"imx500: the model has {parameters / 1e6:.1f} M weights: at 8 bits they alone need {_mb(parameters)}, "
+            f"more than the IMX500's {_mb(IMX500_MEMORY_BYTES)} (with activations besides); choose a smaller model")
+
+
+def _quantize(python: Path, job: dict[str, Any], work: Path) -> dict[str, Any]:
+    try:
+        done = subprocess.run([str(python), "-c", _QUANTIZE, json.dumps(job)], capture_output=True, text=True,
+                              cwd=work, timeout=QUANTIZE_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise ConversionError(f"imx500: MCT did not finish within {QUANTIZE_TIMEOUT_S} s") from exc
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    result = json.loads(lines[-1]) if lines else {"ok": False, "step": None}
+    if done.returncode == 0 and result["ok"]:
+        return result
+    if result.get("step") == "onnx2torch":
+        raise ConversionError(f"imx500: onnx2torch cannot turn this ONNX graph into PyTorch for MCT "
+                              f"({result['error']}); the route takes ONNX ops onnx2torch converts")
+    if result.get("step"):
+        raise ConversionError(f"imx500: MCT failed at {result['step']}: {result['error']}")
+    said = [line for line in done.stderr.splitlines() if line.strip()]
+    raise ConversionError(f"imx500: the MCT process ended with exit status {done.returncode}: "
+                          f"{(said or ['no output'])[-1][:400]}")
+
+
+#: imxconv-pt's error lines: "<time> ERROR: CODE: [GE] <message>" (sdspconv) or "<time> ERROR : <message>" (uni)
+_ERROR = re.compile(r"\bERROR\s*:\s*(?:CODE: \[\w+\]\s*)?(.+?)(?:\s*\[/\S+\])?\s*$")
+_NOT_A_REASON = ("Failure in conversion process", "sdspconv exited with error code", "Exception in thread")
+
+
+def _run_converter(imxconv: Path, quantized: Path, folder: Path) -> None:
+    command = [str(imxconv), "-i", str(quantized), "-o", str(folder), "--overwrite-output", "--report-size-unit", "B"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise ConversionError(f"imx500: imxconv-pt did not finish within {CONVERT_TIMEOUT_S} s") from exc
+    if done.returncode == 0 and (folder / "packerOut.zip").is_file():
+        return
+    said = (done.stdout + "\n" + done.stderr).splitlines()
+    reasons = [m.group(1) for m in map(_ERROR.search, said) if m and not m.group(1).startswith(_NOT_A_REASON)]
+    why = (reasons[0] if reasons else (said or [f"exit status {done.returncode}"])[-1]).strip()
+    unsupported = re.search(r"unsupported ops: (.+)", why)
+    if unsupported:
+        kinds = [kind.strip() for kind in unsupported.group(1).split(",")]
+        layers = [node.name for node in _nodes(quantized) if node.op_type in kinds][:5]
+        raise ConversionError(f"imx500: the IMX500 cannot run {', '.join(kinds)} (layer(s) {', '.join(layers)}): "
+                              "replace them in the model (GELU's Erf: the tanh approximation or hard-swish)")
+    if "Not enough memory" in why:
+        raise ConversionError(f"imx500: the model does not fit on the IMX500 ({why[:300]}; the converter's tiling "
+                              "advisor found no way to split it): choose a smaller model or input size")
+    raise ConversionError(f"imx500: imxconv-pt failed (exit status {done.returncode}): {why[:400]}")
+
+
+def _memory_report(path: Path) -> dict[str, Any]:
+    try:
+        report = json.loads(path.read_text())["Memory Report"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConversionError(f"imx500: imxconv-pt wrote no readable memory report ({path.name}): {exc}") from exc
+
+    def size(key: str) -> int:
+        return int(float(re.sub(r"[^0-9.]", "", str(report[key])) or 0))
+
+    return {"fits": report.get("Fit In Chip") is True, "used_bytes": size("Memory Usage"),
+            "available_bytes": size("Total Memory Available On Chip"),
+            "model_bytes": size("Model Memory Physical Size"), "runtime_bytes": size("Runtime Memory Physical Size"),
+            "utilization": str(report.get("Memory Utilization")), "input_persistent": report.get("Input Persistent")}
+
+
+def _camera_input(params: Path) -> dict[str, Any]:
+    """What the sensor must feed the network, from the converter's dnnParams.xml: the input tensor's size and how
+    its 8-bit values are read (value x scale)."""
+    try:
+        tensor = ElementTree.parse(params).find(".//inputTensor")
+    except (OSError, ElementTree.ParseError):
+        tensor = None
+    if tensor is None:
+        return {"known": False}
+    scale, unsigned = float(tensor.get("scale", "nan")), tensor.get("format") == "unsigned"
+    described = {"known": True, "shape_chw": [int(d.get("size", 0)) for d in tensor.iter("dimension")],
+                 "format": tensor.get("format"), "bits": int(tensor.get("bitsPerElement", 8)), "scale": scale}
+    if unsigned:
+        return {**described, "reads": f"8-bit pixels read as pixel x {scale:g}: the network takes values in "
+                                      f"[0, {255 * scale:g}]"}
+    return {**described, "reads": f"8-bit signed values read as value x {scale:g}",
+            "warning": f"imx500: the network's input is signed (8-bit, scale {scale:g}): it was calibrated on "
+                       "inputs below 0, such as mean/std-normalized images, and the camera feeds it unsigned 8-bit "
+                       "pixels; fold the normalization into the model and calibrate it on images in [0, 1]"}
+
+
+def _nodes(path: Path) -> list[Any]:
+    import onnx
+
+    try:
+        return list(onnx.load(str(path)).graph.node)
+    except Exception:  # noqa: BLE001 - only names for a message: an unreadable file names none
+        return []
+
+
+def _mct_quantizers(path: Path) -> dict[str, Any]:
+    """What MCT's export quantized: its weight and activation quantizer nodes, by kind and bit width."""
+    import onnx
+
+    model = onnx.load(str(path))
+    kinds: Counter = Counter()
+    for node in model.graph.node:
+        if node.domain == "mct_quantizers":
+            bits = next((a.i for a in node.attribute if a.name == "num_bits"), None)
+            kinds[f"{node.op_type} {bits}-bit"] += 1
+    return {"quantizers": dict(kinds), "weights_quantized": sum(n for k, n in kinds.items() if k.startswith("Weights")),
+            "activations_quantized": sum(n for k, n in kinds.items() if k.startswith("Activation"))}
+
+
+def _mb(size: float) -> str:
+    return f"{size / (1 << 20):.2f} MB"
