@@ -289,12 +289,14 @@ def _camera_input(params: Path) -> dict[str, Any]:
     described = {"known": True, "shape_chw": [int(d.get("size", 0)) for d in tensor.iter("dimension")],
                  "format": tensor.get("format"), "bits": int(tensor.get("bitsPerElement", 8)), "scale": scale}
     if unsigned:
-        return {**described, "reads": f"8-bit pixels read as pixel x {scale:g}: the network takes values in "
+        return {**described, "reads": f"8-bit values read as value x {scale:g}: the network takes inputs in "
                                       f"[0, {255 * scale:g}]"}
-    return {**described, "reads": f"8-bit signed values read as value x {scale:g}",
-            "warning": f"imx500: the network's input is signed (8-bit, scale {scale:g}): it was calibrated on "
-                       "inputs below 0, such as mean/std-normalized images, and the camera feeds it unsigned 8-bit "
-                       "pixels; fold the normalization into the model and calibrate it on images in [0, 1]"}
+    return {**described, "reads": f"8-bit signed values read as value x {scale:g}: the network takes inputs in "
+                                  f"[{-128 * scale:g}, {127 * scale:g}]",
+            "warning": f"imx500: the network takes signed inputs (8-bit, scale {scale:g}): it was calibrated on "
+                       "normalized images (the report's recipe has their mean/std), and camera pixels reach it only "
+                       "through the sensor's input normalization: set that to the recipe's mean/std when you package "
+                       "network.rpk, or fold the normalization into the model and calibrate it on images in [0, 1]"}
 
 
 def _nodes(path: Path) -> list[Any]:

@@ -122,15 +122,17 @@ def describe_npus(root: Path = Path("/"), installed: Any = None) -> list[NpuInfo
 
 
 def _v4l2_named(root: Path, sensor: str) -> str | None:
-    """The V4L2 node (device or sub-device) whose kernel name starts with ``sensor``, as ``<node>: <name>``."""
+    """The V4L2 node (device or sub-device) of the ``sensor`` driver, found as picamera2 finds the IMX500 (the
+    node's driver module) or by the node's kernel name, as ``<node>: <name>``."""
     folder = root / "sys/class/video4linux"
     for node in sorted(folder.iterdir()) if folder.is_dir() else []:
         try:
             name = (node / "name").read_text().strip()
         except OSError:
-            continue
-        if name.startswith(sensor):
-            return f"{node.name}: {name}"
+            name = ""
+        module = node / "device/driver/module"
+        if name.startswith(sensor) or (module.is_symlink() and sensor in os.readlink(module)):
+            return f"{node.name}: {name or sensor}"
     return None
 
 

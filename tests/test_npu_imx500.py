@@ -60,7 +60,7 @@ def test_a_trained_pytorch_cnn_converts_for_the_ai_camera_and_keeps_its_answers(
     assert options["quantization"]["weights_quantized"] >= 3 and options["quantization"]["activations_quantized"] >= 3
     assert options["tool_versions"]["model-compression-toolkit"] == "2.5.1" and "imx500" in options["toolkit"]
     camera = options["camera_input"]
-    assert camera["shape_chw"] == [1, 8, 8] and camera["format"] == "unsigned" and "pixel x" in camera["reads"]
+    assert camera["shape_chw"] == [1, 8, 8] and camera["format"] == "unsigned" and "read as value x" in camera["reads"]
     assert validation["accuracy_float"] > 80  # a net with signal
     assert validation["drop"] <= 2.0, validation
     assert "IMX500 itself was not run" in options["validated_on"]
@@ -69,9 +69,9 @@ def test_a_trained_pytorch_cnn_converts_for_the_ai_camera_and_keeps_its_answers(
 
 
 @needs_tools
-def test_a_third_party_onnx_classifier_converts_and_the_report_warns_its_inputs_are_not_pixels(tmp_path):
+def test_a_third_party_onnx_classifier_converts_and_the_report_warns_its_inputs_are_normalized(tmp_path):
     """PP-OCR's direction classifier (paddle2onnx: shape arithmetic before its classifier, hard-swish as a division
-    by 6) takes mean/std-normalized images, signed: the camera's unsigned pixels are not what it was calibrated on."""
+    by 6) takes mean/std-normalized images, signed: the sensor's input normalization must make them."""
     sys.path.insert(0, str(MODELS))
     import task_data
     import wheels
@@ -86,7 +86,7 @@ def test_a_third_party_onnx_classifier_converts_and_the_report_warns_its_inputs_
     assert output["decision_agreement"] >= 0.9 and output["cosine"] >= 0.95, output
     assert result.report["options"]["divisions_as_multiplications"] > 0
     assert result.report["options"]["camera_input"]["format"] == "signed"
-    assert any("camera feeds it unsigned 8-bit pixels" in w for w in result.report["warnings"])
+    assert any("takes signed inputs" in w and "sensor's input normalization" in w for w in result.report["warnings"])
 
 
 @needs_tools
@@ -278,3 +278,43 @@ def test_on_a_pi_the_ai_camera_is_reported_with_what_is_missing(tmp_path):
                               "<stem>_imx500_packerOut.zip into network.rpk)",)
     bare = describe_npus(tmp_path / "nothing", lambda name: None)[2]
     assert len(bare.missing) == 4 and bare.missing[0].startswith("imx500 sensor: connect the AI Camera")
+
+
+def test_the_ai_camera_sample_names_what_edgekit_makes_and_prints_the_sensors_answers(tmp_path):
+    """samples/ai_camera: its README packages the file edgekit names, and classify.py reads each frame's outputs
+    through picamera2's IMX500 helper (a stand-in here, with picamera2's calls and one frame's scores)."""
+    from edgekit.converters import TARGETS
+
+    sample = SAMPLES / "ai_camera"
+    target = TARGETS["imx500"]
+    readme = (sample / "README.md").read_text()
+    assert f"imx500-package -i {target.artifact_name('model')} -o pkg/" in readme
+    assert target.companion_names("model") == ["model_imx500_MemoryReport.json"]
+    assert "model_imx500_MemoryReport.json" in readme
+    stand_in = tmp_path / "site" / "picamera2"
+    (stand_in / "devices").mkdir(parents=True)
+    (stand_in / "__init__.py").write_text(
+        "class Picamera2:\n"
+        "    def __init__(self, number): self.number = number\n"
+        "    def create_preview_configuration(self, **options): return options\n"
+        "    def start(self, config, show_preview): pass\n"
+        "    def capture_metadata(self): return {'CnnOutputTensor': [0.1, 0.7, 0.2]}\n"
+        "    def stop(self): pass\n")
+    (stand_in / "devices" / "__init__.py").write_text(
+        "import numpy as np\n"
+        "class IMX500:\n"
+        "    camera_num = 0\n"
+        "    def __init__(self, path): self.path = path\n"
+        "    def show_network_fw_progress_bar(self): pass\n"
+        "    def get_outputs(self, metadata, add_batch=False):\n"
+        "        return [np.array([metadata['CnnOutputTensor']], np.float32)]\n")
+    (tmp_path / "network.rpk").write_bytes(b"rpk")
+    (tmp_path / "labels.txt").write_text("zero\none\ntwo\n")
+    done = subprocess.run([sys.executable, str(sample / "classify.py"), str(tmp_path / "network.rpk"), "--labels",
+                           str(tmp_path / "labels.txt"), "--frames", "2", "--top", "2"], capture_output=True,
+                          text=True, env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith("frame 0: one: 0.700, two: 0.200 (")
+    missing = subprocess.run([sys.executable, str(sample / "classify.py"), str(tmp_path / "network.rpk")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.startswith("Error: picamera2") and missing.stdout == ""
