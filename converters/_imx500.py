@@ -1,9 +1,10 @@
 """imx500: a model for the Sony IMX500's on-sensor NPU (the Raspberry Pi AI Camera), built with Sony's tools in
 their own environment (``_imx500_env``), in child processes: files in, files out.
 
-Route: the source as float ONNX (edgekit's export, as for every NPU) -> Constant and Identity-of-weight nodes
-made initializers (onnx2torch reads weights from initializers only; torch's exporter shares folded biases
-through Identity nodes) -> onnx2torch -> MCT's post-training quantization with the IMX500 target platform
+Route: the source as float ONNX (edgekit's export, as for every NPU; opset <= 17) -> exact rewrites into what
+onnx2torch reads (``_for_onnx2torch``) -> onnx2torch -> its Resize/Slice/Reshape modules with constant inputs made
+the plain torch calls they make, which torch.fx can trace (in ``_QUANTIZE``) -> MCT's post-training quantization
+with the IMX500 target platform
 (TPC v1: power-of-two activation thresholds, 8-bit symmetric per-channel weights), calibrated on the neutral
 dataset -> MCT's ONNX export -> ``imxconv-pt`` -> ``packerOut.zip`` (renamed ``<stem>_imx500_packerOut.zip``)
 and the converter's memory report. On the Pi, ``imx500-package`` turns the zip into ``network.rpk``.
@@ -39,7 +40,7 @@ QUANTIZE_TIMEOUT_S = 3600
 CONVERT_TIMEOUT_S = 3600
 
 _QUANTIZE = r"""
-import functools, json, sys
+import functools, json, operator, sys
 job = json.loads(sys.argv[1])
 def say(**fields):
     print(json.dumps(fields), flush=True)
@@ -52,9 +53,61 @@ def fail(step, exc):
     sys.exit(3)
 import numpy as np
 import torch
+def traceable(model):
+    # onnx2torch's Resize, Slice and Reshape read their constant inputs' values while running, which torch.fx
+    # (MCT's reader) cannot trace: each with constant inputs becomes the plain torch call it would make
+    counts = {"OnnxResize": 0, "OnnxSlice": 0, "OnnxReshape": 0}
+    for node in list(model.graph.nodes):
+        kind = type(model.get_submodule(node.target)).__name__ if node.op == "call_module" else None
+        if kind not in counts:
+            continue
+        names = {"OnnxResize": ("roi", "scales", "sizes"), "OnnxSlice": ("starts", "ends", "axes", "steps"),
+                 "OnnxReshape": ("shape",)}[kind]
+        given = dict(zip(names, node.args[1:]), **node.kwargs)  # onnx2torch passes them either way
+        values = {name: constant(model, arg) for name, arg in given.items()}
+        if any(value is None for name, value in values.items() if given[name] is not None):
+            continue  # computed while running: left as it is
+        call = {"OnnxResize": resize_call, "OnnxSlice": slice_call, "OnnxReshape": reshape_call}[kind](
+            model.get_submodule(node.target), **values)
+        if call is None:
+            continue
+        with model.graph.inserting_before(node):
+            plain = model.graph.call_function(call[0], (node.args[0], *call[1]), call[2])
+        node.replace_all_uses_with(plain)
+        model.graph.erase_node(node)
+        counts[kind] += 1
+    model.recompile()
+    return {kind[4:].lower(): count for kind, count in counts.items() if count}
+def resize_call(resize, roi=None, scales=None, sizes=None):
+    modes = {("nearest", 1): "nearest", ("nearest", 2): "nearest", ("linear", 1): "linear", ("linear", 2): "bilinear"}
+    shape = scales or sizes
+    mode = modes.get((resize.onnx_mode, len(shape) - 2)) if shape else None
+    if mode is None or (scales and scales[:2] != [1, 1]):
+        return None
+    return torch.nn.functional.interpolate, (), {
+        "scale_factor": tuple(scales[2:]) if scales else None, "size": tuple(int(s) for s in sizes[2:]) if sizes
+        else None, "mode": mode, "align_corners": resize.align_corners}
+def slice_call(module, starts, ends, axes=None, steps=None):
+    axes, steps = axes or list(range(len(starts))), steps or [1] * len(starts)
+    if min(axes) < 0 or min(steps) < 1:
+        return None
+    index = [slice(None)] * (max(axes) + 1)
+    for axis, start, end, step in zip(axes, starts, ends, steps):
+        index[axis] = slice(int(start), None if end >= 2 ** 62 else int(end), int(step))
+    return operator.getitem, (tuple(index),), {}
+def reshape_call(module, shape):
+    return (torch.reshape, (tuple(int(d) for d in shape),), {}) if 0 not in shape else None
+def constant(model, arg):
+    if getattr(arg, "op", None) != "get_attr":
+        return None
+    value = model
+    for part in arg.target.split("."):
+        value = getattr(value, part)
+    return value.tolist() if value.numel() else None
 try:
     from onnx2torch import convert
     model = convert(job["onnx"]).eval()
+    made_plain = traceable(model)
 except Exception as exc:
     fail("onnx2torch", exc)
 import model_compression_toolkit as mct
@@ -85,7 +138,7 @@ try:
 except Exception as exc:
     fail("export", exc)
 from importlib.metadata import version
-say(ok=True, tpc=f"{tpc.tpc_platform_type} v{tpc.tpc_minor_version}",
+say(ok=True, tpc=f"{tpc.tpc_platform_type} v{tpc.tpc_minor_version}", made_plain=made_plain,
     versions={name: version(name) for name in ("model-compression-toolkit", "imx500-converter", "onnx2torch",
                                                "torch")})
 """
@@ -135,6 +188,7 @@ def convert(source: Source, target: Any, output: Path, *,
         toolkit=f"model-compression-toolkit {versions['model-compression-toolkit']} (target platform "
                 f"{result['tpc']}), imx500-converter {versions['imx500-converter']}",
         tool_versions={**versions, "java": java}, calibration_samples=len(dataset), **graph,
+        plain_torch_calls=result["made_plain"],
         quantization=_mct_quantizers(quantized),
         chip_memory={**memory, "fits": True, "summary": f"fits on the chip: yes, {memory['utilization']} of "
                                                          f"{_mb(memory['available_bytes'])}"},
@@ -166,43 +220,73 @@ def check_image_input(source: Source) -> None:
 def _for_onnx2torch(path: Path, notes: list[str]) -> dict[str, Any]:
     """Rewrite the float ONNX at ``path`` into the graph onnx2torch and MCT's torch.fx trace take, in place, and
     count its weights. ONNX Runtime's basic optimizations fold shape arithmetic (Shape -> Slice -> Concat ->
-    Reshape, which torch.fx cannot trace) and BatchNorm into convolutions; Constant nodes and Identity nodes of
-    weights become initializers (onnx2torch reads weights there only); a division by a constant becomes a
-    multiplication by its reciprocal (onnx2torch's Div branches on dtypes, which torch.fx cannot trace)."""
+    Reshape, which torch.fx cannot trace) and BatchNorm into convolutions; then each node is rewritten exactly
+    where onnx2torch needs it (``_weight_of``, ``_without_allowzero``, ``_as_multiplication``)."""
     import onnx
-    from onnx import numpy_helper
 
     preprocess_for_quantization(path, path, notes)
     model = onnx.load(str(path))
     weights = {t.name: t for t in model.graph.initializer}
     kept, reciprocals = [], 0
     for node in model.graph.node:
-        if node.op_type == "Constant" and [a.name for a in node.attribute] == ["value"]:
-            tensor = onnx.TensorProto()
-            tensor.CopyFrom(node.attribute[0].t)
-        elif node.op_type == "Identity" and node.input[0] in weights:
-            tensor = onnx.TensorProto()
-            tensor.CopyFrom(weights[node.input[0]])
-        else:
-            divisor = weights.get(node.input[1]) if node.op_type == "Div" else None
-            if divisor is not None and divisor.data_type == onnx.TensorProto.FLOAT:
-                inverse = numpy_helper.from_array(np.float32(1) / numpy_helper.to_array(divisor),
-                                                  f"{divisor.name}_reciprocal")
-                if inverse.name not in weights:
-                    model.graph.initializer.append(inverse)
-                    weights[inverse.name] = inverse
-                node.op_type, node.input[1] = "Mul", inverse.name
-                reciprocals += 1
-            kept.append(node)
+        weight = _weight_of(onnx, node, weights)
+        if weight is not None:
+            model.graph.initializer.append(weight)
+            weights[weight.name] = weight
             continue
-        tensor.name = node.output[0]
-        model.graph.initializer.append(tensor)
-        weights[tensor.name] = tensor
+        _without_allowzero(node, weights)
+        reciprocal = _as_multiplication(node, weights)
+        if reciprocal is not None:
+            reciprocals += 1
+            if reciprocal.name not in weights:
+                model.graph.initializer.append(reciprocal)
+                weights[reciprocal.name] = reciprocal
+        kept.append(node)
     del model.graph.node[:]
     model.graph.node.extend(kept)
     save_onnx(onnx, model, path)
     counted = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
     return {"parameters": counted, "divisions_as_multiplications": reciprocals}
+
+
+def _weight_of(onnx: Any, node: Any, weights: dict[str, Any]) -> Any:
+    """A Constant node's value, or an Identity node's weight (torch's exporter shares folded biases that way), as
+    an initializer named after the node's output: onnx2torch reads weights from initializers only."""
+    if node.op_type == "Constant" and [a.name for a in node.attribute] == ["value"]:
+        source = node.attribute[0].t
+    elif node.op_type == "Identity" and node.input[0] in weights:
+        source = weights[node.input[0]]
+    else:
+        return None
+    tensor = onnx.TensorProto()
+    tensor.CopyFrom(source)
+    tensor.name = node.output[0]
+    return tensor
+
+
+def _without_allowzero(node: Any, weights: dict[str, Any]) -> None:
+    """``allowzero=1`` (torch's exporter sets it; onnx2torch refuses it) changes nothing in a reshape to a constant
+    shape without a 0: dropped there."""
+    from onnx import numpy_helper
+
+    if node.op_type == "Reshape" and node.input[1] in weights and \
+            0 not in numpy_helper.to_array(weights[node.input[1]]).tolist():
+        kept = [a for a in node.attribute if a.name != "allowzero"]
+        del node.attribute[:]
+        node.attribute.extend(kept)
+
+
+def _as_multiplication(node: Any, weights: dict[str, Any]) -> Any:
+    """A division by a float constant made a multiplication by its reciprocal (onnx2torch's Div branches on dtypes,
+    which torch.fx cannot trace); the reciprocal's initializer, or None when the node is no such division."""
+    from onnx import TensorProto, numpy_helper
+
+    divisor = weights.get(node.input[1]) if node.op_type == "Div" else None
+    if divisor is None or divisor.data_type != TensorProto.FLOAT:
+        return None
+    reciprocal = numpy_helper.from_array(np.float32(1) / numpy_helper.to_array(divisor), f"{divisor.name}_reciprocal")
+    node.op_type, node.input[1] = "Mul", reciprocal.name
+    return reciprocal
 
 
 def _check_weights_fit(parameters: int) -> None:

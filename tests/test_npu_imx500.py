@@ -90,6 +90,41 @@ def test_a_third_party_onnx_classifier_converts_and_the_report_warns_its_inputs_
 
 
 @needs_tools
+def test_an_ultralytics_detector_converts_and_its_boxes_agree(tmp_path):
+    """YOLOv8 as Ultralytics builds it (nearest upsampling, slicing of its head, the DFL's softmax): onnx2torch's
+    Resize and Slice modules become plain torch calls MCT can trace."""
+    sys.path.insert(0, str(MODELS))
+    from build_ultralytics_yolo import OUT, pages
+
+    np.save(tmp_path / "pages.npy", pages(0, 24))
+    (result,) = edgekit.convert(OUT / "yolov8t.onnx", "imx500", calibration=tmp_path / "pages.npy", calib_size=16,
+                                validation_size=8, output_dir=tmp_path / "out")
+    assert result.passed, result.report["failures"]
+    output = result.report["validation"]["outputs"]["output0"]
+    assert output["judged_by"] == "detector" and output["decision_agreement"] >= 0.9 and output["cosine"] >= 0.99
+    assert result.report["options"]["plain_torch_calls"]["resize"] == 2
+    assert result.report["options"]["plain_torch_calls"]["slice"] > 0
+
+
+def test_the_camera_input_is_read_from_the_converters_parameters(tmp_path):
+    from edgekit.converters._imx500 import _camera_input
+
+    params = tmp_path / "dnnParams.xml"
+    tensor = ('<dnnParams><networks><network><inputTensors><inputTensor format="{}" scale="0.0078125" '
+              'bitsPerElement="8"><dimensions><dimension size="3"/><dimension size="48"/><dimension size="192"/>'
+              '</dimensions></inputTensor></inputTensors></network></networks></dnnParams>')
+    params.write_text(tensor.format("unsigned"))
+    unsigned = _camera_input(params)
+    assert unsigned["shape_chw"] == [3, 48, 192] and unsigned["reads"].endswith("inputs in [0, 1.99219]")
+    assert "warning" not in unsigned
+    params.write_text(tensor.format("signed"))
+    signed = _camera_input(params)
+    assert signed["reads"].endswith("inputs in [-1, 0.992188]") and "sensor's input normalization" in signed["warning"]
+    params.write_text("<not xml")
+    assert _camera_input(params) == {"known": False}
+
+
+@needs_tools
 def test_a_model_that_is_not_its_source_is_caught_by_validation(digits_module, tmp_path, monkeypatch):
     """The negative control: the quantized model's weights permuted, the float reference untouched."""
     import torch
