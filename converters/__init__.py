@@ -215,8 +215,7 @@ def check_route(source: Any, targets: list[Target], *, has_data: bool) -> None:
 
         find_rknn()  # the toolkit's environment, before any work
     if any(t.family == "imx500" for t in targets):
-        from edgekit.converters._imx500 import check_image_input
-        from edgekit.converters._imx500_env import check_java, converter_command
+        from edgekit.converters._imx500_env import check_image_input, check_java, converter_command
         from edgekit.converters._imx500_env import find_python as find_imx500
 
         check_image_input(source)

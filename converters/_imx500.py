@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -27,11 +26,12 @@ from typing import Any
 
 import numpy as np
 from edgekit.converters import work_folder
-from edgekit.converters._imx500_env import check_java, converter_command, find_python
-from edgekit.converters._managed_env import write_samples
+from edgekit.converters._imx500_env import check_image_input, check_java, converter_command, find_python
+from edgekit.converters._managed_env import run_job, write_samples
 from edgekit.converters._onnx_export import export_onnx, lower_opset, preprocess_for_quantization, save_onnx
 from edgekit.converters._source import Source
-from edgekit.runtimes.errors import ConversionError, calibration_advice
+from edgekit.runtimes.errors import ConversionError, UnsupportedModelError, calibration_advice
+from edgekit.runtimes.formats import imx500_tensors
 from edgekit.runtimes.npu import IMX500_MEMORY_BYTES
 
 MAX_OPSET = 17  # onnx2torch 1.5's newest op versions (ReduceMean 13: opset 18 made its axes an input)
@@ -192,7 +192,7 @@ def convert(source: Source, target: Any, output: Path, *,
         quantization=_mct_quantizers(quantized),
         chip_memory={**memory, "fits": True, "summary": f"fits on the chip: yes, {memory['utilization']} of "
                                                          f"{_mb(memory['available_bytes'])}"},
-        camera_input=_camera_input(converted / "dnnParams.xml"),
+        camera_input=_camera_input(output),
         validated_on=f"quantized model of MCT {versions['model-compression-toolkit']} (fake-quant, in PyTorch): the "
                      "IMX500 itself was not run (no simulator of the sensor exists); timings not measured")
     if notes:
@@ -202,19 +202,6 @@ def convert(source: Source, target: Any, output: Path, *,
     if held_out:
         used["simulated_outputs"] = job["outputs"]
     return used
-
-
-def check_image_input(source: Source) -> None:
-    """The sensor feeds one image to the network: one 4-D input of batch 1 with 1 or 3 channels (NCHW)."""
-    specs = list(source.inputs)
-    shapes = ", ".join(f"'{s.name}' {list(s.shape)}" for s in specs)
-    if len(specs) != 1:
-        raise ConversionError(f"imx500: the IMX500 feeds one camera image to the network, and this model has "
-                              f"{len(specs)} inputs ({shapes})")
-    shape = specs[0].shape
-    if len(shape) != 4 or shape[0] not in (1, None) or shape[1] not in (1, 3):
-        raise ConversionError(f"imx500: the IMX500 feeds the network a camera image, [1, 3 or 1, height, width] "
-                              f"(NCHW); input {shapes} is not one")
 
 
 def _for_onnx2torch(path: Path, notes: list[str]) -> dict[str, Any]:
@@ -298,13 +285,7 @@ def _check_weights_fit(parameters: int) -> None:
 
 
 def _quantize(python: Path, job: dict[str, Any], work: Path) -> dict[str, Any]:
-    try:
-        done = subprocess.run([str(python), "-c", _QUANTIZE, json.dumps(job)], capture_output=True, text=True,
-                              cwd=work, timeout=QUANTIZE_TIMEOUT_S)
-    except subprocess.TimeoutExpired as exc:
-        raise ConversionError(f"imx500: MCT did not finish within {QUANTIZE_TIMEOUT_S} s") from exc
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    result = json.loads(lines[-1]) if lines else {"ok": False, "step": None}
+    result, done = run_job(python, _QUANTIZE, job, work, QUANTIZE_TIMEOUT_S, "imx500: MCT")
     if done.returncode == 0 and result["ok"]:
         return result
     if result.get("step") == "onnx2torch":
@@ -360,18 +341,16 @@ def _memory_report(path: Path) -> dict[str, Any]:
             "utilization": str(report.get("Memory Utilization")), "input_persistent": report.get("Input Persistent")}
 
 
-def _camera_input(params: Path) -> dict[str, Any]:
-    """What the sensor must feed the network, from the converter's dnnParams.xml: the input tensor's size and how
-    its 8-bit values are read (value x scale)."""
+def _camera_input(package: Path) -> dict[str, Any]:
+    """What the sensor must feed the network, as the package's dnnParams.xml declares its input tensor: its size,
+    and how its 8-bit values are read (value x scale)."""
     try:
-        tensor = ElementTree.parse(params).find(".//inputTensor")
-    except (OSError, ElementTree.ParseError):
-        tensor = None
-    if tensor is None:
+        (tensor,), _ = imx500_tensors(package)
+    except (UnsupportedModelError, ValueError):  # none, or several: nothing to say about the camera's input
         return {"known": False}
-    scale, unsigned = float(tensor.get("scale", "nan")), tensor.get("format") == "unsigned"
-    described = {"known": True, "shape_chw": [int(d.get("size", 0)) for d in tensor.iter("dimension")],
-                 "format": tensor.get("format"), "bits": int(tensor.get("bitsPerElement", 8)), "scale": scale}
+    unsigned, scale = tensor.dtype == np.uint8, tensor.scale
+    described = {"known": True, "shape_chw": list(tensor.shape), "format": "unsigned" if unsigned else "signed",
+                 "bits": 8, "scale": scale}
     if unsigned:
         return {**described, "reads": f"8-bit values read as value x {scale:g}: the network takes inputs in "
                                       f"[0, {255 * scale:g}]"}

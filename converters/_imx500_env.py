@@ -1,4 +1,5 @@
-"""Sony's IMX500 tools' own environment, which ``edgekit setup imx500`` makes and the imx500 target runs in.
+"""What the imx500 target needs before any work: Sony's IMX500 tools' own environment (which ``edgekit setup
+imx500`` makes and the target runs in), the Java they convert with, and a model the camera can feed.
 
 The IMX500 route needs Sony's Model Compression Toolkit (MCT) and ``imx500-converter[pt]`` (``uni-pytorch``, which
 pins onnx ~1.17, onnxruntime ~1.21 and protobuf 4.25, and ``sdspconv``, a Java 17 program), so it cannot share
@@ -29,6 +30,20 @@ PACKAGES = ("imx500-converter[pt]==3.19.2", "model-compression-toolkit==2.5.1", 
 PYTHONS = ((3, 10), (3, 12))  # uni-pytorch's
 JAVA = 17  # sdspconv's runtime
 JAVA_ADVICE = f"install Java {JAVA} (Debian/Ubuntu: apt-get install openjdk-{JAVA}-jre-headless; or set JAVA_HOME)"
+
+
+def check_image_input(source: Any) -> None:
+    """The sensor feeds one image to the network: ``source`` (a ``_source.Source``) must have one 4-D input of
+    batch 1 with 1 or 3 channels (NCHW)."""
+    specs = list(source.inputs)
+    shapes = ", ".join(f"'{s.name}' {list(s.shape)}" for s in specs)
+    if len(specs) != 1:
+        raise ConversionError(f"imx500: the IMX500 feeds one camera image to the network, and this model has "
+                              f"{len(specs)} inputs ({shapes})")
+    shape = specs[0].shape
+    if len(shape) != 4 or shape[0] not in (1, None) or shape[1] not in (1, 3):
+        raise ConversionError(f"imx500: the IMX500 feeds the network a camera image, [1, 3 or 1, height, width] "
+                              f"(NCHW); input {shapes} is not one")
 
 
 def managed_env() -> Path:

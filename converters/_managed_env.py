@@ -98,3 +98,18 @@ def write_samples(folder: Path, samples: Iterable[dict[str, Any]], names: list[s
             files.append(str(path))
         written.append(files)
     return written
+
+
+def run_job(python: Path, script: str, job: dict[str, Any], work: Path, timeout_s: int,
+            tool: str) -> tuple[dict[str, Any], subprocess.CompletedProcess]:
+    """Run ``script`` in a managed environment's ``python`` with ``job`` as its JSON argument, in ``work``; the
+    last JSON line it printed (``{"ok": false, "step": null}`` when none) and the finished process."""
+    import json
+
+    try:
+        done = subprocess.run([str(python), "-c", script, json.dumps(job)], capture_output=True, text=True,
+                              cwd=work, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        raise ConversionError(f"{tool} did not finish within {timeout_s} s") from exc
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    return (json.loads(lines[-1]) if lines else {"ok": False, "step": None}), done

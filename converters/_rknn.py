@@ -11,15 +11,13 @@ outputs against the float model like every target's.
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from edgekit.converters import work_folder
-from edgekit.converters._managed_env import write_samples
+from edgekit.converters._managed_env import run_job, write_samples
 from edgekit.converters._onnx_export import export_onnx, lower_opset
 from edgekit.converters._rknn_env import find_python
 from edgekit.converters._source import Source
@@ -103,13 +101,7 @@ def convert(source: Source, target: Any, output: Path, *,
 
 
 def _run(python: Path, job: dict[str, Any], work: Path) -> dict[str, Any]:
-    try:
-        done = subprocess.run([str(python), "-c", _BUILD, json.dumps(job)], capture_output=True, text=True,
-                              cwd=work, timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired as exc:
-        raise ConversionError(f"rknn-toolkit2 did not finish within {TIMEOUT_S} s") from exc
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    result = json.loads(lines[-1]) if lines else {"ok": False, "step": None}
+    result, done = run_job(python, _BUILD, job, work, TIMEOUT_S, "rknn-toolkit2")
     if done.returncode == 0 and result["ok"]:
         return result
     said = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + "\n" + done.stderr)

@@ -10,7 +10,7 @@ from typing import Any
 from edgekit.audit import QuantizationAudit, audit_model
 from edgekit.runtimes import open_runtime
 from edgekit.runtimes.base import TensorSpec
-from edgekit.runtimes.formats import open_model_file
+from edgekit.runtimes.formats import IMX500, imx500_tensors, open_model_file
 from edgekit.runtimes.sparsity import SparsityReport, weight_sparsity
 
 
@@ -49,6 +49,13 @@ def inspect_model(path: str | os.PathLike[str], *, backend: str | None = None, i
         MissingDependencyError: No engine to read it is installed.
     """
     model = open_model_file(path)
+    if model.format == IMX500:  # no engine here runs it: what the package itself declares
+        inputs, outputs = imx500_tensors(model.path)
+        return ModelInfo(path=str(Path(model.path)), format=model.format, backend="imx500",
+                         engine="Sony IMX500 (runs on the Raspberry Pi AI Camera's sensor)",
+                         size_bytes=model.size_bytes, sha256=model.sha256(), inputs=inputs, outputs=outputs,
+                         audit=audit_model(model), precision="int8 (IMX500)", sparsity=weight_sparsity(model),
+                         compiled_for="Sony IMX500")
     with open_runtime(model, backend=backend, isolated=isolated) as runtime:
         return ModelInfo(
             path=str(Path(model.path)), format=model.format, backend=runtime.backend, engine=runtime.engine,

@@ -172,6 +172,32 @@ def imx500_manifest(path: Path) -> dict[str, Any]:
     return described
 
 
+def imx500_tensors(path: Path) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """An IMX500 package's input and output tensors as its dnnParams.xml declares them (the sensor's 8-bit
+    tensors: shape in the declared order, dtype by signedness, scale; zero point 0)."""
+    import xml.etree.ElementTree as ElementTree
+    import zipfile
+
+    import numpy as np
+    from edgekit.runtimes.base import TensorSpec
+
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(_IMX500_MEMBERS[1])
+        if info.file_size > 4 << 20:
+            raise UnsupportedModelError(f"'{path}': its dnnParams.xml is {info.file_size} bytes, too large to be one")
+        try:
+            root = ElementTree.fromstring(archive.read(info))
+        except ElementTree.ParseError as exc:
+            raise UnsupportedModelError(f"'{path}': its dnnParams.xml does not parse ({exc})") from exc
+
+    def specs(kind: str) -> tuple[Any, ...]:
+        return tuple(TensorSpec(t.get("name", "?"), tuple(int(d.get("size", 0)) for d in t.iter("dimension")),
+                                np.dtype(np.uint8 if t.get("format") == "unsigned" else np.int8),
+                                float(t.get("scale", "nan")), 0) for t in root.iter(kind))
+
+    return specs("inputTensor"), specs("outputTensor")
+
+
 def _check_tflite(path: Path, head: bytes, size: int) -> None:
     root_offset = int.from_bytes(head[0:4], "little")
     if size < 16 or root_offset >= size:

@@ -211,6 +211,18 @@ def digits_torch_onnx(tmp_path_factory) -> Path:
     return result.artifact
 
 
+def scramble_largest_weight(path: str | Path) -> None:
+    """Permute the largest weight of the ONNX file at ``path`` in place: a negative control's broken model."""
+    import onnx
+
+    model = onnx.load(str(path))
+    weights = max(model.graph.initializer, key=lambda i: np.prod(i.dims))
+    values = onnx.numpy_helper.to_array(weights)
+    scrambled = np.random.default_rng(0).permutation(values.reshape(-1)).reshape(values.shape)
+    weights.CopyFrom(onnx.numpy_helper.from_array(scrambled, weights.name))
+    onnx.save(model, str(path))
+
+
 def make_conv_onnx(path: Path, *, opset: int = 17, dynamic_hw: bool = False) -> Path:
     """A small image model built in code: two Conv/Relu branches, Concat, global pooling, Gemm.
 

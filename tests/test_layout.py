@@ -51,7 +51,8 @@ def _target_modules() -> set[str]:
 
 def test_target_modules_consume_sources_and_never_each_other():
     targets = _target_modules()
-    assert targets == {f"edgekit.converters._{n}" for n in ("tflite", "onnx", "openvino", "ethosu", "qnn", "rknn")}
+    assert targets == {f"edgekit.converters._{n}" for n in ("tflite", "onnx", "openvino", "ethosu", "qnn", "rknn",
+                                                                "imx500")}
     modules = _modules()
     crossing = []
     for name in targets:

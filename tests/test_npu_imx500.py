@@ -12,9 +12,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from conftest import DIGITS_IMAGES, SAMPLES
+from conftest import DIGITS_IMAGES, SAMPLES, scramble_largest_weight
 from edgekit.runtimes.formats import open_model_file
 
 import edgekit
@@ -106,22 +105,26 @@ def test_an_ultralytics_detector_converts_and_its_boxes_agree(tmp_path):
     assert result.report["options"]["plain_torch_calls"]["slice"] > 0
 
 
-def test_the_camera_input_is_read_from_the_converters_parameters(tmp_path):
+def test_the_camera_input_and_the_tensors_are_read_from_the_package(tmp_path):
     from edgekit.converters._imx500 import _camera_input
 
-    params = tmp_path / "dnnParams.xml"
-    tensor = ('<dnnParams><networks><network><inputTensors><inputTensor format="{}" scale="0.0078125" '
+    from edgekit.inspection import inspect_model
+
+    tensor = ('<dnnParams><networks><network><inputTensors><inputTensor name="in" format="{}" scale="0.0078125" '
               'bitsPerElement="8"><dimensions><dimension size="3"/><dimension size="48"/><dimension size="192"/>'
-              '</dimensions></inputTensor></inputTensors></network></networks></dnnParams>')
-    params.write_text(tensor.format("unsigned"))
-    unsigned = _camera_input(params)
+              '</dimensions></inputTensor></inputTensors><outputTensors><outputTensor name="out" format="signed" '
+              'scale="0.125"><dimensions><dimension size="2"/></dimensions></outputTensor></outputTensors></network>'
+              '</networks></dnnParams>')
+    unsigned = _camera_input(_package(tmp_path / "u.zip", params=tensor.format("unsigned")))
     assert unsigned["shape_chw"] == [3, 48, 192] and unsigned["reads"].endswith("inputs in [0, 1.99219]")
     assert "warning" not in unsigned
-    params.write_text(tensor.format("signed"))
-    signed = _camera_input(params)
+    signed = _camera_input(_package(tmp_path / "s.zip", params=tensor.format("signed")))
     assert signed["reads"].endswith("inputs in [-1, 0.992188]") and "sensor's input normalization" in signed["warning"]
-    params.write_text("<not xml")
-    assert _camera_input(params) == {"known": False}
+    assert _camera_input(_package(tmp_path / "n.zip")) == {"known": False}
+    info = inspect_model(tmp_path / "s.zip")
+    assert info.compiled_for == "Sony IMX500" and info.backend == "imx500"
+    assert [(t.name, t.shape, t.dtype.name, t.scale) for t in info.inputs + info.outputs] == [
+        ("in", (3, 48, 192), "int8", 0.0078125), ("out", (2,), "int8", 0.125)]
 
 
 @needs_tools
@@ -133,12 +136,7 @@ def test_a_model_that_is_not_its_source_is_caught_by_validation(digits_module, t
     quantize_for_real = _imx500._quantize
 
     def quantize_scrambled(python, job, work):
-        model = onnx.load(job["onnx"])
-        weights = max(model.graph.initializer, key=lambda i: np.prod(i.dims))
-        values = onnx.numpy_helper.to_array(weights)
-        scrambled = np.random.default_rng(0).permutation(values.reshape(-1)).reshape(values.shape)
-        weights.CopyFrom(onnx.numpy_helper.from_array(scrambled, weights.name))
-        onnx.save(model, job["onnx"])
+        scramble_largest_weight(job["onnx"])
         return quantize_for_real(python, job, work)
 
     monkeypatch.setattr(_imx500, "_quantize", quantize_scrambled)
@@ -268,11 +266,13 @@ def test_the_converters_errors_are_read_from_its_log(tmp_path):
         _imx500._run_converter(fake, tmp_path / "q.onnx", tmp_path / "out")
 
 
-def _package(path: Path, target: str = "IMX500", members: tuple[str, ...] = ("dnnParams.xml",)) -> Path:
+def _package(path: Path, target: str = "IMX500", members: tuple[str, ...] = ("dnnParams.xml",),
+             params: str = "<dnnParams/>") -> Path:
+    """A stand-in for imxconv-pt's packerOut.zip: its manifest and dnnParams.xml."""
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("manifest.json", json.dumps({"Target": target, "Network Name": "net"}))
         for member in members:
-            archive.writestr(member, "<dnnParams/>")
+            archive.writestr(member, params)
     return path
 
 

@@ -11,9 +11,8 @@ import types
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from conftest import DIGITS_IMAGES
+from conftest import DIGITS_IMAGES, scramble_largest_weight
 from edgekit.runtimes.formats import open_model_file
 
 import edgekit
@@ -81,12 +80,7 @@ def test_a_model_that_is_not_its_source_is_caught_by_validation(digits_torch_onn
     build_for_real = _rknn._run
 
     def build_scrambled(python, job, work):
-        model = onnx.load(job["onnx"])
-        weights = max(model.graph.initializer, key=lambda i: np.prod(i.dims))
-        values = onnx.numpy_helper.to_array(weights)
-        scrambled = np.random.default_rng(0).permutation(values.reshape(-1)).reshape(values.shape)
-        weights.CopyFrom(onnx.numpy_helper.from_array(scrambled, weights.name))
-        onnx.save(model, job["onnx"])
+        scramble_largest_weight(job["onnx"])
         return build_for_real(python, job, work)
 
     monkeypatch.setattr(_rknn, "_run", build_scrambled)
