@@ -231,6 +231,10 @@ def _for_onnx2torch(path: Path, notes: list[str]) -> dict[str, Any]:
         kept.append(node)
     del model.graph.node[:]
     model.graph.node.extend(kept)
+    used = {name for node in kept for name in node.input} | {output.name for output in model.graph.output}
+    unused = [t for t in model.graph.initializer if t.name not in used]  # a divisor made a reciprocal
+    for tensor in unused:
+        model.graph.initializer.remove(tensor)
     save_onnx(onnx, model, path)
     counted = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
     return {"parameters": counted, "divisions_as_multiplications": reciprocals}
