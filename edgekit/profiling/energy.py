@@ -190,6 +190,7 @@ def energy_report(meter: Any, idle: Recording, run: Recording, inferences: int) 
     per_inference_mj = added_w * run.seconds / inferences * 1e3 if inferences else None
     return {"energy_mj_per_inference": per_inference_mj,
             "power_w": {"mean": run.mean_w, "max": run.max_w, "idle": idle.mean_w},
+            "seconds": {"runs": run.seconds, "idle": idle.seconds},
             "source": meter.source,
             "method": f"mean power during the {inferences} timed runs ({run.seconds:.2f} s) minus the idle power "
                       f"measured for {idle.seconds:.2f} s just before, times the time per inference"}

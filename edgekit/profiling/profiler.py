@@ -53,7 +53,7 @@ class LatencyStats:
         return dict(self.__dict__)
 
 
-NO_ENERGY = {"energy_mj_per_inference": None, "power_w": None, "source": None}
+NO_ENERGY = {"energy_mj_per_inference": None, "power_w": None, "seconds": None, "source": None}
 
 
 @dataclass(frozen=True)
