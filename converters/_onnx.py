@@ -250,7 +250,8 @@ def convert(
                                      exclude_nodes=exclude_nodes, exclude_op_types=exclude_op_types,
                                      keep_output_float=keep_output_float, onnx_format=onnx_format,
                                      for_cpu=for_cpu, reduce_range=reduce_range, int8_placement=int8_placement,
-                                     placement_cache=source.cache.setdefault("ort_float_islands", {})))
+                                     placement_cache=source.cache.setdefault("ort_float_islands", {}),
+                                     ranges_cache=source.cache.setdefault("ort_calibration_ranges", {})))
     else:
         raise ConversionError(f"unknown ONNX target {target.name}")
     used["notes"] = notes
@@ -262,7 +263,8 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
                      calib_method: str, per_channel: bool, activation_type: str | None, weight_type: str | None,
                      symmetric: bool, exclude_nodes: tuple[str, ...], exclude_op_types: tuple[str, ...],
                      keep_output_float: bool, onnx_format: str, for_cpu: str, reduce_range: bool | None,
-                     int8_placement: str, placement_cache: dict[Any, Any]) -> dict[str, Any]:
+                     int8_placement: str, placement_cache: dict[Any, Any],
+                     ranges_cache: dict[Any, str]) -> dict[str, Any]:
     if calibration is None:
         raise ConversionError(f"onnx-int8 needs calibration data: {calibration_advice()}")
     if calib_method not in CALIB_METHODS:
@@ -311,18 +313,23 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
     extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
     fmt = quantization.QuantFormat.QDQ if onnx_format == "qdq" else quantization.QuantFormat.QOperator
 
+    ranges = _CalibrationRanges(quantization, ranges_cache, work / "calibration-ranges.json",
+                                (_sha256(prepared), calib_method, limit, tuple(op_types or ())))
+
     def quantize(float_nodes: list[str]) -> None:
         try:
             quantization.quantize_static(
-                str(prepared), str(output), CalibrationReader(calibration(), limit), quant_format=fmt,
-                op_types_to_quantize=op_types, per_channel=per_channel, reduce_range=reduce_range,
+                str(prepared), str(output), ranges.reader(lambda: CalibrationReader(calibration(), limit)),
+                quant_format=fmt, op_types_to_quantize=op_types, per_channel=per_channel, reduce_range=reduce_range,
                 activation_type=_quant_type(quantization, activation_type, spelled("--activation-type")),
                 weight_type=_quant_type(quantization, weight_type, spelled("--weight-type")),
                 nodes_to_exclude=float_nodes or None, calibrate_method=methods[calib_method], extra_options=extra,
+                **ranges.options(),
             )
         except (ValueError, RuntimeError, KeyError, AssertionError) as exc:
             first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
             raise ConversionError(f"ONNX Runtime could not quantize the model: {first[:300]}") from exc
+        ranges.keep()
 
     if int8_placement == "engine":
         used.update(_placed_for_ort(quantize, excluded, prepared_model.graph, work, output, placement_cache,
@@ -330,12 +337,52 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
     else:
         quantize(excluded)
         used["int8_placement"] = "everywhere"
+    if ranges.reused and not ranges.computed:  # no sample was read in this attempt
+        used["calibration_reused"] = ("the activation ranges of an earlier attempt on the same prepared model, "
+                                      "calibration method and samples")
     used.update(format=onnx_format, calib_method=calib_method, per_channel=per_channel,
                 activation_type=activation_type, weight_type=weight_type, reduce_range=reduce_range,
                 symmetric_activations=symmetric, for_cpu=defaults["for_cpu"],
                 int8_instructions=defaults["int8_instructions"], excluded_nodes=excluded,
                 excluded_op_types=list(exclude_op_types), calibration_sample_cap=limit)
     return used
+
+
+class _CalibrationRanges:
+    """ONNX Runtime's calibration ranges, computed once per prepared model, method and samples and reused by
+    every later quantization of them (the repair's attempts differ in which nodes stay float, and the
+    placement quantizes twice): each calibration runs the whole sample set through an augmented model.
+    Uses quantize_static's own ``calibration_cache_path``; an ONNX Runtime without it calibrates every time."""
+
+    def __init__(self, quantization: Any, cache: dict[Any, str], path: Path, key: tuple[Any, ...]) -> None:
+        import inspect
+
+        self._supported = "calibration_cache_path" in inspect.signature(quantization.quantize_static).parameters
+        self._cache, self._path, self._key = cache, path, key
+        self.computed = self.reused = False
+
+    def reader(self, make: Callable[[], Any]) -> Any:
+        """The calibration reader, or None where the ranges are known (no sample is read)."""
+        if self._supported and self._key in self._cache:
+            self._path.write_text(self._cache[self._key])
+            self.reused = True
+            return None
+        self._path.unlink(missing_ok=True)
+        self.computed = True
+        return make()
+
+    def options(self) -> dict[str, Any]:
+        return {"calibration_cache_path": str(self._path)} if self._supported else {}
+
+    def keep(self) -> None:
+        if self._supported and self._key not in self._cache and self._path.is_file():
+            self._cache[self._key] = self._path.read_text()
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _rewritten_for_ort_int8(onnx: Any, model: Any, path: Path, leave: set[str], used: dict[str, Any]) -> Any:

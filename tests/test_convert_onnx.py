@@ -182,3 +182,37 @@ def test_a_keras_export_names_its_nodes_the_same_every_time_so_a_ranking_applies
     # (the digits CNN's top nodes hold most of its weights: kept float, the artifact is failed as mostly float,
     # which is the repair's business; what matters here is that the names were found and used)
     assert result.report["options"]["excluded_nodes"][: len(kept)] == list(kept)
+
+
+def test_a_later_quantization_of_the_same_model_reuses_the_ranges_and_matches_a_fresh_calibration(tmp_path):
+    """The repair's attempts quantize one prepared model again and again with other nodes in float: the
+    activation ranges are calibrated once (ONNX Runtime's calibration cache) and the result is the model a
+    fresh calibration gives."""
+    import onnx
+    from edgekit.converters import TARGETS
+    from edgekit.converters._onnx import convert
+    from edgekit.converters._source import open_source
+
+    path = make_conv_onnx(tmp_path / "convnet.onnx")
+    rng = np.random.default_rng(0)
+    samples = [{"pixels": rng.normal(size=(1, 3, 16, 16)).astype(np.float32)} for _ in range(8)]
+    reads = []
+
+    def calibration():
+        for sample in samples:
+            reads.append(1)
+            yield sample
+
+    target, shared = TARGETS["onnx-int8"], open_source(path)
+    convert(shared, target, tmp_path / "first.onnx", calibration=calibration)
+    assert len(reads) == len(samples)
+    again = convert(shared, target, tmp_path / "again.onnx", calibration=calibration, keep_output_float=True)
+    assert len(reads) == len(samples) and "earlier attempt" in again["calibration_reused"]
+    fresh = convert(open_source(path), target, tmp_path / "fresh.onnx", calibration=calibration,
+                    keep_output_float=True)
+    assert len(reads) == 2 * len(samples) and "calibration_reused" not in fresh
+    graphs = [onnx.load(str(tmp_path / name)).graph for name in ("again.onnx", "fresh.onnx")]
+    assert graphs[0].SerializeToString() == graphs[1].SerializeToString()
+    # a different calibration method is calibrated afresh
+    convert(shared, target, tmp_path / "percentile.onnx", calibration=calibration, calib_method="percentile")
+    assert len(reads) == 3 * len(samples)

@@ -274,7 +274,7 @@ def _attempt(run: _TargetRun, index: int, label: str, extra: dict[str, Any]) -> 
         log.debug("%s converter output:\n%s", target.name, chatter.getvalue().rstrip())
     if said:  # kept in the report, not repeated on the terminal (the CLI shows them with -v)
         used["engine_messages"] = said
-    if calibration is not None:
+    if calibration is not None and not used.get("calibration_reused"):  # reused ranges read no sample
         fail_if_empty(counter[0], run.job.dataset.provenance)
     convert_s = time.perf_counter() - started
     try:
