@@ -27,7 +27,7 @@ BUDGET = 2.0  # points of task accuracy; as edgekit's --max-drop with --decide: 
 def spoken():
     """Calibration, validation (steers the repair) and test clips, each in voices or speeds of its own."""
     return (speech.WakeWord(), speech.clips(speech.VOICES[:4], (140,), seed=1),
-            speech.clips(speech.VOICES[:4], (110, 130, 160, 180), seed=2),
+            speech.clips(speech.VOICES[:4], (115, 170), seed=2),
             speech.clips(speech.VOICES[4:], (120, 135, 150, 170), seed=3))
 
 
