@@ -154,9 +154,10 @@ def _mark_fp16_arithmetic(path: Path, allowed: bool) -> str:
 
 def _through_float_tflite(source: Source, target: Any, keep_output_float: bool, exclude_nodes: tuple[str, ...]) -> bool:
     """Whether ``target`` is made from a float .tflite by ai-edge-quantizer rather than by TensorFlow's
-    converter: every non-TensorFlow source, and a quantized target with ops picked to stay float."""
+    converter: every non-TensorFlow source, and a quantized target with ops picked to stay float. tflite-fp32
+    is the float .tflite itself (TensorFlow's conversion, made once per run: the float reference is it too)."""
     partly_float = (keep_output_float or exclude_nodes) and target.variant in ("int8", "int16x8")
-    return source.kind not in (KERAS, SAVEDMODEL) or bool(partly_float) or target.variant == "w4"
+    return source.kind not in (KERAS, SAVEDMODEL) or bool(partly_float) or target.variant in ("w4", "fp32")
 
 
 def _with_tensorflow(source: Source, target: Any, output: Path,

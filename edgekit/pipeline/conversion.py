@@ -147,7 +147,7 @@ def convert(
             ensure_writable(path, force=force)
     results = []
     with staging_dir(out_dir) as staging:
-        reference = job.float_reference(staging, progress) if validate_outputs else None
+        reference = job.float_reference(staging, progress, src) if validate_outputs else None
         for target in targets:
             run = _TargetRun(job, src, target, out_dir, staging, reference, max_drop, accept_loss, options, progress,
                              decide)

@@ -64,19 +64,21 @@ class ConversionJob:
         run ends; each run therefore starts from the cache as prepared (the loaded PyTorch program, flags)."""
         return replace(self.source, cache=dict(self.source.cache))
 
-    def float_reference(self, work: Path, progress: Progress | None = None) -> FloatReference:
+    def float_reference(self, work: Path, progress: Progress | None = None,
+                        src: Source | None = None) -> FloatReference:
         """The float original as a runtime: the source itself, its float TFLite export (Keras/SavedModel, made
-        in ``work``), or the PyTorch model run by torch. Close it when done."""
-        src = self.fresh_source()
+        in ``work`` and kept in ``src``'s cache, where the run's TFLite targets find it), or the PyTorch model
+        run by torch. Close it when done."""
+        src = src or self.fresh_source()
         if src.kind == PYTORCH:
             from edgekit.converters._torch import TorchReference
 
             return FloatReference(TorchReference(src.torch_model))
         if src.kind in (KERAS, SAVEDMODEL):
-            from edgekit.converters._tflite_export import export_float
+            from edgekit.converters._tflite_export import float_tflite
 
             with (progress or no_progress)("exporting the float reference", None):
-                path = export_float(src, work / "reference_fp32.tflite")
+                path, _ = float_tflite(src, work)
         else:
             path = src.path
         return FloatReference(open_runtime(path), path)
