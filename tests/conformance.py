@@ -2,13 +2,18 @@
 directly and through ``edgekit.load``, so a test can show that edgekit passes what the engine passes.
 
 A case passes when every output of every data set matches ONNX's expected values within the case's
-tolerances. Both sides run the same file with the same settings (OpenVINO at f32 on both).
+tolerances. Both sides run the same file with the same settings (OpenVINO at f32 on both). ``compare`` runs
+the cases in one process per core (each case is a model compiled twice; compiling is single-threaded).
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +123,28 @@ def write_model(case: Any, folder: Path) -> Path:
     path = folder / f"{case.name}.onnx"
     onnx.save(case.model, path)
     return path
+
+
+def _compare_share(cases: list[Any], engine: str) -> tuple[int, dict[str, str]]:
+    """(cases the raw engine passes, {case: reason} for those edgekit then fails) over ``cases``."""
+    raw_passed, lost = 0, {}
+    with tempfile.TemporaryDirectory() as folder:
+        for case in cases:
+            path = write_model(case, Path(folder))
+            if run_raw(case, path, engine).passed:
+                raw_passed += 1
+                outcome = run_edgekit(case, path, engine)
+                if not outcome.passed:
+                    lost[case.name] = outcome.reason
+            path.unlink()
+    return raw_passed, lost
+
+
+def compare(cases: list[Any], engine: str) -> tuple[int, dict[str, str]]:
+    """``_compare_share`` over all ``cases``, split across fresh (spawned) processes, one per core."""
+    workers = max(1, min(2, os.cpu_count() or 1))
+    if workers == 1:
+        return _compare_share(cases, engine)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        shares = list(pool.map(_compare_share, [cases[i::workers] for i in range(workers)], [engine] * workers))
+    return sum(n for n, _ in shares), {name: why for _, lost in shares for name, why in lost.items()}

@@ -8,7 +8,7 @@ fails where its engine passes must be listed in KNOWN_DIFFERENCES with its reaso
 from __future__ import annotations
 
 import pytest
-from conformance import node_cases, run_edgekit, run_raw, write_model
+from conformance import compare, node_cases
 
 pytestmark = pytest.mark.slow
 
@@ -23,17 +23,9 @@ def cases():
 
 @pytest.mark.parametrize("engine", [pytest.param("onnxruntime", marks=pytest.mark.onnxruntime),
                                     pytest.param("openvino", marks=pytest.mark.openvino)])
-def test_edgekit_passes_every_case_its_engine_passes(cases, engine, tmp_path, record_property):
-    raw_passed, lost = 0, {}
-    for case in cases:
-        path = write_model(case, tmp_path)
-        if not run_raw(case, path, engine).passed:
-            continue
-        raw_passed += 1
-        outcome = run_edgekit(case, path, engine)
-        if not outcome.passed and case.name not in KNOWN_DIFFERENCES[engine]:
-            lost[case.name] = outcome.reason
-        path.unlink()
+def test_edgekit_passes_every_case_its_engine_passes(cases, engine, record_property):
+    raw_passed, failed = compare(cases, engine)
+    lost = {name: why for name, why in failed.items() if name not in KNOWN_DIFFERENCES[engine]}
     edgekit_passed = raw_passed - len(lost) - len(KNOWN_DIFFERENCES[engine])
     record_property("conformance", f"{engine}: raw {raw_passed}/{len(cases)}, edgekit {edgekit_passed}")
     assert raw_passed > 1000, f"only {raw_passed} cases pass on raw {engine}: the harness is broken"
