@@ -192,7 +192,10 @@ def sensitivity_ranking(source: Any, target: str, *, work_dir: str | Path,
         return ranker.rank(attempt.staged, job.dataset.calibration.feeds())
 
 
-def _calibration_feeds(dataset: Dataset, target: Target, progress: Progress, counter: list[int]):
+def _calibration_feeds(dataset: Dataset, target: Target, progress: Progress, counter: list[int | None]):
+    """The converter's ``calibration``: each call one pass over the samples, counted in ``counter`` (None until a
+    pass starts: a converter that reuses earlier ranges reads none)."""
+
     def feeds():
         counter[0] = 0
         with progress(f"calibrating {target.name}", len(dataset.calibration)) as advance:
@@ -253,7 +256,7 @@ def _attempt(run: _TargetRun, index: int, label: str, extra: dict[str, Any]) -> 
     folder = run.staging / f"{target.name}-attempt-{index}"
     folder.mkdir()
     staged = folder / target.artifact_name(run.job.stem, options)
-    counter = [0]
+    counter: list[int | None] = [None]
     calibration = None
     if run.job.dataset and target.calibrates(run.src):
         calibration = _calibration_feeds(run.job.dataset, target, run.progress, counter)
@@ -274,7 +277,7 @@ def _attempt(run: _TargetRun, index: int, label: str, extra: dict[str, Any]) -> 
         log.debug("%s converter output:\n%s", target.name, chatter.getvalue().rstrip())
     if said:  # kept in the report, not repeated on the terminal (the CLI shows them with -v)
         used["engine_messages"] = said
-    if calibration is not None and not used.get("calibration_reused"):  # reused ranges read no sample
+    if counter[0] is not None:  # a pass over the data was made: it must have found samples
         fail_if_empty(counter[0], run.job.dataset.provenance)
     convert_s = time.perf_counter() - started
     try:
