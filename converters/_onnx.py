@@ -43,6 +43,7 @@ from edgekit.runtimes.errors import (
     first_line,
     spelled,
 )
+from edgekit.runtimes.formats import open_model_file
 
 log = logging.getLogger("edgekit")
 
@@ -314,7 +315,7 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
     fmt = quantization.QuantFormat.QDQ if onnx_format == "qdq" else quantization.QuantFormat.QOperator
 
     ranges = _CalibrationRanges(quantization, ranges_cache, work / "calibration-ranges.json",
-                                (_sha256(prepared), calib_method, limit, tuple(op_types or ())))
+                                (open_model_file(prepared).sha256(), calib_method, limit, tuple(op_types or ())))
 
     def quantize(float_nodes: list[str]) -> None:
         try:
@@ -377,12 +378,6 @@ class _CalibrationRanges:
     def keep(self) -> None:
         if self._supported and self._key not in self._cache and self._path.is_file():
             self._cache[self._key] = self._path.read_text()
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _rewritten_for_ort_int8(onnx: Any, model: Any, path: Path, leave: set[str], used: dict[str, Any]) -> Any:
