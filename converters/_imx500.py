@@ -29,6 +29,7 @@ from edgekit.converters import work_folder
 from edgekit.converters._imx500_env import check_image_input, check_java, converter_command, find_python
 from edgekit.converters._managed_env import run_job, write_samples
 from edgekit.converters._onnx_export import export_onnx, lower_opset, preprocess_for_quantization, save_onnx
+from edgekit.converters._onnx_rewrite import drop_unread_initializers
 from edgekit.converters._source import Source
 from edgekit.runtimes.errors import ConversionError, UnsupportedModelError, calibration_advice
 from edgekit.runtimes.formats import imx500_tensors
@@ -231,10 +232,7 @@ def _for_onnx2torch(path: Path, notes: list[str]) -> dict[str, Any]:
         kept.append(node)
     del model.graph.node[:]
     model.graph.node.extend(kept)
-    used = {name for node in kept for name in node.input} | {output.name for output in model.graph.output}
-    unused = [t for t in model.graph.initializer if t.name not in used]  # a divisor made a reciprocal
-    for tensor in unused:
-        model.graph.initializer.remove(tensor)
+    drop_unread_initializers(model.graph)  # a divisor made a reciprocal
     save_onnx(onnx, model, path)
     counted = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
     return {"parameters": counted, "divisions_as_multiplications": reciprocals}

@@ -276,7 +276,14 @@ def dequantize_qdq(model: Any) -> int:
     quantizers = [n for n in graph.node if n.op_type == "QuantizeLinear" and n.output[0] not in read]
     for node in quantizers:
         graph.node.remove(node)
-    read = {name for node in graph.node for name in node.input}
-    for tensor in [t for t in graph.initializer if t.name not in read and t.name not in outputs]:
-        graph.initializer.remove(tensor)
+    drop_unread_initializers(graph)
     return len(removed) + len(quantizers)
+
+
+def drop_unread_initializers(graph: Any) -> int:
+    """Remove the initializers no node reads and no graph output names (what a rewrite left behind)."""
+    read = {name for node in graph.node for name in node.input} | {output.name for output in graph.output}
+    unread = [t for t in graph.initializer if t.name not in read]
+    for tensor in unread:
+        graph.initializer.remove(tensor)
+    return len(unread)
