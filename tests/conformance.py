@@ -2,8 +2,8 @@
 directly and through ``edgekit.load``, so a test can show that edgekit passes what the engine passes.
 
 A case passes when every output of every data set matches ONNX's expected values within the case's
-tolerances. Both sides run the same file with the same settings (OpenVINO at f32 on both). ``compare`` runs
-the cases in one process per core (each case is a model compiled twice; compiling is single-threaded).
+tolerances. Both sides run the same file with the same settings (OpenVINO at f32 on both). ``compare`` splits
+the cases over two processes where there are two cores (each case is a model compiled twice, single-threaded).
 """
 
 from __future__ import annotations
@@ -141,7 +141,8 @@ def _compare_share(cases: list[Any], engine: str) -> tuple[int, dict[str, str]]:
 
 
 def compare(cases: list[Any], engine: str) -> tuple[int, dict[str, str]]:
-    """``_compare_share`` over all ``cases``, split across fresh (spawned) processes, one per core."""
+    """``_compare_share`` over all ``cases``, split across two fresh (spawned) processes where there are two
+    cores or more (more would mostly add each worker's engine imports and memory on this suite's machines)."""
     workers = max(1, min(2, os.cpu_count() or 1))
     if workers == 1:
         return _compare_share(cases, engine)
