@@ -60,12 +60,13 @@ def _child_convert(args: argparse.Namespace) -> None:
                       "accuracy": validation.get("accuracy_converted"),
                       "accuracy_float": validation.get("accuracy_float"),
                       "cosine": min((m["cosine"] for m in validation.get("outputs", {}).values()), default=None),
-                      "placement": placement(result.report["options"])}))
+                      "placement": placement(result.report["options"], result.report.get("repair"))}))
 
 
-def placement(options: dict) -> str:
-    """Where an int8 conversion put int8 and what it rewrote for its engine, in a few words for a table."""
-    parts = []
+def placement(options: dict, repair: dict | None = None) -> str:
+    """Where an int8 conversion put int8, what it rewrote for its engine and the remedy the repair chose
+    (when the default collapsed), in a few words for a table."""
+    parts = [f"repaired: {repair['chosen']}"] if repair and repair.get("chosen") else []
     if "int8_placement" in options:
         parts.append(options["int8_placement"].split(":")[0])
     if options.get("preset"):
@@ -85,8 +86,18 @@ def convert_in_subprocess(source: Path, target: str, calib: str, out: Path, cali
     command += [] if repair else ["--no-repair"]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if done.returncode:
-        return {"target": target, "error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+        return {"target": target, "error": child_failure(done)}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def child_failure(done: subprocess.CompletedProcess) -> str:
+    """A failed child's last stderr line, or how it ended when it wrote none (killed: often out of memory)."""
+    last = (done.stderr or "").strip().splitlines()
+    if last:
+        return last[-1]
+    if done.returncode < 0:
+        return f"killed by signal {-done.returncode} (out of memory? SIGKILL is what the kernel's OOM killer sends)"
+    return f"exit status {done.returncode}, no message"
 
 
 def round_medians_ms(paths: dict[str, Path], threads: int, rounds: int,
