@@ -16,8 +16,7 @@ where int8 went (placement, rewrites, layers kept float).
     python benchmarks/int8_speedup.py --models yolo --readme   # also write its rows into README.md's table
 
 Each model runs at the input size its users run it at (``USER_IMAGE``: a detector at 640x640, classifiers at
-224x224; the encoder on ``USER_TOKENS`` tokens) unless ``--image`` names one (then the encoder keeps the test
-zoo's 16 tokens): on small inputs the per-call overhead of int8 (quantizing the input, the
+224x224) unless ``--image`` names one: on small inputs the per-call overhead of int8 (quantizing the input, the
 layout changes around int8 kernels) weighs more than on the sizes people deploy (YOLO on OpenVINO, AMX Xeon:
 int8 0.69x bf16 at 160x160, 1.08x at 640x640). ``--readme`` replaces the rows it measured in README.md's table
 and keeps the others when they were measured on the same CPU; each row names its input and date.
@@ -63,20 +62,18 @@ from convert import (  # noqa: E402
 
 #: the input size each architecture's users run it at (the others: 224x224, ImageNet classifiers' size)
 USER_IMAGE = {"yolo": 640}
-USER_TOKENS = 128  # BERT-style encoders' usual sequence length
 MODELS = ("resnet", "mobilenet_v2", "mobilenet_v3", "efficientnet", "yolo", "encoder", "torch_mobilenet_v3")
 ENGINES = ("tflite", "onnx", "openvino")
 CALIB, HELD_OUT = 64, 16
 COSINE_SLACK = 0.01
 
 
-def _build(name: str, image: int, tokens: int | None, folder: Path) -> None:
+def _build(name: str, image: int, folder: Path) -> None:
     """Child: the source (Keras, or ``torch_*``: a PyTorch .pt2), its calibration .npz and held-out inputs
     with the float model's outputs."""
     import zoo
 
     zoo.IMAGE = image
-    zoo.TOKENS = tokens or zoo.TOKENS
     if name.startswith("torch_"):
         _build_torch(name, image, folder)
         return
@@ -205,7 +202,7 @@ def _raw_openvino(folder: Path, float_model: Path) -> dict[str, Path]:
 def _child(args: argparse.Namespace) -> None:
     folder = Path(args.folder)
     if args.child == "build":
-        _build(args.model, int(args.image), args.tokens, folder)
+        _build(args.model, int(args.image), folder)
         return
     if args.child == "conv":
         _conv_child(folder)
@@ -256,8 +253,7 @@ def describe_input(calib: str) -> str:
 def bench_model(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
     folder = work / name
     folder.mkdir()
-    tokens = ["--tokens", str(USER_TOKENS)] if args.image == "users" else []
-    _run_child("--child", "build", "--model", name, "--image", str(image_size(name, args.image)), *tokens,
+    _run_child("--child", "build", "--model", name, "--image", str(image_size(name, args.image)),
                "--folder", str(folder))
     source, calib = source_of(folder), str(folder / "calib.npz")
     model_input = describe_input(calib)
@@ -445,7 +441,6 @@ def main() -> None:
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--float-model", help=argparse.SUPPRESS)
-    parser.add_argument("--tokens", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(args)
