@@ -269,6 +269,8 @@ def bench_model(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
             row = convert_in_subprocess(source, f"{engine}-{kind}", calib, folder / "edgekit", CALIB, HELD_OUT)
             if "error" in row:
                 print(f"  {engine}-{kind}: edgekit failed: {row['error']}")
+                rows += [{"model": name, "input": model_input, "engine": engine, "form": f"edgekit {kind}",
+                          "threads": threads, "error": row["error"]} for threads in args.threads]
                 continue
             made[f"edgekit {kind}"] = Path(row["artifact"])
             placements[f"edgekit {kind}"] = row.get("placement", "")
@@ -308,6 +310,7 @@ def cpu_flags() -> str:
 
 
 def print_table(rows: list[dict]) -> None:
+    rows = [r for r in rows if "error" not in r]  # failed conversions were printed as they happened
     print(f"\n{'model':<20}{'engine':<9}{'form':<50}{'thr':>4}{'size KB':>9}{'p50 ms':>9}  {'vs fp32 [95 %]':<28}"
           f"{'cosine':>8}")
     for row in rows:
@@ -333,6 +336,7 @@ def _summary(rows: list[dict]) -> list[tuple[dict, dict | None, dict | None]]:
     """Per model, engine and thread count: edgekit's int8 row, the fastest raw int8 row within COSINE_SLACK
     of its cosine, and a faster raw row that lost accuracy (or None)."""
     found = []
+    rows = [r for r in rows if "error" not in r]
     for key in dict.fromkeys((r["model"], r["engine"], r["threads"]) for r in rows):
         group = [r for r in rows if (r["model"], r["engine"], r["threads"]) == key]
         ours = next((r for r in group if r["form"] == "edgekit int8"), None)
@@ -367,6 +371,10 @@ def write_readme(rows: list[dict], args: argparse.Namespace, readme: Path) -> No
             f"| {ours['model']} | {ours['input']} | {ours['engine']} | {ours['threads']} | {_speedup(ours)} | "
             f"{ours['float_precision']} | {raw} | {ours['cosine']:.4f} | {ours['placement'] or '—'} | "
             f"{today}, {args.rounds} rounds |")
+    for failed in (r for r in rows if "error" in r):  # edgekit's fp32 or int8 form failed: no speed to show
+        fresh[(failed["model"], failed["engine"], str(failed["threads"]))] = (
+            f"| {failed['model']} | {failed['input']} | {failed['engine']} | {failed['threads']} | "
+            f"{failed['form']}: {failed['error'][:160]} | | | | | {today} |")
     text = readme.read_text()
     start, end = text.index(README_MARKERS[0]) + len(README_MARKERS[0]), text.index(README_MARKERS[1])
     kept = {}
