@@ -230,7 +230,7 @@ def cosine_to_float(path: Path, folder: Path) -> float:
     worst = 1.0
     with edgekit.load(path) as rt:
         for i in range(len(expected)):
-            got = np.asarray(next(iter(rt.run({k: held_out[k][i:i + 1] for k in held_out.files}).values())),
+            got = np.asarray(next(iter(rt.run({k: held_out[k][i:i + 1] for k in held_out}).values())),
                              dtype=np.float64).ravel()
             want = expected[i].astype(np.float64).ravel()
             worst = min(worst, float(got @ want / (np.linalg.norm(got) * np.linalg.norm(want) + 1e-30)))
