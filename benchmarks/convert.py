@@ -76,7 +76,7 @@ def placement(options: dict, repair: dict | None = None) -> str:
     if options.get("preset"):
         parts.append(f"NNCF preset {options['preset']}")
     if options.get("rewritten_before_quantization"):
-        parts.append("rewrote " + ", ".join(line.split(" as ")[0].split(" folded")[0]
+        parts.append("rewrote " + ", ".join(line.split(" as ")[0].split(" folded")[0].split(" (")[0]
                                             for line in options["rewritten_before_quantization"]))
     if options.get("kept_float_for_engine"):
         parts.append("float: " + ", ".join(options["kept_float_for_engine"]))
