@@ -53,12 +53,12 @@ def _child_convert(args: argparse.Namespace) -> None:
     (result,) = edgekit.convert(args.source, args.target, calibration=args.calib, calib_size=args.calib_size,
                                 validation_size=args.val_size, output_dir=args.out, force=True,
                                 repair=not args.no_repair, **options)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    validation = result.validation or {}
     if not result.passed:  # a failed artifact is no row: timing it would publish a form edgekit refused
         print(json.dumps({"target": args.target,
                           "error": f"{result.report['status']}: {'; '.join(result.report['failures'])}"}))
         return
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    validation = result.validation or {}
     print(json.dumps({"target": args.target, "seconds": time.perf_counter() - start, "peak_rss_mb": peak_mb,
                       "artifact": str(result.artifact), "size_bytes": result.report["artifact"]["size_bytes"],
                       "accuracy": validation.get("accuracy_converted"),
