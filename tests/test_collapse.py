@@ -350,3 +350,35 @@ def test_a_tflite_detector_collapse_is_repaired_by_keeping_its_head_in_float(tmp
                               validation_size=16, output_dir=tmp_path / "16x8", activations="int16", repair=False)
     assert wide.passed and wide.report["options"]["activations"].startswith("int16")
     assert wide.validation["outputs"]["detections"]["decision_agreement"] >= DECISION_FLOOR
+
+
+@pytest.mark.tensorflow
+@pytest.mark.litert
+def test_a_remedy_slower_than_float_is_not_kept(tmp_path, monkeypatch):
+    """16x8 keeps the detector's detections but runs LiteRT's reference kernels, many times slower than the
+    float model on this CPU: an "-int8" artifact slower than float is a bug, not a repair. With 16x8 as the only
+    remedy, the repair refuses it (both times in the report), the artifact fails with the reason and the way to
+    ask for that form by name, and nothing is published under the int8 name."""
+    import importlib
+
+    import zoo
+
+    # by path: the package's own helper named _tflite shadows the module until something imports it
+    tflite_converter = importlib.import_module("edgekit.converters._tflite")
+
+    def only_16x8(first, samples):
+        yield "int16 activations, int8 weights (16x8)", {"activations": "int16"}, None
+
+    monkeypatch.setattr(tflite_converter, "remedies", only_16x8)
+    model = zoo.build("yolo", tmp_path)
+    np.savez(tmp_path / "calib.npz", **zoo.inputs_for("yolo", 48, seed=1))
+    (result,) = edgekit.convert(model, "tflite-int8", calibration=tmp_path / "calib.npz", calib_size=32,
+                                validation_size=16, output_dir=tmp_path / "out")
+    default, wide = result.report["repair"]["attempts"]
+    assert default["collapsed"] and not wide["collapsed"], "16x8 holds the detections"
+    assert wide["slower_than_float"].startswith("runs 0.") and wide["latency_ms"] > default["latency_ms"]
+    assert not result.passed and result.report["repair"]["chosen"] is None
+    assert any("16x8" in f and "float sibling" in f and "tflite-int16x8" in f
+               for f in result.report["failures"]), result.report["failures"]
+    assert result.artifact.parent.name == "failed"
+    assert not list((tmp_path / "out").glob("*.tflite"))

@@ -190,7 +190,7 @@ def test_int8_text_detector_finds_the_lines_within_two_points_of_float_or_fails_
                                 ("int8", _runs(result.artifact, backend, feeds)))}
     report = result.report
     repair = report["repair"]
-    tried = repair and [(a["remedy"], a["latency_ms"]) for a in repair["attempts"]]
+    tried = repair and [(a["remedy"], a.get("latency_ms")) for a in repair["attempts"]]  # refused: no latency
     print(f"{target}: F1 float {f1['float']:.1f}, int8 {f1['int8']:.1f}, status {report['status']}, remedy "
           f"{repair and repair['chosen']}, attempts (remedy, p50 ms) {tried}")
     assert f1["float"] >= 95, "the float detector should find the rendered lines: the task data is not text"

@@ -99,7 +99,8 @@ def recipe_from(size: str | None, crop: str | None, scale: float, mean: str | No
               "like any output's (FUNCTION gets {output: array} of every validation sample, returns an array).")
 @click.option("--no-validate", is_flag=True, help="Skip comparing each artifact with the float original.")
 @click.option("--no-speed-check", is_flag=True, help="Skip timing each int8 artifact against its float sibling on "
-              "this machine (about a second each; done only for artifacts built for this CPU).")
+              "this machine (about a second each; done only for artifacts built for this CPU; the repair then keeps a "
+              "remedy even when it runs under half float's speed).")
 @click.option("--accept-loss", is_flag=True, help="Keep an artifact whose outputs collapsed (below the decision "
               "agreement / SQNR floors) as ok, with a warning.")
 @click.option("--no-repair", is_flag=True, help="Do not try remedies when a quantized artifact collapses.")
@@ -290,8 +291,9 @@ def _print_conversions(results: list) -> None:
     for r in results:
         repair = r.report.get("repair")
         if repair:
-            tried = ", ".join(a["remedy"] + (" (failed)" if "error" in a else "") for a in repair["attempts"][1:])
-            outcome = f"kept: {repair['chosen']}" if repair["chosen"] else "none held"
+            tried = ", ".join(a["remedy"] + (" (failed)" if "error" in a else " (under half float's speed)"
+                                             if a.get("slower_than_float") else "") for a in repair["attempts"][1:])
+            outcome = f"kept: {repair['chosen']}" if repair["chosen"] else "none kept"
             failed = "collapsed" if repair["attempts"][0]["collapsed"] else "exceeded --max-drop"
             out.print(f"{r.target}: the default int8 {failed}; tried {tried}; {outcome}")
     for r in results:

@@ -30,7 +30,7 @@ from edgekit.pipeline.calibration import RANDOM_SOURCE, Dataset, build_dataset, 
 from edgekit.pipeline.engine_log import engine_messages
 from edgekit.pipeline.job import ConversionJob, Progress, as_job, no_progress, split_keywords, tool_versions
 from edgekit.pipeline.repair import try_remedies
-from edgekit.pipeline.speed import slower_warning, speed_check
+from edgekit.pipeline.speed import REMEDY_SLOWER_BELOW, slower_than_float, slower_warning, speed_check
 from edgekit.pipeline.validation import ValidationReport, validate
 from edgekit.runtimes import open_runtime
 from edgekit.runtimes.base import TensorSpec
@@ -106,10 +106,12 @@ def convert(
             artifact keeps is judged like any decision (see ``edgekit.pipeline.validation.validate``).
         repair: When a quantized artifact collapses or exceeds ``max_drop``, try the target's remedies (outputs
             in float, other calibration, the most sensitive layers in float, int16 activations) and keep the
-            first that holds; every attempt is in the report's ``repair`` section.
+            first that holds and, where ``check_speed`` times it, runs at least half float's speed; every attempt
+            is in the report's ``repair`` section.
         validate_outputs: Compare every artifact with the float original (on by default).
         check_speed: Time every int8 artifact built for this machine's CPU against its float sibling (about a
-            second each; the report's ``speed_vs_float_here``, a warning when int8 is slower).
+            second each; the report's ``speed_vs_float_here``, a warning when int8 is slower; a repair remedy
+            under half float's speed is not kept).
         force: Overwrite existing artifacts and reports.
         keep_going: When a target cannot be converted, record it (a result with status "error" and no
             artifact) and go on with the next target, as ``edgekit convert`` does; by default its error is
@@ -238,6 +240,8 @@ class _Attempt:
     warnings: list[str]
     speed_reference: str | None = None  # the converter's float model of the same engine, for ``_speed_here``
     not_integer: str | None = None  # why an int8 artifact is not what its name says (mostly float)
+    speed: dict[str, Any] | None = None  # the speed check's record, once timed (``_speed_of``)
+    timed: bool = False
 
     @property
     def collapsed(self) -> bool:
@@ -339,14 +343,18 @@ def _convert_one(run: _TargetRun, *, repair: bool, force: bool, check_speed: boo
     if first.needs_repair and repair and not accept_loss and target.remedies and not target.keeps_scales_of(run.src):
         chosen, repaired = try_remedies(target, first, lambda i, label, extra: _attempt(run, i, label, extra),
                                       run.job.dataset.calibration.feeds if run.job.dataset else (lambda: iter(())),
-                                      progress)
+                                      progress, lambda a: _slower_than_float(run, a) if check_speed else None)
     validation, model, used = chosen.validation, chosen.model, chosen.used
     name = chosen.staged.name
     failures = (list(validation.failures) if validation else []) + ([chosen.not_integer] if chosen.not_integer else [])
+    if repaired and repaired["chosen"] is None:
+        failures += [f"the repair's remedy '{a['remedy']}' held accuracy but {a['slower_than_float']}, so it was not "
+                     "kept: ship the float form, or ask for that form by its own target (tflite-int16x8 for int16 "
+                     "activations)" for a in repaired["attempts"] if a.get("slower_than_float")]
     # a failed artifact is kept aside for inspection, never under the name a good one would have
     destination = out_dir / FAILED_FOLDER if failures else out_dir
     warnings = list(chosen.warnings) + (list(validation.notes) if validation else [])
-    speed = _speed_here(run, chosen) if check_speed and not failures else None
+    speed = _speed_of(run, chosen) if check_speed and not failures else None
     slower = slower_warning(target, speed) if speed else None
     if slower:
         warnings.append(slower)
@@ -414,6 +422,19 @@ class _ChannelsLast:
 
     def profile_ops(self, feeds: dict[str, Any], *, runs: int) -> list[dict[str, Any]] | None:
         return self._runtime.profile_ops(self._transpose(feeds, self._names), runs=runs)
+
+
+def _speed_of(run: _TargetRun, attempt: _Attempt) -> dict[str, Any] | None:
+    """``_speed_here``, timed once per attempt (the repair times a remedy before it is kept)."""
+    if not attempt.timed:
+        attempt.speed, attempt.timed = _speed_here(run, attempt), True
+    return attempt.speed
+
+
+def _slower_than_float(run: _TargetRun, attempt: _Attempt) -> str | None:
+    """Why a remedy that holds runs under half the float form's speed on the CPU it is built for, or None (not
+    that slow, or not measurable here: built for another CPU, or an engine without a float sibling)."""
+    return slower_than_float(_speed_of(run, attempt), REMEDY_SLOWER_BELOW)
 
 
 def _speed_here(run: _TargetRun, attempt: _Attempt) -> dict[str, Any] | None:
