@@ -361,6 +361,17 @@ TABLE_HEADER = ["| model | input | engine | threads | edgekit int8 vs float | fl
                 "best setting | cosine to float | placement | measured |", "|---|---|---|---|---|---|---|---|---|---|"]
 
 
+def _whole_clauses(text: str, limit: int = 400) -> str:
+    """``text``'s leading "; "-separated clauses that fit in ``limit`` characters (a cell cut mid-word misleads)."""
+    clauses = text.split("; ")
+    kept = [clauses[0]]
+    for clause in clauses[1:]:
+        if len("; ".join([*kept, clause])) > limit:
+            return "; ".join(kept) + "; …"
+        kept.append(clause)
+    return "; ".join(kept)
+
+
 def write_readme(rows: list[dict], args: argparse.Namespace, readme: Path) -> None:
     """Put the summary rows between README.md's int8-speedup markers, the CPU above them. Rows of the table
     this run did not measure (other models, engines or thread counts) stay when the table names this CPU; a
@@ -376,9 +387,14 @@ def write_readme(rows: list[dict], args: argparse.Namespace, readme: Path) -> No
             f"{ours['float_precision']} | {raw} | {ours['cosine']:.4f} | {ours['placement'] or '—'} | "
             f"{today}, {args.rounds} rounds |")
     for failed in (r for r in rows if "error" in r):  # edgekit's fp32 or int8 form failed: no speed to show
-        fresh[(failed["model"], failed["engine"], str(failed["threads"]))] = (
+        key = (failed["model"], failed["engine"], failed["threads"])
+        raw = [r for r in rows if (r["model"], r["engine"], r["threads"]) == key and "error" not in r
+               and not r["form"].startswith("edgekit")]
+        fastest = min(raw, key=lambda r: r["p50_ms"]) if raw else None
+        beside = f"{fastest['form']}: {_speedup(fastest)} (cosine {fastest['cosine']:.4f})" if fastest else ""
+        fresh[tuple(map(str, key))] = (
             f"| {failed['model']} | {failed['input']} | {failed['engine']} | {failed['threads']} | "
-            f"{failed['form']}: {failed['error'][:160]} | | | | | {today} |")
+            f"{failed['form']}: {_whole_clauses(failed['error'])} | | {beside} | | | {today} |")
     text = readme.read_text()
     start, end = text.index(README_MARKERS[0]) + len(README_MARKERS[0]), text.index(README_MARKERS[1])
     kept = {}
