@@ -355,7 +355,7 @@ def _convert_one(run: _TargetRun, *, repair: bool, force: bool, check_speed: boo
     destination = out_dir / FAILED_FOLDER if failures else out_dir
     warnings = list(chosen.warnings) + (list(validation.notes) if validation else [])
     speed = _speed_of(run, chosen) if check_speed and not failures else None
-    slower = slower_warning(target, speed) if speed else None
+    slower = slower_warning(target, speed, used.get("kept_float_for_engine")) if speed else None
     if slower:
         warnings.append(slower)
     if validation and validation.collapsed and accept_loss:

@@ -28,10 +28,48 @@ SLOW_INT8 = {
 }
 
 
-def why_int8_is_slower(family: str, cpu: str, report: str = "the artifact's .json report") -> str:
-    """The measured reason an engine's int8 trails its float on a CPU description, or a request to report it."""
-    return SLOW_INT8.get((family, cpu), f"not expected on this CPU: ship the float form for it, and please report "
-                                        f"it with {report}")
+def why_int8_is_slower(family: str, cpu: str, report: str = "the artifact's .json report",
+                       causes: list[str] | tuple[str, ...] = ()) -> str:
+    """The measured reason an engine's int8 trails its float on a CPU description, else the causes this model's
+    own evidence shows (``measured_causes``), else a request to report it."""
+    if (family, cpu) in SLOW_INT8:
+        return SLOW_INT8[family, cpu]
+    if causes:
+        return "; ".join(causes)
+    return f"not expected on this CPU: ship the float form for it, and please report it with {report}"
+
+
+#: ONNX Runtime's int8 elementwise kernels: what hard-swish, SiLU and squeeze-excite arithmetic becomes in int8.
+#: Float fuses that arithmetic into its convolutions; these run apart, and hardly use a second thread
+#: (EfficientNet on an AMX Xeon, 1 -> 2 threads: QLinearMul 3.6 -> 3.3 ms, QLinearAdd 1.4 -> 1.7 ms)
+INT8_ELEMENTWISE = ("QLinearMul", "QLinearAdd", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax",
+                    "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat")
+CONVERSIONS = ("QuantizeLinear", "DequantizeLinear")
+#: a share of the int8 run above which an op group is named as a cause
+CAUSE_SHARE = 0.2
+
+
+def measured_causes(speed: dict[str, Any], kept_float: dict[str, str] | None = None) -> list[str]:
+    """Why this model's int8 trails its float, from what was measured: the engine's per-op profile (ONNX
+    Runtime), the ops its placement kept float (LiteRT), the precision its float form ran in (OpenVINO)."""
+    causes = []
+    int8 = (speed.get("per_op_type_ms") or {}).get("int8") or {}
+    total = sum(int8.values())
+    for group, what in ((INT8_ELEMENTWISE, "its int8 elementwise ops ({ops}: {share:.0%} of the int8 run) cost "
+                                           "what float fuses into its convolutions"),
+                        (CONVERSIONS, "conversions between int8 and float ({ops}: {share:.0%} of the int8 run) "
+                                      "around the ops left in float")):
+        found = {op: ms for op, ms in int8.items() if op in group}
+        if total and sum(found.values()) >= CAUSE_SHARE * total:
+            ops = ", ".join(f"{op} {ms:.2g} ms" for op, ms in found.items())
+            causes.append(what.format(ops=ops, share=sum(found.values()) / total))
+    if kept_float:  # why they were kept is the placement's own warning
+        causes.append(f"the {', '.join(kept_float)} kept in float for its engine each add a dequantize and a "
+                      "quantize")
+    if speed.get("float_precision") == "bf16":
+        causes.append("its float form runs in bf16 on this CPU, whose bf16 kernels (AMX / AVX-512 BF16) nearly "
+                      "match int8")
+    return causes
 
 
 ROUNDS = 5
@@ -74,6 +112,7 @@ def int8_against_float(int8: Any, float_: Any, feeds: dict[str, Any]) -> dict[st
     here = describe_cpu("auto")
     speed = {"measured": True, "cpu": here, "int8_instructions": INT8_INSTRUCTIONS[here],
              "int8_ms": round(int8_ms, 4), "float_ms": round(float_ms, 4), "speedup": round(float_ms / int8_ms, 3),
+             "float_precision": getattr(float_, "precision", None),
              "how": f"fastest of {len(times['int8'])} interleaved rounds of {per_round} call(s), engine defaults, "
                     "one sample"}
     if speed["speedup"] < SLOWER_BELOW:
@@ -134,10 +173,12 @@ def slower_than_float(speed: dict[str, Any] | None, below: float = SLOWER_BELOW)
             f"{speed['int8_ms']:.3g} vs {speed['float_ms']:.3g} ms)")
 
 
-def slower_warning(target: Any, speed: dict[str, Any]) -> str | None:
+def slower_warning(target: Any, speed: dict[str, Any], kept_float: dict[str, str] | None = None) -> str | None:
+    """``kept_float``: the ops the engine placement kept float, and why (the report's ``kept_float_for_engine``)."""
     slower = slower_than_float(speed)
     if not slower:
         return None
     per_op = speed.get("per_op_type_ms")
     where = f". Where the time goes (the engine's profiler): {describe_per_op_types(per_op)}" if per_op else ""
-    return f"{target.name} {slower}: {why_int8_is_slower(target.family, speed['cpu'])}" + where
+    why = why_int8_is_slower(target.family, speed["cpu"], causes=measured_causes(speed, kept_float))
+    return f"{target.name} {slower}: {why}" + where
