@@ -150,12 +150,25 @@ def _interval_rank(n: int) -> int:
     return k
 
 
+def median_interval(values: list[float]) -> tuple[float, float, float]:
+    """(median, low, high): the median of per-round figures and its >= 95 % distribution-free interval."""
+    ordered = sorted(values)
+    k = _interval_rank(len(ordered))
+    return statistics.median(ordered), ordered[k - 1], ordered[-k]
+
+
 def speedup_interval(base_ms: list[float], other_ms: list[float]) -> tuple[float, float, float]:
-    """``base / other`` per round (paired: both measured in the same round), as (median, low, high): the
-    median ratio and its >= 95 % distribution-free interval."""
-    ratios = sorted(b / o for b, o in zip(base_ms, other_ms))
-    k = _interval_rank(len(ratios))
-    return statistics.median(ratios), ratios[k - 1], ratios[-k]
+    """``base / other`` per round (paired: both measured in the same round), as (median, low, high)."""
+    return median_interval([b / o for b, o in zip(base_ms, other_ms)])
+
+
+def against_goal(low: float, high: float, goal_low: float, goal_high: float) -> str:
+    """Whether a figure's interval lies inside the goal's range, outside it, or straddles its edge."""
+    if goal_low <= low and high <= goal_high:
+        return "meets the goal"
+    if high < goal_low or low > goal_high:
+        return "misses the goal"
+    return "inconclusive at this noise"
 
 
 def describe_speedup(median: float, low: float, high: float) -> str:
