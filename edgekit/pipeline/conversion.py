@@ -349,8 +349,9 @@ def _convert_one(run: _TargetRun, *, repair: bool, force: bool, check_speed: boo
     failures = (list(validation.failures) if validation else []) + ([chosen.not_integer] if chosen.not_integer else [])
     if repaired and repaired["chosen"] is None:
         failures += [f"the repair's remedy '{a['remedy']}' held accuracy but {a['slower_than_float']}, so it was not "
-                     "kept: ship the float form, or ask for that form by its own target (tflite-int16x8 for int16 "
-                     "activations)" for a in repaired["attempts"] if a.get("slower_than_float")]
+                     "kept: ship the float form" + (", or ask for that form by its own name (tflite-int16x8)"
+                                                    if a["options"].get("activations") == "int16" else "")
+                     for a in repaired["attempts"] if a.get("slower_than_float")]
     # a failed artifact is kept aside for inspection, never under the name a good one would have
     destination = out_dir / FAILED_FOLDER if failures else out_dir
     warnings = list(chosen.warnings) + (list(validation.notes) if validation else [])
