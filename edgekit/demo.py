@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit._files import write_atomic
-from edgekit.pipeline.speed import why_int8_is_slower
+from edgekit.pipeline.speed import measured_causes, why_int8_is_slower
 from edgekit.runtimes.errors import EdgekitError
 
 FAMILIES = ("tflite", "onnx", "openvino")
@@ -97,7 +97,11 @@ def run_demo(output_dir: Path, *, sample: Path | None = None, force: bool = Fals
                             validation.get("accuracy_converted"), validation.get("drop"), lat["p50"], lat["p90"],
                             base / lat["p50"] if lat["p50"] else 0.0, model_memory_mb(profiles[result.target])))
     ordered = [profiles[t] for t in TARGETS]
-    notes = cpu_notes(rows)
+    # the evidence a slower int8 form has here: the ops its placement kept float, the precision float ran in
+    evidence = {r.target: measured_causes({"float_precision": profiles[r.target.split("-")[0] + "-fp32"]["precision"]},
+                                          r.report["options"].get("kept_float_for_engine"))
+                for r in results if r.target.endswith("int8")}
+    notes = cpu_notes(rows, causes=evidence)
     files = {
         "json": write_atomic(output_dir / "report.json", lambda tmp: tmp.write_text(json.dumps(
             {"rows": [r.to_dict() for r in rows], "notes": notes, "conversions": [r.report for r in results],
@@ -111,9 +115,9 @@ def run_demo(output_dir: Path, *, sample: Path | None = None, force: bool = Fals
     return rows, files
 
 
-def cpu_notes(rows: list[DemoRow], cpu: str | None = None) -> list[str]:
+def cpu_notes(rows: list[DemoRow], cpu: str | None = None, causes: dict[str, list[str]] | None = None) -> list[str]:
     """This CPU (or ``cpu``, a ``describe_cpu`` description) by its int8 instructions, and for every int8 form
-    slower than its float, the reason."""
+    slower than its float, the reason: the CPU's, else the ``causes`` its evidence shows (per target)."""
     from edgekit.devices import read_cpu_name
     from edgekit.runtimes.cpu import INT8_INSTRUCTIONS, describe_cpu
 
@@ -122,7 +126,7 @@ def cpu_notes(rows: list[DemoRow], cpu: str | None = None) -> list[str]:
     for row in rows:
         if row.target.endswith("int8") and row.speedup < 1.0:
             family = row.target.split("-")[0]
-            why = why_int8_is_slower(family, cpu, "report.json")
+            why = why_int8_is_slower(family, cpu, "report.json", (causes or {}).get(row.target, ()))
             notes.append(f"{row.target} is {row.speedup:.2f}x its float form here: {why}")
     return notes
 

@@ -95,6 +95,10 @@ def test_demo_explains_an_int8_form_slower_than_float_per_cpu():
     assert "vpmaddubsw" in on_avx2[0] and len(on_avx2) == 2
     assert on_avx2[1].startswith("tflite-int8 is 0.78x") and "widen to 16 bits" in on_avx2[1]
     assert "please report" in cpu_notes(rows, X86_VNNI)[1]
+    explained = cpu_notes(rows, X86_VNNI, {"tflite-int8": ["the HARD_SWISH kept in float for its engine each add "
+                                                           "a dequantize and a quantize"]})
+    assert explained[1].endswith("its float form here: the HARD_SWISH kept in float for its engine each add a "
+                                 "dequantize and a quantize")
 
 
 def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
