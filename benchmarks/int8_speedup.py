@@ -342,16 +342,22 @@ def _summary(rows: list[dict]) -> list[tuple[dict, dict | None, dict | None]]:
     found = []
     rows = [r for r in rows if "error" not in r]
     for key in dict.fromkeys((r["model"], r["engine"], r["threads"]) for r in rows):
-        group = [r for r in rows if (r["model"], r["engine"], r["threads"]) == key]
-        ours = next((r for r in group if r["form"] == "edgekit int8"), None)
+        ours = next((r for r in rows if (r["model"], r["engine"], r["threads"]) == key
+                     and r["form"] == "edgekit int8"), None)
         if not ours:
             continue
-        raw = [r for r in group if not r["form"].startswith("edgekit")]
+        raw = _raw_forms(rows, key)
         fair = [r for r in raw if r["cosine"] >= ours["cosine"] - COSINE_SLACK]
         best = min(fair, key=lambda r: r["p50_ms"]) if fair else None
         fastest = min(raw, key=lambda r: r["p50_ms"]) if raw else None
         found.append((ours, best, fastest if fastest is not None and fastest not in fair else None))
     return found
+
+
+def _raw_forms(rows: list[dict], key: tuple) -> list[dict]:
+    """The engine's own quantizers' measured rows for one (model, engine, threads)."""
+    return [r for r in rows if (r["model"], r["engine"], r["threads"]) == key and "error" not in r
+            and not r["form"].startswith("edgekit")]
 
 
 README_MARKERS = ("<!-- int8-speedup -->", "<!-- /int8-speedup -->")
@@ -388,8 +394,7 @@ def write_readme(rows: list[dict], args: argparse.Namespace, readme: Path) -> No
             f"{today}, {args.rounds} rounds |")
     for failed in (r for r in rows if "error" in r):  # edgekit's fp32 or int8 form failed: no speed to show
         key = (failed["model"], failed["engine"], failed["threads"])
-        raw = [r for r in rows if (r["model"], r["engine"], r["threads"]) == key and "error" not in r
-               and not r["form"].startswith("edgekit")]
+        raw = _raw_forms(rows, key)
         fastest = min(raw, key=lambda r: r["p50_ms"]) if raw else None
         beside = f"{fastest['form']}: {_speedup(fastest)} (cosine {fastest['cosine']:.4f})" if fastest else ""
         fresh[tuple(map(str, key))] = (

@@ -98,8 +98,8 @@ def run_demo(output_dir: Path, *, sample: Path | None = None, force: bool = Fals
                             base / lat["p50"] if lat["p50"] else 0.0, model_memory_mb(profiles[result.target])))
     ordered = [profiles[t] for t in TARGETS]
     # the evidence a slower int8 form has here: the ops its placement kept float, the precision float ran in
-    evidence = {r.target: measured_causes({"float_precision": profiles[r.target.split("-")[0] + "-fp32"]["precision"]},
-                                          r.report["options"].get("kept_float_for_engine"))
+    evidence = {r.target: measured_causes(None, r.report["options"].get("kept_float_for_engine"),
+                                          profiles[r.target.split("-")[0] + "-fp32"]["precision"])
                 for r in results if r.target.endswith("int8")}
     notes = cpu_notes(rows, causes=evidence)
     files = {

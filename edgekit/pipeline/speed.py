@@ -49,11 +49,13 @@ CONVERSIONS = ("QuantizeLinear", "DequantizeLinear")
 CAUSE_SHARE = 0.2
 
 
-def measured_causes(speed: dict[str, Any], kept_float: dict[str, str] | None = None) -> list[str]:
-    """Why this model's int8 trails its float, from what was measured: the engine's per-op profile (ONNX
-    Runtime), the ops its placement kept float (LiteRT), the precision its float form ran in (OpenVINO)."""
+def measured_causes(int8_per_op_ms: dict[str, float] | None, kept_float: dict[str, str] | None,
+                    float_precision: str | None) -> list[str]:
+    """Why this model's int8 trails its float, from what was measured: the int8 run's time per op type from the
+    engine's profiler (ONNX Runtime), the ops its placement kept float (LiteRT), the precision its float form ran
+    in (OpenVINO)."""
     causes = []
-    int8 = (speed.get("per_op_type_ms") or {}).get("int8") or {}
+    int8 = int8_per_op_ms or {}
     total = sum(int8.values())
     for group, what in ((INT8_ELEMENTWISE, "its int8 elementwise ops ({ops}: {share:.0%} of the int8 run) cost "
                                            "what float fuses into its convolutions"),
@@ -66,7 +68,7 @@ def measured_causes(speed: dict[str, Any], kept_float: dict[str, str] | None = N
     if kept_float:  # why they were kept is the placement's own warning
         causes.append(f"the {', '.join(kept_float)} kept in float for its engine each add a dequantize and a "
                       "quantize")
-    if speed.get("float_precision") == "bf16":
+    if float_precision == "bf16":
         causes.append("its float form runs in bf16 on this CPU, whose bf16 kernels (AMX / AVX-512 BF16) nearly "
                       "match int8")
     return causes
@@ -180,5 +182,6 @@ def slower_warning(target: Any, speed: dict[str, Any], kept_float: dict[str, str
         return None
     per_op = speed.get("per_op_type_ms")
     where = f". Where the time goes (the engine's profiler): {describe_per_op_types(per_op)}" if per_op else ""
-    why = why_int8_is_slower(target.family, speed["cpu"], causes=measured_causes(speed, kept_float))
+    causes = measured_causes((per_op or {}).get("int8"), kept_float, speed.get("float_precision"))
+    why = why_int8_is_slower(target.family, speed["cpu"], causes=causes)
     return f"{target.name} {slower}: {why}" + where
