@@ -252,6 +252,7 @@ def convert(
                                      keep_output_float=keep_output_float, onnx_format=onnx_format,
                                      for_cpu=for_cpu, reduce_range=reduce_range, int8_placement=int8_placement,
                                      placement_cache=source.cache.setdefault("ort_float_islands", {}),
+                                     prepared_cache=source.cache.setdefault("ort_prepared", {}),
                                      ranges_cache=source.cache.setdefault("ort_calibration_ranges", {})))
     else:
         raise ConversionError(f"unknown ONNX target {target.name}")
@@ -264,7 +265,7 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
                      calib_method: str, per_channel: bool, activation_type: str | None, weight_type: str | None,
                      symmetric: bool, exclude_nodes: tuple[str, ...], exclude_op_types: tuple[str, ...],
                      keep_output_float: bool, onnx_format: str, for_cpu: str, reduce_range: bool | None,
-                     int8_placement: str, placement_cache: dict[Any, Any],
+                     int8_placement: str, placement_cache: dict[Any, Any], prepared_cache: dict[str, Any],
                      ranges_cache: dict[Any, str]) -> dict[str, Any]:
     if calibration is None:
         raise ConversionError(f"onnx-int8 needs calibration data: {calibration_advice()}")
@@ -287,7 +288,7 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
         onnx.save(model, str(float_path))
         used["opset"] = MIN_PER_CHANNEL_OPSET
         notes.append(f"upgraded opset {used['opset_upgraded_from']} -> 13 for per-channel quantization")
-    prepared = preprocess_for_quantization(float_path, work / "prepared.onnx", notes)
+    prepared = _prepared(float_path, work / "prepared.onnx", notes, prepared_cache)
     prepared_model = onnx.load(str(prepared))
     # Exclusion works by node name, and unnamed nodes would all match '' at once: name them.
     if name_unnamed_nodes(prepared_model.graph):
@@ -347,6 +348,21 @@ def _quantize_static(onnx: Any, quantization: Any, float_path: Path, output: Pat
                 int8_instructions=defaults["int8_instructions"], excluded_nodes=excluded,
                 excluded_op_types=list(exclude_op_types), calibration_sample_cap=limit)
     return used
+
+
+def _prepared(float_path: Path, output: Path, notes: list[str], cache: dict[str, Any]) -> Path:
+    """``preprocess_for_quantization`` once per float export (by content): every attempt of a repair quantizes
+    the same export, and ONNX Runtime's symbolic shape inference takes about half a second on the PP-OCR
+    detector, each time. Its output holds no external data (quant_pre_process writes one file)."""
+    key = open_model_file(float_path).sha256()
+    if key not in cache:
+        own_notes: list[str] = []
+        preprocess_for_quantization(float_path, output, own_notes)
+        cache[key] = (output.read_bytes(), own_notes)
+    else:
+        output.write_bytes(cache[key][0])
+    notes.extend(cache[key][1])
+    return output
 
 
 class _CalibrationRanges:

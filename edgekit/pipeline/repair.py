@@ -3,8 +3,10 @@ first, keep the first that holds and still runs at least half as fast as the flo
 
 A target names its remedies (``Target.remedies``: output layers in float, other calibration, the most
 sensitive layers in float, int16 activations); each is a full attempt, converted, audited and validated like
-the default one. Every attempt is recorded with what collapsed, its size and its latency on this machine, and
-the per-layer sensitivity table when a remedy used one.
+the default one. Every attempt is recorded with what collapsed, its size and the per-layer sensitivity table
+when a remedy used one, and with its latency on this machine where that informs a choice: the default attempt
+(what a remedy costs is measured against it) and each remedy that held accuracy. A remedy that collapsed is not
+timed: it cannot be kept, and timing it cost seconds per attempt (about 15 s of the PP-OCR detector's repair).
 
 A remedy that holds accuracy but runs under half float's speed where it was measured (16x8 on x86: LiteRT's
 reference kernels, 45x slower than its own float on MobileNetV2) is refused: an int8 artifact that much slower
@@ -58,7 +60,8 @@ def try_remedies(target: Any, first: Any, attempt: Callable[[int, str, dict[str,
         "attempts": [{"remedy": a.label, "options": _plain(a.extra), "collapsed": list(a.validation.collapsed),
                       "drop": a.validation.drop, "integer_share": round(a.audit.integer_share, 4),
                       "not_integer": a.not_integer, "slower_than_float": too_slow.get(a.label),
-                      "size_bytes": a.model.size_bytes, "latency_ms": _latency_ms(a.model.path),
+                      "size_bytes": a.model.size_bytes,
+                      "latency_ms": _latency_ms(a.model.path) if a is first or not a.needs_repair else None,
                       "convert_s": round(a.convert_s, 2)} for a in attempts] + refused,
         "sensitivity": _sensitivity_table(ranking, chosen.extra) if ranking else None,
     }
