@@ -1,7 +1,8 @@
 """int8 against float and against each engine's own quantizer, per architecture and thread count, side by side.
 
 For each architecture (built the way its users build it, in Keras or, ``torch_*``, in PyTorch (torchvision's
-MobileNetV3 blocks: HardSwish/HardSigmoid ops in ONNX); BatchNorm statistics measured on data)
+MobileNetV3 blocks: HardSwish/HardSigmoid ops in ONNX; transformers' BERT, trained here); BatchNorm statistics
+measured on data)
 this converts with edgekit's defaults to fp32 and int8 on every engine, quantizes the same float model with
 the engine's own quantizer at its defaults and at the other settings people try, then, per thread count, times
 every artifact through ``edgekit.load``, interleaved in rounds. Each form's speed-up over its fp32 sibling is
@@ -11,15 +12,16 @@ number. OpenVINO's float form runs in OpenVINO's default precision (bf16 on AVX-
 the table: int8 must beat that. It also prints each row's cosine to the float model on held-out inputs and
 where int8 went (placement, rewrites, layers kept float).
 
-    python benchmarks/int8_speedup.py                          # all seven, 1 and 2 threads, at users' sizes
+    python benchmarks/int8_speedup.py                          # all eight, 1 and 2 threads, at users' sizes
     python benchmarks/int8_speedup.py --models torch_mobilenet_v3 --engines onnx --threads 1,2,all --image 160
     python benchmarks/int8_speedup.py --models yolo --readme   # also write its rows into README.md's table
 
 Each model runs at the input size its users run it at (``USER_IMAGE``: a detector at 640x640, classifiers at
-224x224; the encoder keeps the test zoo's 16 tokens, as at 128 this random-weight net's per-position decisions
-were too flimsy to validate, even in OpenVINO's bf16 float form) unless ``--image`` names one: on small inputs
-the per-call overhead of int8 (quantizing the input, the layout changes around int8 kernels) weighs more than on
-the sizes people deploy (YOLO on OpenVINO, AMX Xeon: int8 0.69x bf16 at 160x160, 1.08x at 640x640).
+224x224; the trained BERT 64 tokens; the random-weight encoder keeps the test zoo's 16 tokens, as at 128 its
+per-position decisions were too flimsy to validate, even in OpenVINO's bf16 float form) unless ``--image``
+names one: on small inputs the per-call overhead of int8 (quantizing the input, the layout changes around int8
+kernels) weighs more than on the sizes people deploy (YOLO on OpenVINO, AMX Xeon: int8 0.69x bf16 at 160x160,
+1.08x at 640x640).
 ``--readme`` replaces the rows it measured in README.md's table and keeps the others when they were measured on
 the same CPU; each row names its input and date.
 
@@ -64,7 +66,11 @@ from convert import (  # noqa: E402
 
 #: the input size each architecture's users run it at (the others: 224x224, ImageNet classifiers' size)
 USER_IMAGE = {"yolo": 640}
-MODELS = ("resnet", "mobilenet_v2", "mobilenet_v3", "efficientnet", "yolo", "encoder", "torch_mobilenet_v3")
+MODELS = ("resnet", "mobilenet_v2", "mobilenet_v3", "efficientnet", "yolo", "encoder", "torch_mobilenet_v3",
+          "torch_bert")
+#: ``torch_bert``: transformers' BertForSequenceClassification, trained here for a minute on a task it can learn
+#: from its tokens (tests/models/text_classifier.py), so validation judges real decisions: BERT-mini's shape
+BERT = {"length": 64, "hidden": 256, "layers": 4}
 ENGINES = ("tflite", "onnx", "openvino")
 CALIB, HELD_OUT = 64, 16
 COSINE_SLACK = 0.01
@@ -93,11 +99,20 @@ def _build_torch(name: str, image: int, folder: Path) -> None:
     import torch
     import torch_zoo
 
-    torch_zoo.IMAGE = image
-    model, example = torch_zoo.build(name[len("torch_"):])
+    if name == "torch_bert":
+        import text_classifier
+
+        model = text_classifier.train(**BERT)
+        calib, held_out = ({"input_ids": text_classifier.samples(count, seed, BERT["length"])[0]}
+                           for count, seed in ((CALIB, 1), (HELD_OUT, 2)))
+    else:
+        torch_zoo.IMAGE = image
+        model, _ = torch_zoo.build(name[len("torch_"):])
+        calib, held_out = (torch_zoo.inputs_for(name[len("torch_"):], count, seed)
+                           for count, seed in ((CALIB, 1), (HELD_OUT, 2)))
+    example = {k: torch.from_numpy(v[:1]) for k, v in calib.items()}
     torch.export.save(torch.export.export(model, (), kwargs=example), folder / f"{name}.pt2")
-    np.savez(folder / "calib.npz", **torch_zoo.inputs_for(name[len("torch_"):], CALIB, seed=1))
-    held_out = torch_zoo.inputs_for(name[len("torch_"):], HELD_OUT, seed=2)
+    np.savez(folder / "calib.npz", **calib)
     np.savez(folder / "held_out.npz", **held_out)
     np.save(folder / "expected.npy", torch_zoo.predict(model, held_out))
 
@@ -192,7 +207,7 @@ def _raw_openvino(folder: Path, float_model: Path) -> dict[str, Path]:
         model = core.read_model(float_model)
         dataset = nncf.Dataset(_calibration(folder), lambda sample: list(sample.values()))  # inputs in order
         options = {"preset": preset} if preset else {}
-        if folder.name == "encoder":
+        if folder.name in ("encoder", "torch_bert"):
             options["model_type"] = nncf.ModelType.TRANSFORMER
         quantized = nncf.quantize(model, dataset, subset_size=CALIB, **options)
         path = folder / f"raw-{len(made)}.xml"
