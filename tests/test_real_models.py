@@ -194,6 +194,9 @@ def test_int8_text_detector_finds_the_lines_within_two_points_of_float_or_fails_
     print(f"{target}: F1 float {f1['float']:.1f}, int8 {f1['int8']:.1f}, status {report['status']}, remedy "
           f"{repair and repair['chosen']}, attempts (remedy, p50 ms) {tried}")
     assert f1["float"] >= 95, "the float detector should find the rendered lines: the task data is not text"
+    for i, attempt in enumerate(a for a in (repair or {"attempts": []})["attempts"] if "error" not in a):
+        # timed where it informs a choice: the default (what a remedy costs) and a remedy that held
+        assert (attempt["latency_ms"] is not None) == (i == 0 or not attempt["collapsed"]), attempt
     if f1["float"] - f1["int8"] > 2:
         assert report["status"] == "failed" and any("collapsed" in f for f in report["failures"]), \
             (f1, report["failures"])

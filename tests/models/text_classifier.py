@@ -22,7 +22,7 @@ def samples(count: int, seed: int, length: int = LENGTH) -> tuple[np.ndarray, np
     return ids.astype(np.int64), counts.argmax(1)
 
 
-def train(steps: int = 400, *, length: int = LENGTH, hidden: int = 128, layers: int = 2):
+def train(steps: int = 400, *, length: int = LENGTH, hidden: int = 128, layers: int = 2, lr: float = 1e-3):
     """The classifier in eval mode, wrapped to take ``input_ids`` [1, length] and return ``logits``."""
     import torch
     import transformers
@@ -33,7 +33,7 @@ def train(steps: int = 400, *, length: int = LENGTH, hidden: int = 128, layers: 
                                      max_position_embeddings=length, num_labels=CLASSES,
                                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     model = transformers.BertForSequenceClassification(config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     for step in range(steps):
         ids, labels = samples(64, seed=1000 + step, length=length)
         loss = torch.nn.functional.cross_entropy(model(input_ids=torch.from_numpy(ids)).logits,
