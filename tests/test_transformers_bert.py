@@ -78,6 +78,7 @@ def test_a_transformers_bert_converts_to_every_int8_target_with_defaults(bert, k
         assert cosine(expected, got) >= 0.96, (target, cosine(expected, got))
     nncf = by_target["openvino-int8"].report["options"]
     assert nncf["model_type"] == "transformer" and "attention op(s)" in nncf["notes"][0]
+    assert nncf["preset"] == "performance" and any("default for a transformer is 'mixed'" in n for n in nncf["notes"])
     tflite = by_target["tflite-int8"].report
     assert tflite["options"]["int8_placement"] == "engine"  # FULLY_CONNECTED stays inside XNNPACK
     if kind == "onnx":  # unsimplified and unrewritten: ONNX_CONCAT (an error), then BATCH_MATMUL (0.13x float)
