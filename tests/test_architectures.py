@@ -90,6 +90,15 @@ def test_every_artifact_matches_the_keras_model_on_every_engine(built, name, tar
     assert min(cosines.values()) >= floor, f"{name} {target}: cosine {cosines} below {floor}"
 
 
+def test_a_keras_transformer_gets_nncfs_transformer_scheme(built):
+    """Keras' MultiHeadAttention computes attention with Einsum, not MatMul: the encoder must still be found a
+    transformer (NNCF's default scheme read it at cosine 0.98 and slower than bf16), a CNN must not."""
+    encoder = built("encoder")[1]["openvino-int8"].report["options"]
+    assert encoder["model_type"] == "transformer", encoder["notes"]
+    assert any("attention op(s)" in note for note in encoder["notes"])
+    assert built("resnet")[1]["openvino-int8"].report["options"]["model_type"] is None
+
+
 def test_tflite_int8_keeps_float_only_what_xnnpack_cannot_run_in_int8(built, tmp_path):
     """MobileNetV3's hard-swish has no int8 kernel in LiteRT's XNNPACK delegate: quantized, its 19 ops ran
     outside the delegate (measured: int8 0.28-0.36x float). edgekit keeps exactly those float and says so;
