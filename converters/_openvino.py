@@ -227,8 +227,8 @@ def convert(
         if model_type == "transformer" and preset == "performance":
             # NNCF picks mixed for a transformer when no preset is given: the override must be visible
             notes.append(f"NNCF preset 'performance' (symmetric activations), where NNCF's own default for a "
-                         f"transformer is 'mixed' (asymmetric): on a trained BERT the mixed form ran 0.87x as fast "
-                         f"at the same accuracy (AMX Xeon, 2026-12-07); {spelled('--preset')} mixed for NNCF's")
+                         f"transformer is 'mixed' (asymmetric): on a trained BERT the mixed form ran 0.84-0.88x as "
+                         f"fast at the same accuracy (AMX Xeon, 2026-12-07); {spelled('--preset')} mixed for NNCF's")
         options = NncfOptions(preset, model_type, tuple(ignored_names), tuple(ignored_types), tuple(ignored_patterns),
                               fast_bias_correction, overflow_fix or overflow_fix_for(cpu))
         quantized, details = _quantize(model, calibration, calibration_count, validation, max_drop, options)
