@@ -68,7 +68,7 @@ from convert import (  # noqa: E402
 USER_IMAGE = {"yolo": 640}
 MODELS = ("resnet", "mobilenet_v2", "mobilenet_v3", "efficientnet", "yolo", "encoder", "torch_mobilenet_v3",
           "torch_bert")
-#: ``torch_bert``: transformers' BertForSequenceClassification, trained here for a minute on a task it can learn
+#: ``torch_bert``: transformers' BertForSequenceClassification, trained here (3 min) on a task it can learn
 #: from its tokens (tests/models/text_classifier.py), so validation judges real decisions: BERT-mini's shape
 #: (at the small test model's learning rate, 1e-3, this one never learned: constant logits)
 BERT = {"length": 64, "hidden": 256, "layers": 4, "lr": 2e-4}
