@@ -200,10 +200,12 @@ def _raw_onnx(folder: Path) -> dict[str, Path]:
 def _raw_openvino(folder: Path, float_model: Path) -> dict[str, Path]:
     import nncf
     import openvino as ov
+    from edgekit.converters._openvino import attention_matmuls
 
     core = ov.Core()
     made = {}
-    transformer = folder.name in ("encoder", "torch_bert")
+    # NNCF's docs ask for model_type TRANSFORMER on attention models: found as edgekit's --model-type auto finds it
+    transformer = attention_matmuls(core.read_model(float_model)) > 0
     # NNCF's default preset is performance, but mixed for model_type TRANSFORMER: name what each row ran
     settings = ((("nncf.quantize defaults (mixed, for a transformer)", None),
                  ("nncf.quantize performance preset", nncf.QuantizationPreset.PERFORMANCE)) if transformer else
