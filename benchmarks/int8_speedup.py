@@ -1,8 +1,9 @@
 """int8 against float and against each engine's own quantizer, per architecture and thread count, side by side.
 
 For each architecture (built the way its users build it, in Keras or, ``torch_*``, in PyTorch (torchvision's
-MobileNetV3 blocks: HardSwish/HardSigmoid ops in ONNX; transformers' BERT, trained here); BatchNorm statistics
-measured on data)
+MobileNetV3 blocks, HardSwish/HardSigmoid ops in ONNX: the tests' small net, and ``torch_mobilenet_v3_small``,
+torchvision's mobilenet_v3_small layout in full, both trained on digits; transformers' BERT, trained here);
+BatchNorm statistics measured on data)
 this converts with edgekit's defaults to fp32 and int8 on every engine, quantizes the same float model with
 the engine's own quantizer at its defaults and at the other settings people try, then, per thread count, times
 every artifact through ``edgekit.load``, interleaved in rounds. Each form's speed-up over its fp32 sibling is
@@ -12,7 +13,7 @@ number. OpenVINO's float form runs in OpenVINO's default precision (bf16 on AVX-
 the table: int8 must beat that. It also prints each row's cosine to the float model on held-out inputs and
 where int8 went (placement, rewrites, layers kept float).
 
-    python benchmarks/int8_speedup.py                          # all eight, 1 and 2 threads, at users' sizes
+    python benchmarks/int8_speedup.py                          # all nine, 1 and 2 threads, at users' sizes
     python benchmarks/int8_speedup.py --models torch_mobilenet_v3 --engines onnx --threads 1,2,all --image 160
     python benchmarks/int8_speedup.py --models yolo --readme   # also write its rows into README.md's table
 
@@ -67,7 +68,7 @@ from convert import (  # noqa: E402
 #: the input size each architecture's users run it at (the others: 224x224, ImageNet classifiers' size)
 USER_IMAGE = {"yolo": 640}
 MODELS = ("resnet", "mobilenet_v2", "mobilenet_v3", "efficientnet", "yolo", "encoder", "torch_mobilenet_v3",
-          "torch_bert")
+          "torch_mobilenet_v3_small", "torch_bert")
 #: ``torch_bert``: transformers' BertForSequenceClassification, trained here (3 min) on a task it can learn
 #: from its tokens (tests/models/text_classifier.py), so validation judges real decisions: BERT-mini's shape
 #: (at the small test model's learning rate, 1e-3, this one never learned: constant logits)

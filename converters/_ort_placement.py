@@ -11,6 +11,11 @@ model. (On that CPU ORT's int8 depthwise and 1x1 convolutions run no faster than
 islands remove the slowdown the Q/DQ pairs added, not more.)
 
 Which ops run in float is read from ORT's own optimized graph (its CPU-independent level), not from a list.
+
+The stem (an image model's first convolution, with the layout change and normalization before it and its
+activation) is different: its int8 form needs the whole input quantized and transposed, which can cost more
+than the convolution saves. Whether it does depends on the CPU, the input size and the threads, so it is
+measured (``stem_ms``, ``speedups``; the decision is ``_stem_for_ort`` in ``_onnx``), not assumed.
 """
 
 from __future__ import annotations
@@ -81,3 +86,114 @@ def float_islands(graph: Any, run_in_float: Iterable[str]) -> dict[str, list[lis
             island.append(producer.name)
         islands[gate.op_type].append(island)
     return dict(islands)
+
+
+# ops that make a convolution's output, in any of ORT's forms: plain, int8 (QLinearConv), NCHWc (Conv, FusedConv)
+_CONVOLUTIONS = {"Conv", "QLinearConv", "FusedConv", "ConvInteger"}
+# what an export puts between an image input and its first convolution: layout, dtype, normalization
+_STEM_PREFIX = {"Transpose", "Cast", "Mul", "Add", "Sub", "Div", "Identity"}
+# elementwise activations an export spells out after a convolution (hard-swish, SiLU, ReLU6, GELU...)
+_ACTIVATION = {"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu", "Elu", "Erf",
+               "Mul", "Add", "Div", "Sub"}
+# the first convolution stays float only when the whole int8 model then runs this much faster (profile noise)
+STEM_GAIN = 0.03
+
+
+def stem_nodes(graph: Any) -> list[str]:
+    """The stem, by node name: the ops from a graph input through the first convolution (the layout change and
+    normalization an export puts before it: ops whose other inputs are constants), then the activation computed
+    from the convolution's output alone (hard-swish's Add, Clip and Mul; SiLU's Sigmoid and Mul), up to the
+    next op reading anything else. Empty when no convolution is fed that way."""
+    constants = {t.name for t in graph.initializer} | {o for n in graph.node if n.op_type == "Constant"
+                                                       for o in n.output}
+    derived = {i.name for i in graph.input} - constants
+    stem: list[str] = []
+    nodes = list(graph.node)
+    for index, node in enumerate(nodes):
+        fed = [i for i in node.input if i in derived]
+        if not fed:
+            continue
+        if node.op_type == "Conv" and node.input[0] in derived:
+            stem.append(node.name)
+            return stem + _activation_of(node, nodes[index + 1:], constants)
+        if node.op_type not in _STEM_PREFIX or any(i and i not in derived and i not in constants
+                                                   for i in node.input):
+            return []
+        stem.append(node.name)
+        derived.update(node.output)
+    return []
+
+
+def _activation_of(conv: Any, following: list[Any], constants: set[str]) -> list[str]:
+    made, activation = set(conv.output), []
+    for node in following:
+        if node.op_type in _CONVOLUTIONS or node.op_type in ("Gemm", "MatMul"):
+            break
+        if node.op_type in _ACTIVATION and any(i in made for i in node.input) \
+                and all(not i or i in made or i in constants for i in node.input):
+            activation.append(node.name)
+            made.update(node.output)
+    return activation
+
+
+def _session(model: Path, optimized: Path | None = None, profile: Path | None = None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # saving an NCHWc graph warns that it is CPU-specific: it is only read here
+    if optimized:
+        options.optimized_model_filepath = str(optimized)
+    if profile:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile)
+    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+
+
+def stem_ms(model: Path, feeds: dict[str, Any], runs: int = 20) -> float:
+    """ms per run of the ops before the second convolution: the stem and what ONNX Runtime adds to feed it
+    (quantizing and transposing the input for int8), from its profiler with its default optimizations and
+    threads on this CPU (int8 and float get different layouts and node names: the graph's order matches them)."""
+    import json
+    import tempfile
+
+    import onnx
+
+    with tempfile.TemporaryDirectory() as folder:
+        optimized = Path(folder) / "optimized.onnx"
+        session = _session(model, optimized, Path(folder) / "ort")
+        for _ in range(runs + 1):
+            session.run(None, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+        nodes = list(onnx.load(optimized).graph.node)
+    times: dict[str, list[float]] = defaultdict(list)
+    for event in events:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            times[event["name"][: -len("_kernel_time")]].append(event.get("dur", 0) / 1e3)
+    convolutions = [i for i, node in enumerate(nodes) if node.op_type in _CONVOLUTIONS]
+    stem = nodes[:convolutions[1]] if len(convolutions) > 1 else nodes
+    return sum(sum(ms[len(ms) // (runs + 1):]) / runs for node in stem for ms in [times.get(node.name, [])])
+
+
+def speedups(before: Path, after: Path, feeds: dict[str, Any], rounds: int = 9) -> list[float]:
+    """How much faster ``after`` runs than ``before`` here, per round (sorted), the two timed in alternation
+    with ONNX Runtime's defaults (a busy machine slows both alike)."""
+    import time
+
+    sessions = [_session(before), _session(after)]
+    for session in sessions:
+        session.run(None, feeds)
+    started = time.perf_counter()
+    sessions[0].run(None, feeds)
+    calls = max(1, int(0.05 / max(time.perf_counter() - started, 1e-6)))
+    ratios = []
+    for _ in range(rounds):
+        took = []
+        for session in sessions:
+            time.sleep(0.02)  # ORT's workers spin after a call: let them idle before the other model runs
+            session.run(None, feeds)
+            started = time.perf_counter()
+            for _ in range(calls):
+                session.run(None, feeds)
+            took.append(time.perf_counter() - started)
+        ratios.append(took[0] / took[1])
+    return sorted(ratios)
