@@ -95,7 +95,7 @@ _STEM_PREFIX = {"Transpose", "Cast", "Mul", "Add", "Sub", "Div", "Identity"}
 # elementwise activations an export spells out after a convolution (hard-swish, SiLU, ReLU6, GELU...)
 _ACTIVATION = {"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu", "Elu", "Erf",
                "Mul", "Add", "Div", "Sub"}
-# the first convolution stays float only when the whole int8 model then runs this much faster (profile noise)
+# the stem stays float only when the whole int8 model then runs at least this much faster (timing noise)
 STEM_GAIN = 0.03
 
 
@@ -149,19 +149,23 @@ def _session(model: Path, optimized: Path | None = None, profile: Path | None = 
     return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
 
-def stem_ms(model: Path, feeds: dict[str, Any], runs: int = 20) -> float:
+def stem_ms(model: Path, feeds: dict[str, Any], seconds: float = 0.4, most: int = 20) -> float:
     """ms per run of the ops before the second convolution: the stem and what ONNX Runtime adds to feed it
     (quantizing and transposing the input for int8), from its profiler with its default optimizations and
     threads on this CPU (int8 and float get different layouts and node names: the graph's order matches them)."""
     import json
     import tempfile
+    import time
 
     import onnx
 
     with tempfile.TemporaryDirectory() as folder:
         optimized = Path(folder) / "optimized.onnx"
         session = _session(model, optimized, Path(folder) / "ort")
-        for _ in range(runs + 1):
+        started = time.perf_counter()
+        session.run(None, feeds)  # the warm-up run, dropped below
+        runs = max(3, min(most, int(seconds / max(time.perf_counter() - started, 1e-6))))
+        for _ in range(runs):
             session.run(None, feeds)
         events = json.loads(Path(session.end_profiling()).read_text())
         nodes = list(onnx.load(optimized).graph.node)
