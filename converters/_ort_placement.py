@@ -158,6 +158,7 @@ def stem_ms(model: Path, feeds: dict[str, Any], seconds: float = 0.4, most: int 
     import time
 
     import onnx
+    from edgekit.runtimes._ort import _aggregate_node_events
 
     with tempfile.TemporaryDirectory() as folder:
         optimized = Path(folder) / "optimized.onnx"
@@ -169,13 +170,10 @@ def stem_ms(model: Path, feeds: dict[str, Any], seconds: float = 0.4, most: int 
             session.run(None, feeds)
         events = json.loads(Path(session.end_profiling()).read_text())
         nodes = list(onnx.load(optimized).graph.node)
-    times: dict[str, list[float]] = defaultdict(list)
-    for event in events:
-        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
-            times[event["name"][: -len("_kernel_time")]].append(event.get("dur", 0) / 1e3)
+    per_node = {row["name"]: row["total_ms"] for row in _aggregate_node_events(events, runs)}
     convolutions = [i for i, node in enumerate(nodes) if node.op_type in _CONVOLUTIONS]
     stem = nodes[:convolutions[1]] if len(convolutions) > 1 else nodes
-    return sum(sum(ms[len(ms) // (runs + 1):]) / runs for node in stem for ms in [times.get(node.name, [])])
+    return sum(per_node.get(node.name, 0.0) for node in stem)
 
 
 def speedups(before: Path, after: Path, feeds: dict[str, Any], rounds: int = 9) -> list[float]:
