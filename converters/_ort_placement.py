@@ -158,7 +158,7 @@ def stem_ms(model: Path, feeds: dict[str, Any], seconds: float = 0.4, most: int 
     import time
 
     import onnx
-    from edgekit.runtimes._ort import _aggregate_node_events
+    from edgekit.runtimes._ort import aggregate_node_events
 
     with tempfile.TemporaryDirectory() as folder:
         optimized = Path(folder) / "optimized.onnx"
@@ -170,7 +170,7 @@ def stem_ms(model: Path, feeds: dict[str, Any], seconds: float = 0.4, most: int 
             session.run(None, feeds)
         events = json.loads(Path(session.end_profiling()).read_text())
         nodes = list(onnx.load(optimized).graph.node)
-    per_node = {row["name"]: row["total_ms"] for row in _aggregate_node_events(events, runs)}
+    per_node = {row["name"]: row["total_ms"] for row in aggregate_node_events(events, runs)}
     convolutions = [i for i, node in enumerate(nodes) if node.op_type in _CONVOLUTIONS]
     stem = nodes[:convolutions[1]] if len(convolutions) > 1 else nodes
     return sum(per_node.get(node.name, 0.0) for node in stem)

@@ -180,14 +180,14 @@ class OrtRuntime(Runtime):
             for _ in range(runs + 1):  # the first run is a warm-up, dropped below
                 session.run(None, arrays)
             events = json.loads(Path(session.end_profiling()).read_text())
-        return _aggregate_node_events(events, runs)
+        return aggregate_node_events(events, runs)
 
     def _release(self) -> None:
         self._session = None
 
 
 
-def _aggregate_node_events(events: list[dict[str, Any]], runs: int) -> list[dict[str, Any]]:
+def aggregate_node_events(events: list[dict[str, Any]], runs: int) -> list[dict[str, Any]]:
     """Sum ORT's per-node kernel events ('<node>_kernel_time', microseconds), skipping the warm-up run."""
     per_node: dict[str, list[float]] = {}
     types: dict[str, str] = {}

@@ -137,6 +137,8 @@ def test_no_import_circle():
 #: an engine's private backend module, shared only with that engine's converter and the device listing
 ENGINE_INTERNALS = {
     "edgekit.converters._onnx": {"edgekit.runtimes._ort"},  # ONNX Runtime's errors, as the backend reads them
+    # the stem placement reads ORT's profiler through the runtime's own parser of its per-node events
+    "edgekit.converters._ort_placement": {"edgekit.runtimes._ort"},
     "edgekit.converters._openvino": {"edgekit.runtimes._openvino"},  # OpenVINO's messages, likewise
     # the QNN provider's session options (CPU fallback off) compile the context the runtime then loads
     "edgekit.converters._qnn": {"edgekit.runtimes._qnn"},
