@@ -23,8 +23,8 @@ per-position decisions were too flimsy to validate, even in OpenVINO's bf16 floa
 names one: on small inputs the per-call overhead of int8 (quantizing the input, the layout changes around int8
 kernels) weighs more than on the sizes people deploy (YOLO on OpenVINO, AMX Xeon: int8 0.69x bf16 at 160x160,
 1.08x at 640x640).
-``--readme`` replaces the rows it measured in README.md's table and keeps the others when they were measured on
-the same CPU; each row names its input and date.
+``--readme`` replaces the rows it measured in README.md's table for this CPU (one table per CPU measured, the
+latest first) and keeps that table's other rows; each row names its input and date.
 
 Raw settings compared (each on the float artifact edgekit made, the same calibration samples):
 - LiteRT: ``TFLiteConverter`` full-integer with float I/O (its default for a representative dataset) and int8 I/O
@@ -403,9 +403,9 @@ def _whole_clauses(text: str, limit: int = 400) -> str:
 
 
 def write_readme(rows: list[dict], args: argparse.Namespace, readme: Path) -> None:
-    """Put the summary rows between README.md's int8-speedup markers, the CPU above them. Rows of the table
-    this run did not measure (other models, engines or thread counts) stay when the table names this CPU; a
-    table from another CPU is replaced whole."""
+    """Put the summary rows between README.md's int8-speedup markers, in this CPU's table: one table per CPU
+    measured (the latest first), so a run on another machine adds its table beside the others. Rows of this
+    CPU's table that this run did not measure (other models, engines or thread counts) stay."""
     machine = f"**{cpu_name()}** ({os.cpu_count()} cores; {cpu_flags()})"
     today = time.strftime("%Y-%m-%d")
     fresh = {}
@@ -426,23 +426,45 @@ def write_readme(rows: list[dict], args: argparse.Namespace, readme: Path) -> No
             f"{failed['form']}: {_whole_clauses(failed['error'])} | | {beside} | | | {today} |")
     text = readme.read_text()
     start, end = text.index(README_MARKERS[0]) + len(README_MARKERS[0]), text.index(README_MARKERS[1])
-    kept = {}
-    if machine in text[start:end]:
-        for line in text[start:end].splitlines():
-            cells = [cell.strip() for cell in line.strip("|").split("|")]
-            if line.startswith("| ") and len(cells) == len(TABLE_HEADER[1].split("|")) - 2 and cells[0] != "model":
-                kept[(cells[0], cells[2], cells[3])] = line
-    table = {**kept, **fresh}
+    tables = _tables_per_cpu(text[start:end])
+    table = {**tables.pop(machine, {}), **fresh}
     order = {name: i for i, name in enumerate(MODELS)}
-    keys = sorted(table, key=lambda k: (order.get(k[0], len(order)), k[0], ENGINES.index(k[1])
-                                        if k[1] in ENGINES else len(ENGINES), int(k[2])))
-    lines = [f"Measured on {machine}, each architecture at the input size its users run it at, the rows' dates "
-             "and rounds in the last column (`python benchmarks/int8_speedup.py --threads 1,2 --readme`; a run "
-             "of some models or engines replaces their rows only). Speed-up of int8 over the same engine's "
-             "float form in the precision it ran (OpenVINO's default: bf16 where the CPU has it), the median "
-             "per-round ratio and its 95 % interval; *inconclusive* where the interval holds 1.0.", "",
-             *TABLE_HEADER, *(table[k] for k in keys)]
+
+    def lines_of(rows_by_key: dict[tuple[str, str, str], str]) -> list[str]:
+        keys = sorted(rows_by_key, key=lambda k: (order.get(k[0], len(order)), k[0], ENGINES.index(k[1])
+                                                  if k[1] in ENGINES else len(ENGINES), int(k[2])))
+        return [*TABLE_HEADER, *(rows_by_key[k] for k in keys)]
+
+    lines = ["Each architecture at the input size its users run it at, the rows' dates and rounds in the last "
+             "column (`python benchmarks/int8_speedup.py --threads 1,2 --readme`; a run of some models or engines "
+             "replaces their rows only, in its CPU's table). Speed-up of int8 over the same engine's float form "
+             "in the precision it ran (OpenVINO's default: bf16 where the CPU has it), the median per-round "
+             "ratio and its 95 % interval; *inconclusive* where the interval holds 1.0."]
+    for cpu, rows_by_key in {machine: table, **tables}.items():
+        if not rows_by_key:
+            continue
+        lines += ["", f"{CPU_LINE}{cpu}:", "", *lines_of(rows_by_key)]
     readme.write_text(text[:start] + "\n" + "\n".join(lines) + "\n" + text[end:])
+
+
+CPU_LINE = "Measured on "
+
+
+def _tables_per_cpu(section: str) -> dict[str, dict[tuple[str, str, str], str]]:
+    """README's int8 tables by the CPU they were measured on (its bold name, cores and flags), each as
+    (model, engine, threads) -> row."""
+    tables: dict[str, dict[tuple[str, str, str], str]] = {}
+    rows = None
+    for line in section.splitlines():
+        if line.startswith(CPU_LINE + "**"):
+            cpu = line[len(CPU_LINE):line.index(")", line.index("** (")) + 1]
+            rows = tables.setdefault(cpu, {})
+            continue
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if rows is not None and line.startswith("| ") and len(cells) == len(TABLE_HEADER[1].split("|")) - 2 \
+                and cells[0] != "model":
+            rows[(cells[0], cells[2], cells[3])] = line
+    return tables
 
 
 def _conv_child(folder: Path) -> None:
