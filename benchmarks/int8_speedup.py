@@ -385,6 +385,7 @@ def _raw_forms(rows: list[dict], key: tuple) -> list[dict]:
 
 
 README_MARKERS = ("<!-- int8-speedup -->", "<!-- /int8-speedup -->")
+CPU_LINE = "Measured on "  # opens each CPU's table
 
 
 TABLE_HEADER = ["| model | input | engine | threads | edgekit int8 vs float | float ran in | engine's own quantizer, "
@@ -446,8 +447,6 @@ def write_readme(rows: list[dict], args: argparse.Namespace, readme: Path) -> No
         lines += ["", f"{CPU_LINE}{cpu}:", "", *lines_of(rows_by_key)]
     readme.write_text(text[:start] + "\n" + "\n".join(lines) + "\n" + text[end:])
 
-
-CPU_LINE = "Measured on "
 
 
 def _tables_per_cpu(section: str) -> dict[str, dict[tuple[str, str, str], str]]:
