@@ -448,7 +448,6 @@ def write_readme(rows: list[dict], args: argparse.Namespace, readme: Path) -> No
     readme.write_text(text[:start] + "\n" + "\n".join(lines) + "\n" + text[end:])
 
 
-
 def _tables_per_cpu(section: str) -> dict[str, dict[tuple[str, str, str], str]]:
     """README's int8 tables by the CPU they were measured on (its bold name, cores and flags), each as
     (model, engine, threads) -> row."""

@@ -186,7 +186,6 @@ class OrtRuntime(Runtime):
         self._session = None
 
 
-
 def aggregate_node_events(events: list[dict[str, Any]], runs: int) -> list[dict[str, Any]]:
     """Sum ORT's per-node kernel events ('<node>_kernel_time', microseconds), skipping the warm-up run."""
     per_node: dict[str, list[float]] = {}
