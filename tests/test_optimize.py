@@ -154,6 +154,27 @@ def test_the_budget_judges_the_measured_drop_and_the_bound_is_one_option_away():
                                        f"0.00 holds it); about {needed} held-out samples would prove it at this drop")
 
 
+def test_a_tie_holds_against_every_point_not_only_the_fastest():
+    """CI met it: a noisy fastest point "tied" OpenVINO w4 (smallest drop), 13 % slower than the default int8
+    whose own noise told them apart; the chosen point must not be measurably slower than any point that holds."""
+    from edgekit.optimizing.evaluate import Settings
+    from edgekit.optimizing.result import Point, _choose, _explained
+
+    def point(trial, target, ms, noise, drop):
+        return Point(trial, target, {"target": target}, f"{target}.xml", ms, ms, drop, drop, 1000, True,
+                     noise_ms=noise, heldout_drop=drop, heldout_drop_ucb=drop, heldout_samples=400)
+
+    noisy = point(7, "tflite-int8", 0.0250, 0.0045, 0.5)
+    default_int8 = point(0, "onnx-int8", 0.0258, 0.0013, 0.3)
+    w4 = point(5, "openvino-w4", 0.0291, 0.0015, 0.0)
+    settings = Settings(model="m", calibration="c", budget=1.0)
+    best, _ = _choose([noisy, default_int8, w4], settings)
+    assert best == default_int8
+    verdicts = {p.target: p.verdict for p in _explained([noisy, default_int8, w4], best, settings)}
+    assert verdicts == {"tflite-int8": "tied within noise (0.0250 vs 0.0258 ms ± 0.0045); the chosen point has "
+                                       "the smaller drop or file", "onnx-int8": "chosen", "openvino-w4": ""}
+
+
 def test_a_rerun_of_a_finished_study_evaluates_nothing(searched, digits_torch_onnx):
     _, out = searched
     data = _run_json(str(digits_torch_onnx), *DATA, "--formats", "onnx,openvino", "--trials", "10",

@@ -181,9 +181,15 @@ def _choose(pool: list[Point], settings: Any) -> tuple[Point | None, str | None]
         if not pool:
             return None, f"no trial held the budget of {budget:g} on the search data"
         return None, f"no front point held the budget of {budget:g} on the held-out data"
-    fastest = min(holding, key=lambda p: p.latency_ms)
-    tied = [p for p in holding if p.latency_ms - fastest.latency_ms <= max(fastest.noise_ms or 0, p.noise_ms or 0)]
+    # tied: no holding point is measurably faster. Judged against every one, not just the fastest: a noisy
+    # fastest point would otherwise let through a point measurably slower than a third (a default int8, say).
+    tied = [p for p in holding if all(p.latency_ms - q.latency_ms <= _noise(p, q) for q in holding)]
     return min(tied, key=lambda p: (p.drop, p.size_bytes, p.latency_ms)), None
+
+
+def _noise(a: Point, b: Point) -> float:
+    """Below this two settled latencies are not told apart."""
+    return max(a.noise_ms or 0, b.noise_ms or 0)
 
 
 def _explained(points: list[Point], best: Point | None, settings: Any) -> list[Point]:
@@ -209,7 +215,7 @@ def _explained(points: list[Point], best: Point | None, settings: Any) -> list[P
                     if p.samples_to_prove else "")
             return (f"held-out bound {p.heldout_drop_ucb:.2f} over the budget {budget:g} with "
                     f"{p.heldout_samples} samples (measured drop {p.heldout_drop:.2f} holds it){more}")
-        return (f"tied within noise ({p.latency_ms:.4f} vs {best.latency_ms:.4f} ms ± {best.noise_ms or 0:.4f}); "
+        return (f"tied within noise ({p.latency_ms:.4f} vs {best.latency_ms:.4f} ms ± {_noise(p, best):.4f}); "
                 f"the chosen point has the smaller drop or file") if best else "holds the budget"
 
     return [_replace(p, verdict=why(p)) for p in points]
