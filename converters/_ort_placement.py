@@ -136,41 +136,26 @@ def _activation_of(conv: Any, following: list[Any], constants: set[str]) -> list
     return activation
 
 
-def _session(model: Path, optimized: Path | None = None, profile: Path | None = None) -> Any:
+def _session(model: Path) -> Any:
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # saving an NCHWc graph warns that it is CPU-specific: it is only read here
-    if optimized:
-        options.optimized_model_filepath = str(optimized)
-    if profile:
-        options.enable_profiling = True
-        options.profile_file_prefix = str(profile)
-    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
 
 
 def stem_ms(model: Path, feeds: dict[str, Any], seconds: float = 0.4, most: int = 20) -> float:
     """ms per run of the ops before the second convolution: the stem and what ONNX Runtime adds to feed it
     (quantizing and transposing the input for int8), from its profiler with its default optimizations and
     threads on this CPU (int8 and float get different layouts and node names: the graph's order matches them)."""
-    import json
     import tempfile
-    import time
 
     import onnx
-    from edgekit.runtimes._ort import aggregate_node_events
+    from edgekit.runtimes._ort import profile_nodes
 
     with tempfile.TemporaryDirectory() as folder:
         optimized = Path(folder) / "optimized.onnx"
-        session = _session(model, optimized, Path(folder) / "ort")
-        started = time.perf_counter()
-        session.run(None, feeds)  # the warm-up run, dropped below
-        runs = max(3, min(most, int(seconds / max(time.perf_counter() - started, 1e-6))))
-        for _ in range(runs):
-            session.run(None, feeds)
-        events = json.loads(Path(session.end_profiling()).read_text())
+        rows = profile_nodes(model, feeds, runs=most, budget_s=seconds, optimized_model=optimized)
         nodes = list(onnx.load(optimized).graph.node)
-    per_node = {row["name"]: row["total_ms"] for row in aggregate_node_events(events, runs)}
+    per_node = {row["name"]: row["total_ms"] for row in rows}
     convolutions = [i for i, node in enumerate(nodes) if node.op_type in _CONVOLUTIONS]
     stem = nodes[:convolutions[1]] if len(convolutions) > 1 else nodes
     return sum(per_node.get(node.name, 0.0) for node in stem)

@@ -163,30 +163,47 @@ class OrtRuntime(Runtime):
 
     def profile_ops(self, feeds: Any, *, runs: int, raw: bool = False) -> list[dict[str, Any]]:
         """ONNX Runtime's session profiler, in a second session so the timed one stays unprofiled."""
-        import json
-        import tempfile
-        from pathlib import Path
-
-        import onnxruntime as ort
-
         arrays = dict(zip(self._input_names, self._prepare(feeds, raw)))
-        with tempfile.TemporaryDirectory() as folder:
-            options = ort.SessionOptions()
-            if self._threads is not None:
-                options.intra_op_num_threads = self._threads
-            options.enable_profiling = True
-            options.profile_file_prefix = str(Path(folder) / "ort")
-            session = ort.InferenceSession(self.path, options, providers=list(self.providers))
-            for _ in range(runs + 1):  # the first run is a warm-up, dropped below
-                session.run(None, arrays)
-            events = json.loads(Path(session.end_profiling()).read_text())
-        return aggregate_node_events(events, runs)
+        return profile_nodes(self.path, arrays, runs=runs, threads=self._threads, providers=list(self.providers))
 
     def _release(self) -> None:
         self._session = None
 
 
-def aggregate_node_events(events: list[dict[str, Any]], runs: int) -> list[dict[str, Any]]:
+def profile_nodes(path: Any, feeds: dict[str, Any], *, runs: int, threads: int | None = None,
+                  providers: list[Any] | None = None, optimized_model: Any = None,
+                  budget_s: float | None = None) -> list[dict[str, Any]]:
+    """Per-node ms per run from ONNX Runtime's session profiler, after a warm-up run: ``runs`` runs, or fewer
+    (at least 3) where that many would take longer than ``budget_s``. ``optimized_model`` is where to save the
+    graph ORT ran: its node names are the profile's."""
+    import json
+    import tempfile
+    import time
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as folder:
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        if optimized_model is not None:
+            options.optimized_model_filepath = str(optimized_model)
+            options.log_severity_level = 3  # saving an NCHWc graph warns that it is CPU-specific: only read here
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(folder) / "ort")
+        session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        started = time.perf_counter()
+        session.run(None, feeds)  # the warm-up run, dropped below
+        if budget_s is not None:
+            runs = max(3, min(runs, int(budget_s / max(time.perf_counter() - started, 1e-6))))
+        for _ in range(runs):
+            session.run(None, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    return _aggregate_node_events(events, runs)
+
+
+def _aggregate_node_events(events: list[dict[str, Any]], runs: int) -> list[dict[str, Any]]:
     """Sum ORT's per-node kernel events ('<node>_kernel_time', microseconds), skipping the warm-up run."""
     per_node: dict[str, list[float]] = {}
     types: dict[str, str] = {}
