@@ -10,7 +10,13 @@ from edgekit.converters import TARGETS
 from edgekit.runtimes.cpu import describe_cpu
 
 import edgekit
-from edgekit.pipeline.speed import _time_per_op_type, int8_against_float, slower_warning, speed_check
+from edgekit.pipeline.speed import (
+    _time_per_op_type,
+    bf16_slower_warning,
+    int8_against_float,
+    slower_warning,
+    speed_check,
+)
 
 
 class _Sleeper:
@@ -87,6 +93,33 @@ def test_a_slower_int8_form_names_what_its_evidence_shows_else_asks_for_a_report
                                 "the artifact's .json report")
 
 
+def test_a_bf16_default_slower_than_f32_is_timed_beside_it_and_named():
+    """OpenVINO's float default on an AVX-512 BF16 CPU without AMX (the VNNI Xeon, 2026-12-07: EfficientNet-B0
+    15.0 ms in bf16, 11.1 ms in f32): int8 is judged against the default, and f32, timed in the same rounds, is
+    named with the option that runs it; where bf16 is the faster, nothing is said."""
+    int8, bf16, f32 = _Sleeper(0.0005), _Sleeper(0.002), _Sleeper(0.001)
+    speed = int8_against_float(int8, bf16, {}, f32)
+    assert abs(f32.calls - bf16.calls) <= 1 and f32.calls >= 5  # the same interleaved rounds
+    assert speed["float_f32_ms"] >= 1.0 and speed["speedup_vs_f32"] == pytest.approx(
+        speed["float_f32_ms"] / speed["int8_ms"], rel=1e-2)
+    speed = {**speed, "cpu": "x86 (VNNI)", "float_precision": "bf16"}
+    warning = bf16_slower_warning(TARGETS["openvino-int8"], speed)
+    assert warning == (f"the float form's default precision on this CPU (x86 (VNNI)) is bf16, and it ran slower than "
+                       f"f32 ({speed['float_ms']:.3g} vs {speed['float_f32_ms']:.3g} ms): openvino-int8 is "
+                       f"{speed['speedup']:.2f}x the bf16 default and {speed['speedup_vs_f32']:.2f}x f32; where float "
+                       "is shipped, run it in f32 (edgekit.load(..., precision=\"f32\"), edgekit profile --precision "
+                       "f32)")
+    assert bf16_slower_warning(TARGETS["openvino-int8"], int8_against_float(int8, f32, {}, bf16)) is None
+    assert "float_f32_ms" not in int8_against_float(int8, f32, {})
+    # int8 slower than a bf16 default that beat f32 (AMX): bf16's speed is the cause; slower than f32, it is not
+    slow = {"measured": True, "cpu": "x86 (VNNI)", "int8_ms": 1.5, "float_ms": 1.2, "speedup": 0.8,
+            "float_precision": "bf16"}
+    cause = "its float form runs in bf16 on this CPU"
+    assert cause in slower_warning(TARGETS["openvino-int8"], {**slow, "float_f32_ms": 1.5, "speedup_vs_f32": 1.0})
+    assert cause not in slower_warning(TARGETS["openvino-int8"], {**slow, "float_f32_ms": 0.9,
+                                                                    "speedup_vs_f32": 0.6})
+
+
 def test_an_artifact_for_another_cpu_is_not_judged_here(tmp_path):
     """Not even loaded: the files do not exist, and the answer is the CPU, not a load error."""
     other = "arm64" if describe_cpu("auto").startswith("x86") else "x86"
@@ -110,3 +143,7 @@ def test_every_int8_conversion_reports_its_speed_against_float_here(tmp_path):
         assert speed["speedup"] == pytest.approx(speed["float_ms"] / speed["int8_ms"], rel=1e-2)
         slower = any("the speed of its float sibling" in w for w in result.report["warnings"])
         assert slower == (speed["speedup"] < 0.95)
+        # f32 is timed beside a bf16 default (OpenVINO on an AVX-512 BF16 / AMX CPU), and only then
+        assert ("float_f32_ms" in speed) == (speed["float_precision"] == "bf16"), speed
+        named = any("is bf16, and it ran slower than f32" in w for w in result.report["warnings"])
+        assert named == ("float_f32_ms" in speed and speed["float_f32_ms"] < 0.95 * speed["float_ms"]), speed

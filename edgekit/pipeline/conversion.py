@@ -30,7 +30,13 @@ from edgekit.pipeline.calibration import RANDOM_SOURCE, Dataset, build_dataset, 
 from edgekit.pipeline.engine_log import engine_messages
 from edgekit.pipeline.job import ConversionJob, Progress, as_job, no_progress, split_keywords, tool_versions
 from edgekit.pipeline.repair import try_remedies
-from edgekit.pipeline.speed import REMEDY_SLOWER_BELOW, slower_than_float, slower_warning, speed_check
+from edgekit.pipeline.speed import (
+    REMEDY_SLOWER_BELOW,
+    bf16_slower_warning,
+    slower_than_float,
+    slower_warning,
+    speed_check,
+)
 from edgekit.pipeline.validation import ValidationReport, validate
 from edgekit.runtimes import open_runtime
 from edgekit.runtimes.base import TensorSpec
@@ -357,8 +363,7 @@ def _convert_one(run: _TargetRun, *, repair: bool, force: bool, check_speed: boo
     warnings = list(chosen.warnings) + (list(validation.notes) if validation else [])
     speed = _speed_of(run, chosen) if check_speed and not failures else None
     slower = slower_warning(target, speed, used.get("kept_float_for_engine")) if speed else None
-    if slower:
-        warnings.append(slower)
+    warnings += [w for w in (slower, bf16_slower_warning(target, speed)) if w]
     if validation and validation.collapsed and accept_loss:
         warnings.append(f"collapse accepted ({spelled('--accept-loss', 'accept_loss=True')}): "
                         + "; ".join(validation.collapsed))

@@ -92,16 +92,18 @@ PROFILE_RUNS, PROFILE_SECONDS = (5, 100), 1.0
 TOP_OP_TYPES = 4
 
 
-def int8_against_float(int8: Any, float_: Any, feeds: dict[str, Any]) -> dict[str, Any]:
-    """``int8`` and ``float_`` are runtimes (or anything with ``run(feeds)``), timed on this machine."""
-    for runtime in (int8, float_):
+def int8_against_float(int8: Any, float_: Any, feeds: dict[str, Any], f32: Any = None) -> dict[str, Any]:
+    """``int8`` and ``float_`` are runtimes (or anything with ``run(feeds)``), timed on this machine; ``f32``, the
+    float model compiled in f32 where the engine's default ran it in bf16, is timed in the same rounds."""
+    runtimes = {"int8": int8, "float": float_} | ({"f32": f32} if f32 is not None else {})
+    for runtime in runtimes.values():
         runtime.run(feeds)  # first calls allocate and pick kernels
     per_round = max(1, int(ROUND_SECONDS / max(_one_call(float_, feeds), 1e-7)))
-    times: dict[str, list[float]] = {"int8": [], "float": []}
+    times: dict[str, list[float]] = {label: [] for label in runtimes}
     for rounds_done in range(ROUNDS):
         if rounds_done >= 2 and min(times["int8"]) > CLEARLY_SLOWER * max(times["float"]):
             break
-        for label, runtime in (("int8", int8), ("float", float_)):
+        for label, runtime in runtimes.items():
             # an engine's worker threads spin for a while after a call: let the other model's go idle and
             # re-warm this one, or each slows the other (ONNX Runtime: 2-3x, seen in benchmarks/convert.py)
             time.sleep(SETTLE_SECONDS)
@@ -117,6 +119,9 @@ def int8_against_float(int8: Any, float_: Any, feeds: dict[str, Any]) -> dict[st
              "float_precision": getattr(float_, "precision", None),
              "how": f"fastest of {len(times['int8'])} interleaved rounds of {per_round} call(s), engine defaults, "
                     "one sample"}
+    if f32 is not None:
+        f32_ms = min(times["f32"])
+        speed.update(float_f32_ms=round(f32_ms, 4), speedup_vs_f32=round(f32_ms / int8_ms, 3))
     if speed["speedup"] < SLOWER_BELOW:
         per_op = {label: _time_per_op_type(runtime, feeds, ms) for label, runtime, ms
                   in (("int8", int8, int8_ms), ("float", float_, float_ms))}
@@ -161,9 +166,24 @@ def speed_check(int8_path: Path, float_path: Path, feeds: dict[str, Any], for_cp
         return {"measured": False, "why": f"built for {for_cpu}; this machine is {here}"}
     try:
         with open_runtime(int8_path) as int8, open_runtime(float_path) as float_:
-            return int8_against_float(adapt(int8), adapt(float_), feeds)
+            if float_.precision != "bf16":
+                return int8_against_float(adapt(int8), adapt(float_), feeds)
+            # OpenVINO's float default on an AVX-512 BF16 / AMX CPU: int8 is judged against it, as the engine
+            # runs it, and f32 is timed beside it (without AMX, bf16 can run slower than f32)
+            with open_runtime(float_path, precision="f32") as f32:
+                return int8_against_float(adapt(int8), adapt(float_), feeds, adapt(f32))
     except EdgekitError as exc:
         return {"measured": False, "why": f"a model did not run: {exc}"}
+
+
+def bf16_slower_warning(target: Any, speed: dict[str, Any] | None) -> str | None:
+    """A warning when the engine's default bf16 ran its float form slower than f32 here, or None."""
+    if not speed or not speed.get("float_f32_ms") or speed["float_f32_ms"] / speed["float_ms"] >= SLOWER_BELOW:
+        return None
+    return (f"the float form's default precision on this CPU ({speed['cpu']}) is bf16, and it ran slower than f32 "
+            f"({speed['float_ms']:.3g} vs {speed['float_f32_ms']:.3g} ms): {target.name} is {speed['speedup']:.2f}x "
+            f"the bf16 default and {speed['speedup_vs_f32']:.2f}x f32; where float is shipped, run it in f32 "
+            "(edgekit.load(..., precision=\"f32\"), edgekit profile --precision f32)")
 
 
 def slower_than_float(speed: dict[str, Any] | None, below: float = SLOWER_BELOW) -> str | None:
@@ -182,6 +202,7 @@ def slower_warning(target: Any, speed: dict[str, Any], kept_float: dict[str, str
         return None
     per_op = speed.get("per_op_type_ms")
     where = f". Where the time goes (the engine's profiler): {describe_per_op_types(per_op)}" if per_op else ""
-    causes = measured_causes((per_op or {}).get("int8"), kept_float, speed.get("float_precision"))
+    bf16_ran_fast = speed.get("float_precision") == "bf16" and not bf16_slower_warning(target, speed)
+    causes = measured_causes((per_op or {}).get("int8"), kept_float, "bf16" if bf16_ran_fast else None)
     why = why_int8_is_slower(target.family, speed["cpu"], causes=causes)
     return f"{target.name} {slower}: {why}" + where
