@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -164,23 +165,11 @@ def stem_ms(model: Path, feeds: dict[str, Any], seconds: float = 0.4, most: int 
 def speedups(before: Path, after: Path, feeds: dict[str, Any], rounds: int = 9) -> list[float]:
     """How much faster ``after`` runs than ``before`` here, per round (sorted), the two timed in alternation
     with ONNX Runtime's defaults (a busy machine slows both alike)."""
-    import time
+    from edgekit.runtimes.timing import calls_for, interleaved_rounds
 
-    sessions = [_session(before), _session(after)]
-    for session in sessions:
-        session.run(None, feeds)
-    started = time.perf_counter()
-    sessions[0].run(None, feeds)
-    calls = max(1, int(0.05 / max(time.perf_counter() - started, 1e-6)))
-    ratios = []
-    for _ in range(rounds):
-        took = []
-        for session in sessions:
-            time.sleep(0.02)  # ORT's workers spin after a call: let them idle before the other model runs
-            session.run(None, feeds)
-            started = time.perf_counter()
-            for _ in range(calls):
-                session.run(None, feeds)
-            took.append(time.perf_counter() - started)
-        ratios.append(took[0] / took[1])
-    return sorted(ratios)
+    calls = {label: partial(_session(model).run, None, feeds) for label, model in (("before", before),
+                                                                                   ("after", after))}
+    for call in calls.values():
+        call()
+    times = interleaved_rounds(calls, rounds, calls_for(calls["before"], 0.05), settle_s=0.02)
+    return sorted(b / a for b, a in zip(times["before"], times["after"]))

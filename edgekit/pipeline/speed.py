@@ -9,8 +9,8 @@ sample, in interleaved rounds so that a busy machine slows both alike; the faste
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from edgekit.runtimes import open_runtime
 from edgekit.runtimes.base import time_by_op_type
 from edgekit.runtimes.cpu import INT8_INSTRUCTIONS, X86_WITHOUT_VNNI, describe_cpu
 from edgekit.runtimes.errors import EdgekitError
+from edgekit.runtimes.timing import calls_for, interleaved_rounds
 
 #: why an engine's int8 can trail its float on a CPU, measured (benchmarks/int8_speedup.py's one-conv check)
 SLOW_INT8 = {
@@ -95,23 +96,13 @@ TOP_OP_TYPES = 4
 def int8_against_float(int8: Any, float_: Any, feeds: dict[str, Any], f32: Any = None) -> dict[str, Any]:
     """``int8`` and ``float_`` are runtimes (or anything with ``run(feeds)``), timed on this machine; ``f32``, the
     float model compiled in f32 where the engine's default ran it in bf16, is timed in the same rounds."""
-    runtimes = {"int8": int8, "float": float_} | ({"f32": f32} if f32 is not None else {})
-    for runtime in runtimes.values():
-        runtime.run(feeds)  # first calls allocate and pick kernels
-    per_round = max(1, int(ROUND_SECONDS / max(_one_call(float_, feeds), 1e-7)))
-    times: dict[str, list[float]] = {label: [] for label in runtimes}
-    for rounds_done in range(ROUNDS):
-        if rounds_done >= 2 and min(times["int8"]) > CLEARLY_SLOWER * max(times["float"]):
-            break
-        for label, runtime in runtimes.items():
-            # an engine's worker threads spin for a while after a call: let the other model's go idle and
-            # re-warm this one, or each slows the other (ONNX Runtime: 2-3x, seen in benchmarks/convert.py)
-            time.sleep(SETTLE_SECONDS)
-            runtime.run(feeds)
-            started = time.perf_counter()
-            for _ in range(per_round):
-                runtime.run(feeds)
-            times[label].append((time.perf_counter() - started) / per_round * 1000)
+    calls = {label: partial(runtime.run, feeds) for label, runtime in
+             {"int8": int8, "float": float_, "f32": f32}.items() if runtime is not None}
+    for call in calls.values():
+        call()  # first calls allocate and pick kernels
+    per_round = calls_for(calls["float"], ROUND_SECONDS)
+    times = interleaved_rounds(calls, ROUNDS, per_round, SETTLE_SECONDS, stop=lambda times: len(times["int8"]) >= 2
+                               and min(times["int8"]) > CLEARLY_SLOWER * max(times["float"]))
     int8_ms, float_ms = (min(times[k]) for k in ("int8", "float"))
     here = describe_cpu("auto")
     speed = {"measured": True, "cpu": here, "int8_instructions": INT8_INSTRUCTIONS[here],
@@ -149,12 +140,6 @@ def describe_per_op_types(per_op: dict[str, dict[str, float]]) -> str:
     """``int8: QLinearConv 0.53, QLinearMul 0.26 ms; float: Conv 0.52 ms ...``: each run's largest op types."""
     return "; ".join(f"{label}: " + ", ".join(f"{op} {ms:.2g}" for op, ms in list(times.items())[:TOP_OP_TYPES])
                      + " ms" for label, times in per_op.items())
-
-
-def _one_call(runtime: Any, feeds: dict[str, Any]) -> float:
-    started = time.perf_counter()
-    runtime.run(feeds)
-    return time.perf_counter() - started
 
 
 def speed_check(int8_path: Path, float_path: Path, feeds: dict[str, Any], for_cpu: str | None,
