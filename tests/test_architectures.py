@@ -90,6 +90,13 @@ def test_every_artifact_matches_the_keras_model_on_every_engine(built, name, tar
     assert min(cosines.values()) >= floor, f"{name} {target}: cosine {cosines} below {floor}"
 
 
+def test_keras_preprocessing_runs_after_the_layout_transpose_in_onnx(built):
+    """EfficientNet's Rescaling and per-channel Normalization move behind tf2onnx's NHWC -> NCHW Transpose (ONNX
+    Runtime broadcasts them over NHWC slowly); the artifact comparison above holds it to the Keras model."""
+    moved = built("efficientnet")[1]["onnx-fp32"].report["options"]["moved_behind_layout_transpose"]
+    assert any("rescaling" in n for n in moved) and any("normalization" in n for n in moved), moved
+
+
 def test_a_keras_transformer_gets_nncfs_transformer_scheme(built):
     """Keras' MultiHeadAttention computes attention with Einsum, not MatMul: the encoder must still be found a
     transformer (NNCF's default scheme read it at cosine 0.98 and slower than bf16), a CNN must not."""

@@ -219,3 +219,50 @@ def test_a_later_quantization_of_the_same_model_reuses_the_ranges_and_matches_a_
     # a different calibration method is calibrated afresh
     convert(shared, target, tmp_path / "percentile.onnx", calibration=calibration, calib_method="percentile")
     assert len(reads) == 3 * len(samples) + 2 * timed
+
+
+def _nhwc_normalized_conv(shared_output: bool = False):
+    """Keras' Rescaling and Normalization on an NHWC image, then tf2onnx's Transpose to NCHW and a convolution."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    constants = [numpy_helper.from_array(np.array(1 / 255, np.float32), "scale"),
+                 numpy_helper.from_array(np.array([[[[0.485, 0.456, 0.406]]]], np.float32), "mean"),
+                 numpy_helper.from_array(np.array([0.229, 0.224, 0.225], np.float32), "std"),
+                 numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "weights")]
+    nodes = [helper.make_node("Mul", ["pixels", "scale"], ["scaled"], name="rescaling/mul"),
+             helper.make_node("Sub", ["scaled", "mean"], ["centred"], name="normalization/sub"),
+             helper.make_node("Div", ["centred", "std"], ["normalized"], name="normalization/truediv"),
+             helper.make_node("Transpose", ["normalized"], ["nchw"], name="Transpose__0", perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["nchw", "weights"], ["features"], name="stem", pads=[1, 1, 1, 1])]
+    outputs = [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 4, 16, 16])]
+    if shared_output:  # the normalized image is read by something else too: nothing moves
+        outputs.append(helper.make_tensor_value_info("centred", TensorProto.FLOAT, [1, 16, 16, 3]))
+    graph = helper.make_graph(nodes, "keras", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT,
+                                                                             [1, 16, 16, 3])], outputs, constants)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_keras_export_normalizes_its_image_after_the_layout_transpose_with_the_same_results():
+    """ONNX Runtime broadcasts a per-channel constant over NHWC in spans of 3 channels: a Keras EfficientNet's
+    Normalization cost it 1.3 ms of 12 in float and int8 alike. Moved behind tf2onnx's Transpose, the chain
+    gives the very same numbers."""
+    import onnx
+    import onnxruntime as ort
+    from edgekit.converters._onnx_export import _channel_ops_behind_layout_transpose
+
+    image = {"pixels": np.random.default_rng(1).uniform(0, 255, (1, 16, 16, 3)).astype(np.float32)}
+    model = _nhwc_normalized_conv()
+    before = ort.InferenceSession(model.SerializeToString()).run(None, image)
+    moved = _channel_ops_behind_layout_transpose(model)
+    onnx.checker.check_model(model, full_check=True)
+    assert moved == ["rescaling/mul", "normalization/sub", "normalization/truediv"]
+    assert [n.op_type for n in model.graph.node] == ["Transpose", "Mul", "Sub", "Div", "Conv"]
+    constants = {t.name: list(t.dims) for t in model.graph.initializer}
+    assert constants == {"scale": [], "mean__nchw": [1, 3, 1, 1], "std__nchw": [1, 3, 1, 1], "weights": [4, 3, 3, 3]}
+    after = ort.InferenceSession(model.SerializeToString()).run(None, image)
+    np.testing.assert_array_equal(after[0], before[0])
+
+    shared = _nhwc_normalized_conv(shared_output=True)
+    assert _channel_ops_behind_layout_transpose(shared) == []
+    assert [n.op_type for n in shared.graph.node] == ["Mul", "Sub", "Div", "Transpose", "Conv"]
