@@ -223,11 +223,11 @@ def _move_behind(graph: Any, chain: list[Any], transpose: Any, source: str, chan
             constant = initializers.get(name)
             if constant is None or not constant.dims or constant.dims[-1] == 1:
                 continue
-            values = numpy_helper.to_array(constant).reshape(1, channels, 1, 1)
-            moved = numpy_helper.from_array(values, f"{name}__nchw")
-            graph.initializer.append(moved)
-            initializers[moved.name] = moved
-            node.input[index] = moved.name
+            if f"{name}__nchw" not in initializers:  # one reshaped copy however many of the chain read it
+                values = numpy_helper.to_array(constant).reshape(1, channels, 1, 1)
+                initializers[f"{name}__nchw"] = numpy_helper.from_array(values, f"{name}__nchw")
+                graph.initializer.append(initializers[f"{name}__nchw"])
+            node.input[index] = f"{name}__nchw"
     nodes = list(graph.node)
     nodes.remove(transpose)
     nodes.insert(nodes.index(chain[0]), transpose)

@@ -232,7 +232,9 @@ def _nhwc_normalized_conv(shared_output: bool = False):
                  numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "weights")]
     nodes = [helper.make_node("Mul", ["pixels", "scale"], ["scaled"], name="rescaling/mul"),
              helper.make_node("Sub", ["scaled", "mean"], ["centred"], name="normalization/sub"),
-             helper.make_node("Div", ["centred", "std"], ["normalized"], name="normalization/truediv"),
+             helper.make_node("Div", ["centred", "std"], ["divided"], name="normalization/truediv"),
+             # a constant read twice in the chain (gets one reshaped copy)
+             helper.make_node("Mul", ["divided", "std"], ["normalized"], name="normalization/mul"),
              helper.make_node("Transpose", ["normalized"], ["nchw"], name="Transpose__0", perm=[0, 3, 1, 2]),
              helper.make_node("Conv", ["nchw", "weights"], ["features"], name="stem", pads=[1, 1, 1, 1])]
     outputs = [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 4, 16, 16])]
@@ -256,8 +258,8 @@ def test_a_keras_export_normalizes_its_image_after_the_layout_transpose_with_the
     before = ort.InferenceSession(model.SerializeToString()).run(None, image)
     moved = _channel_ops_behind_layout_transpose(model)
     onnx.checker.check_model(model, full_check=True)
-    assert moved == ["rescaling/mul", "normalization/sub", "normalization/truediv"]
-    assert [n.op_type for n in model.graph.node] == ["Transpose", "Mul", "Sub", "Div", "Conv"]
+    assert moved == ["rescaling/mul", "normalization/sub", "normalization/truediv", "normalization/mul"]
+    assert [n.op_type for n in model.graph.node] == ["Transpose", "Mul", "Sub", "Div", "Mul", "Conv"]
     constants = {t.name: list(t.dims) for t in model.graph.initializer}
     assert constants == {"scale": [], "mean__nchw": [1, 3, 1, 1], "std__nchw": [1, 3, 1, 1], "weights": [4, 3, 3, 3]}
     after = ort.InferenceSession(model.SerializeToString()).run(None, image)
@@ -265,4 +267,4 @@ def test_a_keras_export_normalizes_its_image_after_the_layout_transpose_with_the
 
     shared = _nhwc_normalized_conv(shared_output=True)
     assert _channel_ops_behind_layout_transpose(shared) == []
-    assert [n.op_type for n in shared.graph.node] == ["Mul", "Sub", "Div", "Transpose", "Conv"]
+    assert [n.op_type for n in shared.graph.node] == ["Mul", "Sub", "Div", "Mul", "Transpose", "Conv"]
