@@ -166,24 +166,23 @@ def _channel_ops_behind_layout_transpose(model: Any) -> list[str]:
     spans a whole plane. The chain moves only where each op reads the previous one's output and a constant
     that varies along the channels at most, and nothing else reads what it makes: the same arithmetic on the
     same values, in another order of elements."""
-    from edgekit.converters._onnx_rewrite import drop_unread_initializers
+    from edgekit.converters._onnx_rewrite import _attribute, drop_unread_initializers
+    from edgekit.converters._ort_placement import _links
     from onnx import numpy_helper
 
     graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
-    read_by: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            read_by.setdefault(name, []).append(node)
+    read_by = _links(graph)[1]
+    outputs = {o.name for o in graph.output}
     moved: list[str] = []
     for graph_input in graph.input:
         dims = graph_input.type.tensor_type.shape.dim
         if len(dims) != 4 or not dims[3].dim_value:
             continue
         channels, chain, tensor = dims[3].dim_value, [], graph_input.name
-        while len(read_by.get(tensor, [])) == 1 and tensor not in {o.name for o in graph.output}:
+        while len(read_by[tensor]) == 1 and tensor not in outputs:
             node = read_by[tensor][0]
-            if node.op_type == "Transpose" and chain and list(_attribute_ints(node, "perm")) == _NHWC_TO_NCHW:
+            if node.op_type == "Transpose" and chain and list(_attribute(node, "perm", [])) == _NHWC_TO_NCHW:
                 _move_behind(graph, chain, node, graph_input.name, channels, initializers, numpy_helper)
                 moved += [n.name for n in chain]
                 break
@@ -196,10 +195,6 @@ def _channel_ops_behind_layout_transpose(model: Any) -> list[str]:
     if moved:  # the channels-last constants, now unread (ONNX Runtime warns of each)
         drop_unread_initializers(graph)
     return moved
-
-
-def _attribute_ints(node: Any, name: str) -> list[int]:
-    return next((list(a.ints) for a in node.attribute if a.name == name), [])
 
 
 def _per_channel(constant: Any, channels: int) -> bool:

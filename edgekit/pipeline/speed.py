@@ -161,9 +161,14 @@ def speed_check(int8_path: Path, float_path: Path, feeds: dict[str, Any], for_cp
         return {"measured": False, "why": f"a model did not run: {exc}"}
 
 
+def _bf16_ran_slower(speed: dict[str, Any]) -> bool:
+    """The engine's default bf16 ran the float form slower than f32 here (f32 was timed beside it)."""
+    return bool(speed.get("float_f32_ms")) and speed["float_f32_ms"] / speed["float_ms"] < SLOWER_BELOW
+
+
 def bf16_slower_warning(target: Any, speed: dict[str, Any] | None) -> str | None:
     """A warning when the engine's default bf16 ran its float form slower than f32 here, or None."""
-    if not speed or not speed.get("float_f32_ms") or speed["float_f32_ms"] / speed["float_ms"] >= SLOWER_BELOW:
+    if not speed or not _bf16_ran_slower(speed):
         return None
     return (f"the float form's default precision on this CPU ({speed['cpu']}) is bf16, and it ran slower than f32 "
             f"({speed['float_ms']:.3g} vs {speed['float_f32_ms']:.3g} ms): {target.name} is {speed['speedup']:.2f}x "
@@ -187,7 +192,8 @@ def slower_warning(target: Any, speed: dict[str, Any], kept_float: dict[str, str
         return None
     per_op = speed.get("per_op_type_ms")
     where = f". Where the time goes (the engine's profiler): {describe_per_op_types(per_op)}" if per_op else ""
-    bf16_ran_fast = speed.get("float_precision") == "bf16" and not bf16_slower_warning(target, speed)
-    causes = measured_causes((per_op or {}).get("int8"), kept_float, "bf16" if bf16_ran_fast else None)
+    # a bf16 float form slower than f32 is not why int8 trails it
+    precision = None if _bf16_ran_slower(speed) else speed.get("float_precision")
+    causes = measured_causes((per_op or {}).get("int8"), kept_float, precision)
     why = why_int8_is_slower(target.family, speed["cpu"], causes=causes)
     return f"{target.name} {slower}: {why}" + where
